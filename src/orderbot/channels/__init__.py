@@ -1,0 +1,1 @@
+"""Channel adapters: parse a webhook into an InboundMessage, send an OutboundMessage."""

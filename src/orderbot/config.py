@@ -1,0 +1,103 @@
+"""Settings, read once at the edge (the CLI) from the environment and ``.env``, then passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orderbot.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+DEFAULT_FLOW = "water"
+
+
+class Settings(BaseSettings):
+    """Every setting orderbot reads. Environment variables use the field name in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    database_url: str = "sqlite:///orderbot.db"
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: a 200 survives a process crash; full: also power loss (fsync per batch)",
+    )
+
+    chat2desk_api_url: str = "https://api.chat2desk.com/v1"
+    chat2desk_api_token: str = ""
+    chat2desk_timeout: float = Field(10.0, gt=0)
+    webhook_secret: str = ""
+    webhook_signature_header: str = ""
+    webhook_timestamp_header: str = "X-Timestamp"
+
+    worker_concurrency: int = Field(5, ge=1, le=1000)
+    outbound_rate_limit: int = Field(300, ge=1, description="replies per minute, all clients")
+    default_phone_region: str = "KG"
+    default_language: Literal["ru", "en"] = "ru"
+    detect_language: bool = Field(
+        True, description="pick ru/en from the script of the customer's first message"
+    )
+    flow: str = DEFAULT_FLOW
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
+    shutdown_timeout: float = Field(10.0, ge=0)
+    dialog_idle_timeout: float = Field(24 * 3600, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "default_language", "sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("default_phone_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if len(value) != 2 or not value.isalpha():
+                raise ValueError("must be a two-letter country code such as KG")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The file behind a ``sqlite:///path`` URL (any driver suffix is ignored)."""
+        _, _, rest = self.database_url.partition(":///")
+        if not rest:
+            raise ConfigError(f"DATABASE_URL: cannot find a file path in {self.database_url!r}")
+        return Path(rest)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

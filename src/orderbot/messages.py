@@ -1,0 +1,135 @@
+"""The values that travel between ingress, worker and sender.
+
+They are plain frozen dataclasses with a JSON form (``to_json``/``from_json``), so every queue
+backend stores and moves the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["Attachment", "InboundMessage", "OutboundMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file or media the customer sent: where to fetch it, and what the channel says it is."""
+
+    url: str
+    name: str = ""
+    mime_type: str = ""
+    size: int | None = None
+    kind: str = "file"  # file | photo | audio | location ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "name": self.name,
+            "mime_type": self.mime_type,
+            "size": self.size,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        return cls(
+            url=str(data.get("url", "")),
+            name=str(data.get("name", "")),
+            mime_type=str(data.get("mime_type", "")),
+            size=data.get("size"),
+            kind=str(data.get("kind", "file")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One customer message, whatever channel it came from.
+
+    ``route`` keeps what the channel needs to answer the same way (for Chat2Desk: ``transport``
+    and ``channel_id``); the dialog never looks at it.
+    """
+
+    channel: str
+    client_id: str
+    message_id: str
+    text: str
+    received_at: float
+    attachments: tuple[Attachment, ...] = ()
+    route: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.channel}:{self.message_id}"
+
+    @property
+    def client_key(self) -> str:
+        return f"{self.channel}:{self.client_id}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "channel": self.channel,
+                "client_id": self.client_id,
+                "message_id": self.message_id,
+                "text": self.text,
+                "received_at": self.received_at,
+                "attachments": [a.to_dict() for a in self.attachments],
+                "route": self.route,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> InboundMessage:
+        data = orjson.loads(raw)
+        return cls(
+            channel=data["channel"],
+            client_id=data["client_id"],
+            message_id=data["message_id"],
+            text=data["text"],
+            received_at=data["received_at"],
+            attachments=tuple(Attachment.from_dict(a) for a in data.get("attachments", ())),
+            route=dict(data.get("route", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One reply to send. ``key`` is deterministic (inbound message id + reply index), so a step
+    redone after a crash produces the same key and the outbox keeps only one copy."""
+
+    key: str
+    channel: str
+    client_id: str
+    text: str
+    buttons: tuple[str, ...] = ()
+    route: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "key": self.key,
+                "channel": self.channel,
+                "client_id": self.client_id,
+                "text": self.text,
+                "buttons": list(self.buttons),
+                "route": self.route,
+                "created_at": self.created_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> OutboundMessage:
+        data = orjson.loads(raw)
+        return cls(
+            key=data["key"],
+            channel=data["channel"],
+            client_id=data["client_id"],
+            text=data["text"],
+            buttons=tuple(data.get("buttons", ())),
+            route=dict(data.get("route", {})),
+            created_at=data.get("created_at", 0.0),
+        )

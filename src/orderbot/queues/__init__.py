@@ -1,0 +1,1 @@
+"""Queue backends: inbound messages, the outbox of replies, and the dead-letter queue."""

@@ -1,0 +1,109 @@
+"""What the worker and the sender need from a queue backend.
+
+Embedded: SQLite tables in the orderbot file (``queues/sqlite.py``). Distributed: RabbitMQ.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+from orderbot.messages import InboundMessage, OutboundMessage
+
+__all__ = ["DeadLetter", "InboundDelivery", "InboundQueue", "Outbox", "OutboxItem", "QueueDepths"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepths:
+    inbound: int
+    outbox: int
+    dead_letter: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"inbound": self.inbound, "outbox": self.outbox, "dead_letter": self.dead_letter}
+
+
+@dataclass(frozen=True, slots=True)
+class InboundDelivery:
+    """An inbound message handed to a worker; ``deliveries`` counts how often it was handed out
+    (a message that keeps crashing workers is dead-lettered after a bound)."""
+
+    handle: int
+    message: InboundMessage
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A reply waiting to be sent; ``attempts`` failed sends so far, ``not_before`` a unix time."""
+
+    handle: int
+    message: OutboundMessage
+    attempts: int
+    not_before: float
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    kind: Literal["outbox", "inbound"]
+    key: str
+    channel: str
+    client_id: str
+    payload: bytes
+    attempts: int
+    last_error: str
+    created_at: float
+
+
+class InboundQueue(ABC):
+    """Durable queue of customer messages, deduplicated by message id."""
+
+    @abstractmethod
+    async def put(self, message: InboundMessage) -> bool:
+        """Store ``message`` durably; return False when its id was already taken (a redelivery).
+
+        Returns only after the message would survive a crash of this process.
+        """
+
+    @abstractmethod
+    async def depth(self) -> QueueDepths: ...
+
+
+class Outbox(ABC):
+    """Durable queue of replies. The sender claims items, sends them, and records the result."""
+
+    @abstractmethod
+    async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
+        """Pending items in creation order, skipping handles in ``exclude`` (already in hand)."""
+
+    @abstractmethod
+    async def mark_sent(self, handle: int) -> None: ...
+
+    @abstractmethod
+    async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
+        """Record a failed attempt; the item stays first in its client's line until ``not_before``."""
+
+    @abstractmethod
+    async def dead_letter(self, handle: int, attempts: int, error: str) -> None:
+        """Move the item to the dead-letter queue with its last error."""
+
+    @abstractmethod
+    async def wait(self, timeout: float) -> None:
+        """Return when new items may be pending, or after ``timeout`` seconds."""
+
+
+class DeadLetterQueue(ABC):
+    """What could not be sent or processed, visible and replayable."""
+
+    @abstractmethod
+    async def list(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    @abstractmethod
+    async def replay(self, ids: list[int] | None) -> int:
+        """Put dead letters back on their queue (all when ``ids`` is None); return how many."""
+
+    @abstractmethod
+    async def purge(self) -> int: ...
