@@ -11,7 +11,15 @@ from typing import Literal
 
 from orderbot.messages import InboundMessage, OutboundMessage
 
-__all__ = ["DeadLetter", "InboundDelivery", "InboundQueue", "Outbox", "OutboxItem", "QueueDepths"]
+__all__ = [
+    "DeadLetter",
+    "InboundDelivery",
+    "InboundQueue",
+    "Outbox",
+    "OutboxItem",
+    "QueueDepths",
+    "DeadLetterQueue",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,19 @@ class InboundQueue(ABC):
 
         Returns only after the message would survive a crash of this process.
         """
+
+    @abstractmethod
+    async def fetch(self, limit: int) -> list[InboundDelivery]:
+        """Hand out pending messages in arrival order, each once per process lifetime, counting
+        the delivery durably before returning it."""
+
+    @abstractmethod
+    async def wait(self, timeout: float) -> None:
+        """Return when new messages may be pending, or after ``timeout`` seconds."""
+
+    @abstractmethod
+    async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:
+        """Take a message that keeps failing off the queue, into the dead-letter queue."""
 
     @abstractmethod
     async def depth(self) -> QueueDepths: ...

@@ -1,0 +1,1 @@
+"""Alembic migrations (run with ``orderbot db upgrade``; ``orderbot run`` applies them itself)."""

@@ -1,0 +1,160 @@
+"""The database schema: SQLAlchemy 2 tables, the single source for Alembic migrations and for
+the SQL the embedded backend precompiles.
+
+Shared by both profiles: ``orders``, ``message_logs``, ``dialog_outcomes``.
+Embedded profile only (queues and dialog state in the same SQLite file): ``inbound_queue``,
+``outbox``, ``dead_letters``, ``dialog_states``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "EMBEDDED_TABLES",
+    "dead_letters",
+    "dialog_outcomes",
+    "dialog_states",
+    "inbound_queue",
+    "message_logs",
+    "metadata",
+    "orders",
+    "outbox",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite wants INTEGER PRIMARY KEY for a rowid alias; PostgreSQL gets BIGINT identity.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("client_id", String(100), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("source", String(64), nullable=False, server_default=""),
+    Column("phone", String(32)),
+    Column("address", Text),
+    Column("quantity", Integer),
+    Column("status", String(32), nullable=False, server_default="new"),
+    Column("language", String(8), nullable=False, server_default="ru"),
+    Column("data", Text, nullable=False, server_default="{}"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "status", "created_at"),
+    Index(None, "channel", "client_id"),
+    Index(None, "created_at"),
+)
+
+message_logs = Table(
+    "message_logs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("channel", String(32), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("message_key", String(200), nullable=False),
+    Column("text", Text, nullable=False, server_default=""),
+    Column("dialog_state", String(64)),
+    Column("success", Boolean, nullable=False, server_default="1"),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Index(None, "channel", "client_id", "created_at"),
+    Index(None, "created_at"),
+)
+
+dialog_outcomes = Table(
+    "dialog_outcomes",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("channel", String(32), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("outcome", String(16), nullable=False),  # completed | cancelled | abandoned
+    Column("last_step", String(64), nullable=False),
+    Column("message_count", Integer, nullable=False),
+    Column("duration_seconds", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
+    Column("order_id", BigInteger),
+    Index(None, "outcome", "ended_at"),
+    Index(None, "last_step"),
+)
+
+inbound_queue = Table(
+    "inbound_queue",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    # channel:message_id; kept after processing (7 days) so redeliveries are recognised
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("channel", String(32), nullable=False),
+    Column("client_key", String(150), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("done", Boolean, nullable=False, server_default="0"),
+    Column("deliveries", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Index("ix_inbound_queue_pending", "done", "id"),
+    # ids must never be reused: the worker hands out rows by increasing id
+    sqlite_autoincrement=True,
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("channel", String(32), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(8), nullable=False, server_default="pending"),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", Float, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Index("ix_outbox_pending", "status", "id"),
+    sqlite_autoincrement=True,
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # outbox | inbound
+    Column("key", String(200), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+dialog_states = Table(
+    "dialog_states",
+    metadata,
+    Column("client_key", String(150), primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+EMBEDDED_TABLES = ("inbound_queue", "outbox", "dead_letters", "dialog_states")

@@ -1,0 +1,1 @@
+"""Dialog state and the atomic commit of one dialog step."""

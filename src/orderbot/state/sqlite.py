@@ -1,0 +1,164 @@
+"""Embedded dialog state and step commits: one SQLite transaction per handled message."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+
+import orjson
+
+from orderbot.queues.sqlite import Wakeup
+from orderbot.sqlite import SqliteDatabase
+from orderbot.state.base import ORDER_ID_PLACEHOLDER, StepCommit, StepStore
+
+__all__ = ["SqliteStepStore"]
+
+_MISSING = object()
+
+
+class SqliteStepStore(StepStore):
+    """Dialog states in ``dialog_states``; a step commits order, replies, outcomes, message log,
+    new state and the processed mark in one transaction.
+
+    In the embedded profile this process is the only one that runs a client's steps, so the
+    states it wrote are cached (bounded LRU) and a step costs one round trip to the database.
+    """
+
+    def __init__(
+        self, db: SqliteDatabase, *, outbox_wakeup: Wakeup | None = None, cache_size: int = 20_000
+    ) -> None:
+        self._db = db
+        self._outbox_wakeup = outbox_wakeup
+        self._cache: OrderedDict[str, bytes | None] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def load_state(self, client_key: str) -> bytes | None:
+        cached = self._cache.get(client_key, _MISSING)
+        if cached is not _MISSING:
+            self._cache.move_to_end(client_key)
+            return cached  # type: ignore[return-value]
+
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT state FROM dialog_states WHERE client_key = ?", (client_key,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        state = await self._db.run(read)
+        self._remember(client_key, state)
+        return state
+
+    def _remember(self, client_key: str, state: bytes | None) -> None:
+        self._cache[client_key] = state
+        self._cache.move_to_end(client_key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def commit_step(self, commit: StepCommit) -> int | None:
+        now = time.time()
+        result = await self._db.run(lambda conn: _commit(conn, commit, now))
+        if result is _ALREADY_DONE:
+            return None
+        self._remember(commit.delivery.message.client_key, commit.state)
+        if commit.replies and self._outbox_wakeup is not None:
+            self._outbox_wakeup.set()
+        return result  # type: ignore[return-value]
+
+
+_ALREADY_DONE = object()
+
+
+def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
+    delivery = commit.delivery
+    message = delivery.message
+    row = conn.execute("SELECT done FROM inbound_queue WHERE id = ?", (delivery.handle,)).fetchone()
+    if row is not None and row[0]:
+        return _ALREADY_DONE
+
+    order_id: int | None = None
+    if commit.order is not None:
+        o = commit.order
+        conn.execute(
+            "INSERT OR IGNORE INTO orders (idempotency_key, client_id, channel, source, phone,"
+            " address, quantity, status, language, data, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?)",
+            (
+                o.idempotency_key,
+                o.client_id,
+                o.channel,
+                o.source,
+                o.phone,
+                o.address,
+                o.quantity,
+                o.language,
+                orjson.dumps(o.data).decode(),
+                now,
+                now,
+            ),
+        )
+        order_id = conn.execute(
+            "SELECT id FROM orders WHERE idempotency_key = ?", (o.idempotency_key,)
+        ).fetchone()[0]
+
+    for reply in commit.replies:
+        if order_id is not None and ORDER_ID_PLACEHOLDER in reply.text:
+            reply = type(reply)(
+                key=reply.key,
+                channel=reply.channel,
+                client_id=reply.client_id,
+                text=reply.text.replace(ORDER_ID_PLACEHOLDER, str(order_id)),
+                buttons=reply.buttons,
+                route=reply.route,
+                created_at=reply.created_at,
+            )
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (key, channel, client_id, payload, status, attempts,"
+            " not_before, last_error, created_at) VALUES (?, ?, ?, ?, 'pending', 0, 0, '', ?)",
+            (reply.key, reply.channel, reply.client_id, reply.to_json(), now),
+        )
+
+    for outcome in commit.outcomes:
+        conn.execute(
+            "INSERT INTO dialog_outcomes (channel, client_id, outcome, last_step, message_count,"
+            " duration_seconds, started_at, ended_at, order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.channel,
+                message.client_id,
+                outcome.outcome,
+                outcome.last_step,
+                outcome.message_count,
+                max(0.0, outcome.ended_at - outcome.started_at),
+                outcome.started_at,
+                outcome.ended_at,
+                order_id if outcome.outcome == "completed" else None,
+            ),
+        )
+
+    client_key = message.client_key
+    if commit.state is None:
+        conn.execute("DELETE FROM dialog_states WHERE client_key = ?", (client_key,))
+    else:
+        conn.execute(
+            "INSERT INTO dialog_states (client_key, state, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (client_key) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (client_key, commit.state, now),
+        )
+
+    conn.execute(
+        "INSERT INTO message_logs (direction, channel, client_id, message_key, text,"
+        " dialog_state, success, error, created_at) VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.channel,
+            message.client_id,
+            message.message_id,
+            message.text,
+            commit.state_name,
+            commit.error is None,
+            commit.error,
+            now,
+        ),
+    )
+    conn.execute("UPDATE inbound_queue SET done = 1 WHERE id = ?", (delivery.handle,))
+    return order_id
