@@ -1,0 +1,382 @@
+"""Flows as data: load a YAML flow file into a checked, immutable :class:`Flow`.
+
+Everything that can be wrong with a flow is found here, at load time, and reported as one
+``FlowError`` line naming the file, the step and the key, so a typo never reaches a customer.
+
+Schema (see ``flows/water.yaml`` for a full example)::
+
+    name: water
+    languages: [ru, en]            # the first is the fallback
+    start: WAITING_ADDRESS         # the first question, asked right after the greeting
+    vars: {manager_phone: "..."}   # optional constants usable as {placeholders} in any text
+    texts:                         # global texts, each {language: text}
+      greeting, help, cancelled, empty, unknown_command
+    cancel_words: {ru: [...], en: [...]}   # optional; a whole message equal to one cancels
+    restart_words: {ru: [...], en: [...]}  # optional; likewise restarts
+    steps:
+      NAME:                        # a question step
+        prompt: {ru: ..., en: ...}
+        validator: address         # a name in validators.VALIDATORS
+        params: {...}              # optional, checked by the validator
+        field: address             # optional; where the value goes in the dialog data
+        errors: {reason: {ru: ..., en: ...}}   # a text for every reason (or a `default`)
+        next: NEXT_STEP            # or {value: STEP, ...} to branch on the value (yes/no)
+        buttons: {ru: [...], en: [...]}        # optional choice labels
+        skip: {ru: [...], en: [...]}           # optional words that leave the field empty
+        help: {ru: ..., en: ...}               # optional, shown before the prompt on /help
+      NAME:                        # an end step
+        end: completed | cancelled # completed stores the order
+        text: {ru: ..., en: ...}   # completed: must hold {order_id}, and no other placeholder
+
+Texts substitute ``{field}`` (collected values), ``{var}`` (from ``vars``) and, in a step's own
+texts, ``{param}`` (its scalar params, e.g. ``{max}``) at render time, never via ``str.format``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as _default
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from orderbot.dialog.validators import VALIDATORS
+from orderbot.errors import FlowError
+
+__all__ = ["FLOWS_DIR", "Flow", "Step", "load_flow", "placeholders"]
+
+FLOWS_DIR = Path(__file__).parent / "flows"
+"""Where the shipped flows live; ``load_flow("water")`` reads ``FLOWS_DIR / "water.yaml"``."""
+
+ORDER_ID = "order_id"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_GLOBAL_TEXTS = ("greeting", "help", "cancelled", "empty", "unknown_command")
+_STEP_KEYS = {"prompt", "validator", "params", "field", "errors", "next", "buttons", "skip", "help"}
+_END_KEYS = {"end", "text"}
+_TOP_KEYS = {
+    "name",
+    "languages",
+    "start",
+    "vars",
+    "texts",
+    "cancel_words",
+    "restart_words",
+    "steps",
+}
+
+Texts = Mapping[str, str]
+"""One text in every language of the flow: ``{"ru": ..., "en": ...}``."""
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{name}`` placeholders in a text."""
+    return set(_PLACEHOLDER.findall(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a flow: a question (``validator`` set) or an end (``end`` set)."""
+
+    name: str
+    prompt: Texts = _default(default_factory=dict)
+    validator: str | None = None
+    params: Mapping[str, Any] = _default(default_factory=dict)
+    field: str | None = None
+    errors: Mapping[str, Texts] = _default(default_factory=dict)
+    next: str | Mapping[str, str] | None = None
+    buttons: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    skip: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    help: Texts = _default(default_factory=dict)
+    end: Literal["completed", "cancelled"] | None = None
+    text: Texts = _default(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A loaded, checked flow. Treat it as read-only; it is shared by every dialog."""
+
+    name: str
+    languages: tuple[str, ...]
+    start: str
+    steps: Mapping[str, Step]
+    texts: Mapping[str, Texts]
+    vars: Mapping[str, str] = _default(default_factory=dict)
+    cancel_words: tuple[str, ...] = ()
+    restart_words: tuple[str, ...] = ()
+
+    def language(self, wanted: str) -> str:
+        """``wanted`` if the flow speaks it, else the flow's first language."""
+        return wanted if wanted in self.languages else self.languages[0]
+
+    def text(self, key: str, language: str) -> str:
+        """The global text ``key`` in ``language`` (or the flow's first language)."""
+        return self.texts[key][self.language(language)]
+
+
+def load_flow(source: str | Path) -> Flow:
+    """Load a flow: a shipped flow's name (``"water"``) or the path of a YAML file.
+
+    Raises ``FlowError`` with one line naming what is wrong and where.
+    """
+    if isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]+", source):
+        path = FLOWS_DIR / f"{source}.yaml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in FLOWS_DIR.glob("*.yaml"))
+            raise FlowError(f"unknown flow {source!r} (shipped flows: {', '.join(shipped)})")
+    else:
+        path = Path(source)
+    try:
+        raw_text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"cannot read flow file {path}: {exc}") from exc
+    try:
+        raw = yaml.safe_load(raw_text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise FlowError(f"{path}: YAML syntax error{where}: {problem}") from exc
+    try:
+        return _build(raw)
+    except _Problem as exc:
+        raise FlowError(f"{path}: {exc}") from None
+
+
+class _Problem(Exception):
+    """A flow inconsistency, before the file name is put in front of it."""
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Problem(f"{where}: must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _Problem(f"{where}: keys must be strings, got {key!r}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Problem(f"{where}: must be a non-empty string")
+    return value
+
+
+def _unknown_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise _Problem(
+            f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _texts(value: object, languages: tuple[str, ...], where: str) -> dict[str, str]:
+    data = _mapping(value, where)
+    for language in languages:
+        if language not in data:
+            raise _Problem(f"{where}: missing text for language {language!r}")
+    extra = sorted(set(data) - set(languages))
+    if extra:
+        raise _Problem(f"{where}: language {extra[0]!r} is not in the flow's languages")
+    return {language: _string(data[language], f"{where}.{language}") for language in languages}
+
+
+def _word_lists(
+    value: object, languages: tuple[str, ...], where: str
+) -> dict[str, tuple[str, ...]]:
+    data = _mapping(value, where)
+    result: dict[str, tuple[str, ...]] = {}
+    for language, words in data.items():
+        if language not in languages:
+            raise _Problem(f"{where}: language {language!r} is not in the flow's languages")
+        if not isinstance(words, list) or not words:
+            raise _Problem(f"{where}.{language}: must be a non-empty list of strings")
+        result[language] = tuple(_string(w, f"{where}.{language}") for w in words)
+    return result
+
+
+def _build(raw: object) -> Flow:
+    top = _mapping(raw, "top level")
+    _unknown_keys(top, _TOP_KEYS, "top level")
+    for key in ("name", "languages", "start", "texts", "steps"):
+        if key not in top:
+            raise _Problem(f"missing top-level key {key!r}")
+    name = _string(top["name"], "name")
+    if not isinstance(top["languages"], list) or not top["languages"]:
+        raise _Problem("languages: must be a non-empty list such as [ru, en]")
+    languages = tuple(_string(lang, "languages") for lang in top["languages"])
+    if len(set(languages)) != len(languages):
+        raise _Problem("languages: listed twice")
+
+    variables = {k: str(v) for k, v in _mapping(top.get("vars", {}), "vars").items()}
+    texts_raw = _mapping(top["texts"], "texts")
+    _unknown_keys(texts_raw, set(_GLOBAL_TEXTS), "texts")
+    texts: dict[str, dict[str, str]] = {}
+    for key in _GLOBAL_TEXTS:
+        if key not in texts_raw:
+            raise _Problem(f"texts: missing text {key!r}")
+        texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
+
+    steps_raw = _mapping(top["steps"], "steps")
+    if not steps_raw:
+        raise _Problem("steps: a flow needs at least one step")
+    steps = {step_name: _step(step_name, body, languages) for step_name, body in steps_raw.items()}
+
+    start = _string(top["start"], "start")
+    if start not in steps:
+        raise _Problem(f"start: step {start!r} does not exist")
+    if steps[start].end is not None:
+        raise _Problem(f"start: step {start!r} is an end step; the flow must ask something")
+
+    fields = {s.field for s in steps.values() if s.field}
+    for s in steps.values():
+        targets = [s.next] if isinstance(s.next, str) else list((s.next or {}).values())
+        for target in targets:
+            if target not in steps:
+                raise _Problem(f"steps.{s.name}.next: step {target!r} does not exist")
+        _check_placeholders(s, texts, fields, set(variables))
+    for key, by_language in texts.items():
+        for language, text in by_language.items():
+            _placeholders_known(text, set(variables), f"texts.{key}.{language}")
+
+    cancel = _word_lists(top.get("cancel_words", {}), languages, "cancel_words")
+    restart = _word_lists(top.get("restart_words", {}), languages, "restart_words")
+    return Flow(
+        name=name,
+        languages=languages,
+        start=start,
+        steps=steps,
+        texts=texts,
+        vars=variables,
+        cancel_words=tuple(w for words in cancel.values() for w in words),
+        restart_words=tuple(w for words in restart.values() for w in words),
+    )
+
+
+def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
+    where = f"steps.{name}"
+    data = _mapping(body, where)
+    if "end" in data:
+        _unknown_keys(data, _END_KEYS, where)
+        end = data["end"]
+        if end not in ("completed", "cancelled"):
+            raise _Problem(f"{where}.end: must be 'completed' or 'cancelled', got {end!r}")
+        if "text" not in data:
+            raise _Problem(f"{where}: missing key 'text'")
+        return Step(name=name, end=end, text=_texts(data["text"], languages, f"{where}.text"))
+
+    _unknown_keys(data, _STEP_KEYS, where)
+    for key in ("prompt", "validator", "next"):
+        if key not in data:
+            raise _Problem(f"{where}: missing key {key!r}")
+    validator_name = _string(data["validator"], f"{where}.validator")
+    validator = VALIDATORS.get(validator_name)
+    if validator is None:
+        raise _Problem(
+            f"{where}.validator: unknown validator {validator_name!r} "
+            f"(known: {', '.join(sorted(VALIDATORS))})"
+        )
+    params = dict(_mapping(data.get("params", {}), f"{where}.params"))
+    try:
+        validator.check_params(params)
+    except ValueError as exc:
+        raise _Problem(f"{where}.params: {validator_name}: {exc}") from None
+
+    errors_raw = _mapping(data.get("errors", {}), f"{where}.errors")
+    allowed_reasons = set(validator.reasons) | {"default"}
+    for reason in errors_raw:
+        if reason not in allowed_reasons:
+            raise _Problem(
+                f"{where}.errors: {validator_name} has no reason {reason!r} "
+                f"(reasons: {', '.join(sorted(validator.reasons))}, default)"
+            )
+    if "default" not in errors_raw:
+        missing = sorted(validator.reasons - set(errors_raw))
+        if missing:
+            raise _Problem(f"{where}.errors: missing text for reason {missing[0]!r}")
+    errors = {r: _texts(t, languages, f"{where}.errors.{r}") for r, t in errors_raw.items()}
+
+    next_raw = data["next"]
+    next_step: str | dict[str, str]
+    if isinstance(next_raw, Mapping):
+        next_step = {
+            str(k).lower() if isinstance(k, bool) else str(k): _string(v, f"{where}.next.{k}")
+            for k, v in next_raw.items()
+        }
+        # YAML reads a bare yes/no key as a boolean; accept both spellings.
+        next_step = {{"true": "yes", "false": "no"}.get(k, k): v for k, v in next_step.items()}
+    else:
+        next_step = _string(next_raw, f"{where}.next")
+
+    buttons = _word_lists(data.get("buttons", {}), languages, f"{where}.buttons")
+    if buttons:
+        if set(buttons) != set(languages):
+            missing_lang = sorted(set(languages) - set(buttons))[0]
+            raise _Problem(f"{where}.buttons: missing labels for language {missing_lang!r}")
+        if len({len(labels) for labels in buttons.values()}) != 1:
+            raise _Problem(f"{where}.buttons: every language needs the same number of labels")
+    field_name = data.get("field")
+    if field_name is not None and not (
+        isinstance(field_name, str) and re.fullmatch(r"[A-Za-z_]\w*", field_name)
+    ):
+        raise _Problem(f"{where}.field: must be an identifier, got {field_name!r}")
+    if field_name == ORDER_ID:
+        raise _Problem(f"{where}.field: {ORDER_ID!r} is reserved for the order number")
+    skip = _word_lists(data.get("skip", {}), languages, f"{where}.skip")
+    if skip and field_name is None:
+        raise _Problem(f"{where}.skip: a skippable step needs a 'field'")
+    return Step(
+        name=name,
+        prompt=_texts(data["prompt"], languages, f"{where}.prompt"),
+        validator=validator_name,
+        params=params,
+        field=field_name,
+        errors=errors,
+        next=next_step,
+        buttons=buttons,
+        skip=skip,
+        help=_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
+    )
+
+
+def _placeholders_known(text: str, known: set[str], where: str) -> None:
+    unknown = sorted(placeholders(text) - known)
+    if unknown:
+        hint = " (only an end step with end: completed may use it)" if ORDER_ID in unknown else ""
+        raise _Problem(f"{where}: unknown placeholder {{{unknown[0]}}}{hint}")
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _check_placeholders(
+    step: Step, texts: Mapping[str, Texts], fields: set[str], variables: set[str]
+) -> None:
+    where = f"steps.{step.name}"
+    if step.end == "completed":
+        # The worker fills {order_id} with a plain replace after the engine ran, so nothing
+        # else may be substituted here: customer data could then smuggle in "{order_id}".
+        for language, text in step.text.items():
+            found = placeholders(text)
+            if ORDER_ID not in found:
+                raise _Problem(f"{where}.text.{language}: must contain {{{ORDER_ID}}}")
+            if found - {ORDER_ID}:
+                extra = sorted(found - {ORDER_ID})[0]
+                raise _Problem(
+                    f"{where}.text.{language}: only {{{ORDER_ID}}} is allowed here, not {{{extra}}}"
+                )
+        return
+    # A step's own params ({max} of a quantity) may be quoted in its texts.
+    known = fields | variables | {k for k, v in step.params.items() if _is_scalar(v)}
+    groups: list[tuple[str, Texts]] = [
+        ("prompt", step.prompt),
+        ("help", step.help),
+        ("text", step.text),
+    ]
+    groups += [(f"errors.{reason}", t) for reason, t in step.errors.items()]
+    for key, by_language in groups:
+        for language, text in by_language.items():
+            _placeholders_known(text, known, f"{where}.{key}.{language}")

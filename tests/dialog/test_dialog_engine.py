@@ -1,0 +1,397 @@
+"""Whole conversations through the pure engine with the shipped water flow."""
+
+from __future__ import annotations
+
+import pytest
+
+import orderbot.dialog
+from orderbot.dialog import (
+    CreateOrder,
+    DialogEnded,
+    DialogOptions,
+    DialogState,
+    Flow,
+    Reply,
+    StepResult,
+    error_reply,
+    load_flow,
+    render_buttons_as_text,
+    step,
+)
+
+T0 = 1_700_000_000.0
+OPTIONS = DialogOptions()
+
+
+@pytest.fixture(scope="module")
+def water() -> Flow:
+    return load_flow("water")
+
+
+class Chat:
+    """Drives one customer's conversation; the clock advances a second per message."""
+
+    def __init__(self, flow: Flow, options: DialogOptions = OPTIONS) -> None:
+        self.flow = flow
+        self.options = options
+        self.state: DialogState | None = None
+        self.now = T0
+
+    def say(self, text: str, *, after: float = 1.0) -> StepResult:
+        self.now += after
+        result = step(self.flow, self.state, text, self.now, options=self.options)
+        # Every state the engine hands out must survive storage.
+        if result.state is not None:
+            assert DialogState.from_json(result.state.to_json()) == result.state
+        self.state = result.state
+        return result
+
+    def text(self, text: str, *, after: float = 1.0) -> str:
+        return "\n---\n".join(r.text for r in self.say(text, after=after).replies)
+
+
+def test_public_api_is_exported() -> None:
+    for name in orderbot.dialog.__all__:
+        assert hasattr(orderbot.dialog, name), name
+    assert {"load_flow", "Flow", "step", "DialogState", "StepResult", "error_reply"} <= set(
+        orderbot.dialog.__all__
+    )
+
+
+def test_russian_conversation_from_greeting_to_order(water: Flow) -> None:
+    chat = Chat(water)
+    first = chat.say("Здравствуйте")
+    assert len(first.replies) == 2
+    assert "Здравствуйте!" in first.replies[0].text
+    assert "адрес доставки" in first.replies[1].text
+    assert first.state is not None
+    assert first.state.step == "WAITING_ADDRESS"
+    assert first.state.language == "ru"
+    assert first.state.data == {}  # the greeting message is not taken as the address
+    assert first.effects == ()
+
+    assert "Адрес слишком короткий" in chat.text("ул")
+    assert "нет названия улицы" in chat.text("12345 67")
+    assert "слишком длинный" in chat.text("ул. " + "а" * 300)
+    assert chat.state is not None
+    assert chat.state.step == "WAITING_ADDRESS"
+
+    assert "номер телефона" in chat.text("  ул. Киевская   120, кв. 5 ")
+    assert "Не получилось распознать номер" in chat.text("123")
+    assert "0555 123 456" in chat.text("123")  # the re-ask shows an example
+    assert "Сколько бутылей" in chat.text("мой номер 0555 123 456")
+
+    assert "целиком" in chat.text("1.5")
+    assert "отрицательным" in chat.text("-5")
+    assert "одно число" in chat.text("2 или 3")
+    assert "Не понял количество" in chat.text("много")
+    assert "Минимальный заказ" in chat.text("0")
+    too_many = chat.text("51")
+    assert "менеджером" in too_many
+    assert "+996 555 000 000" in too_many
+    assert "{" not in too_many
+
+    summary = chat.say("три бутыли")
+    (reply,) = summary.replies
+    assert "ул. Киевская 120, кв. 5" in reply.text
+    assert "+996555123456" in reply.text
+    assert "Бутылей: 3" in reply.text
+    assert reply.buttons == ("Да", "Нет")
+    assert summary.effects == ()
+
+    assert "«Да» или «Нет»" in chat.text("не знаю")
+    done = chat.say("Да, всё верно")
+    assert done.state is None
+    (final,) = done.replies
+    assert "{order_id}" in final.text
+    assert final.text.count("{") == 1  # the only placeholder left is the order number
+    order, ended = done.effects
+    assert order == CreateOrder(
+        phone="+996555123456",
+        address="ул. Киевская 120, кв. 5",
+        quantity=3,
+        language="ru",
+        data={"address": "ул. Киевская 120, кв. 5", "phone": "+996555123456", "quantity": 3},
+    )
+    assert isinstance(ended, DialogEnded)
+    assert ended.outcome == "completed"
+    assert ended.last_step == "COMPLETED"
+    assert ended.message_count == 17
+    assert ended.started_at == T0 + 1
+    assert ended.ended_at == chat.now
+
+
+def test_english_conversation_declined_stores_no_order(water: Flow) -> None:
+    chat = Chat(water)
+    greeting = chat.text("Hi, I need water")
+    assert "Hello!" in greeting
+    assert "delivery address" in greeting
+    assert "too short" in chat.text("st")
+    assert "phone number" in chat.text("120 Kievskaya St, apt 5")
+    assert "could not read" in chat.text("+9965551234567")
+    assert "How many" in chat.text("+996 (555) 123-456")
+    assert "whole bottles" in chat.text("1,5")
+    assert "just one number" in chat.text("2 or 3")
+    summary = chat.say("twenty-five bottles")
+    assert "Bottles: 25" in summary.replies[0].text
+    assert summary.replies[0].buttons == ("Yes", "No")
+    declined = chat.say("no")
+    assert declined.state is None
+    assert "not placed" in declined.replies[0].text
+    assert not any(isinstance(e, CreateOrder) for e in declined.effects)
+    (ended,) = declined.effects
+    assert isinstance(ended, DialogEnded)
+    assert ended.outcome == "cancelled"
+    assert ended.last_step == "DECLINED"
+
+
+def _to_confirmation(chat: Chat, *, address: str = "ул. Токтогула 1") -> None:
+    chat.say("Привет")
+    chat.say(address)
+    chat.say("0555123456")
+    chat.say("2")
+    assert chat.state is not None
+    assert chat.state.step == "WAITING_CONFIRMATION"
+
+
+def test_button_number_answers_the_confirmation(water: Flow) -> None:
+    chat = Chat(water)
+    _to_confirmation(chat)
+    result = chat.say("1")
+    assert any(isinstance(e, CreateOrder) for e in result.effects)
+
+
+def test_customer_text_is_never_a_format_string(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Привет")
+    chat.say("ул. {phone} {order_id} {0} %s 5")
+    chat.say("0555123456")
+    summary = chat.say("2")
+    assert "Адрес: ул. {phone} {order_id} {0} %s 5\n" in summary.replies[0].text
+    assert "Телефон: +996555123456" in summary.replies[0].text
+    done = chat.say("да")
+    # The completion text holds no customer data, so the worker's replace hits one spot only.
+    assert done.replies[0].text.count("{order_id}") == 1
+    assert "Киевская" not in done.replies[0].text
+
+
+def test_after_completion_the_next_message_starts_a_new_dialog(water: Flow) -> None:
+    chat = Chat(water)
+    _to_confirmation(chat)
+    chat.say("да")
+    assert chat.state is None
+    again = chat.say("ещё воды")
+    assert again.state is not None
+    assert again.state.step == "WAITING_ADDRESS"
+    assert again.state.message_count == 1
+    assert again.effects == ()
+    assert "Здравствуйте!" in again.replies[0].text
+
+
+def test_start_restarts_and_abandons_the_old_dialog(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Привет")
+    chat.say("ул. Токтогула 1")
+    result = chat.say("/start")
+    assert result.state is not None
+    assert result.state.step == "WAITING_ADDRESS"
+    assert result.state.data == {}
+    assert result.state.language == "ru"  # kept, although "/start" is Latin
+    assert result.state.message_count == 1
+    assert result.state.started_at == chat.now
+    assert "Здравствуйте!" in result.replies[0].text
+    (ended,) = result.effects
+    assert ended == DialogEnded("abandoned", "WAITING_PHONE", 2, T0 + 1, chat.now)
+
+
+def test_start_without_a_dialog_greets_in_the_default_language(water: Flow) -> None:
+    result = Chat(water).say("/start")
+    assert result.effects == ()
+    assert result.state is not None
+    assert result.state.language == "ru"
+    assert "Здравствуйте!" in result.replies[0].text
+
+
+@pytest.mark.parametrize(
+    "text", ["/cancel", "/CANCEL", "/cancel@water_bot", "отмена", "Отмена!", "cancel", "стоп"]
+)
+def test_cancel_ends_without_an_order(water: Flow, text: str) -> None:
+    chat = Chat(water)
+    chat.say("Привет")
+    chat.say("ул. Токтогула 1")
+    result = chat.say(text)
+    assert result.state is None
+    assert "отменён" in result.replies[0].text
+    (ended,) = result.effects
+    assert ended == DialogEnded("cancelled", "WAITING_PHONE", 3, T0 + 1, chat.now)
+
+
+def test_cancel_word_inside_an_answer_is_an_answer(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Привет")
+    result = chat.say("ул. Отмена 5")  # a street may be called anything
+    assert result.state is not None
+    assert result.state.step == "WAITING_PHONE"
+    assert result.state.data["address"] == "ул. Отмена 5"
+
+
+def test_cancel_without_a_dialog_just_says_goodbye(water: Flow) -> None:
+    result = Chat(water).say("cancel")
+    assert result.state is None
+    assert result.effects == ()
+    assert "cancelled" in result.replies[0].text
+
+
+def test_help_explains_and_reasks_the_current_step(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Hello")
+    chat.say("120 Kievskaya St")
+    chat.say("0555123456")
+    result = chat.say("/help")
+    assert result.state is not None
+    assert result.state.step == "WAITING_QUANTITY"
+    assert result.state.message_count == 4
+    (reply,) = result.replies
+    assert "/cancel" in reply.text
+    assert "from 1 to 50 bottles" in reply.text  # the step's own help, with its params
+    assert reply.text.endswith("How many 19 l bottles should we bring? Send a number, e.g. 2.")
+    assert result.effects == ()
+
+
+def test_unknown_command_reasks(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Hello")
+    result = chat.say("/foo")
+    assert result.state is not None
+    assert result.state.step == "WAITING_ADDRESS"
+    assert result.state.data == {}
+    assert "Unknown command" in result.replies[0].text
+
+
+def test_empty_message_reasks(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Hello")
+    result = chat.say("   ")
+    assert result.state is not None
+    assert result.state.step == "WAITING_ADDRESS"
+    assert "reply with text" in result.replies[0].text
+
+
+def test_idle_dialog_starts_over(water: Flow) -> None:
+    options = DialogOptions(idle_timeout=3600)
+    chat = Chat(water, options)
+    chat.say("Привет")
+    chat.say("ул. Токтогула 1")
+    kept = chat.say("0555123456", after=3600)  # exactly the timeout: still alive
+    assert kept.state is not None
+    assert kept.state.step == "WAITING_QUANTITY"
+    result = chat.say("5", after=3601)
+    assert result.state is not None
+    assert result.state.step == "WAITING_ADDRESS"
+    assert result.state.data == {}
+    assert result.state.message_count == 1
+    assert "Здравствуйте!" in result.replies[0].text
+    (ended,) = result.effects
+    assert ended.outcome == "abandoned"
+    assert ended.last_step == "WAITING_QUANTITY"
+    assert ended.message_count == 3
+
+
+def test_idle_dialog_then_cancel(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Привет")
+    result = chat.say("/cancel", after=OPTIONS.idle_timeout + 1)
+    assert result.state is None
+    assert [e.outcome for e in result.effects if isinstance(e, DialogEnded)] == ["abandoned"]
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "language"),
+    [
+        ("Здравствуйте", OPTIONS, "ru"),
+        ("салам", OPTIONS, "ru"),
+        ("Hello", OPTIONS, "en"),
+        ("/start", OPTIONS, "ru"),
+        ("123", OPTIONS, "ru"),
+        ("👋", OPTIONS, "ru"),
+        ("/start", DialogOptions(default_language="en"), "en"),
+        ("Hello", DialogOptions(detect_language=False), "ru"),
+        ("Привет", DialogOptions(detect_language=False, default_language="en"), "en"),
+        ("Bonjour", DialogOptions(default_language="fr"), "en"),
+        ("123", DialogOptions(default_language="fr"), "ru"),  # not in the flow: its first
+    ],
+)
+def test_language_of_a_new_dialog(
+    water: Flow, text: str, options: DialogOptions, language: str
+) -> None:
+    result = step(water, None, text, T0, options=options)
+    assert result.state is not None
+    assert result.state.language == language
+
+
+def test_language_stays_for_the_whole_dialog(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("Hello")
+    result = chat.say("ул. Токтогула 1")
+    assert result.state is not None
+    assert result.state.language == "en"
+    assert "phone number" in result.replies[0].text
+
+
+def test_state_from_an_older_flow_starts_over(water: Flow) -> None:
+    old = DialogState("WAITING_EMAIL", "ru", {}, T0, T0, 4)
+    result = step(water, old, "Привет", T0 + 5, options=OPTIONS)
+    assert result.state is not None
+    assert result.state.step == "WAITING_ADDRESS"
+    assert result.effects == (DialogEnded("abandoned", "WAITING_EMAIL", 4, T0, T0 + 5),)
+
+
+def test_state_json_round_trip() -> None:
+    state = DialogState(
+        step="WAITING_QUANTITY",
+        language="en",
+        data={"address": 'ул. {x} "q" 5', "phone": "+996555123456", "n": 3, "skip": None},
+        started_at=T0,
+        updated_at=T0 + 12.5,
+        message_count=4,
+    )
+    raw = state.to_json()
+    assert isinstance(raw, bytes)
+    assert DialogState.from_json(raw) == state
+    assert DialogState.from_json(raw.decode()) == state
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"step": "X"}',
+        b'{"step": 1, "language": "ru", "data": {}, '
+        b'"started_at": 0, "updated_at": 0, "message_count": 1}',
+    ],
+)
+def test_state_from_bad_json_raises_value_error(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="dialog state"):
+        DialogState.from_json(raw)
+
+
+def test_render_buttons_as_text() -> None:
+    assert (
+        render_buttons_as_text(Reply("Всё верно?", ("Да", "Нет"))) == "Всё верно?\n\n1. Да\n2. Нет"
+    )
+    assert render_buttons_as_text(Reply("Hi")) == "Hi"
+
+
+def test_error_reply() -> None:
+    assert "повторите" in error_reply("ru").text
+    assert "repeat" in error_reply("en").text
+    assert error_reply("fr") == error_reply("ru")
+
+
+def test_step_is_pure(water: Flow) -> None:
+    state = DialogState("WAITING_ADDRESS", "ru", {}, T0, T0, 1)
+    first = step(water, state, "ул. Токтогула 1", T0 + 1, options=OPTIONS)
+    second = step(water, state, "ул. Токтогула 1", T0 + 1, options=OPTIONS)
+    assert first == second
+    assert state.data == {}
