@@ -1,0 +1,401 @@
+"""The ``orderbot`` command. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from orderbot import __version__
+from orderbot.config import Settings, load_settings
+from orderbot.errors import ChannelError, ConfigError, FlowError, OrderbotError
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="orderbot",
+    help="Takes shop orders through chat (Chat2Desk, a terminal). Settings come from the "
+    "environment and .env; see README.md.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+orders_app = typer.Typer(help="See the orders the bot took.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True)
+chat2desk_app = typer.Typer(help="Talk to the Chat2Desk API.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+flow_app = typer.Typer(help="Dialog flows.", no_args_is_help=True)
+app.add_typer(orders_app, name="orders")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(chat2desk_app, name="chat2desk")
+app.add_typer(db_app, name="db")
+app.add_typer(flow_app, name="flow")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(_wrap(coro))
+
+
+async def _wrap(coro: Awaitable[T]) -> T:
+    return await coro
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orderbot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """orderbot: takes shop orders through chat."""
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    host: Annotated[str | None, typer.Option(help="Listen address [env HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env PORT, 3000].")] = None,
+) -> None:
+    """Run everything in one process on SQLite: webhook server, workers and sender.
+
+    Migrations are applied on start. SIGTERM or Ctrl-C stops taking webhooks, finishes what is
+    in flight within SHUTDOWN_TIMEOUT seconds and exits; nothing acknowledged is lost.
+    """
+    import uvicorn
+
+    from orderbot.logs import setup_logging
+    from orderbot.runtime import EmbeddedRuntime
+    from orderbot.web.app import create_app
+
+    settings = _settings(host=host, port=port)
+    _require_sqlite(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    runtime = EmbeddedRuntime(settings)
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise fail(f"could not start the server on {settings.host}:{settings.port}")
+
+
+def _require_sqlite(settings: Settings) -> None:
+    if not settings.is_sqlite:
+        raise ConfigError(
+            "DATABASE_URL: `orderbot run` is the embedded profile and needs sqlite:///FILE"
+        )
+
+
+# -- chat ------------------------------------------------------------------------------------
+
+
+@app.command()
+def chat(
+    client: Annotated[str, typer.Option(help="Client id to talk as.")] = "terminal",
+) -> None:
+    """Talk to the bot in this terminal, through the same dialog engine and store.
+
+    Type messages; the bot's replies are printed. Buttons appear as numbered lines: answer with
+    the number or the text. Ctrl-D or /quit leaves (the dialog state is kept).
+    """
+    from orderbot.channels.local import LocalChannel
+    from orderbot.runtime import EmbeddedRuntime
+
+    settings = _settings()
+    _require_sqlite(settings)
+    channel = LocalChannel(lambda text: typer.echo(typer.style("bot> ", fg="green") + text))
+
+    async def session() -> None:
+        from orderbot.messages import InboundMessage
+
+        async with EmbeddedRuntime(settings, channels={"local": channel}) as runtime:
+            runtime.start()
+            typer.echo("Talking to orderbot (Ctrl-D or /quit to leave). Say hello.")
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, "you> ")
+                except EOFError:
+                    break
+                if line.strip() == "/quit":
+                    break
+                if not line.strip():
+                    continue
+                channel.replied.clear()
+                await runtime.inbound.put(
+                    InboundMessage(
+                        channel="local",
+                        client_id=client,
+                        message_id=uuid.uuid4().hex,
+                        text=line,
+                        received_at=time.time(),
+                    )
+                )
+                await _quiet(channel)
+
+    _run(session())
+
+
+async def _quiet(channel: Any) -> None:
+    """Wait for the first reply, then until replies stop coming for a moment."""
+    try:
+        await asyncio.wait_for(channel.replied.wait(), 10)
+    except TimeoutError:
+        typer.echo("(no reply yet; it will appear when ready)")
+        return
+    while True:
+        channel.replied.clear()
+        try:
+            await asyncio.wait_for(channel.replied.wait(), 0.15)
+        except TimeoutError:
+            return
+
+
+# -- orders ----------------------------------------------------------------------------------
+
+
+async def _with_repository(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from orderbot.db import create_engine
+    from orderbot.repository import OrderRepository
+
+    settings = _settings()
+    _require_database(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        return await fn(OrderRepository(engine))
+    finally:
+        await engine.dispose()
+
+
+def _require_database(settings: Settings) -> None:
+    if settings.is_sqlite and not settings.sqlite_path.exists():
+        raise fail(
+            f"no database at {settings.sqlite_path} (run `orderbot run` or `orderbot db upgrade`)"
+        )
+
+
+@orders_app.command("list")
+def orders_list(
+    status: Annotated[str | None, typer.Option(help="Only orders with this status, e.g. new.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List orders, newest first."""
+    found = _run(_with_repository(lambda repo: repo.list(status=status, limit=limit)))
+    if as_json:
+        typer.echo(orjson.dumps([o.to_dict() for o in found], option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found:
+        typer.echo("no orders")
+        return
+    typer.echo(f"{'ID':>6}  {'CREATED (UTC)':<19}  {'STATUS':<10} {'QTY':>4}  {'PHONE':<16} ADDRESS")
+    for o in found:
+        typer.echo(
+            f"{o.id:>6}  {o.created_at[:19].replace('T', ' '):<19}  {o.status:<10} "
+            f"{o.quantity if o.quantity is not None else '-':>4}  {o.phone or '-':<16} {o.address or '-'}"
+        )
+
+
+@orders_app.command("show")
+def orders_show(
+    order_id: Annotated[int, typer.Argument(metavar="ID", help="Order number.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one order."""
+    order = _run(_with_repository(lambda repo: repo.get(order_id)))
+    if order is None:
+        raise fail(f"no order {order_id}")
+    if as_json:
+        typer.echo(orjson.dumps(order.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    for key, value in order.to_dict().items():
+        typer.echo(f"{key + ':':<12} {value}")
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from orderbot.queues.sqlite import SqliteDeadLetterQueue
+    from orderbot.sqlite import SqliteDatabase
+
+    settings = _settings()
+    _require_sqlite(settings)
+    _require_database(settings)
+    async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
+        return await fn(SqliteDeadLetterQueue(db))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """What could not be sent (or processed), with the last error."""
+    letters = _run(_with_dead_letters(lambda q: q.list(limit)))
+    if as_json:
+        rows = [
+            {
+                "id": d.id,
+                "kind": d.kind,
+                "key": d.key,
+                "channel": d.channel,
+                "client_id": d.client_id,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "created_at": d.created_at,
+            }
+            for d in letters
+        ]
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not letters:
+        typer.echo("the dead-letter queue is empty")
+        return
+    for d in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.created_at))
+        typer.echo(
+            f"{d.id:>6}  {when}  {d.kind:<7} {d.channel}:{d.client_id}  "
+            f"attempts={d.attempts}  {d.last_error}"
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", help="Dead letters to replay.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Send dead replies again (fresh retries) and requeue dead inbound messages."""
+    if not ids and not all_:
+        raise fail("give one or more IDs, or --all", 2)
+    if ids and all_:
+        raise fail("give IDs or --all, not both", 2)
+    count = _run(_with_dead_letters(lambda q: q.replay(None if all_ else list(ids or []))))
+    if ids and count < len(ids):
+        typer.echo(f"replayed {count} of {len(ids)} (the others were not in the queue)")
+    else:
+        typer.echo(f"replayed {count}")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete every dead letter for good."""
+    if not yes and not typer.confirm("Delete every dead letter?"):
+        raise typer.Exit(1)
+    count = _run(_with_dead_letters(lambda q: q.purge()))
+    typer.echo(f"purged {count}")
+
+
+# -- chat2desk -------------------------------------------------------------------------------
+
+
+async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from orderbot.channels.chat2desk import Chat2DeskChannel
+
+    settings = _settings()
+    if not settings.chat2desk_api_token:
+        raise ConfigError("CHAT2DESK_API_TOKEN: not set (the token from Chat2Desk's API settings)")
+    channel = Chat2DeskChannel(
+        api_url=settings.chat2desk_api_url,
+        token=settings.chat2desk_api_token,
+        timeout=settings.chat2desk_timeout,
+    )
+    try:
+        return await fn(channel)
+    finally:
+        await channel.aclose()
+
+
+@chat2desk_app.command("set-webhook")
+def chat2desk_set_webhook(
+    url: Annotated[str, typer.Argument(help="Public URL of /webhook/chat2desk[/SECRET].")],
+) -> None:
+    """Register the webhook with Chat2Desk (POST /v1/webhooks, events: inbox)."""
+    if not url.startswith(("http://", "https://")):
+        raise fail("URL must start with http:// or https://", 2)
+    answer = _run(_with_chat2desk(lambda c: c.set_webhook(url)))
+    typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+
+
+@chat2desk_app.command("info")
+def chat2desk_info() -> None:
+    """What the Chat2Desk API reports about this token (requests used this month, limits)."""
+    answer = _run(_with_chat2desk(lambda c: c.api_info()))
+    typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+
+
+# -- db, flow --------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (Alembic) to DATABASE_URL."""
+    from orderbot import db
+
+    settings = _settings()
+    db.upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@flow_app.command("check")
+def flow_check(file: Annotated[str, typer.Argument(help="Flow YAML file, or a shipped flow name.")]) -> None:
+    """Load and validate a flow file; print its steps."""
+    from orderbot.dialog import load_flow
+
+    flow = load_flow(file)
+    typer.echo(f"flow {flow.name}: ok")
+    for name in flow.steps:
+        typer.echo(f"  {name}")
+
+
+def main() -> None:
+    """Entry point: errors a user can fix are one line and an exit code, never a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (FlowError, ChannelError, OrderbotError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The HTTP application: webhooks (lean path), health, metrics, and their OpenAPI description."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from orderbot import __version__
+from orderbot.loggers import ingress as log
+from orderbot.metrics import QUEUE_DEPTH
+from orderbot.runtime import EmbeddedRuntime
+from orderbot.web.ingress import IngressApp, WebhookIngress
+
+__all__ = ["create_app"]
+
+_WEBHOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "The channel's webhook payload. Chat2Desk: its inbox hook "
+                    "(only type=from_client is answered; other types and hook types are "
+                    "acknowledged and ignored), or at least client_id, message_id and text.",
+                    "required": ["client_id", "message_id"],
+                    "properties": {
+                        "client_id": {"type": ["integer", "string"]},
+                        "message_id": {"type": ["integer", "string"]},
+                        "text": {"type": ["string", "null"]},
+                        "type": {"type": "string", "example": "from_client"},
+                        "hook_type": {"type": "string", "example": "inbox"},
+                        "transport": {"type": "string", "example": "whatsapp"},
+                        "channel_id": {"type": ["integer", "string"]},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "Stored durably (or a duplicate / an event the bot ignores)."},
+        "400": {"description": "The body is not JSON."},
+        "401": {"description": "The signature does not match."},
+        "404": {"description": "No such channel, or the secret path is wrong."},
+        "413": {"description": "The body is over 64 KiB."},
+        "415": {"description": "Content-Type is not application/json."},
+        "422": {"description": "A required field is missing or has the wrong type."},
+        "503": {"description": "Storage is unavailable; retry after Retry-After seconds."},
+    },
+}
+
+
+def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> IngressApp:
+    """The ASGI app for ``runtime``. Its lifespan opens the runtime and, with
+    ``run_background``, runs worker and sender on the same event loop."""
+
+    state: dict[str, WebhookIngress | None] = {"ingress": None}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.open()
+        if run_background:
+            runtime.start()
+        state["ingress"] = runtime.ingress
+        log.info("orderbot %s ready (embedded profile, flow %s)", __version__, runtime.flow.name)
+        try:
+            yield
+        finally:
+            state["ingress"] = None
+            await runtime.aclose()
+
+    app = FastAPI(
+        title="orderbot",
+        version=__version__,
+        description="Takes shop orders through chat. Webhooks in, replies out, orders stored.",
+        lifespan=lifespan,
+    )
+
+    async def _webhook(request: Request, channel: str, secret: str = "") -> Response:
+        ingress = state["ingress"]
+        if ingress is None:
+            return JSONResponse({"success": False, "error": "starting"}, status_code=503)
+        path = f"/webhook/{channel}" + (f"/{secret}" if secret else "")
+        name = ingress.route(path)
+        if name is None:
+            return JSONResponse({"success": False, "error": "not_found"}, status_code=404)
+        body = await request.body()
+        result = await ingress.handle(
+            name, request.headers.get("content-type", ""), dict(request.headers), body
+        )
+        headers = {k.decode(): v.decode() for k, v in result.headers}
+        return Response(result.body, result.status, headers, media_type="application/json")
+
+    @app.post("/webhook/{channel}", tags=["webhooks"], openapi_extra=_WEBHOOK_BODY)
+    async def webhook(request: Request, channel: str) -> Response:
+        """Receive a channel's webhook (e.g. ``chat2desk``) when no WEBHOOK_SECRET is set."""
+        return await _webhook(request, channel)
+
+    @app.post("/webhook/{channel}/{secret}", tags=["webhooks"], openapi_extra=_WEBHOOK_BODY)
+    async def webhook_with_secret(request: Request, channel: str, secret: str) -> Response:
+        """Receive a channel's webhook at its secret path (WEBHOOK_SECRET set)."""
+        return await _webhook(request, channel, secret)
+
+    @app.get("/", tags=["service"])
+    async def root() -> dict[str, str]:
+        """Name, version and profile of this service."""
+        return {"name": "orderbot", "version": __version__, "profile": "embedded"}
+
+    @app.get("/live", tags=["service"])
+    async def live() -> dict[str, str]:
+        """The process is up (Kubernetes liveness)."""
+        return {"status": "alive"}
+
+    @app.get("/ready", tags=["service"])
+    async def ready() -> JSONResponse:
+        """Ready to take webhooks (Kubernetes readiness): 503 while starting or stopping."""
+        ok = state["ingress"] is not None
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/health", tags=["service"])
+    async def health() -> JSONResponse:
+        """Per-dependency checks and queue depths; 503 when a dependency is down."""
+        checks: dict[str, Any] = {"database": False, "worker": runtime.running}
+        try:
+            depths = await runtime.depths()
+            checks["database"] = True
+            checks["queues"] = depths.to_dict()
+            for queue, depth in depths.to_dict().items():
+                QUEUE_DEPTH.labels(queue).set(depth)
+        except Exception:
+            log.exception("health check: database unavailable")
+            checks["queues"] = None
+        healthy = checks["database"] and (checks["worker"] or not run_background)
+        return JSONResponse(
+            {"status": "healthy" if healthy else "unhealthy", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/metrics", tags=["service"])
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        try:
+            depths = await runtime.depths()
+            for queue, depth in depths.to_dict().items():
+                QUEUE_DEPTH.labels(queue).set(depth)
+        except Exception:
+            log.warning("metrics: queue depths unavailable")
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return IngressApp(app, lambda: state["ingress"])

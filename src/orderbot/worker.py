@@ -1,0 +1,277 @@
+"""The worker: takes inbound messages, runs the dialog step for each client, commits the result.
+
+One client's messages are handled one at a time in arrival order (a lane per client); different
+clients run concurrently, at most ``concurrency`` steps at once. The worker never talks to a
+messenger: replies go to the outbox in the same commit as the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+from orderbot.dialog import (
+    CreateOrder,
+    DialogEnded,
+    DialogOptions,
+    DialogState,
+    Flow,
+    Reply,
+    error_reply,
+    step,
+)
+from orderbot.errors import StorageError
+from orderbot.loggers import worker as log
+from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
+from orderbot.queues.base import InboundDelivery, InboundQueue
+from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore
+
+__all__ = ["Worker"]
+
+_COMMIT_RETRIES = (0.1, 0.5, 2.0)
+
+
+class Worker:
+    """Runs dialog steps for inbound messages until ``stop`` is set."""
+
+    def __init__(
+        self,
+        inbound: InboundQueue,
+        store: StepStore,
+        flow: Flow,
+        *,
+        options: DialogOptions,
+        concurrency: int = 5,
+        max_deliveries: int = 5,
+        shutdown_timeout: float = 10.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._inbound = inbound
+        self._store = store
+        self._flow = flow
+        self._options = options
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_deliveries = max_deliveries
+        self._shutdown_timeout = shutdown_timeout
+        self._poll_interval = poll_interval
+        self._lanes: dict[str, deque[InboundDelivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._buffered = 0
+        self._max_buffered = max(1000, concurrency * 50)
+        self._room = asyncio.Event()
+        self.handled = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set, then finish in-flight work within the shutdown bound.
+        What is not finished stays on the queue and is handled after the next start."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                if self._buffered >= self._max_buffered:
+                    self._room.clear()
+                    await _first(self._room.wait(), stopping)
+                    continue
+                try:
+                    deliveries = await self._inbound.fetch(min(500, self._max_buffered))
+                except StorageError:
+                    log.exception("cannot read the inbound queue; retrying")
+                    await _first(asyncio.sleep(self._poll_interval), stopping)
+                    continue
+                if not deliveries:
+                    await _first(self._inbound.wait(self._poll_interval), stopping)
+                    continue
+                for delivery in deliveries:
+                    self._dispatch(delivery)
+        finally:
+            stopping.cancel()
+            await self._drain()
+
+    def _dispatch(self, delivery: InboundDelivery) -> None:
+        key = delivery.message.client_key
+        self._buffered += 1
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(delivery)
+            return
+        self._lanes[key] = deque((delivery,))
+        task = asyncio.create_task(self._run_lane(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_lane(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                async with self._slots:
+                    await self.handle(lane[0])
+                lane.popleft()
+                self._buffered -= 1
+                self._room.set()
+        finally:
+            self._buffered -= len(lane)
+            del self._lanes[key]
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d clients' messages left for the next start", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def handle(self, delivery: InboundDelivery) -> None:
+        """Run one step and commit it; never raises for a bad message."""
+        started = time.perf_counter()
+        message = delivery.message
+        if delivery.deliveries > self._max_deliveries:
+            await self._give_up(delivery, started)
+            return
+        raw = await self._store.load_state(message.client_key)
+        state = _decode_state(raw, message)
+        before = state.step if state is not None else "-"
+        try:
+            result = step(self._flow, state, message.text, time.time(), options=self._options)
+            commit = _commit_for(delivery, result.state, result.replies, result.effects)
+        except Exception as exc:  # a step failure still answers the customer
+            log.exception("dialog step failed for message %s", message.message_id)
+            language = state.language if state is not None else self._options.default_language
+            commit = StepCommit(
+                delivery=delivery,
+                state=raw,
+                state_name=before,
+                replies=_outbound(message, (error_reply(language),)),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        order_id = await self._commit(commit)
+        elapsed = time.perf_counter() - started
+        DIALOG_STEP_SECONDS.observe(elapsed)
+        if commit.order is not None and order_id is not None:
+            ORDERS_CREATED.labels(message.channel).inc()
+        self.handled += 1
+        log.info(
+            "handled %s client=%s msg=%s step=%s->%s replies=%d order=%s %.1fms",
+            message.channel,
+            message.client_id,
+            message.message_id,
+            before,
+            commit.state_name,
+            len(commit.replies),
+            order_id if commit.order is not None else "-",
+            elapsed * 1000,
+        )
+
+    async def _commit(self, commit: StepCommit) -> int | None:
+        for delay in (*_COMMIT_RETRIES, None):
+            try:
+                return await self._store.commit_step(commit)
+            except StorageError:
+                if delay is None:
+                    # The message stays on the queue (not done) and is handled after a restart.
+                    log.exception("cannot commit message %s", commit.delivery.message.message_id)
+                    return None
+                await asyncio.sleep(delay)
+        return None  # pragma: no cover - the loop always returns
+
+    async def _give_up(self, delivery: InboundDelivery, started: float) -> None:
+        message = delivery.message
+        error = f"delivered {delivery.deliveries} times without completing its step"
+        log.error("dead-lettering message %s: %s", message.message_id, error)
+        language = self._options.default_language
+        raw = await self._store.load_state(message.client_key)
+        state = _decode_state(raw, message)
+        if state is not None:
+            language = state.language
+        await self._commit(
+            StepCommit(
+                delivery=delivery,
+                state=raw,
+                state_name=state.step if state is not None else "-",
+                replies=_outbound(message, (error_reply(language),)),
+                error=error,
+            )
+        )
+        await self._inbound.dead_letter(delivery, error)
+
+
+def _decode_state(raw: bytes | None, message: InboundMessage) -> DialogState | None:
+    if raw is None:
+        return None
+    try:
+        return DialogState.from_json(raw)
+    except Exception:  # an unreadable state must not block the customer: start over
+        log.exception("unreadable dialog state for %s; starting over", message.client_id)
+        return None
+
+
+def _outbound(message: InboundMessage, replies: tuple[Reply, ...]) -> tuple[OutboundMessage, ...]:
+    now = time.time()
+    return tuple(
+        OutboundMessage(
+            key=f"{message.dedupe_key}:{index}",
+            channel=message.channel,
+            client_id=message.client_id,
+            text=reply.text,
+            buttons=reply.buttons,
+            route=message.route,
+            created_at=now,
+        )
+        for index, reply in enumerate(replies)
+    )
+
+
+def _commit_for(
+    delivery: InboundDelivery,
+    state: DialogState | None,
+    replies: tuple[Reply, ...],
+    effects: tuple[CreateOrder | DialogEnded, ...],
+) -> StepCommit:
+    message = delivery.message
+    order: OrderRecord | None = None
+    outcomes: list[OutcomeRecord] = []
+    for effect in effects:
+        if isinstance(effect, CreateOrder):
+            order = OrderRecord(
+                idempotency_key=f"{message.channel}:{message.client_id}:{message.message_id}",
+                channel=message.channel,
+                client_id=message.client_id,
+                source=message.route.get("transport", message.channel),
+                phone=effect.phone,
+                address=effect.address,
+                quantity=effect.quantity,
+                language=effect.language,
+                data=effect.data,
+            )
+        else:
+            outcomes.append(
+                OutcomeRecord(
+                    outcome=effect.outcome,
+                    last_step=effect.last_step,
+                    message_count=effect.message_count,
+                    started_at=effect.started_at,
+                    ended_at=effect.ended_at,
+                )
+            )
+    return StepCommit(
+        delivery=delivery,
+        state=state.to_json() if state is not None else None,
+        state_name=state.step if state is not None else "-",
+        replies=_outbound(message, replies),
+        order=order,
+        outcomes=tuple(outcomes),
+    )
+
+
+async def _first(aw: object, stopping: asyncio.Future[object]) -> None:
+    """Await ``aw`` but return early when ``stopping`` completes."""
+    task = asyncio.ensure_future(aw)  # type: ignore[call-overload]
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
