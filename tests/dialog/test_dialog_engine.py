@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import orderbot.dialog
@@ -395,3 +397,96 @@ def test_step_is_pure(water: Flow) -> None:
     second = step(water, state, "ул. Токтогула 1", T0 + 1, options=OPTIONS)
     assert first == second
     assert state.data == {}
+
+
+PRINTING_LIKE = """
+name: printing_like
+languages: [ru, en]
+start: SERVICE
+texts:
+  greeting: {ru: Привет, en: Hi}
+  help: {ru: Помощь, en: Help}
+  cancelled: {ru: Отменено, en: Cancelled}
+  empty: {ru: Текстом, en: Text please}
+  unknown_command: {ru: Нет такой, en: No such}
+steps:
+  SERVICE:
+    prompt: {ru: "Что печатаем?", en: "What shall we print?"}
+    validator: catalog_choice
+    params:
+      items:
+        - {id: fdm, names: [пластик, plastic]}
+        - {id: sla, names: [смола, resin]}
+    buttons: {ru: [FDM, Фотополимер], en: [FDM, Resin]}
+    field: service
+    errors: {unknown_choice: {ru: Выберите из списка, en: Pick one from the list}}
+    next: {fdm: EMAIL, "*": EMAIL}
+  EMAIL:
+    prompt: {ru: "Почта?", en: "E-mail?"}
+    validator: email
+    field: email
+    errors: {invalid: {ru: Не похоже на почту, en: Not an e-mail}}
+    next: PHONE
+  PHONE:
+    prompt: {ru: "Телефон (или «пропустить»)?", en: 'Phone (or "skip")?'}
+    validator: phone
+    field: phone
+    skip: {ru: [пропустить, нет телефона], en: [skip]}
+    buttons: {ru: [Пропустить], en: [Skip]}
+    errors: {default: {ru: Не номер, en: Not a phone number}}
+    next: CONFIRM
+  CONFIRM:
+    prompt:
+      ru: "{service}, {email}, {phone}. Верно?"
+      en: "{service}, {email}, {phone}. Correct?"
+    validator: yes_no
+    buttons: {ru: [Да, Нет], en: ["Yes", "No"]}
+    errors: {unclear: {ru: "Да или нет?", en: "Yes or no?"}}
+    next: {"yes": DONE, "no": SERVICE}
+  DONE:
+    end: completed
+    text: {ru: "Заявка {order_id}", en: "Request {order_id}"}
+"""
+
+
+@pytest.fixture
+def printing_like(tmp_path: Path) -> Flow:
+    path = tmp_path / "printing_like.yaml"
+    path.write_text(PRINTING_LIKE, encoding="utf-8")
+    return load_flow(path)
+
+
+def test_another_flow_runs_without_engine_changes(printing_like: Flow) -> None:
+    chat = Chat(printing_like)
+    chat.say("Hello")
+    assert chat.text("metal") == "Pick one from the list"
+    assert chat.text("2") == "E-mail?"  # button number -> "Resin" -> sla
+    assert chat.text("me at example") == "Not an e-mail"
+    assert chat.text("Me@Example.com") == 'Phone (or "skip")?'
+    summary = chat.say("1")  # the only button: Skip
+    assert summary.replies[0].text == "sla, Me@example.com, —. Correct?"
+    again = chat.say("no")  # branches back to the first step, keeping the data
+    assert again.state is not None
+    assert again.state.step == "SERVICE"
+    chat.say("plastic")
+    chat.say("me@example.com")
+    chat.say("0555 123 456")
+    done = chat.say("yes")
+    order = done.effects[0]
+    assert isinstance(order, CreateOrder)
+    assert order.address is None
+    assert order.quantity is None
+    assert order.phone == "+996555123456"
+    assert order.data == {"service": "fdm", "email": "me@example.com", "phone": "+996555123456"}
+    assert done.replies[0].text == "Request {order_id}"
+
+
+def test_skip_word_leaves_the_field_empty(printing_like: Flow) -> None:
+    chat = Chat(printing_like)
+    chat.say("Привет")
+    chat.say("смола")
+    chat.say("me@example.com")
+    result = chat.say("Пропустить")
+    assert result.state is not None
+    assert result.state.data["phone"] is None
+    assert result.state.step == "CONFIRM"

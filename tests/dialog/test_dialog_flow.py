@@ -169,6 +169,10 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
             "steps.ASK_QTY.buttons: missing labels for language 'en'",
         ),
         (_set("steps.ASK_QTY.field", "order_id"), "'order_id' is reserved"),
+        (
+            _set("steps.ASK_QTY.buttons", {"ru": ["Да"], "en": [True]}),
+            r"steps.ASK_QTY.buttons.en: must be a string, got True \(quote yes/no",
+        ),
         (_set("steps.DONE.end", "finished"), "steps.DONE.end: must be 'completed' or 'cancelled'"),
         (_delete("steps.DONE.text"), "steps.DONE: missing key 'text'"),
         (
@@ -180,6 +184,10 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
             r"steps.DONE.text.en: only \{order_id\} is allowed here, not \{quantity\}",
         ),
         (_set("steps", {}), "steps: a flow needs at least one step"),
+        (
+            _set("steps.ASK_QTY.next", {"3": "DONE"}),
+            r"steps.ASK_QTY.next: quantity values are open-ended; add a '\*' entry",
+        ),
         (_set("steps.ASK_QTY", "just text"), "steps.ASK_QTY: must be a mapping"),
     ],
 )
@@ -198,3 +206,43 @@ def test_broken_flow_fails_with_a_clear_message(
 def test_top_level_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match="top level: must be a mapping"):
         load_flow(write(tmp_path, ["a", "b"]))
+
+
+def _confirm_step(next_step: object) -> dict[str, Any]:
+    data = minimal()
+    data["steps"]["ASK_QTY"]["next"] = "CONFIRM"
+    data["steps"]["CONFIRM"] = {
+        "prompt": {"ru": "{quantity}?", "en": "{quantity}?"},
+        "validator": "yes_no",
+        "errors": {"unclear": TWO},
+        "next": next_step,
+    }
+    data["steps"]["NOPE"] = {"end": "cancelled", "text": TWO}
+    return data
+
+
+@pytest.mark.parametrize(
+    ("next_step", "message"),
+    [
+        ({"yes": "DONE"}, r"steps.CONFIRM.next: no step for value 'no' \(add it or a '\*' entry\)"),
+        ({"yes": "DONE", "no": "NOPE", "maybe": "NOPE"}, "yes_no never gives 'maybe'"),
+    ],
+)
+def test_branches_must_match_the_validator(tmp_path: Path, next_step: object, message: str) -> None:
+    with pytest.raises(FlowError, match=message):
+        load_flow(write(tmp_path, _confirm_step(next_step)))
+
+
+@pytest.mark.parametrize(
+    "next_step",
+    [{"yes": "DONE", "no": "NOPE"}, {"yes": "DONE", "*": "NOPE"}, {True: "DONE", False: "NOPE"}],
+)
+def test_branches_that_cover_every_value_load(tmp_path: Path, next_step: object) -> None:
+    flow = load_flow(write(tmp_path, _confirm_step(next_step)))
+    assert set(flow.steps["CONFIRM"].next or {}) <= {"yes", "no", "*"}
+
+
+def test_open_ended_branch_with_catch_all_loads(tmp_path: Path) -> None:
+    data = minimal()
+    data["steps"]["ASK_QTY"]["next"] = {"5": "DONE", "*": "DONE"}
+    assert load_flow(write(tmp_path, data)).steps["ASK_QTY"].next == {"5": "DONE", "*": "DONE"}

@@ -97,6 +97,9 @@ def test_parse_phone_uses_the_region() -> None:
         ("twenty five", Valid(25)),
         ("Fifty", Valid(50)),
         ("10 (десять)", Valid(10)),  # the same number twice is not ambiguous
+        ("2 бутыли по 19 л", Valid(2)),  # 19 l is the bottle, not a second quantity
+        ("3 x 19l", Valid(3)),
+        ("19 литров", Invalid("not_a_number")),
         ("1.5", Invalid("decimal")),
         ("1,5", Invalid("decimal")),
         ("2.0", Invalid("decimal")),
@@ -195,6 +198,8 @@ def test_parse_integer_generic_range(
         ("не знаю", Invalid("unclear")),
         ("not sure", Invalid("unclear")),
         ("да нет", Invalid("unclear")),
+        ("ок 👎", Invalid("unclear")),
+        ("да 👍", Valid(True)),
         ("да, но адрес другой", Invalid("unclear")),
         ("", Invalid("unclear")),
     ],
@@ -261,6 +266,13 @@ def test_parse_catalog_choice(text: str, expected: object) -> None:
         ("yes_no", "да", {}, Valid(True)),
         ("email", "a@example.com", {}, Valid("a@example.com")),
         ("catalog_choice", "2", {"items": [{"id": "a"}, {"id": "b"}]}, Valid("b")),
+        ("catalog_choice", "Beta", {"items": [{"id": "a"}, {"id": "b"}]}, Valid("b")),
+        (
+            "catalog_choice",
+            "Gamma",
+            {"items": [{"id": "a"}, {"id": "b"}]},
+            Invalid("unknown_choice"),
+        ),
     ],
 )
 def test_registry_runs_each_validator_with_its_params(
@@ -268,7 +280,10 @@ def test_registry_runs_each_validator_with_its_params(
 ) -> None:
     validator = VALIDATORS[name]
     validator.check_params(params)
-    result = validator.run(text, ValidationContext(params=params, phone_region="KG"))
+    # Button labels are names of catalog items (one per item, in order).
+    buttons = ("Alpha", "Beta") if name == "catalog_choice" else ()
+    context = ValidationContext(params=params, phone_region="KG", buttons=buttons)
+    result = validator.run(text, context)
     assert result == expected
     if isinstance(result, Invalid):
         assert result.reason in validator.reasons

@@ -339,7 +339,9 @@ def _answer(
     """Validate an answer to ``current`` and move on, or re-ask with the reason's text."""
     buttons = current.buttons.get(language, ())
     number = _BUTTON_NUMBER.fullmatch(text)
-    if buttons and number and 1 <= int(number.group(1)) <= len(buttons):
+    # With numeric labels ("1", "2", "5") a typed number is the label itself, not its position.
+    numeric_labels = any(label.strip().isdigit() for label in buttons)
+    if buttons and number and not numeric_labels and 1 <= int(number.group(1)) <= len(buttons):
         # Channels without buttons show them numbered; the number stands for the label.
         text = buttons[int(number.group(1)) - 1]
 
@@ -396,7 +398,12 @@ def _next_step(current: Step, value: object) -> str:
     if isinstance(current.next, str):
         return current.next
     assert current.next is not None
-    key = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    if value is None:
+        key = "null"  # a skipped step
+    elif isinstance(value, bool):
+        key = "yes" if value else "no"
+    else:
+        key = str(value)
     target = current.next.get(key, current.next.get("*"))
     if target is None:
         raise FlowError(f"step {current.name}: next has no entry for {key!r} and no '*'")

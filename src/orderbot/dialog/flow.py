@@ -20,8 +20,11 @@ Schema (see ``flows/water.yaml`` for a full example)::
         params: {...}              # optional, checked by the validator
         field: address             # optional; where the value goes in the dialog data
         errors: {reason: {ru: ..., en: ...}}   # a text for every reason (or a `default`)
-        next: NEXT_STEP            # or {value: STEP, ...} to branch on the value (yes/no)
-        buttons: {ru: [...], en: [...]}        # optional choice labels
+        next: NEXT_STEP            # or {value: STEP, ..., "*": STEP} to branch on the value
+                                   # (yes_no: yes/no; catalog_choice: item ids; skipped: null)
+        buttons: {ru: [...], en: [...]}        # optional choice labels; a bare "2" picks the
+                                               # second (yes_no: [yes, no]; catalog_choice:
+                                               # one per item, in order)
         skip: {ru: [...], en: [...]}           # optional words that leave the field empty
         help: {ru: ..., en: ...}               # optional, shown before the prompt on /help
       NAME:                        # an end step
@@ -159,6 +162,9 @@ def _mapping(value: object, where: str) -> Mapping[str, Any]:
 
 
 def _string(value: object, where: str) -> str:
+    if isinstance(value, bool):
+        # YAML 1.1 reads unquoted yes/no/on/off as booleans: a classic trap in button labels.
+        raise _Problem(f"{where}: must be a string, got {value!r} (quote yes/no/on/off in YAML)")
     if not isinstance(value, str) or not value.strip():
         raise _Problem(f"{where}: must be a non-empty string")
     return value
@@ -236,6 +242,8 @@ def _build(raw: object) -> Flow:
         for target in targets:
             if target not in steps:
                 raise _Problem(f"steps.{s.name}.next: step {target!r} does not exist")
+        if isinstance(s.next, Mapping):
+            _check_branches(s)
         _check_placeholders(s, texts, fields, set(variables))
     for key, by_language in texts.items():
         for language, text in by_language.items():
@@ -339,6 +347,31 @@ def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
         skip=skip,
         help=_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
     )
+
+
+def _check_branches(step: Step) -> None:
+    """A branching ``next`` must name only values the validator can produce, and cover them
+    all (or have a ``"*"`` entry), so no answer can leave the dialog without a next step."""
+    assert step.validator is not None
+    assert isinstance(step.next, Mapping)
+    where = f"steps.{step.name}.next"
+    outcomes_of = VALIDATORS[step.validator].outcomes
+    keys = set(step.next) - {"*"}
+    skips = {"null"} if step.skip else set()
+    if outcomes_of is None:
+        if "*" not in step.next:
+            raise _Problem(f"{where}: {step.validator} values are open-ended; add a '*' entry")
+        return
+    outcomes = set(outcomes_of(step.params)) | skips
+    unknown = sorted(keys - outcomes)
+    if unknown:
+        raise _Problem(
+            f"{where}: {step.validator} never gives {unknown[0]!r} "
+            f"(values: {', '.join(sorted(outcomes))})"
+        )
+    missing = sorted(outcomes - keys)
+    if missing and "*" not in step.next:
+        raise _Problem(f"{where}: no step for value {missing[0]!r} (add it or a '*' entry)")
 
 
 def _placeholders_known(text: str, known: set[str], where: str) -> None:

@@ -68,13 +68,16 @@ class Validator:
 
     ``reasons`` lists every reason code it can return, so ``load_flow`` can insist that each
     has a re-ask text; ``check_params`` raises ``ValueError`` on params it cannot use, so a
-    broken flow fails at load time instead of in front of a customer.
+    broken flow fails at load time instead of in front of a customer. ``outcomes`` lets
+    ``load_flow`` check that a branching ``next`` covers every value.
     """
 
     name: str
     run: Callable[[str, ValidationContext], ValidationResult]
     reasons: frozenset[str]
     check_params: Callable[[Mapping[str, Any]], None]
+    outcomes: Callable[[Mapping[str, Any]], frozenset[str]] | None = None
+    """The values a step may branch on (as ``next:`` keys), or ``None`` if they are open-ended."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +180,8 @@ _TENS = _RU_TENS | _EN_TENS
 _FRACTION_WORDS = {"пол", "полторы", "полтора", "половина", "половину", "half", "halves"}
 _NEGATIVE_WORDS = {"минус", "minus"}
 
+# "2 бутыли по 19 л": the 19 is the bottle's volume, not a second quantity.
+_VOLUME = re.compile(r"\d+\s*(?:л|литр\w*|l|liters?|litres?)(?![^\W\d_])")
 _EXPONENT = re.compile(r"\d(?:[.,]\d+)?e[+-]?\d", re.IGNORECASE)
 _DECIMAL = re.compile(r"\d[.,]\d|\d/\d")
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
@@ -223,11 +228,11 @@ def parse_integer(text: str, *, minimum: int = 1, maximum: int | None = None) ->
     words = set(_words(folded))
     if _DECIMAL.search(folded) or words & _FRACTION_WORDS:
         return Invalid("decimal")
-    numbers = _numbers(folded)
+    numbers = _numbers(_VOLUME.sub(" ", folded))
     if not numbers:
         return Invalid("not_a_number")
     first_value, first_start = numbers[0]
-    before = folded[:first_start].rstrip()
+    before = _VOLUME.sub(" ", folded)[:first_start].rstrip()
     if before.endswith(("-", "−", "–", "—")) or (
         _words(before)[-1:] and _words(before)[-1] in _NEGATIVE_WORDS
     ):
@@ -290,7 +295,12 @@ def parse_yes_no(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
     if symbols and symbols <= _NO_SYMBOLS:
         return Valid(False)
     words = _words(bare.replace("’", "'"))
+    # "ок 👎" contradicts itself; emoji count, "+"/"-" only alone (they also separate words).
     kinds: set[str] = set()
+    if symbols & (_YES_SYMBOLS - {"+"}):
+        kinds.add("yes")
+    if symbols & (_NO_SYMBOLS - {"-"}):
+        kinds.add("no")
     position = 0
     while position < len(words):
         for size in range(min(_LONGEST_PHRASE, len(words) - position), 0, -1):
@@ -429,6 +439,17 @@ def _check_catalog(params: Mapping[str, Any]) -> None:
     _catalog_items(params)
 
 
+def _run_catalog(text: str, ctx: ValidationContext) -> ValidationResult:
+    items = _catalog_items(ctx.params)
+    if len(ctx.buttons) == len(items):
+        # The step's button labels (in the dialog's language) name the items too.
+        items = [
+            CatalogItem(item.id, (*item.names, label))
+            for item, label in zip(items, ctx.buttons, strict=True)
+        ]
+    return parse_catalog_choice(text, items)
+
+
 _INTEGER_REASONS = frozenset(
     {"not_a_number", "decimal", "negative", "range", "too_small", "too_large"}
 )
@@ -456,13 +477,15 @@ VALIDATORS: dict[str, Validator] = {
             lambda text, ctx: parse_yes_no(text, buttons=ctx.buttons),
             frozenset({"unclear"}),
             _no_params,
+            lambda params: frozenset({"yes", "no"}),
         ),
         Validator("email", lambda text, ctx: parse_email(text), frozenset({"invalid"}), _no_params),
         Validator(
             "catalog_choice",
-            lambda text, ctx: parse_catalog_choice(text, _catalog_items(ctx.params)),
+            _run_catalog,
             frozenset({"unknown_choice"}),
             _check_catalog,
+            lambda params: frozenset(item.id for item in _catalog_items(params)),
         ),
     )
 }
