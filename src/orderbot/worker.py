@@ -195,6 +195,7 @@ class Worker:
             )
         )
         await self._inbound.dead_letter(delivery, error)
+        self.handled += 1
 
 
 def _decode_state(raw: bytes | None, message: InboundMessage) -> DialogState | None:
