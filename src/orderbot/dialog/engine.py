@@ -33,8 +33,6 @@ __all__ = [
     "step",
 ]
 
-ORDER_ID_PLACEHOLDER = "{order_id}"
-
 
 @dataclass(frozen=True, slots=True)
 class DialogState:
