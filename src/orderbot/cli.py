@@ -343,7 +343,7 @@ async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
 
 @chat2desk_app.command("set-webhook")
 def chat2desk_set_webhook(
-    url: Annotated[str, typer.Argument(help="Public URL of /webhook/chat2desk[/SECRET].")],
+    url: Annotated[str, typer.Argument(help="Public URL of /webhook/chat2desk (or /webhook/chat2desk/SECRET).")],
 ) -> None:
     """Register the webhook with Chat2Desk (POST /v1/webhooks, events: inbox)."""
     if not url.startswith(("http://", "https://")):

@@ -1,0 +1,206 @@
+"""The command line: every command has --help, bad input is one line and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from orderbot import db
+from orderbot.cli import app
+from orderbot.config import Settings
+from orderbot.messages import OutboundMessage
+from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
+from orderbot.sqlite import SqliteDatabase
+from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.state.sqlite import SqliteStepStore
+from tests.test_sqlite_queues import inbound
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["run"],
+    ["chat"],
+    ["orders"],
+    ["orders", "list"],
+    ["orders", "show"],
+    ["dlq"],
+    ["dlq", "list"],
+    ["dlq", "replay"],
+    ["dlq", "purge"],
+    ["chat2desk"],
+    ["chat2desk", "set-webhook"],
+    ["chat2desk", "info"],
+    ["db"],
+    ["db", "upgrade"],
+    ["flow"],
+    ["flow", "check"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "orderbot")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    return subprocess.run(
+        [sys.executable, "-m", "orderbot", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"DEFAULT_PHONE_REGION": "Kyrgyzstan"}, "DEFAULT_PHONE_REGION"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], name: str) -> None:
+    result = cli("orders", "list", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and name in lines[0]
+
+
+def test_missing_token_and_bad_flow_are_clear(tmp_path: Path) -> None:
+    result = cli("chat2desk", "info", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "CHAT2DESK_API_TOKEN" in result.stderr and "Traceback" not in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps: [1, 2\n")
+    result = cli("flow", "check", str(bad), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    ok = cli("flow", "check", "water", cwd=tmp_path)
+    assert ok.returncode == 0 and "WAITING_ADDRESS" in ok.stdout
+    missing = cli("orders", "list", cwd=tmp_path)
+    assert missing.returncode == 1 and "no database" in missing.stderr
+
+
+def test_chat2desk_api_unreachable_is_one_line(tmp_path: Path) -> None:
+    env = {"CHAT2DESK_API_TOKEN": "t", "CHAT2DESK_API_URL": "http://127.0.0.1:9/v1", "CHAT2DESK_TIMEOUT": "2"}
+    result = cli("chat2desk", "info", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+async def _seed(path: Path) -> int:
+    await db.upgrade_async(f"sqlite:///{path}")
+    async with SqliteDatabase(path) as database:
+        queue = SqliteInboundQueue(database)
+        store = SqliteStepStore(database)
+        await queue.put(inbound("12568", "m1"))
+        await queue.put(inbound("12569", "m2"))
+        first, second = await queue.fetch(2)
+        order_id = await store.commit_step(
+            StepCommit(
+                delivery=first,
+                state=None,
+                state_name="-",
+                replies=(OutboundMessage(key="r1", channel="chat2desk", client_id="12568", text="№{order_id}"),),
+                order=OrderRecord(
+                    idempotency_key="chat2desk:12568:m1",
+                    channel="chat2desk",
+                    client_id="12568",
+                    source="whatsapp",
+                    phone="+996555123456",
+                    address="ул. Киевская 120",
+                    quantity=2,
+                    language="ru",
+                ),
+            )
+        )
+        await store.commit_step(
+            StepCommit(
+                delivery=second,
+                state=None,
+                state_name="-",
+                replies=(OutboundMessage(key="r2", channel="chat2desk", client_id="12569", text="x"),),
+            )
+        )
+        outbox = SqliteOutbox(database)
+        item = next(i for i in await outbox.claim(5, set()) if i.message.key == "r2")
+        await outbox.dead_letter(item.handle, 50, "ServerError: HTTP 500")
+        assert order_id is not None
+        return order_id
+
+
+def test_orders_and_dead_letters(settings: Settings) -> None:
+    order_id = asyncio.run(_seed(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+
+    listed = runner.invoke(app, ["orders", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (order,) = orjson.loads(listed.output)
+    for key in ("id", "client_id", "channel", "phone", "address", "quantity", "status", "language", "created_at"):
+        assert key in order
+    assert (order["id"], order["phone"], order["quantity"], order["status"]) == (order_id, "+996555123456", 2, "new")
+    assert orjson.loads(runner.invoke(app, ["orders", "list", "--json", "--status", "delivered"], env=env).output) == []
+    table = runner.invoke(app, ["orders", "list"], env=env)
+    assert "ул. Киевская 120" in table.output
+    shown = runner.invoke(app, ["orders", "show", str(order_id), "--json"], env=env)
+    assert orjson.loads(shown.output)["address"] == "ул. Киевская 120"
+    missing = runner.invoke(app, ["orders", "show", "999"], env=env)
+    assert missing.exit_code == 1
+
+    letters = runner.invoke(app, ["dlq", "list", "--json"], env=env)
+    (letter,) = orjson.loads(letters.output)
+    assert (letter["key"], letter["last_error"], letter["attempts"]) == ("r2", "ServerError: HTTP 500", 50)
+    assert "ServerError" in runner.invoke(app, ["dlq", "list"], env=env).output
+    assert runner.invoke(app, ["dlq", "replay"], env=env).exit_code == 2
+    replayed = runner.invoke(app, ["dlq", "replay", str(letter["id"])], env=env)
+    assert "replayed 1" in replayed.output
+    assert orjson.loads(runner.invoke(app, ["dlq", "list", "--json"], env=env).output) == []
+    assert "purged 0" in runner.invoke(app, ["dlq", "purge", "--yes"], env=env).output
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'x.db'}"
+    result = runner.invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sub" / "x.db").exists()
+    again = runner.invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
+    assert again.exit_code == 0
+
+
+def test_chat_talks_through_the_engine(settings: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orderbot", "chat", "--client", "ann"],
+        input="Hello\nChui avenue 120, apt 5\n0555 123 456\n2\nyes\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "address" in result.stdout.lower()
+    assert "1. " in result.stdout  # yes/no buttons as numbered text
+    env = {"DATABASE_URL": settings.database_url}
+    (order,) = orjson.loads(runner.invoke(app, ["orders", "list", "--json"], env=env).output)
+    assert (order["channel"], order["client_id"], order["phone"], order["quantity"]) == ("local", "ann", "+996555123456", 2)
+    assert f"{order['id']}" in result.stdout
