@@ -1,0 +1,317 @@
+"""Chat2Desk: its inbox webhook in, its REST API (``POST /messages``) out.
+
+Parsing runs on the webhook hot path (thousands of requests a second), so it is plain dict and
+type checks, no model validation library. Sending translates every HTTP outcome into the
+:mod:`orderbot.errors` channel tree; no httpx exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+
+import httpx
+
+from orderbot.channels.base import Channel
+from orderbot.errors import (
+    InvalidPayload,
+    PermanentError,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
+from orderbot.loggers import mask_text
+from orderbot.messages import Attachment, InboundMessage, OutboundMessage
+
+__all__ = ["Chat2DeskChannel", "parse_retry_after", "render_buttons"]
+
+# Chat2Desk sends ids as integers; a proxy or a hand-written test may send strings. Anything
+# longer than this is not an id we issued, and would only bloat keys and logs.
+_MAX_ID_LENGTH = 128
+# The single-URL media fields of the inbox webhook, and the attachment kind each one becomes.
+_MEDIA_FIELDS = (("photo", "photo"), ("pdf", "file"), ("audio", "audio"), ("video", "video"))
+_DEFAULT_RETRY_AFTER = 1.0
+_EXCERPT_CHARS = 200
+
+
+def _invalid(field: str, problem: str) -> InvalidPayload:
+    return InvalidPayload(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _parse_id(payload: dict[str, Any], field: str) -> str:
+    value = payload.get(field)
+    # ``type(...) is`` on purpose: bool is an int subclass, and True must not become client "True".
+    if type(value) is int:
+        return str(value)
+    if type(value) is str:
+        text = value.strip()
+        if not text:
+            raise _invalid(field, "must not be empty")
+        if len(text) > _MAX_ID_LENGTH:
+            raise _invalid(field, f"longer than {_MAX_ID_LENGTH} characters")
+        return text
+    if field not in payload:
+        raise _invalid(field, "missing")
+    raise _invalid(field, f"must be a string or an integer, not {_type_name(value)}")
+
+
+def _route_value(value: object) -> str | None:
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and value.strip():
+        return value.strip()
+    return None
+
+
+def _parse_attachments(payload: dict[str, Any]) -> tuple[Attachment, ...]:
+    found: list[Attachment] = []
+    for field, kind in _MEDIA_FIELDS:
+        value = payload.get(field)
+        if value is None or value == "":
+            continue
+        if type(value) is not str:
+            raise _invalid(field, f"must be a URL string, not {_type_name(value)}")
+        found.append(Attachment(url=value, kind=kind))
+    coordinates = payload.get("coordinates")
+    if coordinates is not None and coordinates != "":
+        if type(coordinates) is not str:
+            raise _invalid("coordinates", f"must be a string, not {_type_name(coordinates)}")
+        found.append(Attachment(url=f"geo:{coordinates.replace(' ', '')}", kind="location"))
+    items = payload.get("attachments")
+    if items is None:
+        return tuple(found)
+    if type(items) is not list:
+        raise _invalid("attachments", f"must be an array, not {_type_name(items)}")
+    for index, item in enumerate(items):
+        found.append(_parse_attachment(f"attachments[{index}]", item))
+    return tuple(found)
+
+
+def _parse_attachment(field: str, item: object) -> Attachment:
+    if type(item) is str and item:
+        return Attachment(url=item)
+    if type(item) is not dict:
+        raise _invalid(field, f"must be an object or a URL string, not {_type_name(item)}")
+    url = item.get("link", item.get("url"))
+    if type(url) is not str or not url:
+        raise _invalid(f"{field}.link", "missing or not a string")
+    name = item.get("name", item.get("file_name", ""))
+    mime_type = item.get("content_type", item.get("mime_type", ""))
+    size = item.get("size")
+    kind = item.get("type", "file")
+    return Attachment(
+        url=url,
+        name=name if type(name) is str else "",
+        mime_type=mime_type if type(mime_type) is str else "",
+        size=size if type(size) is int and size >= 0 else None,
+        kind=kind if type(kind) is str and kind else "file",
+    )
+
+
+def render_buttons(text: str, buttons: tuple[str, ...]) -> str:
+    """Append buttons as numbered lines, for channels that cannot show buttons:
+    ``"Подтвердить?"`` with ``("Да", "Нет")`` -> ``"Подтвердить?\\n1. Да\\n2. Нет"``."""
+    if not buttons:
+        return text
+    lines = "\n".join(f"{number}. {label}" for number, label in enumerate(buttons, start=1))
+    return f"{text}\n{lines}" if text else lines
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date);
+    1 s when absent or unreadable, never negative."""
+    if not value:
+        return _DEFAULT_RETRY_AFTER
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return _DEFAULT_RETRY_AFTER
+        if moment.tzinfo is None:  # RFC 9110 dates are GMT; a naive one would be read as local
+            return _DEFAULT_RETRY_AFTER
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds == float("inf"):  # NaN or inf from a hostile header
+        return _DEFAULT_RETRY_AFTER
+    return max(0.0, seconds)
+
+
+def _json_id(value: str) -> int | str:
+    # Chat2Desk ids are integers; send them as such, but keep anything else verbatim.
+    return int(value) if value.isascii() and value.isdigit() else value
+
+
+class Chat2DeskChannel(Channel):
+    """The Chat2Desk adapter. Owns its HTTP client unless one is injected.
+
+    ``api_url`` is the API base including the version, e.g. ``https://api.chat2desk.com/v1``.
+    """
+
+    name = "chat2desk"
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._api_url = api_url.rstrip("/")
+        self._headers = {"Authorization": token}
+        self._timeout = timeout
+        self._owns_client = client is None
+        if client is None:
+            # Replies fan out to the same host at up to ~1000/s: keep connections warm and
+            # reuse them instead of paying a TCP (and TLS) handshake per reply.
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(
+                    max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
+                ),
+            )
+        self._client = client
+
+    async def __aenter__(self) -> Chat2DeskChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this adapter created it; safe to call twice."""
+        if self._owns_client and not self._client.is_closed:
+            await self._client.aclose()
+
+    # inbound
+
+    def parse_webhook(self, payload: Any, *, received_at: float) -> InboundMessage | None:
+        """Turn an inbox webhook into a message; None for events the bot must not answer
+        (our own replies echoed back as ``to_client``, system notes, other hook types)."""
+        if type(payload) is not dict:
+            raise _invalid("$", f"must be a JSON object, not {_type_name(payload)}")
+        hook_type = payload.get("hook_type")
+        if hook_type is not None and hook_type != "inbox":
+            return None
+        message_type = payload.get("type")
+        if message_type is not None and message_type != "from_client":
+            return None
+        client_id = _parse_id(payload, "client_id")
+        message_id = _parse_id(payload, "message_id")
+        text = payload.get("text")
+        if text is None:
+            text = ""
+        elif type(text) is not str:
+            raise _invalid("text", f"must be a string, not {_type_name(text)}")
+        attachments = _parse_attachments(payload)
+        if not attachments and not text.strip():
+            raise _invalid("text", "missing: a message needs text or an attachment")
+        route: dict[str, str] = {}
+        transport = _route_value(payload.get("transport"))
+        if transport is not None:
+            route["transport"] = transport
+        channel_id = _route_value(payload.get("channel_id"))
+        if channel_id is not None:
+            route["channel_id"] = channel_id
+        return InboundMessage(
+            channel=self.name,
+            client_id=client_id,
+            message_id=message_id,
+            text=text,
+            received_at=received_at,
+            attachments=attachments,
+            route=route,
+        )
+
+    # outbound
+
+    async def send(self, message: OutboundMessage) -> None:
+        """``POST /messages``; raises RateLimited, ServerError, Timeout or PermanentError."""
+        body: dict[str, Any] = {
+            "client_id": _json_id(message.client_id),
+            "text": render_buttons(message.text, message.buttons),
+            "type": "to_client",
+        }
+        transport = message.route.get("transport")
+        if transport:
+            body["transport"] = transport
+        channel_id = message.route.get("channel_id")
+        if channel_id:
+            body["channel_id"] = _json_id(channel_id)
+        await self._call("POST", "/messages", body, secret=body["text"])
+
+    async def set_webhook(self, url: str) -> dict[str, Any]:
+        """Point Chat2Desk's inbox webhook at ``url``; returns the API's answer."""
+        return await self._call(
+            "POST", "/webhooks", {"url": url, "name": "orderbot", "events": ["inbox"]}
+        )
+
+    async def api_info(self) -> dict[str, Any]:
+        """The account's API usage and limits (``GET /companies/api_info``)."""
+        return await self._call("GET", "/companies/api_info")
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, secret: str = ""
+    ) -> dict[str, Any]:
+        what = f"chat2desk {method} {path}"
+        try:
+            response = await self._client.request(
+                method,
+                self._api_url + path,
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"{what}: no answer within {self._timeout:g}s") from exc
+        except httpx.TransportError as exc:
+            raise ServerError(f"{what}: {type(exc).__name__}") from exc
+        except httpx.InvalidURL as exc:
+            raise PermanentError(f"{what}: invalid API URL") from exc
+        except httpx.HTTPError as exc:
+            raise ServerError(f"{what}: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RateLimited(f"{what}: 429, retry after {retry_after:g}s", retry_after=retry_after)
+        if status >= 500:
+            raise ServerError(f"{what}: {status}")
+        if not 200 <= status < 300:
+            raise PermanentError(f"{what}: {status} {_excerpt(response.text, secret)}")
+        try:
+            data = response.json()
+        except ValueError:
+            # The API accepted the request; re-sending because the body is odd would duplicate.
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        if data.get("status") == "error":
+            raise PermanentError(f"{what}: {status} status=error {_excerpt(response.text, secret)}")
+        return data
+
+
+def _excerpt(body: str, secret: str) -> str:
+    """A short, log-safe piece of an error body: the API may echo what we sent, so our own
+    text is cut out and digit runs (phones) and e-mails are masked."""
+    if secret and len(secret) > 3:
+        body = body.replace(secret, "<text>")
+        body = body.replace(json.dumps(secret)[1:-1], "<text>")
+    return mask_text(" ".join(body.split()), keep=_EXCERPT_CHARS) if body else "(empty body)"

@@ -1,0 +1,88 @@
+"""Outbound rate limiting: at most ``OUTBOUND_RATE_LIMIT`` replies a minute, all clients together.
+
+:class:`RateLimiter` is the interface the sender uses; :class:`LocalRateLimiter` is an in-process
+token bucket (embedded profile). A Redis implementation shares the budget across sender processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+
+from orderbot import metrics
+
+__all__ = ["LocalRateLimiter", "RateLimiter"]
+
+
+class RateLimiter(ABC):
+    """Grants one send at a time, within a rate."""
+
+    @abstractmethod
+    async def acquire(self) -> float:
+        """Wait until one send is allowed; return the seconds waited (0.0 when none)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook; the local limiter owns nothing
+        """Release what the limiter holds (connections of a shared implementation)."""
+
+    async def __aenter__(self) -> RateLimiter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class LocalRateLimiter(RateLimiter):
+    """A token bucket in this process.
+
+    Tokens refill at ``rate_per_minute / 60`` a second up to ``burst`` (default: one second's
+    worth, at least 1). A caller that finds the bucket empty reserves the next token by taking
+    the bucket into debt, then sleeps until that token exists: waiters are served in arrival
+    order without a lock, and the limiter costs one subtraction per send when not limiting.
+    """
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if rate_per_minute <= 0:
+            raise ValueError("rate_per_minute must be positive")
+        self._rate = rate_per_minute / 60.0
+        self._burst = max(1.0, self._rate) if burst is None else burst
+        if self._burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self._burst
+        self._updated = clock()
+
+    @property
+    def rate_per_second(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        return self._burst
+
+    async def acquire(self) -> float:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            return 0.0
+        wait = -self._tokens / self._rate
+        metrics.RATE_LIMIT_WAITS.inc()
+        try:
+            await self._sleep(wait)
+        except BaseException:
+            # The reserved token goes unused; hand it back so cancelled waiters do not slow
+            # everyone behind them.
+            self._tokens += 1.0
+            raise
+        return wait

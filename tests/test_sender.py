@@ -1,0 +1,335 @@
+"""The sender against the fake Chat2Desk server and an in-memory outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from orderbot.channels.base import Channel
+from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.messages import OutboundMessage
+from orderbot.ratelimit import LocalRateLimiter
+from orderbot.retry import CircuitBreaker, RetryPolicy
+from orderbot.sender import Sender
+from tests.fakes.chat2desk import FakeChat2Desk
+from tests.fakes.memory_outbox import MemoryOutbox
+
+FAST = RetryPolicy(quick_delays=(0.01, 0.02, 0.04), slow_delay=0.05, max_attempts=5)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeChat2Desk]:
+    async with FakeChat2Desk() as server:
+        yield server
+
+
+@pytest.fixture
+async def chat2desk(fake: FakeChat2Desk) -> AsyncIterator[Chat2DeskChannel]:
+    async with Chat2DeskChannel(api_url=fake.url, token="tok", timeout=0.3) as adapter:
+        yield adapter
+
+
+@pytest.fixture
+def outbox() -> MemoryOutbox:
+    return MemoryOutbox()
+
+
+def make_sender(
+    outbox: MemoryOutbox,
+    channels: dict[str, Channel],
+    *,
+    policy: RetryPolicy = FAST,
+    breaker_factory: Callable[[str], CircuitBreaker] | None = None,
+    **kwargs: object,
+) -> Sender:
+    return Sender(
+        outbox,
+        channels,
+        rate_limiter=LocalRateLimiter(600_000),
+        policy=policy,
+        breaker_factory=breaker_factory or (lambda name: CircuitBreaker(name, cooldown=0.05)),
+        poll_interval=0.05,
+        drain_timeout=1.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(sender: Sender) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def test_all_replies_are_sent(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    for i in range(50):
+        outbox.add("chat2desk", str(i % 7), f"reply {i}")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 50)
+    assert len(fake.received) == 50
+    assert outbox.pending == {}
+    assert {r["authorization"] for r in fake.received} == {"tok"}
+
+
+async def test_replies_added_while_running_are_picked_up(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await asyncio.sleep(0.05)
+        outbox.add("chat2desk", "1", "late")
+        started = time.monotonic()
+        await eventually(lambda: len(fake.received) == 1)
+        # Woken by the outbox, not by the poll interval of 50 ms... give generous slack.
+        assert time.monotonic() - started < 1.0
+
+
+async def test_per_client_order_with_interleaved_clients(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    # Some failures along the way make retries reorder things if the lanes are wrong.
+    fake.set_failure_rate(0.3, seed=3)
+    for i in range(20):
+        for client in ("1", "2", "3"):
+            outbox.add("chat2desk", client, f"{client}-{i}")
+    sender = make_sender(outbox, {"chat2desk": chat2desk}, policy=RetryPolicy((0.0,), 0.0, 50))
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 60)
+    for client in ("1", "2", "3"):
+        assert fake.texts(client) == [f"{client}-{i}" for i in range(20)]
+    assert outbox.reschedules  # the failures did happen
+
+
+async def test_a_failing_client_does_not_delay_others(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_client("100", status=500)
+    outbox.add("chat2desk", "100", "A-1")
+    outbox.add("chat2desk", "100", "A-2")
+    for i in range(5):
+        outbox.add("chat2desk", "200", f"B-{i}")
+    slow = RetryPolicy(quick_delays=(0.2,), slow_delay=0.2, max_attempts=10)
+    # A breaker that never opens: this test is about lanes, not about the breaker.
+    sender = make_sender(
+        outbox,
+        {"chat2desk": chat2desk},
+        policy=slow,
+        breaker_factory=lambda name: CircuitBreaker(name, failure_threshold=1000),
+    )
+    async with running(sender):
+        await eventually(lambda: len(fake.texts("200")) == 5, timeout=1.0)
+        # B is done while A is still being retried, and A's second reply waits behind its first.
+        assert fake.texts("200") == [f"B-{i}" for i in range(5)]
+        assert len(outbox.dead) == 0
+        a_handles = [h for h, item in outbox.pending.items() if item.message.client_id == "100"]
+        assert len(a_handles) == 2
+        assert outbox.pending[a_handles[0]].attempts >= 1
+        assert outbox.pending[a_handles[1]].attempts == 0
+    assert fake.texts("100") == []
+
+
+async def test_429_waits_as_long_as_asked(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.rate_limit_next(1, retry_after=0.4)
+    outbox.add("chat2desk", "1", "hello")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    started = time.monotonic()
+    async with running(sender):
+        await eventually(lambda: len(fake.received) == 1)
+    assert time.monotonic() - started >= 0.4
+    _, attempts, _, error = outbox.reschedules[0]
+    assert attempts == 1
+    assert "RateLimited" in error
+
+
+async def test_attempts_exhausted_goes_to_dead_letter_with_last_error(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_client("1", status=503)
+    outbox.add("chat2desk", "1", "never")
+    outbox.add("chat2desk", "1", "after")
+    fake.fail_next(0)
+    sender = make_sender(
+        outbox,
+        {"chat2desk": chat2desk},
+        breaker_factory=lambda name: CircuitBreaker(name, failure_threshold=1000),
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 2)
+    dead = outbox.dead[0]
+    assert dead.message.text == "never"
+    assert dead.attempts == FAST.max_attempts
+    assert "ServerError" in dead.last_error
+    assert "503" in dead.last_error
+    assert fake.attempts == 2 * FAST.max_attempts
+
+
+async def test_permanent_error_is_dead_lettered_at_once_and_the_lane_continues(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_next(1, status=400)
+    outbox.add("chat2desk", "1", "bad")
+    outbox.add("chat2desk", "1", "good")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 1)
+    assert [d.message.text for d in outbox.dead] == ["bad"]
+    assert outbox.dead[0].attempts == 1
+    assert "PermanentError" in outbox.dead[0].last_error
+    assert fake.texts() == ["good"]
+    assert outbox.reschedules == []
+
+
+async def test_unknown_channel_is_dead_lettered(
+    chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    outbox.add("telegram", "1", "hi")
+    outbox.add("chat2desk", "1", "hi")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 1 and len(outbox.sent) == 1)
+    assert "no channel adapter" in outbox.dead[0].last_error
+
+
+async def test_breaker_opens_and_stops_calling(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.set_failure_rate(1.0, status=500)
+    for i in range(20):
+        outbox.add("chat2desk", str(i), f"r{i}")
+    breaker = CircuitBreaker("chat2desk-test", failure_threshold=3, cooldown=10)
+    sender = make_sender(
+        outbox, {"chat2desk": chat2desk}, breaker_factory=lambda name: breaker, concurrency=2
+    )
+    async with running(sender):
+        await eventually(lambda: breaker.state == "open")
+        await asyncio.sleep(0.3)
+    # The threshold, plus at most the calls already in flight when it opened; then silence
+    # (the cool-down of 10 s allows no trial during the test).
+    assert 3 <= fake.attempts <= 3 + 2
+    assert outbox.dead == []
+    deferred = [r for r in outbox.reschedules if "CircuitOpen" in r[3] or r[1] == 0]
+    assert deferred
+    # Deferral by the breaker spends no attempt.
+    assert all(item.attempts <= 1 for item in outbox.pending.values())
+
+
+async def test_breaker_recovers_after_a_trial(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_next(2, status=500)
+    for i in range(5):
+        outbox.add("chat2desk", str(i), f"r{i}")
+    breaker = CircuitBreaker("chat2desk-recover", failure_threshold=2, cooldown=0.1)
+    sender = make_sender(
+        outbox, {"chat2desk": chat2desk}, breaker_factory=lambda name: breaker, concurrency=1
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 5)
+    assert breaker.state == "closed"
+    assert len(fake.received) == 5
+
+
+async def test_stop_leaves_unfinished_items_in_the_outbox(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.hang_next(1, seconds=0.2)
+    outbox.add("chat2desk", "1", "slow")
+    outbox.add("chat2desk", "1", "next")
+    outbox.add("chat2desk", "2", "later", not_before=time.time() + 60)
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    await eventually(lambda: fake.attempts == 1)
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, 2)
+    assert time.monotonic() - started < 1.0
+    # The hung send finished (answer after 0.2 s); nothing else was started after stop.
+    texts = sorted(item.message.text for item in outbox.pending.values())
+    assert "later" in texts
+    assert "next" in texts
+    assert sender.in_hand == 0
+
+
+async def test_not_before_is_honoured(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    outbox.put(
+        OutboundMessage(key="w", channel="chat2desk", client_id="1", text="wait"),
+        not_before=time.time() + 0.3,
+    )
+    outbox.add("chat2desk", "1", "behind")
+    outbox.add("chat2desk", "2", "other")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: fake.texts("2") == ["other"], timeout=0.25)
+        assert fake.texts("1") == []
+        await eventually(lambda: len(fake.received) == 3)
+    assert fake.texts("1") == ["wait", "behind"]
+
+
+class ExplodingChannel(Channel):
+    name = "boom"
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        raise RuntimeError(f"bug while sending {message.text}")
+
+
+async def test_an_adapter_bug_is_dead_lettered_and_the_loop_survives(
+    chat2desk: Chat2DeskChannel, outbox: MemoryOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox.add("boom", "1", "secret address")
+    outbox.add("chat2desk", "1", "fine")
+    sender = make_sender(outbox, {"boom": ExplodingChannel(), "chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 1 and len(outbox.sent) == 1)
+    assert "RuntimeError" in outbox.dead[0].last_error
+    assert "secret address" not in outbox.dead[0].last_error
+    assert "secret address" not in caplog.text
+
+
+async def test_logs_never_contain_the_text(
+    fake: FakeChat2Desk,
+    chat2desk: Chat2DeskChannel,
+    outbox: MemoryOutbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG", logger="orderbot.sender")
+    fake.fail_next(2, status=500)
+    fake.fail_next(1, status=400)
+    outbox.add("chat2desk", "996555123456", "ул. Токтогула 1, +996555123456")
+    sender = make_sender(outbox, {"chat2desk": chat2desk})
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 1)
+    assert "failed (attempt 1)" in caplog.text
+    assert "Токтогула" not in caplog.text
+    assert "555123456" not in caplog.text
+
+
+def test_concurrency_must_be_positive(outbox: MemoryOutbox) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        Sender(outbox, {}, rate_limiter=LocalRateLimiter(60), concurrency=0)
