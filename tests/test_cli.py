@@ -52,7 +52,9 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage:" in result.output
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     return subprocess.run(
         [sys.executable, "-m", "orderbot", *args],
@@ -101,7 +103,11 @@ def test_missing_token_and_bad_flow_are_clear(tmp_path: Path) -> None:
 
 
 def test_chat2desk_api_unreachable_is_one_line(tmp_path: Path) -> None:
-    env = {"CHAT2DESK_API_TOKEN": "t", "CHAT2DESK_API_URL": "http://127.0.0.1:9/v1", "CHAT2DESK_TIMEOUT": "2"}
+    env = {
+        "CHAT2DESK_API_TOKEN": "t",
+        "CHAT2DESK_API_URL": "http://127.0.0.1:9/v1",
+        "CHAT2DESK_TIMEOUT": "2",
+    }
     result = cli("chat2desk", "info", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
@@ -120,7 +126,11 @@ async def _seed(path: Path) -> int:
                 delivery=first,
                 state=None,
                 state_name="-",
-                replies=(OutboundMessage(key="r1", channel="chat2desk", client_id="12568", text="№{order_id}"),),
+                replies=(
+                    OutboundMessage(
+                        key="r1", channel="chat2desk", client_id="12568", text="№{order_id}"
+                    ),
+                ),
                 order=OrderRecord(
                     idempotency_key="chat2desk:12568:m1",
                     channel="chat2desk",
@@ -138,7 +148,9 @@ async def _seed(path: Path) -> int:
                 delivery=second,
                 state=None,
                 state_name="-",
-                replies=(OutboundMessage(key="r2", channel="chat2desk", client_id="12569", text="x"),),
+                replies=(
+                    OutboundMessage(key="r2", channel="chat2desk", client_id="12569", text="x"),
+                ),
             )
         )
         outbox = SqliteOutbox(database)
@@ -155,10 +167,32 @@ def test_orders_and_dead_letters(settings: Settings) -> None:
     listed = runner.invoke(app, ["orders", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     (order,) = orjson.loads(listed.output)
-    for key in ("id", "client_id", "channel", "phone", "address", "quantity", "status", "language", "created_at"):
+    for key in (
+        "id",
+        "client_id",
+        "channel",
+        "phone",
+        "address",
+        "quantity",
+        "status",
+        "language",
+        "created_at",
+    ):
         assert key in order
-    assert (order["id"], order["phone"], order["quantity"], order["status"]) == (order_id, "+996555123456", 2, "new")
-    assert orjson.loads(runner.invoke(app, ["orders", "list", "--json", "--status", "delivered"], env=env).output) == []
+    assert (order["id"], order["phone"], order["quantity"], order["status"]) == (
+        order_id,
+        "+996555123456",
+        2,
+        "new",
+    )
+    assert (
+        orjson.loads(
+            runner.invoke(
+                app, ["orders", "list", "--json", "--status", "delivered"], env=env
+            ).output
+        )
+        == []
+    )
     table = runner.invoke(app, ["orders", "list"], env=env)
     assert "ул. Киевская 120" in table.output
     shown = runner.invoke(app, ["orders", "show", str(order_id), "--json"], env=env)
@@ -168,7 +202,11 @@ def test_orders_and_dead_letters(settings: Settings) -> None:
 
     letters = runner.invoke(app, ["dlq", "list", "--json"], env=env)
     (letter,) = orjson.loads(letters.output)
-    assert (letter["key"], letter["last_error"], letter["attempts"]) == ("r2", "ServerError: HTTP 500", 50)
+    assert (letter["key"], letter["last_error"], letter["attempts"]) == (
+        "r2",
+        "ServerError: HTTP 500",
+        50,
+    )
     assert "ServerError" in runner.invoke(app, ["dlq", "list"], env=env).output
     assert runner.invoke(app, ["dlq", "replay"], env=env).exit_code == 2
     replayed = runner.invoke(app, ["dlq", "replay", str(letter["id"])], env=env)
@@ -202,5 +240,10 @@ def test_chat_talks_through_the_engine(settings: Settings) -> None:
     assert "1. " in result.stdout  # yes/no buttons as numbered text
     env = {"DATABASE_URL": settings.database_url}
     (order,) = orjson.loads(runner.invoke(app, ["orders", "list", "--json"], env=env).output)
-    assert (order["channel"], order["client_id"], order["phone"], order["quantity"]) == ("local", "ann", "+996555123456", 2)
+    assert (order["channel"], order["client_id"], order["phone"], order["quantity"]) == (
+        "local",
+        "ann",
+        "+996555123456",
+        2,
+    )
     assert f"{order['id']}" in result.stdout

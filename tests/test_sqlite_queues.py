@@ -89,7 +89,9 @@ async def test_failing_job_does_not_undo_its_batch(database: SqliteDatabase) -> 
         conn.execute("INSERT INTO no_such_table VALUES (1)")
 
     results = await asyncio.gather(
-        queue.put(inbound("1", "a")), database.run(broken), queue.put(inbound("1", "b")),
+        queue.put(inbound("1", "a")),
+        database.run(broken),
+        queue.put(inbound("1", "b")),
         return_exceptions=True,
     )
     assert results[0] is True and results[2] is True
@@ -134,8 +136,7 @@ async def test_outbox_claim_order_exclude_and_results(database: SqliteDatabase) 
     )
     logged = await database.run(
         lambda c: c.execute(
-            "SELECT message_key, success, error FROM message_logs WHERE direction='out'"
-            " ORDER BY id"
+            "SELECT message_key, success, error FROM message_logs WHERE direction='out' ORDER BY id"
         ).fetchall()
     )
     assert logged == [("k1", 1, None), ("k3", 0, "ServerError: 500")]
@@ -197,7 +198,9 @@ async def test_commit_step_is_atomic_and_idempotent(database: SqliteDatabase) ->
     (item,) = await SqliteOutbox(database).claim(5, set())
     assert item.message.text == f"Order {order_id} accepted"
     outcome = await database.run(
-        lambda c: c.execute("SELECT outcome, duration_seconds, order_id FROM dialog_outcomes").fetchone()
+        lambda c: c.execute(
+            "SELECT outcome, duration_seconds, order_id FROM dialog_outcomes"
+        ).fetchone()
     )
     assert outcome == ("completed", 10.0, order_id)
 
@@ -232,4 +235,3 @@ async def test_closed_database_refuses_work(db_path) -> None:  # type: ignore[no
     await database.aclose()  # idempotent
     with pytest.raises(StorageError):
         await database.run(lambda c: None)
-

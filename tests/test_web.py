@@ -64,31 +64,43 @@ async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Embe
 
 async def stored(runtime: EmbeddedRuntime) -> list[tuple[str, str]]:
     rows = await runtime.db.run(
-        lambda c: c.execute("SELECT dedupe_key, client_key FROM inbound_queue ORDER BY id").fetchall()
+        lambda c: c.execute(
+            "SELECT dedupe_key, client_key FROM inbound_queue ORDER BY id"
+        ).fetchall()
     )
     return [tuple(r) for r in rows]
 
 
-async def test_real_payload_is_stored_before_200(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
+async def test_real_payload_is_stored_before_200(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
     client, runtime = api
     r = await client.post("/webhook/chat2desk", json=REAL_PAYLOAD)
     assert r.status_code == 200
     assert r.json() == {"success": True}
     assert await stored(runtime) == [("chat2desk:28780", "chat2desk:12568")]
-    raw = await runtime.db.run(lambda c: c.execute("SELECT payload FROM inbound_queue").fetchone()[0])
+    raw = await runtime.db.run(
+        lambda c: c.execute("SELECT payload FROM inbound_queue").fetchone()[0]
+    )
     message = orjson.loads(raw)
     assert message["route"] == {"transport": "widget", "channel_id": "1"}
     assert message["text"] == "test7"
 
 
-async def test_minimal_payload_with_string_ids(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
+async def test_minimal_payload_with_string_ids(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
     client, runtime = api
-    r = await client.post("/webhook/chat2desk", json={"client_id": "77", "message_id": "m-1", "text": "hi"})
+    r = await client.post(
+        "/webhook/chat2desk", json={"client_id": "77", "message_id": "m-1", "text": "hi"}
+    )
     assert r.status_code == 200
     assert await stored(runtime) == [("chat2desk:m-1", "chat2desk:77")]
 
 
-async def test_duplicate_is_200_and_stored_once(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
+async def test_duplicate_is_200_and_stored_once(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
     client, runtime = api
     for _ in range(3):
         r = await client.post("/webhook/chat2desk", json=REAL_PAYLOAD)
@@ -99,7 +111,12 @@ async def test_duplicate_is_200_and_stored_once(api: tuple[httpx.AsyncClient, Em
 
 @pytest.mark.parametrize(
     "change",
-    [{"type": "to_client"}, {"type": "system"}, {"hook_type": "outbox"}, {"hook_type": "dialog_closed"}],
+    [
+        {"type": "to_client"},
+        {"type": "system"},
+        {"hook_type": "outbox"},
+        {"hook_type": "dialog_closed"},
+    ],
 )
 async def test_echo_and_other_hooks_are_acknowledged_and_ignored(
     api: tuple[httpx.AsyncClient, EmbeddedRuntime], change: dict[str, str]
@@ -119,12 +136,42 @@ async def test_echo_and_other_hooks_are_acknowledged_and_ignored(
         (b"[1, 2]", "application/json", 422, "invalid_payload"),
         (b'{"message_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
         (b'{"client_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": null, "message_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": true, "message_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": {"a": 1}, "message_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": 1, "message_id": 1, "text": 5}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": "", "message_id": 1, "text": "x"}', "application/json", 422, "invalid_payload"),
-        (b'{"client_id": 1, "message_id": 1, "text": "x"}', "text/plain", 415, "unsupported_media_type"),
+        (
+            b'{"client_id": null, "message_id": 1, "text": "x"}',
+            "application/json",
+            422,
+            "invalid_payload",
+        ),
+        (
+            b'{"client_id": true, "message_id": 1, "text": "x"}',
+            "application/json",
+            422,
+            "invalid_payload",
+        ),
+        (
+            b'{"client_id": {"a": 1}, "message_id": 1, "text": "x"}',
+            "application/json",
+            422,
+            "invalid_payload",
+        ),
+        (
+            b'{"client_id": 1, "message_id": 1, "text": 5}',
+            "application/json",
+            422,
+            "invalid_payload",
+        ),
+        (
+            b'{"client_id": "", "message_id": 1, "text": "x"}',
+            "application/json",
+            422,
+            "invalid_payload",
+        ),
+        (
+            b'{"client_id": 1, "message_id": 1, "text": "x"}',
+            "text/plain",
+            415,
+            "unsupported_media_type",
+        ),
         (b'{"client_id": 1, "message_id": 1, "text": "x"}', "", 415, "unsupported_media_type"),
         (b"client_id=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ],
@@ -149,7 +196,9 @@ async def test_bad_input_gets_a_clear_4xx(
 async def test_body_over_64_kib_is_413(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
     client, runtime = api
     big = orjson.dumps({"client_id": 1, "message_id": 1, "text": "x" * 70_000})
-    r = await client.post("/webhook/chat2desk", content=big, headers={"content-type": "application/json"})
+    r = await client.post(
+        "/webhook/chat2desk", content=big, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert r.json()["error"] == "payload_too_large"
 
@@ -157,12 +206,16 @@ async def test_body_over_64_kib_is_413(api: tuple[httpx.AsyncClient, EmbeddedRun
         for _ in range(70):
             yield b" " * 1024
 
-    r = await client.post("/webhook/chat2desk", content=chunks(), headers={"content-type": "application/json"})
+    r = await client.post(
+        "/webhook/chat2desk", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert await stored(runtime) == []
 
 
-async def test_unknown_channel_and_wrong_method(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
+async def test_unknown_channel_and_wrong_method(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
     client, _ = api
     assert (await client.post("/webhook/viber", json=REAL_PAYLOAD)).status_code == 404
     assert (await client.post("/webhook/chat2desk/extra", json=REAL_PAYLOAD)).status_code == 404
@@ -176,7 +229,9 @@ async def test_secret_path(settings: Settings) -> None:
     async for client, runtime in _client(settings):
         assert (await client.post("/webhook/chat2desk", json=REAL_PAYLOAD)).status_code == 404
         assert (await client.post("/webhook/chat2desk/wrong", json=REAL_PAYLOAD)).status_code == 404
-        assert (await client.post("/webhook/chat2desk/s3cr3t-pat", json=REAL_PAYLOAD)).status_code == 404
+        assert (
+            await client.post("/webhook/chat2desk/s3cr3t-pat", json=REAL_PAYLOAD)
+        ).status_code == 404
         assert await stored(runtime) == []
         r = await client.post("/webhook/chat2desk/s3cr3t-path", json=REAL_PAYLOAD)
         assert r.status_code == 200
@@ -190,11 +245,15 @@ async def test_signature_check(settings: Settings) -> None:
     good = hmac.new(key, body + b"1700000000", hashlib.sha256).hexdigest()
     async for client, runtime in _client(settings):
         headers = {"content-type": "application/json", "x-timestamp": "1700000000"}
-        r = await client.post("/webhook/chat2desk", content=body, headers={**headers, "x-signature": "00" * 32})
+        r = await client.post(
+            "/webhook/chat2desk", content=body, headers={**headers, "x-signature": "00" * 32}
+        )
         assert r.status_code == 401
         r = await client.post("/webhook/chat2desk", content=body, headers=headers)
         assert r.status_code == 401
-        r = await client.post("/webhook/chat2desk", content=body, headers={**headers, "x-signature": good})
+        r = await client.post(
+            "/webhook/chat2desk", content=body, headers={**headers, "x-signature": good}
+        )
         assert r.status_code == 200
         assert len(await stored(runtime)) == 1
 
@@ -227,11 +286,21 @@ async def test_service_routes(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) ->
     assert 'orderbot_queue_depth{queue="inbound"} 1.0' in metrics
 
 
-async def test_openapi_describes_every_route(api: tuple[httpx.AsyncClient, EmbeddedRuntime]) -> None:
+async def test_openapi_describes_every_route(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
     client, _ = api
     spec = (await client.get("/openapi.json")).json()
     paths = spec["paths"]
-    for path in ("/webhook/{channel}", "/webhook/{channel}/{secret}", "/", "/health", "/live", "/ready", "/metrics"):
+    for path in (
+        "/webhook/{channel}",
+        "/webhook/{channel}/{secret}",
+        "/",
+        "/health",
+        "/live",
+        "/ready",
+        "/metrics",
+    ):
         assert path in paths, path
     webhook = paths["/webhook/{channel}"]["post"]
     assert "application/json" in webhook["requestBody"]["content"]

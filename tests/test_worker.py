@@ -55,7 +55,9 @@ def message(client: str, mid: str, text: str) -> InboundMessage:
 
 
 async def replies(database: SqliteDatabase) -> list[dict[str, Any]]:
-    rows = await database.run(lambda c: c.execute("SELECT payload FROM outbox ORDER BY id").fetchall())
+    rows = await database.run(
+        lambda c: c.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    )
     return [orjson.loads(r[0]) for r in rows]
 
 
@@ -86,13 +88,20 @@ async def test_whole_dialog_stores_one_order_and_tells_its_number(database: Sqli
     assert all(r["route"] == {"transport": "whatsapp", "channel_id": "3"} for r in sent)
     assert str(order_id) in sent[-1]["text"]
     assert "{order_id}" not in sent[-1]["text"]
-    outcome = await database.run(lambda c: c.execute("SELECT outcome, order_id FROM dialog_outcomes").fetchall())
+    outcome = await database.run(
+        lambda c: c.execute("SELECT outcome, order_id FROM dialog_outcomes").fetchall()
+    )
     assert outcome == [("completed", order_id)]
     logged = await database.run(
-        lambda c: c.execute("SELECT count(*) FROM message_logs WHERE direction = 'in'").fetchone()[0]
+        lambda c: c.execute("SELECT count(*) FROM message_logs WHERE direction = 'in'").fetchone()[
+            0
+        ]
     )
     assert logged == 5
-    assert await database.run(lambda c: c.execute("SELECT count(*) FROM dialog_states").fetchone()[0]) == 0
+    assert (
+        await database.run(lambda c: c.execute("SELECT count(*) FROM dialog_states").fetchone()[0])
+        == 0
+    )
 
 
 async def test_each_clients_messages_are_handled_in_arrival_order(database: SqliteDatabase) -> None:
@@ -119,11 +128,14 @@ async def test_each_clients_messages_are_handled_in_arrival_order(database: Sqli
         lambda c: c.execute("SELECT client_id, address, phone, quantity FROM orders").fetchall()
     )
     assert sorted(orders) == sorted(
-        (f"c{c}", f"ул. Токтогула {c + 1}", f"+996555123{c:03d}", c % 50 + 1) for c in range(clients)
+        (f"c{c}", f"ул. Токтогула {c + 1}", f"+996555123{c:03d}", c % 50 + 1)
+        for c in range(clients)
     )
 
 
-async def test_a_failing_step_still_answers(database: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failing_step_still_answers(
+    database: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("flow bug")
 
@@ -133,7 +145,9 @@ async def test_a_failing_step_still_answers(database: SqliteDatabase, monkeypatc
     await run_until_idle(worker, queue, 1)
     (reply,) = await replies(database)
     assert "что-то пошло не так" in reply["text"]
-    error = await database.run(lambda c: c.execute("SELECT success, error FROM message_logs").fetchone())
+    error = await database.run(
+        lambda c: c.execute("SELECT success, error FROM message_logs").fetchone()
+    )
     assert error == (0, "RuntimeError: flow bug")
     assert (await queue.depth()).inbound == 0
 

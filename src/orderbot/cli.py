@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -29,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 orders_app = typer.Typer(help="See the orders the bot took.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True
+)
 chat2desk_app = typer.Typer(help="Talk to the Chat2Desk API.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 flow_app = typer.Typer(help="Dialog flows.", no_args_is_help=True)
@@ -107,10 +110,26 @@ def run(
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
         backlog=4096,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     server.run()
     if not server.started:
         raise fail(f"could not start the server on {settings.host}:{settings.port}")
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would
+        end "killed by SIGTERM". We finished cleanly, so we exit 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
 
 
 def _require_sqlite(settings: Settings) -> None:
@@ -209,8 +228,12 @@ def _require_database(settings: Settings) -> None:
 
 @orders_app.command("list")
 def orders_list(
-    status: Annotated[str | None, typer.Option(help="Only orders with this status, e.g. new.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many, newest first.")] = 50,
+    status: Annotated[
+        str | None, typer.Option(help="Only orders with this status, e.g. new.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10000, help="At most this many, newest first.")
+    ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List orders, newest first."""
@@ -221,7 +244,9 @@ def orders_list(
     if not found:
         typer.echo("no orders")
         return
-    typer.echo(f"{'ID':>6}  {'CREATED (UTC)':<19}  {'STATUS':<10} {'QTY':>4}  {'PHONE':<16} ADDRESS")
+    typer.echo(
+        f"{'ID':>6}  {'CREATED (UTC)':<19}  {'STATUS':<10} {'QTY':>4}  {'PHONE':<16} ADDRESS"
+    )
     for o in found:
         typer.echo(
             f"{o.id:>6}  {o.created_at[:19].replace('T', ' '):<19}  {o.status:<10} "
@@ -295,7 +320,9 @@ def dlq_list(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    ids: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", help="Dead letters to replay.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(metavar="[ID]...", help="Dead letters to replay.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
     """Send dead replies again (fresh retries) and requeue dead inbound messages."""
@@ -343,7 +370,9 @@ async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
 
 @chat2desk_app.command("set-webhook")
 def chat2desk_set_webhook(
-    url: Annotated[str, typer.Argument(help="Public URL of /webhook/chat2desk (or /webhook/chat2desk/SECRET).")],
+    url: Annotated[
+        str, typer.Argument(help="Public URL of /webhook/chat2desk (or /webhook/chat2desk/SECRET).")
+    ],
 ) -> None:
     """Register the webhook with Chat2Desk (POST /v1/webhooks, events: inbox)."""
     if not url.startswith(("http://", "https://")):
@@ -375,7 +404,9 @@ def db_upgrade(
 
 
 @flow_app.command("check")
-def flow_check(file: Annotated[str, typer.Argument(help="Flow YAML file, or a shipped flow name.")]) -> None:
+def flow_check(
+    file: Annotated[str, typer.Argument(help="Flow YAML file, or a shipped flow name.")],
+) -> None:
     """Load and validate a flow file; print its steps."""
     from orderbot.dialog import load_flow
 
