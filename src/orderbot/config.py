@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     webhook_signature_header: str = ""
     webhook_timestamp_header: str = "X-Timestamp"
 
+    telegram_bot_token: str = ""
+    telegram_webhook_secret: str = Field(
+        "", pattern=r"^[A-Za-z0-9_-]{0,256}$", description="1-256 of A-Z a-z 0-9 _ -"
+    )
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_timeout: float = Field(10.0, gt=0)
+
     worker_concurrency: int = Field(5, ge=1, le=1000)
     outbound_rate_limit: int = Field(300, ge=1, description="replies per minute, all clients")
     default_phone_region: str = "KG"

@@ -16,6 +16,7 @@ from types import TracebackType
 from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
 from orderbot.dialog import DialogOptions, Flow, load_flow
 from orderbot.loggers import storage as log
@@ -49,13 +50,21 @@ def dialog_options(settings: Settings) -> DialogOptions:
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
-    return {
+    channels: dict[str, Channel] = {
         "chat2desk": Chat2DeskChannel(
             api_url=settings.chat2desk_api_url,
             token=settings.chat2desk_api_token,
             timeout=settings.chat2desk_timeout,
         )
     }
+    if settings.telegram_bot_token:
+        channels["telegram"] = TelegramChannel(
+            token=settings.telegram_bot_token,
+            api_url=settings.telegram_api_url,
+            webhook_secret=settings.telegram_webhook_secret,
+            timeout=settings.telegram_timeout,
+        )
+    return channels
 
 
 class EmbeddedRuntime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 from orderbot.messages import InboundMessage, OutboundMessage
@@ -27,6 +28,11 @@ class Channel(ABC):
     @abstractmethod
     async def send(self, message: OutboundMessage) -> None:
         """Deliver one reply or raise a ChannelError."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> bool:
+        """Whether a webhook request with these headers (lower-case names) comes from the
+        messenger; False answers 401. Default: no per-channel check."""
+        return True
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own nothing
         """Release what the adapter holds (HTTP clients it created)."""

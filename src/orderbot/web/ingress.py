@@ -89,6 +89,12 @@ class WebhookIngress:
         self._channels = dict(channels)
         self._secret = secret
         self._signatures = dict(signatures or {})
+        # Only channels with their own check (e.g. Telegram's secret header) cost a call here.
+        self._authenticators = {
+            name: channel.authenticate
+            for name, channel in self._channels.items()
+            if type(channel).authenticate is not Channel.authenticate
+        }
         self.max_body = max_body
         # Resolved once: prometheus label lookups cost more than the rest of a counter bump.
         self._counters = {
@@ -117,6 +123,10 @@ class WebhookIngress:
         self, channel_name: str, content_type: str, headers: Mapping[str, str], body: bytes
     ) -> WebhookResponse:
         channel = self._channels[channel_name]
+        authenticate = self._authenticators.get(channel_name)
+        if authenticate is not None and not authenticate(headers):
+            self._counters[channel_name, "rejected"].inc()
+            return _json(401, {"success": False, "error": "unauthorized"})
         try:
             if len(body) > self.max_body:
                 raise PayloadTooLarge(f"body is over {self.max_body} bytes")
