@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from orderbot.channels.chat2desk import Chat2DeskChannel, parse_retry_after, render_buttons
@@ -331,19 +331,24 @@ async def test_connection_refused_is_a_server_error() -> None:
 
 
 async def test_injected_client_is_not_closed(fake: FakeChat2Desk) -> None:
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as client:
         adapter = Chat2DeskChannel(api_url=fake.url, token="t", client=client)
         await adapter.send(reply())
         await adapter.aclose()
         await adapter.aclose()
-        assert not client.is_closed
+        assert not client.closed
 
 
 async def test_own_client_is_closed_idempotently(fake: FakeChat2Desk) -> None:
     adapter = Chat2DeskChannel(api_url=fake.url, token="t")
+    await adapter.send(reply())
+    session = adapter._client
+    assert session is not None
     await adapter.aclose()
     await adapter.aclose()
-    assert adapter._client.is_closed
+    assert session.closed
+    with pytest.raises(PermanentError):  # a closed channel does not quietly reopen
+        await adapter.send(reply())
 
 
 async def test_set_webhook_and_api_info(fake: FakeChat2Desk, chat2desk: Chat2DeskChannel) -> None:

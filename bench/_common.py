@@ -1,0 +1,147 @@
+"""Shared pieces of the benchmark scripts: processes, wrk, parsing. Benchmarks print figures;
+they assert nothing about timing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.processes import BotProcess  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+
+WRK_SCRIPT = r"""
+local counter = 0
+local thread_id = 0
+local clients = tonumber(os.getenv("BENCH_CLIENTS") or "1000")
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  thread_id = id
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"message_id":"%s-%d-%d","client_id":"%d","text":"privet","type":"from_client","transport":"whatsapp","channel_id":1}',
+    os.getenv("BENCH_RUN") or "r", thread_id, counter, (thread_id * 7919 + counter) % clients)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%d,\"p90_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"errors_status\":%d,\"errors_connect\":%d,\"errors_timeout\":%d}\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    summary.errors.status, summary.errors.connect, summary.errors.timeout))
+end
+"""
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    return wrk
+
+
+def run_wrk(
+    url: str, *, seconds: int, connections: int, threads: int = 1, run_id: str = "r"
+) -> dict[str, Any]:
+    """One wrk run posting webhook payloads with unique message ids; returns its figures."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT)
+        script = f.name
+    env = {**os.environ, "BENCH_RUN": run_id}
+    out = subprocess.run(
+        [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", script, url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    os.unlink(script)
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    import json
+
+    data: dict[str, Any] = json.loads(match.group(1))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+@contextmanager
+def fake_chat2desk() -> Iterator[str]:
+    """The fake Chat2Desk API in its own process; yields its API base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.chat2desk", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if "listening" not in line:
+            raise RuntimeError("fake chat2desk did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def orderbot(fake_url: str, workdir: Path, **extra: str) -> Iterator[BotProcess]:
+    env = {
+        "DATABASE_URL": f"sqlite:///{workdir / 'orderbot.db'}",
+        "CHAT2DESK_API_URL": fake_url,
+        "CHAT2DESK_API_TOKEN": "bench",
+        "OUTBOUND_RATE_LIMIT": "6000000",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    with BotProcess(env, log_path=workdir / "orderbot.log") as bot:
+        yield bot
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def received_count(fake_url: str) -> int:
+    base = fake_url.rsplit("/v1", 1)[0]
+    return int(httpx.get(base + "/_received", timeout=30).json()["count"])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
