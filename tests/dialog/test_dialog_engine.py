@@ -464,7 +464,8 @@ def test_another_flow_runs_without_engine_changes(printing_like: Flow) -> None:
     assert chat.text("me at example") == "Not an e-mail"
     assert chat.text("Me@Example.com") == 'Phone (or "skip")?'
     summary = chat.say("1")  # the only button: Skip
-    assert summary.replies[0].text == "sla, Me@example.com, —. Correct?"
+    # A choice shows its button label, not the stored id.
+    assert summary.replies[0].text == "Resin, Me@example.com, —. Correct?"
     again = chat.say("no")  # branches back to the first step, keeping the data
     assert again.state is not None
     assert again.state.step == "SERVICE"

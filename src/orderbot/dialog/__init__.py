@@ -8,18 +8,23 @@ from orderbot.dialog.engine import (
     DialogOptions,
     DialogState,
     Effect,
+    ReceivedFile,
     Reply,
     StepResult,
     detect_language,
     error_reply,
+    order_lines,
     render_buttons_as_text,
     step,
+    wants_files,
 )
-from orderbot.dialog.flow import Flow, Step, load_flow
+from orderbot.dialog.flow import Catalog, CatalogEntry, Flow, Step, load_flow
 from orderbot.dialog.validators import VALIDATORS, Invalid, Valid, ValidationResult, Validator
 
 __all__ = [
     "VALIDATORS",
+    "Catalog",
+    "CatalogEntry",
     "CreateOrder",
     "DialogEnded",
     "DialogOptions",
@@ -27,6 +32,7 @@ __all__ = [
     "Effect",
     "Flow",
     "Invalid",
+    "ReceivedFile",
     "Reply",
     "Step",
     "StepResult",
@@ -36,6 +42,8 @@ __all__ = [
     "detect_language",
     "error_reply",
     "load_flow",
+    "order_lines",
     "render_buttons_as_text",
     "step",
+    "wants_files",
 ]

@@ -2,22 +2,34 @@
 
 No I/O happens here. The worker loads the state, calls :func:`step`, stores the order and the
 replies that come back, and saves the new state; everything about the conversation itself
-(commands, timeouts, languages, re-asks) is decided here, from the flow's data.
+(commands, timeouts, languages, re-asks, Back and Cancel, the edit menu, the list of model files)
+is decided here, from the flow's data.
+
+Files are I/O, so they never reach this module as bytes: the worker fetches, checks and stores
+what the customer attached *before* the step (see :mod:`orderbot.files`) and passes each result as
+a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps the list.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 
-from orderbot.dialog.flow import Flow, Step
-from orderbot.dialog.validators import VALIDATORS, Invalid, ValidationContext
+from orderbot.dialog.flow import Catalog, Flow, Step
+from orderbot.dialog.validators import (
+    FILES_REMOVE_LAST,
+    VALIDATORS,
+    Invalid,
+    ValidationContext,
+)
 from orderbot.errors import FlowError
+from orderbot.messages import Attachment
 
 __all__ = [
     "CreateOrder",
@@ -25,12 +37,15 @@ __all__ = [
     "DialogOptions",
     "DialogState",
     "Effect",
+    "ReceivedFile",
     "Reply",
     "StepResult",
     "detect_language",
     "error_reply",
+    "order_lines",
     "render_buttons_as_text",
     "step",
+    "wants_files",
 ]
 
 
@@ -44,6 +59,8 @@ class DialogState:
     started_at: float
     updated_at: float
     message_count: int
+    return_to: str | None = None
+    """Set while a step picked from an edit menu is being changed: where the dialog goes back."""
 
     def to_json(self) -> bytes:
         """The stored form of the state."""
@@ -66,6 +83,7 @@ class DialogState:
                 started_at=float(obj["started_at"]),
                 updated_at=float(obj["updated_at"]),
                 message_count=obj["message_count"],
+                return_to=obj.get("return_to"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"dialog state lacks a field: {exc}") from exc
@@ -74,6 +92,7 @@ class DialogState:
             and isinstance(state.language, str)
             and isinstance(state.data, dict)
             and isinstance(state.message_count, int)
+            and isinstance(state.return_to, str | None)
         ):
             raise ValueError("dialog state has a field of the wrong type")
         return state
@@ -88,8 +107,39 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedFile:
+    """A file the customer attached, after the worker fetched, checked and stored it.
+
+    ``refused`` is ``None`` for a stored model file, else a reason code from
+    ``validators.FILE_REASONS`` (``image``, ``damaged``, ``too_large``, ``telegram_limit``, ...);
+    ``limit`` is the byte limit that a ``too_large``/``telegram_limit`` refusal is about.
+    """
+
+    name: str
+    checksum: str = ""
+    size: int = 0
+    format: str = ""
+    path: str = ""
+    refused: str | None = None
+    limit: int | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The form kept in the dialog data and in the order: JSON values only."""
+        return {
+            "name": self.name,
+            "checksum": self.checksum,
+            "size": self.size,
+            "format": self.format,
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CreateOrder:
-    """Effect: store an order. ``data`` is everything collected, for flows beyond water."""
+    """Effect: store an order. ``data`` is everything collected, for flows beyond water; with a
+    catalog it also holds ``items`` (``[{id, name, quantity, unit_price, unit}]``, prices as
+    decimal strings), ``total`` (a decimal string) and ``currency``; a model-files step leaves
+    ``files`` (``[{name, checksum, size, format, path}]``)."""
 
     phone: str | None
     address: str | None
@@ -213,10 +263,93 @@ def _render(template: str, values: Mapping[str, str]) -> str:
 def _display(value: object) -> str:
     if value is None:
         return "—"
+    if isinstance(value, list):
+        names = [str(v["name"]) if isinstance(v, dict) and "name" in v else str(v) for v in value]
+        return ", ".join(names) if names else "—"
     return str(value)
 
 
-def _values(flow: Flow, current: Step | None, data: Mapping[str, Any]) -> dict[str, str]:
+def _money(amount: Decimal) -> str:
+    if amount == amount.to_integral_value():
+        return f"{int(amount):,}".replace(",", " ")
+    return f"{amount:,.2f}".replace(",", " ")
+
+
+def _quantity(catalog: Catalog, data: Mapping[str, Any]) -> int:
+    if catalog.quantity_field is None:
+        return 1
+    counted = data.get(catalog.quantity_field)
+    if isinstance(counted, list):
+        return max(1, len(counted))
+    if isinstance(counted, int) and not isinstance(counted, bool) and counted > 0:
+        return counted
+    return 1
+
+
+def order_lines(flow: Flow, data: Mapping[str, Any], language: str) -> list[dict[str, Any]]:
+    """The line items of an order with ``data`` (empty without a catalog or a chosen item):
+    ``[{id, name, quantity, unit_price, unit}]``, prices as exact decimal strings."""
+    catalog = flow.catalog
+    item = catalog.get(data.get(catalog.field)) if catalog is not None else None
+    if catalog is None or item is None:
+        return []
+    language = flow.language(language)
+    return [
+        {
+            "id": item.id,
+            "name": item.name[language],
+            "quantity": _quantity(catalog, data),
+            "unit_price": str(item.price.quantize(Decimal("0.01"))),
+            "unit": item.unit[language],
+        }
+    ]
+
+
+def _line_total(line: Mapping[str, Any]) -> Decimal:
+    return Decimal(line["unit_price"]) * int(line["quantity"])
+
+
+def _catalog_values(flow: Flow, data: Mapping[str, Any], language: str) -> dict[str, str]:
+    catalog = flow.catalog
+    assert catalog is not None
+    currency = catalog.currency_name[language]
+    listing = [
+        f"{index}. {item.name[language]} — {_money(item.price)} {currency} / {item.unit[language]}"
+        f"\n{item.description[language]}"
+        for index, item in enumerate(catalog.items, start=1)
+    ]
+    lines = order_lines(flow, data, language)
+    rendered = [
+        f"{line['name']}: {line['quantity']} × {_money(Decimal(line['unit_price']))} {currency}"
+        f" = {_money(_line_total(line))} {currency}"
+        for line in lines
+    ]
+    total = sum((_line_total(line) for line in lines), Decimal(0))
+    return {
+        "catalog": "\n".join(listing),
+        "order_lines": "\n".join(rendered) if rendered else "—",
+        "total": f"{_money(total)} {currency}" if lines else "—",
+        "currency": currency,
+    }
+
+
+def _choice_label(step: Step, value: object, language: str) -> str | None:
+    """The button label of a choice step's value (``"PETG"`` for ``petg``), if it has one."""
+    if step.validator != "catalog_choice":
+        return None
+    items = step.params.get("items", [])
+    labels = step.buttons.get(language, ())
+    if len(labels) != len(items):
+        return None
+    for item, label in zip(items, labels, strict=True):
+        if item.get("id") == value:
+            return label
+    return None
+
+
+def _values(
+    flow: Flow, current: Step | None, data: Mapping[str, Any], language: str
+) -> dict[str, str]:
     values = dict(flow.vars)
     if current is not None:
         values |= {
@@ -224,20 +357,120 @@ def _values(flow: Flow, current: Step | None, data: Mapping[str, Any]) -> dict[s
             for key, value in current.params.items()
             if isinstance(value, str | int | float) and not isinstance(value, bool)
         }
+    for other in flow.steps.values():
+        if other.field is not None:
+            values.setdefault(other.field, "—")  # a field not (or no longer) collected
     values |= {key: _display(value) for key, value in data.items()}
+    for other in flow.steps.values():
+        if other.field is not None and other.field in data:
+            label = _choice_label(other, data[other.field], language)
+            if label is not None:
+                values[other.field] = label
+    if flow.catalog is not None:
+        values |= _catalog_values(flow, data, language)
     return values
 
 
-def _prompt(flow: Flow, current: Step, language: str, data: Mapping[str, Any]) -> Reply:
-    text = _render(current.prompt[language], _values(flow, current, data))
-    return Reply(text, current.buttons.get(language, ()))
+# --------------------------------------------------------------------------------------------
+# where a dialog stands: the path its answers take, Back, the buttons shown
+
+
+def _path(flow: Flow, data: Mapping[str, Any]) -> list[str]:
+    """The steps the answers in ``data`` lead through, from the start to the first step that
+    has no answer (or no field). Fields of steps off this path are stale: a branch was changed."""
+    path: list[str] = []
+    name = flow.start
+    while name not in path:
+        path.append(name)
+        current = flow.steps[name]
+        if current.end is not None or current.field is None or current.field not in data:
+            break
+        try:
+            name = _next_step(current, data[current.field])
+        except FlowError:
+            break
+    return path
+
+
+def _prune(flow: Flow, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without the fields of steps the answers no longer lead through (an address
+    after switching to pickup)."""
+    fields = {flow.steps[name].field for name in _path(flow, data)}
+    return {key: value for key, value in data.items() if key in fields}
+
+
+def _summaries(flow: Flow) -> set[str]:
+    return {s.returns_to for s in flow.steps.values() if s.returns_to is not None}
+
+
+def _back_target(
+    flow: Flow, current: Step, data: Mapping[str, Any], return_to: str | None
+) -> str | None:
+    if not flow.back_label:
+        return None
+    if return_to is not None:
+        return return_to  # Back while changing one answer: leave it as it was
+    if current.returns_to is not None:
+        return current.returns_to
+    path = _path(flow, data)
+    if current.name in path:
+        index = path.index(current.name)
+        return path[index - 1] if index > 0 else None
+    return path[-1] if path[-1] != current.name else None
+
+
+def _options(
+    flow: Flow, current: Step, language: str, data: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The step's params and option labels as shown now. An edit menu shows only the steps the
+    answers lead through (no "address" after choosing pickup)."""
+    labels = current.buttons.get(language, ())
+    if current.returns_to is None or not isinstance(current.next, Mapping):
+        return dict(current.params), labels
+    on_path = set(_path(flow, data)) | {current.returns_to}
+    items = current.params.get("items", [])
+    kept = [
+        (item, label)
+        for item, label in zip(items, labels, strict=True)
+        if current.next.get(str(item["id"]), current.next.get("*")) in on_path
+    ]
+    params = dict(current.params, items=[item for item, _ in kept])
+    return params, tuple(label for _, label in kept)
+
+
+def _buttons(
+    flow: Flow, current: Step, language: str, data: Mapping[str, Any], return_to: str | None
+) -> tuple[str, ...]:
+    _, labels = _options(flow, current, language, data)
+    navigation: tuple[str, ...] = ()
+    if _back_target(flow, current, data, return_to) is not None:
+        navigation += (flow.back_label[language],)
+    if flow.cancel_label:
+        navigation += (flow.cancel_label[language],)
+    return labels + navigation
+
+
+def _prompt(
+    flow: Flow,
+    current: Step,
+    language: str,
+    data: Mapping[str, Any],
+    return_to: str | None = None,
+) -> Reply:
+    text = _render(current.prompt[language], _values(flow, current, data, language))
+    return Reply(text, _buttons(flow, current, language, data, return_to))
 
 
 def _with_prompt(
-    flow: Flow, current: Step, language: str, data: Mapping[str, Any], before: str
+    flow: Flow,
+    current: Step,
+    language: str,
+    data: Mapping[str, Any],
+    before: str,
+    return_to: str | None = None,
 ) -> Reply:
-    prompt = _prompt(flow, current, language, data)
-    text = _render(before, _values(flow, current, data))
+    prompt = _prompt(flow, current, language, data, return_to)
+    text = _render(before, _values(flow, current, data, language))
     return Reply(f"{text}\n\n{prompt.text}", prompt.buttons)
 
 
@@ -272,13 +505,30 @@ def _begin(flow: Flow, language: str, now: float) -> tuple[DialogState, tuple[Re
     return state, (greeting, _prompt(flow, first, language, state.data))
 
 
+def wants_files(flow: Flow, state: DialogState | None) -> bool:
+    """Whether the dialog waits for model files, so the worker should fetch attachments first
+    (and not download a photo sent at the address step)."""
+    if state is None or state.step not in flow.steps:
+        return False
+    return flow.steps[state.step].validator == "model_files"
+
+
 def step(
-    flow: Flow, state: DialogState | None, text: str, now: float, *, options: DialogOptions
+    flow: Flow,
+    state: DialogState | None,
+    text: str,
+    now: float,
+    *,
+    options: DialogOptions,
+    attachments: Sequence[Attachment | ReceivedFile] = (),
 ) -> StepResult:
     """Handle one customer message.
 
     ``state`` is what the previous call returned (``None`` for a customer without a dialog),
-    ``now`` is the message time in unix seconds. Pure: the same arguments give the same result.
+    ``now`` is the message time in unix seconds, ``attachments`` what the message carried: a
+    :class:`ReceivedFile` once the worker fetched and checked it, a bare ``Attachment`` when
+    nobody did (a file step then says it could not get the file). Pure: the same arguments
+    give the same result.
     """
     effects: list[Effect] = []
     if state is not None and (
@@ -286,6 +536,7 @@ def step(
         # A state from an older version of the flow, or one that should have ended: start over.
         or state.step not in flow.steps
         or flow.steps[state.step].end is not None
+        or (state.return_to is not None and state.return_to not in flow.steps)
     ):
         effects.append(_ended(state, "abandoned", now))
         state = None
@@ -311,18 +562,93 @@ def step(
     current = flow.steps[state.step]
     advanced = dataclasses.replace(state, updated_at=now, message_count=state.message_count + 1)
     if command == "cancel":
-        effects.append(_ended(advanced, "cancelled", now))
-        return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
+        return _cancel(flow, advanced, language, effects, now)
     if command in ("help", "unknown"):
         before = flow.text("help" if command == "help" else "unknown_command", language)
         if command == "help" and current.help:
             before = f"{before}\n\n{current.help[language]}"
-        reply = _with_prompt(flow, current, language, state.data, before)
+        reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
         return StepResult(advanced, (reply,), tuple(effects))
+    if attachments and current.validator == "model_files":
+        return _receive_files(flow, current, advanced, language, attachments, effects)
     if not text.strip():
-        reply = _with_prompt(flow, current, language, state.data, flow.text("empty", language))
+        reply = _with_prompt(
+            flow, current, language, state.data, flow.text("empty", language), state.return_to
+        )
         return StepResult(advanced, (reply,), tuple(effects))
+
+    shown = _buttons(flow, current, language, state.data, state.return_to)
+    number = _BUTTON_NUMBER.fullmatch(text)
+    # With numeric labels ("1", "2", "5") a typed number is the label itself, not its position.
+    numeric_labels = any(label.strip().isdigit() for label in shown)
+    if shown and number and not numeric_labels and 1 <= int(number.group(1)) <= len(shown):
+        # Channels without buttons show them numbered; the number stands for the label.
+        text = shown[int(number.group(1)) - 1]
+    phrase = _phrase(text)
+    if flow.cancel_label and phrase == _phrase(flow.cancel_label[language]):
+        return _cancel(flow, advanced, language, effects, now)
+    back = _back_target(flow, current, state.data, state.return_to)
+    back_phrases = {_phrase(label) for label in flow.back_label.values()}
+    back_phrases |= {_phrase(word) for word in flow.back_words}
+    if back is not None and phrase in back_phrases:
+        data = _prune(flow, state.data) if back in _summaries(flow) else state.data
+        moved = dataclasses.replace(advanced, step=back, data=data, return_to=None)
+        reply = _prompt(flow, flow.steps[back], language, data)
+        return StepResult(moved, (reply,), tuple(effects))
     return _answer(flow, current, advanced, language, text, options, effects)
+
+
+def _cancel(
+    flow: Flow, state: DialogState, language: str, effects: list[Effect], now: float
+) -> StepResult:
+    effects.append(_ended(state, "cancelled", now))
+    return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
+
+
+def _error_text(current: Step, reason: str) -> Mapping[str, str]:
+    texts = current.errors.get(reason) or current.errors.get("default")
+    if texts is None:
+        # A reason the flow has no text for (a newer files module): the closest general one.
+        texts = current.errors.get("unsupported") or next(iter(current.errors.values()))
+    return texts
+
+
+def _receive_files(
+    flow: Flow,
+    current: Step,
+    state: DialogState,
+    language: str,
+    attachments: Sequence[Attachment | ReceivedFile],
+    effects: list[Effect],
+) -> StepResult:
+    """Add the stored model files to the step's list; say why any other one was refused."""
+    assert current.field is not None  # load_flow insists on it for model_files
+    files: list[Any] = list(state.data.get(current.field) or [])
+    max_files = int(current.params.get("max_files", 10))
+    lines: list[str] = []
+    for attachment in attachments:
+        received = (
+            attachment
+            if isinstance(attachment, ReceivedFile)
+            else ReceivedFile(name=attachment.name, refused="download_failed")
+        )
+        reason = received.refused
+        if reason is None and len(files) >= max_files:
+            reason = "too_many"
+        if reason is None:
+            files.append(received.to_data())
+        template = current.messages["received"] if reason is None else _error_text(current, reason)
+        values = _values(flow, current, {**state.data, current.field: files}, language)
+        values |= {
+            "file_name": received.name or "—",
+            "file_count": str(len(files)),
+            "limit_mb": str((received.limit or 0) // (1024 * 1024)),
+        }
+        lines.append(_render(template[language], values))
+    data = {**state.data, current.field: files}
+    moved = dataclasses.replace(state, data=data)
+    buttons = _buttons(flow, current, language, data, state.return_to)
+    return StepResult(moved, (Reply("\n".join(lines), buttons),), tuple(effects))
 
 
 def _answer(
@@ -335,13 +661,12 @@ def _answer(
     effects: list[Effect],
 ) -> StepResult:
     """Validate an answer to ``current`` and move on, or re-ask with the reason's text."""
-    buttons = current.buttons.get(language, ())
-    number = _BUTTON_NUMBER.fullmatch(text)
-    # With numeric labels ("1", "2", "5") a typed number is the label itself, not its position.
-    numeric_labels = any(label.strip().isdigit() for label in buttons)
-    if buttons and number and not numeric_labels and 1 <= int(number.group(1)) <= len(buttons):
-        # Channels without buttons show them numbered; the number stands for the label.
-        text = buttons[int(number.group(1)) - 1]
+    shown = _buttons(flow, current, language, state.data, state.return_to)
+
+    def refuse(reason: str, extra: Mapping[str, str] | None = None) -> StepResult:
+        values = _values(flow, current, state.data, language) | dict(extra or {})
+        reply = Reply(_render(_error_text(current, reason)[language], values), shown)
+        return StepResult(state, (reply,), tuple(effects))
 
     value: Any
     skip_words = {_phrase(w) for words in current.skip.values() for w in words}
@@ -349,36 +674,82 @@ def _answer(
         value = None
     else:
         assert current.validator is not None  # only end steps lack one, and they are never current
-        context = ValidationContext(current.params, options.phone_region, buttons)
+        params, labels = _options(flow, current, language, state.data)
+        context = ValidationContext(params, options.phone_region, labels)
         result = VALIDATORS[current.validator].run(text, context)
         if isinstance(result, Invalid):
-            texts = current.errors.get(result.reason) or current.errors["default"]
-            reply = Reply(_render(texts[language], _values(flow, current, state.data)), buttons)
-            return StepResult(state, (reply,), tuple(effects))
+            return refuse(result.reason)
         value = result.value
 
     data = dict(state.data)
+    if current.validator == "model_files":
+        assert current.field is not None
+        files = list(data.get(current.field) or [])
+        if not files:
+            return refuse("no_files", {"file_count": "0", "file_name": "—", "limit_mb": "0"})
+        if value == FILES_REMOVE_LAST:
+            removed = files.pop()
+            data[current.field] = files
+            values = _values(flow, current, data, language) | {
+                "file_name": str(removed.get("name", "")) or "—",
+                "file_count": str(len(files)),
+                "limit_mb": "0",
+            }
+            reply = Reply(
+                _render(current.messages["removed"][language], values),
+                _buttons(flow, current, language, data, state.return_to),
+            )
+            return StepResult(dataclasses.replace(state, data=data), (reply,), tuple(effects))
+        value = files
     if current.field is not None:
         data[current.field] = value
-    target = flow.steps[_next_step(current, value)]
+    target_name = _next_step(current, value)
+    return_to = state.return_to
+    if current.returns_to is not None:
+        # Picked from an edit menu: change that one answer, then come back.
+        return_to = current.returns_to if target_name != current.returns_to else None
+    elif return_to is not None:
+        following = flow.steps[target_name]
+        # Go on only to a step the new answer newly needs (an address after choosing delivery).
+        if (
+            target_name == return_to
+            or following.end is not None
+            or following.field is None
+            or following.field in data
+        ):
+            target_name, return_to = return_to, None
+    target = flow.steps[target_name]
 
     if target.end is None:
-        moved = dataclasses.replace(state, step=target.name, data=data)
-        return StepResult(moved, (_prompt(flow, target, language, data),), tuple(effects))
+        if target_name in _summaries(flow):
+            data = _prune(flow, data)
+        moved = dataclasses.replace(state, step=target.name, data=data, return_to=return_to)
+        reply = _prompt(flow, target, language, data, return_to)
+        return StepResult(moved, (reply,), tuple(effects))
+    data = _prune(flow, data)
     if target.end == "completed":
+        order_data = dict(data)
+        lines = order_lines(flow, data, language)
+        if flow.catalog is not None and lines:
+            total = sum((_line_total(line) for line in lines), Decimal(0))
+            order_data |= {
+                "items": lines,
+                "total": str(total.quantize(Decimal("0.01"))),
+                "currency": flow.catalog.currency,
+            }
         effects.append(
             CreateOrder(
                 phone=_text_value(data.get("phone")),
                 address=_text_value(data.get("address")),
                 quantity=_int_value(data.get("quantity")),
                 language=language,
-                data=data,
+                data=order_data,
             )
         )
         # Not rendered: {order_id} is the worker's to fill, and nothing else may be in it.
         reply = Reply(target.text[language])
     else:
-        reply = Reply(_render(target.text[language], _values(flow, None, data)))
+        reply = Reply(_render(target.text[language], _values(flow, None, data, language)))
     effects.append(_ended(state, target.end, state.updated_at, last_step=target.name))
     return StepResult(None, (reply,), tuple(effects))
 

@@ -13,6 +13,16 @@ Schema (see ``flows/water.yaml`` for a full example)::
       greeting, help, cancelled, empty, unknown_command
     cancel_words: {ru: [...], en: [...]}   # optional; a whole message equal to one cancels
     restart_words: {ru: [...], en: [...]}  # optional; likewise restarts
+    navigation:                    # optional: Back and Cancel buttons on every question step
+      back: {ru: "« Назад", en: "« Back"}       # (no Back on the start step)
+      cancel: {ru: "Отмена", en: "Cancel"}
+      back_words: {ru: [назад], en: [back]}    # optional; typed words that mean Back
+    catalog:                       # optional: what the customer orders, with prices
+      file: printing_catalog.yaml  # relative to the flow file (or `items` + `currency` inline)
+      field: service               # the field holding the chosen item's id
+      quantity: files              # optional field counting units: a number or a list (its
+                                   # length); without it one unit. Orders then get line items
+                                   # and a total; texts may use {catalog}, {order_lines}, {total}
     steps:
       NAME:                        # a question step
         prompt: {ru: ..., en: ...}
@@ -27,12 +37,20 @@ Schema (see ``flows/water.yaml`` for a full example)::
                                                # one per item, in order)
         skip: {ru: [...], en: [...]}           # optional words that leave the field empty
         help: {ru: ..., en: ...}               # optional, shown before the prompt on /help
+        returns_to: SUMMARY        # optional, on an edit menu: the step picked from it is
+                                   # changed in place and the dialog comes back to SUMMARY
+        messages: {name: {ru: ..., en: ...}}   # texts the validator's step needs besides errors
+                                   # (model_files: received, removed)
       NAME:                        # an end step
         end: completed | cancelled # completed stores the order
         text: {ru: ..., en: ...}   # completed: must hold {order_id}, and no other placeholder
 
-Texts substitute ``{field}`` (collected values), ``{var}`` (from ``vars``) and, in a step's own
-texts, ``{param}`` (its scalar params, e.g. ``{max}``) at render time, never via ``str.format``.
+Texts substitute ``{field}`` (collected values; a choice shows its button label, a missing
+field "—"), ``{var}`` (from ``vars``) and, in a step's own texts, ``{param}`` (its scalar params,
+e.g. ``{max}``) at render time, never via ``str.format``.
+
+A catalog step names the catalog as its items: ``validator: catalog_choice`` with
+``params: {items: catalog}``; its buttons default to the item names.
 """
 
 from __future__ import annotations
@@ -41,6 +59,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as _default
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +68,7 @@ import yaml
 from orderbot.dialog.validators import VALIDATORS
 from orderbot.errors import FlowError
 
-__all__ = ["FLOWS_DIR", "Flow", "Step", "load_flow", "placeholders"]
+__all__ = ["FLOWS_DIR", "Catalog", "CatalogEntry", "Flow", "Step", "load_flow", "placeholders"]
 
 FLOWS_DIR = Path(__file__).parent / "flows"
 """Where the shipped flows live; ``load_flow("water")`` reads ``FLOWS_DIR / "water.yaml"``."""
@@ -57,7 +76,26 @@ FLOWS_DIR = Path(__file__).parent / "flows"
 ORDER_ID = "order_id"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOBAL_TEXTS = ("greeting", "help", "cancelled", "empty", "unknown_command")
-_STEP_KEYS = {"prompt", "validator", "params", "field", "errors", "next", "buttons", "skip", "help"}
+_STEP_KEYS = {
+    "prompt",
+    "validator",
+    "params",
+    "field",
+    "errors",
+    "next",
+    "buttons",
+    "skip",
+    "help",
+    "returns_to",
+    "messages",
+}
+# Texts a validator's step needs besides its errors, by validator.
+_STEP_MESSAGES = {"model_files": frozenset({"received", "removed"})}
+# Placeholders the engine fills on a validator's step, besides fields, vars and params.
+_STEP_VALUES = {"model_files": frozenset({"file_name", "file_count", "limit_mb"})}
+_CATALOG_VALUES = frozenset({"catalog", "order_lines", "total", "currency"})
+_CATALOG_KEYS = {"file", "items", "currency", "currency_name", "field", "quantity"}
+_NAV_KEYS = {"back", "cancel", "back_words"}
 _END_KEYS = {"end", "text"}
 _TOP_KEYS = {
     "name",
@@ -67,6 +105,8 @@ _TOP_KEYS = {
     "texts",
     "cancel_words",
     "restart_words",
+    "navigation",
+    "catalog",
     "steps",
 }
 
@@ -93,8 +133,36 @@ class Step:
     buttons: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
     skip: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
     help: Texts = _default(default_factory=dict)
+    returns_to: str | None = None
+    messages: Mapping[str, Texts] = _default(default_factory=dict)
     end: Literal["completed", "cancelled"] | None = None
     text: Texts = _default(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One thing a customer can order; ``price`` is per ``unit``, in the catalog's currency."""
+
+    id: str
+    name: Texts
+    description: Texts
+    price: Decimal
+    unit: Texts
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A flow's catalog: its items in display order, and how an order counts them."""
+
+    items: tuple[CatalogEntry, ...]
+    currency: str
+    currency_name: Texts
+    field: str
+    quantity_field: str | None = None
+
+    def get(self, item_id: object) -> CatalogEntry | None:
+        """The item with ``item_id``, or ``None``."""
+        return next((item for item in self.items if item.id == item_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +177,10 @@ class Flow:
     vars: Mapping[str, str] = _default(default_factory=dict)
     cancel_words: tuple[str, ...] = ()
     restart_words: tuple[str, ...] = ()
+    back_label: Texts = _default(default_factory=dict)
+    cancel_label: Texts = _default(default_factory=dict)
+    back_words: tuple[str, ...] = ()
+    catalog: Catalog | None = None
 
     def language(self, wanted: str) -> str:
         """``wanted`` if the flow speaks it, else the flow's first language."""
@@ -143,7 +215,7 @@ def load_flow(source: str | Path) -> Flow:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise FlowError(f"{path}: YAML syntax error{where}: {problem}") from exc
     try:
-        return _build(raw)
+        return _build(raw, path.parent)
     except _Problem as exc:
         raise FlowError(f"{path}: {exc}") from None
 
@@ -203,7 +275,7 @@ def _word_lists(
     return result
 
 
-def _build(raw: object) -> Flow:
+def _build(raw: object, base_dir: Path) -> Flow:
     top = _mapping(raw, "top level")
     _unknown_keys(top, _TOP_KEYS, "top level")
     for key in ("name", "languages", "start", "texts", "steps"):
@@ -225,10 +297,16 @@ def _build(raw: object) -> Flow:
             raise _Problem(f"texts: missing text {key!r}")
         texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
 
+    catalog = (
+        _catalog(top["catalog"], languages, base_dir) if top.get("catalog") is not None else None
+    )
     steps_raw = _mapping(top["steps"], "steps")
     if not steps_raw:
         raise _Problem("steps: a flow needs at least one step")
-    steps = {step_name: _step(step_name, body, languages) for step_name, body in steps_raw.items()}
+    steps = {
+        step_name: _step(step_name, body, languages, catalog)
+        for step_name, body in steps_raw.items()
+    }
 
     start = _string(top["start"], "start")
     if start not in steps:
@@ -236,18 +314,49 @@ def _build(raw: object) -> Flow:
     if steps[start].end is not None:
         raise _Problem(f"start: step {start!r} is an end step; the flow must ask something")
 
-    fields = {s.field for s in steps.values() if s.field}
+    fields: set[str] = {s.field for s in steps.values() if s.field}
+    if catalog is not None:
+        reserved = sorted(fields & {"items", "total", "currency"})
+        if reserved:
+            raise _Problem(f"field {reserved[0]!r} is reserved for the order of a catalog flow")
+        counted: tuple[tuple[str, str | None], ...] = (
+            ("field", catalog.field),
+            ("quantity", catalog.quantity_field),
+        )
+        for key, field_name in counted:
+            if field_name is not None and field_name not in fields:
+                raise _Problem(f"catalog.{key}: no step collects field {field_name!r}")
+    extra = set(_CATALOG_VALUES) if catalog is not None else set()
     for s in steps.values():
+        if s.returns_to is not None:
+            summary = steps.get(s.returns_to)
+            if summary is None or summary.end is not None:
+                raise _Problem(
+                    f"steps.{s.name}.returns_to: {s.returns_to!r} is not a question step"
+                )
+            if not isinstance(s.next, Mapping):
+                raise _Problem(f"steps.{s.name}.returns_to: an edit menu needs a branching next")
         targets = [s.next] if isinstance(s.next, str) else list((s.next or {}).values())
         for target in targets:
             if target not in steps:
                 raise _Problem(f"steps.{s.name}.next: step {target!r} does not exist")
         if isinstance(s.next, Mapping):
             _check_branches(s)
-        _check_placeholders(s, texts, fields, set(variables))
+        _check_placeholders(s, texts, fields | extra, set(variables))
     for key, by_language in texts.items():
         for language, text in by_language.items():
             _placeholders_known(text, set(variables), f"texts.{key}.{language}")
+    navigation = _mapping(top.get("navigation", {}), "navigation")
+    _unknown_keys(navigation, _NAV_KEYS, "navigation")
+    back_label: dict[str, str] = {}
+    cancel_label: dict[str, str] = {}
+    if navigation:
+        for key in ("back", "cancel"):
+            if key not in navigation:
+                raise _Problem(f"navigation: missing key {key!r}")
+        back_label = _texts(navigation["back"], languages, "navigation.back")
+        cancel_label = _texts(navigation["cancel"], languages, "navigation.cancel")
+    back_words = _word_lists(navigation.get("back_words", {}), languages, "navigation.back_words")
 
     cancel = _word_lists(top.get("cancel_words", {}), languages, "cancel_words")
     restart = _word_lists(top.get("restart_words", {}), languages, "restart_words")
@@ -260,10 +369,80 @@ def _build(raw: object) -> Flow:
         vars=variables,
         cancel_words=tuple(w for words in cancel.values() for w in words),
         restart_words=tuple(w for words in restart.values() for w in words),
+        back_label=back_label,
+        cancel_label=cancel_label,
+        back_words=tuple(w for words in back_words.values() for w in words),
+        catalog=catalog,
     )
 
 
-def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
+def _catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catalog:
+    data = dict(_mapping(value, "catalog"))
+    _unknown_keys(data, _CATALOG_KEYS, "catalog")
+    if "file" in data:
+        file = base_dir / _string(data.pop("file"), "catalog.file")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise _Problem(f"catalog.file: cannot read {file}: {exc}") from None
+        loaded = _mapping(loaded, f"catalog file {file.name}")
+        _unknown_keys(loaded, {"items", "currency", "currency_name"}, f"catalog file {file.name}")
+        data = {**loaded, **data}
+    for key in ("items", "currency", "field"):
+        if key not in data:
+            raise _Problem(f"catalog: missing key {key!r}")
+    currency = _string(data["currency"], "catalog.currency")
+    if not isinstance(data["items"], list) or not data["items"]:
+        raise _Problem("catalog.items: must be a non-empty list")
+    items: list[CatalogEntry] = []
+    for index, raw_item in enumerate(data["items"]):
+        where = f"catalog.items[{index}]"
+        item = _mapping(raw_item, where)
+        _unknown_keys(item, {"id", "name", "description", "price", "unit"}, where)
+        for key in ("id", "name", "description", "price", "unit"):
+            if key not in item:
+                raise _Problem(f"{where}: missing key {key!r}")
+        item_id = _string(item["id"], f"{where}.id")
+        if any(existing.id == item_id for existing in items):
+            raise _Problem(f"{where}.id: {item_id!r} is listed twice")
+        items.append(
+            CatalogEntry(
+                id=item_id,
+                name=_texts(item["name"], languages, f"{where}.name"),
+                description=_texts(item["description"], languages, f"{where}.description"),
+                price=_price(item["price"], f"{where}.price"),
+                unit=_texts(item["unit"], languages, f"{where}.unit"),
+            )
+        )
+    currency_name = (
+        _texts(data["currency_name"], languages, "catalog.currency_name")
+        if "currency_name" in data
+        else dict.fromkeys(languages, currency)
+    )
+    quantity = data.get("quantity")
+    return Catalog(
+        items=tuple(items),
+        currency=currency,
+        currency_name=currency_name,
+        field=_string(data["field"], "catalog.field"),
+        quantity_field=None if quantity is None else _string(quantity, "catalog.quantity"),
+    )
+
+
+def _price(value: object, where: str) -> Decimal:
+    # Money is exact: YAML floats go through their text, never through binary arithmetic.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Problem(f"{where}: must be a number such as 500 or 12.50")
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        raise _Problem(f"{where}: must be a number such as 500 or 12.50") from None
+    if not price.is_finite() or price < 0 or price != price.quantize(Decimal("0.01")):
+        raise _Problem(f"{where}: must be zero or more, with at most two decimals")
+    return price
+
+
+def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog | None) -> Step:
     where = f"steps.{name}"
     data = _mapping(body, where)
     if "end" in data:
@@ -287,6 +466,14 @@ def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
             f"(known: {', '.join(sorted(VALIDATORS))})"
         )
     params = dict(_mapping(data.get("params", {}), f"{where}.params"))
+    from_catalog = validator_name == "catalog_choice" and params.get("items") == "catalog"
+    if from_catalog:
+        if catalog is None:
+            raise _Problem(f"{where}.params.items: the flow has no catalog")
+        params["items"] = [
+            {"id": item.id, "names": [item.name[lang] for lang in languages]}
+            for item in catalog.items
+        ]
     try:
         validator.check_params(params)
     except ValueError as exc:
@@ -319,6 +506,20 @@ def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
         next_step = _string(next_raw, f"{where}.next")
 
     buttons = _word_lists(data.get("buttons", {}), languages, f"{where}.buttons")
+    if from_catalog and not buttons:
+        assert catalog is not None
+        buttons = {lang: tuple(item.name[lang] for item in catalog.items) for lang in languages}
+    if validator_name == "model_files" and len(next(iter(buttons.values()), ())) != 2:
+        raise _Problem(f"{where}.buttons: model_files needs two labels: continue, remove the last")
+    messages_raw = _mapping(data.get("messages", {}), f"{where}.messages")
+    wanted_messages = _STEP_MESSAGES.get(validator_name, frozenset())
+    _unknown_keys(messages_raw, set(wanted_messages), f"{where}.messages")
+    for key in sorted(wanted_messages - set(messages_raw)):
+        raise _Problem(f"{where}.messages: missing text {key!r}")
+    messages = {k: _texts(t, languages, f"{where}.messages.{k}") for k, t in messages_raw.items()}
+    returns_to = data.get("returns_to")
+    if returns_to is not None:
+        returns_to = _string(returns_to, f"{where}.returns_to")
     if buttons:
         if set(buttons) != set(languages):
             missing_lang = sorted(set(languages) - set(buttons))[0]
@@ -332,6 +533,8 @@ def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
         raise _Problem(f"{where}.field: must be an identifier, got {field_name!r}")
     if field_name == ORDER_ID:
         raise _Problem(f"{where}.field: {ORDER_ID!r} is reserved for the order number")
+    if validator_name == "model_files" and field_name is None:
+        raise _Problem(f"{where}: a model_files step needs a 'field' for its list of files")
     skip = _word_lists(data.get("skip", {}), languages, f"{where}.skip")
     if skip and field_name is None:
         raise _Problem(f"{where}.skip: a skippable step needs a 'field'")
@@ -346,6 +549,8 @@ def _step(name: str, body: object, languages: tuple[str, ...]) -> Step:
         buttons=buttons,
         skip=skip,
         help=_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
+        returns_to=returns_to,
+        messages=messages,
     )
 
 
@@ -404,12 +609,14 @@ def _check_placeholders(
         return
     # A step's own params ({max} of a quantity) may be quoted in its texts.
     known = fields | variables | {k for k, v in step.params.items() if _is_scalar(v)}
+    known |= _STEP_VALUES.get(step.validator or "", frozenset())
     groups: list[tuple[str, Texts]] = [
         ("prompt", step.prompt),
         ("help", step.help),
         ("text", step.text),
     ]
     groups += [(f"errors.{reason}", t) for reason, t in step.errors.items()]
+    groups += [(f"messages.{key}", t) for key, t in step.messages.items()]
     for key, by_language in groups:
         for language, text in by_language.items():
             _placeholders_known(text, known, f"{where}.{key}.{language}")

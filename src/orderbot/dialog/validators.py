@@ -29,6 +29,7 @@ __all__ = [
     "parse_address",
     "parse_catalog_choice",
     "parse_email",
+    "parse_files_command",
     "parse_integer",
     "parse_phone",
     "parse_yes_no",
@@ -352,18 +353,71 @@ class CatalogItem:
 
 
 def parse_catalog_choice(text: str, items: Sequence[CatalogItem]) -> ValidationResult:
-    """Pick an item by its number (1..n, in catalog order) or by one of its names, ignoring
-    case and surrounding punctuation. Returns the item id. Reason: ``unknown_choice``."""
+    """Pick an item by one of its names or by its number (1..n, in catalog order), ignoring
+    case and surrounding punctuation. Names win: with items named "15 %" and "30 %", "30" is
+    the second item, not the thirtieth. Returns the item id. Reason: ``unknown_choice``."""
     answer = " ".join(_words(text))
+    for item in items:
+        if any(" ".join(_words(name)) == answer for name in (item.id, *item.names)):
+            return Valid(item.id)
     if answer.isdigit():
         index = int(answer)
         if 1 <= index <= len(items):
             return Valid(items[index - 1].id)
-        return Invalid("unknown_choice")
-    for item in items:
-        if any(" ".join(_words(name)) == answer for name in (item.id, *item.names)):
-            return Valid(item.id)
     return Invalid("unknown_choice")
+
+
+# --------------------------------------------------------------------------------------------
+# model files: the step takes attachments (the engine handles those); as text it understands
+# only its two buttons
+
+FILES_CONTINUE = "continue"
+FILES_REMOVE_LAST = "remove_last"
+_CONTINUE_PHRASES = {
+    "продолжить", "продолжай", "продолжаем", "дальше", "далее", "готово", "все", "это все",
+    "continue", "next", "done", "that's all", "thats all", "finish",
+}  # fmt: skip
+_REMOVE_PHRASES = {
+    "удалить последний", "удали последний", "удалить последний файл", "удалить",
+    "remove the last one", "remove last", "remove the last", "remove the last file",
+    "delete last", "delete the last one", "remove",
+}  # fmt: skip
+FILE_REASONS = frozenset(
+    {
+        "file_expected",  # text where a file was wanted
+        "no_files",  # continue (or remove) with no file yet
+        "too_many",
+        "unsupported",  # not a 3D model
+        "image",  # a picture, not a 3D model
+        "damaged",  # looks like a model but is truncated or broken
+        "empty",
+        "too_large",  # over MAX_UPLOAD_MB
+        "telegram_limit",  # over what the Telegram Bot API lets a bot download (20 MB)
+        "download_failed",
+    }
+)
+
+
+def parse_files_command(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
+    """``continue`` or ``remove_last`` from a button label (``[continue, remove last]``) or the
+    usual words for them. Reason: ``file_expected``."""
+    answer = " ".join(_words(text.replace("’", "'")))
+    commands = (FILES_CONTINUE, FILES_REMOVE_LAST)
+    for command, label in zip(commands, buttons[:2], strict=False):
+        if answer == " ".join(_words(label)):
+            return Valid(command)
+    if answer in _CONTINUE_PHRASES:
+        return Valid(FILES_CONTINUE)
+    if answer in _REMOVE_PHRASES:
+        return Valid(FILES_REMOVE_LAST)
+    return Invalid("file_expected")
+
+
+def _check_files(params: Mapping[str, Any]) -> None:
+    _only(params, {"max_files"})
+    high = _int_param(params, "max_files", 10)
+    if high is None or high < 1:
+        raise ValueError("max_files must be at least 1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,12 +534,31 @@ VALIDATORS: dict[str, Validator] = {
             lambda params: frozenset({"yes", "no"}),
         ),
         Validator("email", lambda text, ctx: parse_email(text), frozenset({"invalid"}), _no_params),
+        # A person's name reads like a short address: trimmed, bounded, with letters in it.
+        Validator(
+            "person_name",
+            lambda text, ctx: parse_address(
+                text,
+                min_length=int(ctx.params.get("min_length", 2)),
+                max_length=int(ctx.params.get("max_length", 100)),
+            ),
+            frozenset({"too_short", "too_long", "no_letters"}),
+            _check_address,
+        ),
         Validator(
             "catalog_choice",
             _run_catalog,
             frozenset({"unknown_choice"}),
             _check_catalog,
             lambda params: frozenset(item.id for item in _catalog_items(params)),
+        ),
+        # Model files arrive as attachments, which the engine takes; as text the step only
+        # understands "continue" and "remove the last one".
+        Validator(
+            "model_files",
+            lambda text, ctx: parse_files_command(text, buttons=ctx.buttons),
+            FILE_REASONS,
+            _check_files,
         ),
     )
 }
