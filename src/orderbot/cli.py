@@ -34,11 +34,13 @@ dlq_app = typer.Typer(
     help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True
 )
 chat2desk_app = typer.Typer(help="Talk to the Chat2Desk API.", no_args_is_help=True)
+telegram_app = typer.Typer(help="Telegram Bot API: webhook, long polling.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 flow_app = typer.Typer(help="Dialog flows.", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(chat2desk_app, name="chat2desk")
+app.add_typer(telegram_app, name="telegram")
 app.add_typer(db_app, name="db")
 app.add_typer(flow_app, name="flow")
 
@@ -386,6 +388,114 @@ def chat2desk_info() -> None:
     """What the Chat2Desk API reports about this token (requests used this month, limits)."""
     answer = _run(_with_chat2desk(lambda c: c.api_info()))
     typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+
+
+# -- telegram --------------------------------------------------------------------------------
+
+
+def _telegram_settings() -> Settings:
+    settings = _settings()
+    if not settings.telegram_bot_token:
+        raise fail("TELEGRAM_BOT_TOKEN: not set (the token @BotFather gave your bot)", 2)
+    return settings
+
+
+async def _with_telegram(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from orderbot.channels.telegram import TelegramChannel
+
+    async with TelegramChannel(
+        token=settings.telegram_bot_token,
+        api_url=settings.telegram_api_url,
+        timeout=settings.telegram_timeout,
+    ) as channel:
+        return await fn(channel)
+
+
+@telegram_app.command("set-webhook")
+def telegram_set_webhook(
+    url: Annotated[str, typer.Argument(help="Public HTTPS URL of /webhook/telegram.")],
+    drop_pending_updates: Annotated[
+        bool, typer.Option(help="Forget updates Telegram holds for the bot.")
+    ] = False,
+) -> None:
+    """Register the webhook (setWebhook with TELEGRAM_WEBHOOK_SECRET and allowed updates
+    message, callback_query) and the command menu (setMyCommands)."""
+    if not url.startswith("https://"):
+        raise fail("URL must start with https:// (Telegram only calls HTTPS webhooks)", 2)
+    settings = _telegram_settings()
+
+    async def register(channel: Any) -> None:
+        if drop_pending_updates:
+            await channel.delete_webhook(drop_pending_updates=True)
+        await channel.set_webhook(url, secret_token=settings.telegram_webhook_secret)
+        await channel.set_my_commands()
+
+    _run(_with_telegram(settings, register))
+    typer.echo(f"webhook set to {url}; commands registered")
+    if not settings.telegram_webhook_secret:
+        typer.echo(
+            "warning: TELEGRAM_WEBHOOK_SECRET is not set, so anyone who knows the URL can post "
+            "updates",
+            err=True,
+        )
+
+
+@telegram_app.command("delete-webhook")
+def telegram_delete_webhook(
+    drop_pending_updates: Annotated[
+        bool, typer.Option(help="Forget updates Telegram holds for the bot.")
+    ] = False,
+) -> None:
+    """Remove the webhook (deleteWebhook), e.g. before `orderbot telegram poll`."""
+    settings = _telegram_settings()
+    _run(
+        _with_telegram(
+            settings, lambda c: c.delete_webhook(drop_pending_updates=drop_pending_updates)
+        )
+    )
+    typer.echo("webhook deleted")
+
+
+@telegram_app.command("poll")
+def telegram_poll(
+    timeout: Annotated[int, typer.Option(min=1, max=50, help="Long-poll wait in seconds.")] = 25,
+) -> None:
+    """Run the bot on Telegram without a public URL (development): long polling (getUpdates)
+    feeds the inbound queue; worker and sender run in this process on SQLite.
+
+    Needs no webhook set (see delete-webhook). Ctrl-C or SIGTERM stops: polling ends, work in
+    flight finishes within SHUTDOWN_TIMEOUT; nothing acknowledged is lost.
+    """
+    import signal
+
+    from orderbot.channels.telegram import TelegramChannel, poll_updates
+    from orderbot.logs import setup_logging
+    from orderbot.runtime import EmbeddedRuntime
+
+    settings = _telegram_settings()
+    _require_sqlite(settings)
+    setup_logging(settings.log_level, settings.log_format)
+
+    async def session() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            async with EmbeddedRuntime(settings) as runtime:
+                channel = runtime.channels["telegram"]
+                assert isinstance(channel, TelegramChannel)
+                await channel.set_my_commands()
+                runtime.start()
+                typer.echo("polling Telegram for updates (Ctrl-C to stop)")
+                return await poll_updates(channel, runtime.inbound.put, stop, timeout=timeout)
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    queued = _run(session())
+    typer.echo(f"stopped; {queued} message(s) taken")
 
 
 # -- db, flow --------------------------------------------------------------------------------

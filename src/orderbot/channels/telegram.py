@@ -619,7 +619,7 @@ def _excerpt(body: str) -> str:
 
 async def poll_updates(
     channel: TelegramChannel,
-    put: Callable[[InboundMessage], Awaitable[object]],
+    put: Callable[[InboundMessage], Awaitable[bool]],
     stop: asyncio.Event,
     *,
     timeout: int = 25,
@@ -627,8 +627,8 @@ async def poll_updates(
 ) -> int:
     """Long polling for development: fetch updates, put each into the inbound queue (``put``
     stores it durably), and only then move the offset past it, so an update is never lost;
-    one seen twice is dropped by the queue. Returns how many messages were queued when
-    ``stop`` is set. Updates that do not parse are logged and skipped."""
+    one seen twice is dropped by the queue (``put`` returns False). Returns how many new
+    messages were stored, once ``stop`` is set. Updates that do not parse are logged and skipped."""
     offset: int | None = None
     queued = 0
     stopping = asyncio.ensure_future(stop.wait())
@@ -656,8 +656,7 @@ async def poll_updates(
                 except InvalidPayload as exc:
                     log.warning("skipping an update that does not parse: %s", exc.message)
                     message = None
-                if message is not None:
-                    await put(message)
+                if message is not None and await put(message):
                     queued += 1
                 if type(update_id) is int:
                     offset = max(offset or 0, update_id + 1)
