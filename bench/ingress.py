@@ -25,15 +25,14 @@ from pydantic import BaseModel
 
 from _common import (
     ROOT,
+    fake_chat2desk,
     free_port,
     median,
     orderbot,
-    fake_chat2desk,
     rss_mb,
     run_wrk,
     wait_port,
 )
-
 
 # -- reference servers (run as `python bench/ingress.py --serve fastapi|asgi-sqlite --port N`) --
 

@@ -51,9 +51,11 @@ REAL_PAYLOAD: dict[str, Any] = {
 
 async def _client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedRuntime]]:
     runtime = EmbeddedRuntime(settings)
-    async with serving(create_app(runtime, run_background=False)) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            yield client, runtime
+    async with (
+        serving(create_app(runtime, run_background=False)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        yield client, runtime
 
 
 @pytest.fixture

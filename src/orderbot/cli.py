@@ -252,7 +252,8 @@ def orders_list(
     for o in found:
         typer.echo(
             f"{o.id:>6}  {o.created_at[:19].replace('T', ' '):<19}  {o.status:<10} "
-            f"{o.quantity if o.quantity is not None else '-':>4}  {o.phone or '-':<16} {o.address or '-'}"
+            f"{o.quantity if o.quantity is not None else '-':>4}  "
+            f"{o.phone or '-':<16} {o.address or '-'}"
         )
 
 

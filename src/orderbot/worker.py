@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from typing import Any
 
 from orderbot.dialog import (
     CreateOrder,
@@ -164,16 +165,22 @@ class Worker:
             elapsed * 1000,
         )
 
-    async def _commit(self, commit: StepCommit) -> int | None:
+    async def _commit(self, commit: StepCommit, *, ack: bool = True) -> int | None:
+        """Commit, then (with ``ack``) tell the queue the message is done: a broker may only
+        forget a message once its effects are stored."""
         for delay in (*_COMMIT_RETRIES, None):
             try:
-                return await self._store.commit_step(commit)
+                order_id = await self._store.commit_step(commit)
             except StorageError:
                 if delay is None:
                     # The message stays on the queue (not done) and is handled after a restart.
                     log.exception("cannot commit message %s", commit.delivery.message.message_id)
                     return None
                 await asyncio.sleep(delay)
+                continue
+            if ack:
+                await self._inbound.ack(commit.delivery)
+            return order_id
         return None  # pragma: no cover - the loop always returns
 
     async def _give_up(self, delivery: InboundDelivery, started: float) -> None:
@@ -192,7 +199,8 @@ class Worker:
                 state_name=state.step if state is not None else "-",
                 replies=_outbound(message, (error_reply(language),)),
                 error=error,
-            )
+            ),
+            ack=False,  # dead_letter takes it off the queue, after the copy is stored
         )
         await self._inbound.dead_letter(delivery, error)
         self.handled += 1
@@ -266,7 +274,7 @@ def _commit_for(
     )
 
 
-async def _first(aw: object, stopping: asyncio.Future[object]) -> None:
+async def _first(aw: object, stopping: asyncio.Future[Any]) -> None:
     """Await ``aw`` but return early when ``stopping`` completes."""
     task = asyncio.ensure_future(aw)  # type: ignore[call-overload]
     try:

@@ -5,20 +5,21 @@ Embedded: SQLite tables in the orderbot file (``queues/sqlite.py``). Distributed
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from orderbot.messages import InboundMessage, OutboundMessage
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterQueue",
     "InboundDelivery",
     "InboundQueue",
     "Outbox",
     "OutboxItem",
     "QueueDepths",
-    "DeadLetterQueue",
 ]
 
 
@@ -89,12 +90,24 @@ class InboundQueue(ABC):
     async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:
         """Take a message that keeps failing off the queue, into the dead-letter queue."""
 
+    async def ack(self, delivery: InboundDelivery) -> None:  # noqa: B027 - optional hook
+        """The step of ``delivery`` is committed; the queue may forget it. Default: nothing to
+        do (SQLite marks the message done in the step's own transaction). A broker acks here."""
+
     @abstractmethod
     async def depth(self) -> QueueDepths: ...
 
 
 class Outbox(ABC):
-    """Durable queue of replies. The sender claims items, sends them, and records the result."""
+    """Durable queue of replies. The sender claims items, sends them, and records the result.
+
+    ``parks_retries``: False (SQLite) means a rescheduled item stays in the sender's hands and
+    the sender retries it at ``not_before``; True (RabbitMQ) means ``reschedule`` took the item
+    back (into a delayed-retry queue) and ``claim`` hands it out again when it is due, keeping
+    the client's later replies behind it.
+    """
+
+    parks_retries: ClassVar[bool] = False
 
     @abstractmethod
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
@@ -105,7 +118,8 @@ class Outbox(ABC):
 
     @abstractmethod
     async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
-        """Record a failed attempt; the item stays first in its client's line until ``not_before``."""
+        """Record a failed attempt; the item stays first in its client's line until
+        ``not_before``."""
 
     @abstractmethod
     async def dead_letter(self, handle: int, attempts: int, error: str) -> None:
@@ -123,7 +137,7 @@ class DeadLetterQueue(ABC):
     async def list(self, limit: int = 100) -> list[DeadLetter]: ...
 
     @abstractmethod
-    async def replay(self, ids: list[int] | None) -> int:
+    async def replay(self, ids: builtins.list[int] | None) -> int:
         """Put dead letters back on their queue (all when ``ids`` is None); return how many."""
 
     @abstractmethod

@@ -7,6 +7,8 @@ message id is recognised; ``outbox`` rows likewise keep their key once sent or d
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -41,10 +43,8 @@ class Wakeup:
 
     async def wait(self, timeout: float) -> None:
         if not self._event.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                pass
         self._event.clear()
 
 
@@ -111,8 +111,9 @@ class SqliteInboundQueue(InboundQueue):
             if not rows:
                 return []
             ids = [r[0] for r in rows]
+            marks = _in_clause(ids)  # only "?" placeholders; the values are bound
             conn.execute(
-                f"UPDATE inbound_queue SET deliveries = deliveries + 1 WHERE id IN ({_in_clause(ids)})",
+                f"UPDATE inbound_queue SET deliveries = deliveries + 1 WHERE id IN ({marks})",  # noqa: S608
                 ids,
             )
             return [
@@ -295,15 +296,15 @@ class SqliteDeadLetterQueue(DeadLetterQueue):
     async def list(self, limit: int = 100) -> list[DeadLetter]:
         def read(conn: sqlite3.Connection) -> list[DeadLetter]:
             rows = conn.execute(
-                "SELECT id, kind, key, channel, client_id, payload, attempts, last_error, created_at"
-                " FROM dead_letters ORDER BY id LIMIT ?",
+                "SELECT id, kind, key, channel, client_id, payload, attempts, last_error,"
+                " created_at FROM dead_letters ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
             return [DeadLetter(*r) for r in rows]
 
         return await self._db.run(read)
 
-    async def replay(self, ids: list[int] | None) -> int:
+    async def replay(self, ids: builtins.list[int] | None) -> int:
         """Send dead replies again (fresh attempts) and put dead inbound messages back on the
         inbound queue (as new rows, so a running worker sees them)."""
 
