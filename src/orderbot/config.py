@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///orderbot.db"
     sqlite_synchronous: Literal["normal", "full"] = Field(
         "normal",
-        description="normal: a 200 survives a process crash; full: also power loss (fsync per batch)",
+        description="normal: a 200 survives a process crash; "
+        "full: also a power loss (an fsync per commit batch)",
     )
 
     chat2desk_api_url: str = "https://api.chat2desk.com/v1"
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
     flow: str = DEFAULT_FLOW
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    # Distributed profile: all three set (and DATABASE_URL on PostgreSQL) switches it on.
+    rabbitmq_url: str = ""
+    redis_url: str = ""
+    queue_prefix: str = Field("orderbot", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue_shards: int = Field(8, ge=1, le=256, description="inbound and outbox shard queues")
+    database_pool_min: int = Field(5, ge=1)
+    database_pool_max: int = Field(20, ge=1)
 
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     shutdown_timeout: float = Field(10.0, ge=0)
@@ -84,6 +93,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql", "postgres")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
+
+    @property
+    def is_distributed(self) -> bool:
+        """RabbitMQ, Redis and PostgreSQL are all configured (``orderbot serve/worker/sender``)."""
+        return bool(self.rabbitmq_url and self.redis_url) and not self.is_sqlite
 
     @property
     def is_sqlite(self) -> bool:

@@ -260,7 +260,8 @@ class Sender:
 
     async def _process(self, item: OutboxItem) -> OutboxItem | None:
         """Try ``item`` once and record the outcome; return the item to keep at the head of
-        its lane (rescheduled), or None when it is done with (sent or dead-lettered)."""
+        its lane (rescheduled), or None when it is done with (sent, dead-lettered, or parked
+        by an outbox that ``parks_retries``)."""
         name = item.message.channel
         channel = self._channels.get(name)
         if channel is None:
@@ -278,12 +279,14 @@ class Sender:
             not_before = self._clock() + outcome.delay
             error = item.last_error or outcome.reason
             log.debug("reply %s deferred %.1fs: %s", item.handle, outcome.delay, outcome.reason)
-            await self._outbox_call(
+            parked = await self._outbox_call(
                 "reschedule",
                 item,
                 lambda: self._outbox.reschedule(item.handle, item.attempts, not_before, error),
             )
             self.counts.deferred += 1
+            if parked and self._outbox.parks_retries:
+                return None  # the outbox hands it out again when due
             return replace(item, not_before=not_before)
         attempts = item.attempts + 1
         error = _describe(outcome)
@@ -301,13 +304,15 @@ class Sender:
             type(outcome).__name__,
             delay,
         )
-        await self._outbox_call(
+        parked = await self._outbox_call(
             "reschedule",
             item,
             lambda: self._outbox.reschedule(item.handle, attempts, not_before, error),
         )
         self.counts.retried += 1
         metrics.REPLIES.labels(channel=name, result="retried").inc()
+        if parked and self._outbox.parks_retries:
+            return None  # the outbox hands it out again when due
         return replace(item, attempts=attempts, not_before=not_before, last_error=error)
 
     async def _attempt(

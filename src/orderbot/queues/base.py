@@ -52,6 +52,9 @@ class OutboxItem:
     attempts: int
     not_before: float
     last_error: str = ""
+    # Set when a send was started (at this unix time) but its outcome never recorded: the
+    # process died mid-call, or the call timed out. The API may have delivered it already.
+    in_doubt_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,11 @@ class Outbox(ABC):
     @abstractmethod
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
         """Pending items in creation order, skipping handles in ``exclude`` (already in hand)."""
+
+    async def begin_send(self, handle: int) -> None:  # noqa: B027 - optional hook
+        """Record, durably, that a send of ``handle`` starts now. After a crash mid-call the item
+        comes back ``in_doubt_since`` that time, so the sender can ask the channel whether it
+        was delivered instead of sending it twice. Default: nothing recorded."""
 
     @abstractmethod
     async def mark_sent(self, handle: int) -> None: ...

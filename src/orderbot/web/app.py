@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
+from orderbot.dialog import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.queues.base import QueueDepths
 from orderbot.web.ingress import IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
@@ -55,11 +57,46 @@ _WEBHOOK_BODY: dict[str, Any] = {
 }
 
 
-def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> IngressApp:
+def _metrics_text() -> bytes:
+    """This process's metrics, or, under ``orderbot serve --workers N`` (PROMETHEUS_MULTIPROC_DIR
+    set), the sum over all server processes, whichever answers the scrape."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+class ServiceRuntime(Protocol):
+    """What the app needs of a runtime: ``EmbeddedRuntime`` or ``DistributedRuntime``."""
+
+    @property
+    def flow(self) -> Flow: ...
+    @property
+    def ingress(self) -> WebhookIngress: ...
+    @property
+    def running(self) -> bool: ...
+    async def open(self) -> None: ...
+    def start(self) -> None: ...
+    async def aclose(self) -> None: ...
+    async def depths(self) -> QueueDepths: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A runtime with its own checks (distributed: redis, postgres, rabbitmq, queues)."""
+
+    profile: str
+
+    async def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> IngressApp:
     """The ASGI app for ``runtime``. Its lifespan opens the runtime and, with
     ``run_background``, runs worker and sender on the same event loop."""
 
     state: dict[str, WebhookIngress | None] = {"ingress": None}
+    profile = runtime.profile if isinstance(runtime, ReportsHealth) else "embedded"
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +104,7 @@ def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> Ingr
         if run_background:
             runtime.start()
         state["ingress"] = runtime.ingress
-        log.info("orderbot %s ready (embedded profile, flow %s)", __version__, runtime.flow.name)
+        log.info("orderbot %s ready (%s profile, flow %s)", __version__, profile, runtime.flow.name)
         try:
             yield
         finally:
@@ -109,7 +146,7 @@ def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> Ingr
     @app.get("/", tags=["service"])
     async def root() -> dict[str, str]:
         """Name, version and profile of this service."""
-        return {"name": "orderbot", "version": __version__, "profile": "embedded"}
+        return {"name": "orderbot", "version": __version__, "profile": profile}
 
     @app.get("/live", tags=["service"])
     async def live() -> dict[str, str]:
@@ -125,6 +162,14 @@ def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> Ingr
     @app.get("/health", tags=["service"])
     async def health() -> JSONResponse:
         """Per-dependency checks and queue depths; 503 when a dependency is down."""
+        if isinstance(runtime, ReportsHealth):
+            ok, found = await runtime.health()
+            for queue, depth in (found.get("queues") or {}).items():
+                QUEUE_DEPTH.labels(queue).set(depth)
+            return JSONResponse(
+                {"status": "healthy" if ok else "unhealthy", "checks": found},
+                status_code=200 if ok else 503,
+            )
         checks: dict[str, Any] = {"database": False, "worker": runtime.running}
         try:
             depths = await runtime.depths()
@@ -150,6 +195,6 @@ def create_app(runtime: EmbeddedRuntime, *, run_background: bool = True) -> Ingr
                 QUEUE_DEPTH.labels(queue).set(depth)
         except Exception:
             log.warning("metrics: queue depths unavailable")
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(_metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return IngressApp(app, lambda: state["ingress"])

@@ -1,0 +1,281 @@
+"""Assembles the distributed profile from settings: RabbitMQ queues, Redis state and rate limit,
+PostgreSQL orders. Each process (``orderbot serve``, ``worker``, ``sender``) builds one
+:class:`DistributedRuntime` and starts only its own role.
+
+The surface matches :class:`~orderbot.runtime.EmbeddedRuntime` (``ingress``, ``inbound``,
+``store``, ``outbox``, ``dead_letters``, ``worker``, ``sender``, ``depths()``, ``open/start/
+stop/aclose``, ``running``), so the HTTP app, the CLI and the tests drive either one.
+
+Shutdown keeps per-client order: the consumers are *not* cancelled first. With
+single-active-consumer, cancelling hands the shard to a standby process at once, which could
+then handle a client's next message while this process still finishes the previous one. So:
+stop taking work from the buffers, finish what is in hand (bounded by ``SHUTDOWN_TIMEOUT``),
+then close the connection; whatever was delivered but not handled goes back to its queue, in
+order, and the standby starts after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from orderbot import db as database
+from orderbot.channels.base import Channel
+from orderbot.config import Settings
+from orderbot.dialog import Flow, load_flow
+from orderbot.errors import ConfigError
+from orderbot.loggers import storage as log
+from orderbot.queues.base import QueueDepths
+from orderbot.queues.rabbitmq import (
+    RETRY_DELAYS,
+    RabbitBroker,
+    RabbitDeadLetterQueue,
+    RabbitInboundQueue,
+    RabbitOutbox,
+    RedisKeys,
+)
+from orderbot.ratelimit import RedisRateLimiter
+from orderbot.retry import RetryPolicy
+from orderbot.runtime import build_channels, dialog_options
+from orderbot.sender import Sender
+from orderbot.state.redis import RedisStepStore
+from orderbot.web.ingress import SignatureCheck, WebhookIngress
+from orderbot.worker import Worker
+
+__all__ = ["DistributedRuntime", "Role", "require_distributed"]
+
+Role = Literal["worker", "sender"]
+
+
+def require_distributed(settings: Settings) -> None:
+    """Raise ConfigError naming what is missing for the distributed profile."""
+    missing = [
+        name
+        for name, value in (
+            ("RABBITMQ_URL", settings.rabbitmq_url),
+            ("REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
+    if settings.is_sqlite:
+        missing.append("DATABASE_URL (postgresql://...)")
+    if missing:
+        raise ConfigError(
+            "the distributed profile (serve, worker, sender) needs " + ", ".join(missing)
+        )
+
+
+class DistributedRuntime:
+    """Everything one distributed process needs. ``roles`` says what ``start()`` runs:
+    ``worker``, ``sender``, both, or neither (the HTTP server only publishes)."""
+
+    profile = "distributed"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        roles: Collection[Role] = (),
+        channels: Mapping[str, Channel] | None = None,
+        flow: Flow | None = None,
+        retry_delays: Sequence[int] = RETRY_DELAYS,
+        policy: RetryPolicy | None = None,
+        sender_concurrency: int = 100,
+        poll_interval: float = 1.0,
+    ) -> None:
+        require_distributed(settings)
+        self.settings = settings
+        self.roles = frozenset(roles)
+        self.flow = flow or load_flow(settings.flow)
+        self.channels: dict[str, Channel] = (
+            dict(channels) if channels is not None else build_channels(settings)
+        )
+        self.redis: Redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry_on_timeout=True,
+        )
+        self.engine = database.create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_min,
+            max_overflow=max(0, settings.database_pool_max - settings.database_pool_min),
+        )
+        self.keys = RedisKeys(settings.queue_prefix)
+        self.broker = RabbitBroker(
+            settings.rabbitmq_url,
+            prefix=settings.queue_prefix,
+            shards=settings.queue_shards,
+            retry_delays=retry_delays,
+        )
+        self.inbound = RabbitInboundQueue(
+            self.broker,
+            self.redis,
+            keys=self.keys,
+            prefetch=max(100, settings.worker_concurrency * 20),
+        )
+        self.outbox = RabbitOutbox(self.broker, self.redis, keys=self.keys, engine=self.engine)
+        self.dead_letters = RabbitDeadLetterQueue(self.broker, self.redis, keys=self.keys)
+        self.store = RedisStepStore(self.redis, self.engine, self.outbox, keys=self.keys)
+        self.worker = Worker(
+            self.inbound,
+            self.store,
+            self.flow,
+            options=dialog_options(settings),
+            concurrency=settings.worker_concurrency,
+            max_deliveries=settings.max_inbound_deliveries,
+            shutdown_timeout=settings.shutdown_timeout,
+            poll_interval=poll_interval,
+        )
+        # One budget per API token: every sender process shares it.
+        token_id = hashlib.sha256(settings.chat2desk_api_token.encode()).hexdigest()[:16]
+        self.rate_limiter = RedisRateLimiter(
+            self.redis, self.keys.rate_limit(f"chat2desk:{token_id}"), settings.outbound_rate_limit
+        )
+        sender_options: dict[str, Any] = {}
+        if policy is not None:
+            sender_options["policy"] = policy
+        self.sender = Sender(
+            self.outbox,
+            self.channels,
+            rate_limiter=self.rate_limiter,
+            concurrency=sender_concurrency,
+            drain_timeout=settings.shutdown_timeout,
+            poll_interval=poll_interval,
+            **sender_options,
+        )
+        signatures = {}
+        if settings.webhook_signature_header:
+            signatures["chat2desk"] = SignatureCheck.for_token(
+                settings.chat2desk_api_token,
+                settings.webhook_signature_header,
+                settings.webhook_timestamp_header,
+            )
+        self.ingress = WebhookIngress(
+            self.inbound,
+            {name: ch for name, ch in self.channels.items() if name != "local"},
+            secret=settings.webhook_secret,
+            signatures=signatures,
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._opened = False
+        self._closed = False
+
+    async def __aenter__(self) -> DistributedRuntime:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect to RabbitMQ and declare the topology (Redis and PostgreSQL connect lazily
+        and reconnect by themselves)."""
+        if self._opened:
+            return
+        await self.broker.open()
+        self._opened = True
+
+    def start(self) -> None:
+        """Run this process's roles in the background."""
+        self._stop.clear()
+        self._tasks = []
+        if "worker" in self.roles:
+            self._tasks.append(
+                asyncio.create_task(self.worker.run(self._stop), name="orderbot-worker")
+            )
+        if "sender" in self.roles:
+            self._tasks.append(
+                asyncio.create_task(self.sender.run(self._stop), name="orderbot-sender")
+            )
+
+    async def stop(self) -> None:
+        """Stop taking work; let in-flight steps and sends finish within their bounds."""
+        self._stop.set()
+        if self._tasks:
+            done, _ = await asyncio.wait(self._tasks)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "background task %s failed", task.get_name(), exc_info=task.exception()
+                    )
+            self._tasks = []
+
+    async def aclose(self) -> None:
+        """Stop, then close channels, the broker (unacked messages return to their queues),
+        Redis and the database pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop()
+        for channel in self.channels.values():
+            with contextlib.suppress(Exception):
+                await channel.aclose()
+        await self.broker.aclose()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.engine.dispose()
+
+    async def wait_stopped(self) -> None:
+        """Return when a background task ends by itself (a crash of the worker loop)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._stop.is_set()
+
+    async def depths(self) -> QueueDepths:
+        return await self.broker.depths()
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, checks)`` in the shape of ``GET /health``: each backing service, and
+        the queue depths when RabbitMQ answers."""
+        checks: dict[str, Any] = {
+            "redis": False,
+            "postgres": False,
+            "rabbitmq": self.broker.connected,
+            "queues": None,
+        }
+
+        async def redis_ok() -> None:
+            checks["redis"] = bool(await self.redis.ping())
+
+        async def postgres_ok() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["postgres"] = True
+
+        async def queues() -> None:
+            checks["queues"] = (await self.broker.depths()).to_dict()
+
+        probes = [redis_ok(), postgres_ok()]
+        if checks["rabbitmq"]:
+            probes.append(queues())
+        results = await asyncio.gather(
+            *(asyncio.wait_for(p, 3.0) for p in probes), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("health check failed: %s", type(result).__name__)
+        if checks["queues"] is None:
+            checks["rabbitmq"] = False
+        if self.roles:
+            checks["running"] = self.running
+        healthy = all(checks[name] for name in ("redis", "postgres", "rabbitmq"))
+        return healthy and (not self.roles or self.running), checks

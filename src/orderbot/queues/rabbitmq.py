@@ -1,0 +1,1040 @@
+"""Distributed queues on RabbitMQ (aio-pika), with Redis for the few facts a broker cannot keep.
+
+Topology (``P`` is ``QUEUE_PREFIX``, ``N`` is ``QUEUE_SHARDS``; every queue durable, every
+message persistent, every publish confirmed by the broker before the call returns)::
+
+    P.inbound.0 .. P.inbound.N-1     customer messages, TTL 24 h, single-active-consumer
+    P.outbox.0  .. P.outbox.N-1      replies, TTL 7 days, single-active-consumer
+    P.retry.1s / 2s / 4s / 300s      fanout exchange -> P.outbox.retry.<d> (TTL d, dead-letter
+                                     exchange "" with the original routing key: back to the
+                                     reply's own outbox shard)
+    P.dead_letter                    what could not be sent or processed (listed, replayed,
+                                     purged by ``orderbot dlq``)
+
+Per-client order across processes. A client always maps to the same shard (CRC32 of
+``channel:client_id``, stable across processes and Python versions). Single-active-consumer
+means one process at a time receives a shard, in queue order; inside it the worker's per-client
+lanes keep order while different clients run concurrently. When that process dies its unacked
+messages go back to the queue in their original order before the standby consumer takes over.
+
+Manual acks. The worker acks an inbound message only after its step is committed
+(:meth:`RabbitInboundQueue.ack`); a crash before that redelivers it, and the step store
+recognises a message already processed. Redeliveries are counted in Redis (the broker's own
+``redelivered`` flag says only "at least once before"); after ``MAX_INBOUND_DELIVERIES`` the
+worker moves the message to the dead-letter queue instead of looping on it.
+
+Duplicates at ingress. ``put`` marks ``seen:<id>`` in Redis as *pending* (``SET NX GET``),
+publishes, waits for the confirm, then marks it *stored* for 7 days. Only a *stored* mark makes a
+later copy a duplicate (answered 200, not published again): a copy that arrives while the first
+is still in flight, or after a crash between mark and confirm, is published, and the worker drops
+it by its processed id. So a 200 is never given for a message that was not stored, and no
+message is processed twice. When Redis is down ingress publishes without the check.
+
+Replies in order, with retries that leave the sender. The outbox hands a sender at most one
+reply per client at a time (the next one only after the previous is sent, dead-lettered or
+parked), so a client's replies cannot overtake each other even with several senders. A failed
+reply is *parked*: ``hold:<client>`` is set in Redis to its key, a copy with the new attempt
+count goes through the delayed-retry queue for its wait (1 s, 2 s, 4 s, then 300 s; longer waits
+such as a 429's ``Retry-After`` hop through the largest queue that fits), and the original is
+acked. Until the parked reply comes back, the client's later replies stay unacked in this
+process (blocked); other clients go on. The hold lives in Redis, not in memory, because a sender
+that restarts (or a standby that takes over the shard) would otherwise send the later replies
+first. Holding the lane in memory alone would also have kept the failing reply unacked for
+hours, which RabbitMQ's ``consumer_timeout`` (30 min by default) does not allow. Blocked
+followers of a reply that keeps failing do stay unacked: raise ``consumer_timeout`` above the
+longest retry span (about 4 hours; ``compose.yaml`` sets 6 hours).
+
+Sent once. After a send succeeds ``sent:<key>`` is set (7 days) before the ack; a reply whose key
+is already marked (republished by a step redone after a crash, or redelivered after a crash
+between send and ack) is acked and dropped without a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import itertools
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orderbot.errors import BackendUnavailable, StorageError
+from orderbot.loggers import storage as log
+from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.queues.base import (
+    DeadLetter,
+    DeadLetterQueue,
+    InboundDelivery,
+    InboundQueue,
+    Outbox,
+    OutboxItem,
+    QueueDepths,
+)
+from orderbot.schema import message_logs
+
+__all__ = [
+    "RETRY_DELAYS",
+    "RabbitBroker",
+    "RabbitDeadLetterQueue",
+    "RabbitInboundQueue",
+    "RabbitOutbox",
+    "RedisKeys",
+    "shard_of",
+]
+
+INBOUND_TTL_MS = 24 * 3600 * 1000
+OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000
+KEEP_SECONDS = 7 * 24 * 3600
+PENDING_SECONDS = 60
+RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 300)
+# A reply handed back by a retry queue this close to its time is given to the sender (whose
+# lane sleeps the rest); further away it is parked again.
+_PARK_SLACK = 1.0
+_RECHECK_BLOCKED = 30.0
+
+_PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+
+# Mark a reply sent and release its client's hold if the hold is this reply.
+_FINISH_REPLY = """
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+
+def shard_of(client_key: str, shards: int) -> int:
+    """The shard of a client: stable across processes (``hash()`` is salted per process)."""
+    return zlib.crc32(client_key.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Names of the Redis keys of one deployment (``prefix`` keeps test runs apart)."""
+
+    prefix: str
+
+    def seen(self, dedupe_key: str) -> str:
+        return f"{self.prefix}:seen:{dedupe_key}"
+
+    def deliveries(self, dedupe_key: str) -> str:
+        return f"{self.prefix}:deliveries:{dedupe_key}"
+
+    def processed(self, dedupe_key: str) -> str:
+        return f"{self.prefix}:processed:{dedupe_key}"
+
+    def state(self, client_key: str) -> str:
+        return f"{self.prefix}:state:{client_key}"
+
+    def sent(self, reply_key: str) -> str:
+        return f"{self.prefix}:sent:{reply_key}"
+
+    def hold(self, client_key: str) -> str:
+        return f"{self.prefix}:hold:{client_key}"
+
+    def rate_limit(self, name: str) -> str:
+        return f"{self.prefix}:ratelimit:{name}"
+
+
+def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
+    return BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}", retry_after=5.0)
+
+
+class RabbitBroker:
+    """One robust connection (reconnects with backoff), the topology, and a publishing channel
+    with publisher confirms. Shared by the queues of one process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "orderbot",
+        shards: int = 8,
+        retry_delays: Sequence[int] = RETRY_DELAYS,
+        publish_timeout: float = 5.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
+        self.url = url
+        self.prefix = prefix
+        self.shards = shards
+        self.retry_delays = tuple(sorted(retry_delays))
+        self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._retry_exchanges: dict[int, AbstractExchange] = {}
+        self._closed = False
+        # Bumped on every reconnect: deliveries of an older generation cannot be acked.
+        self.generation = 0
+        self._reconnect_hooks: list[Any] = []
+
+    # names
+
+    def inbound_queue(self, shard: int) -> str:
+        return f"{self.prefix}.inbound.{shard}"
+
+    def outbox_queue(self, shard: int) -> str:
+        return f"{self.prefix}.outbox.{shard}"
+
+    def retry_exchange(self, delay: int) -> str:
+        return f"{self.prefix}.retry.{delay}s"
+
+    def retry_queue(self, delay: int) -> str:
+        return f"{self.prefix}.outbox.retry.{delay}s"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead_letter"
+
+    def all_queues(self) -> list[str]:
+        return [
+            *(self.inbound_queue(i) for i in range(self.shards)),
+            *(self.outbox_queue(i) for i in range(self.shards)),
+            *(self.retry_queue(d) for d in self.retry_delays),
+            self.dead_letter_queue,
+        ]
+
+    # lifecycle
+
+    async def __aenter__(self) -> RabbitBroker:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect (retrying with backoff for up to ``connect_timeout`` seconds) and declare
+        the topology. Raises BackendUnavailable when the broker stays unreachable."""
+        if self._connection is not None:
+            return
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.url,
+                    timeout=5,
+                    reconnect_interval=1.0,
+                    client_properties={"connection_name": f"orderbot {self.prefix}"},
+                )
+                break
+            except Exception as exc:  # aio-pika raises several unrelated types here
+                if time.monotonic() + delay > deadline:
+                    raise _unavailable("cannot connect to RabbitMQ", exc) from None
+                log.warning("RabbitMQ unreachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._connection = connection
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self._publisher = await connection.channel(publisher_confirms=True)
+        await self._declare(self._publisher)
+
+    def _on_reconnect(self, *_: object) -> None:
+        self.generation += 1
+        log.warning("reconnected to RabbitMQ (generation %d)", self.generation)
+        for hook in list(self._reconnect_hooks):
+            hook()
+
+    def on_reconnect(self, hook: Any) -> None:
+        self._reconnect_hooks.append(hook)
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        sac = {"x-single-active-consumer": True}
+        for i in range(self.shards):
+            await channel.declare_queue(
+                self.inbound_queue(i),
+                durable=True,
+                arguments={**sac, "x-message-ttl": INBOUND_TTL_MS},
+            )
+            await channel.declare_queue(
+                self.outbox_queue(i),
+                durable=True,
+                arguments={**sac, "x-message-ttl": OUTBOX_TTL_MS},
+            )
+        for delay in self.retry_delays:
+            exchange = await channel.declare_exchange(
+                self.retry_exchange(delay), aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await channel.declare_queue(
+                self.retry_queue(delay),
+                durable=True,
+                arguments={"x-message-ttl": delay * 1000, "x-dead-letter-exchange": ""},
+            )
+            await queue.bind(exchange)
+            self._retry_exchanges[delay] = exchange
+        await channel.declare_queue(self.dead_letter_queue, durable=True)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+
+    @property
+    def connected(self) -> bool:
+        c = self._connection
+        return c is not None and not c.is_closed and not c.reconnecting and self._transport_ok()
+
+    def _transport_ok(self) -> bool:
+        c = self._connection
+        transport = getattr(c, "transport", None)
+        return transport is not None and not transport.connection.is_closed
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise StorageError("the broker is not open")
+        return self._connection
+
+    # publishing
+
+    async def publish(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+        exchange: AbstractExchange | None = None,
+    ) -> None:
+        """Publish persistently and return once the broker confirmed; BackendUnavailable
+        when it cannot (down, reconnecting, no confirm in time)."""
+        channel = self._publisher
+        if channel is None or not self.connected:
+            raise BackendUnavailable("RabbitMQ is not connected", retry_after=5.0)
+        message = aio_pika.Message(
+            body,
+            delivery_mode=_PERSISTENT,
+            message_id=message_id,
+            content_type="application/json",
+            headers=headers or {},
+        )
+        target = exchange or channel.default_exchange
+        try:
+            await asyncio.wait_for(
+                target.publish(message, routing_key=routing_key), self.publish_timeout
+            )
+        except TimeoutError as exc:
+            raise _unavailable("RabbitMQ did not confirm in time", exc) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _unavailable("RabbitMQ publish failed", exc) from None
+
+    async def publish_retry(
+        self,
+        body: bytes,
+        routing_key: str,
+        *,
+        message_id: str,
+        headers: dict[str, Any],
+        wait: float,
+    ) -> None:
+        """Publish through the delayed-retry queue whose delay fits ``wait`` (the largest not
+        above it, at least the smallest): it comes back to ``routing_key`` after that delay."""
+        fitting = [d for d in self.retry_delays if d <= wait + 0.001]
+        delay = fitting[-1] if fitting else self.retry_delays[0]
+        await self.publish(
+            body,
+            routing_key,
+            message_id=message_id,
+            headers=headers,
+            exchange=self._retry_exchanges[delay],
+        )
+
+    async def consumer_channel(self, prefetch: int) -> AbstractChannel:
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def message_counts(self, names: Iterable[str]) -> dict[str, int]:
+        """Ready messages per queue (unacked ones are not counted by RabbitMQ)."""
+        channel = await self.connection.channel()
+        try:
+            underlay = await channel.get_underlay_channel()
+            counts = {}
+            for name in names:
+                ok = await underlay.queue_declare(queue=name, passive=True)
+                counts[name] = int(ok.message_count or 0)
+            return counts
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def depths(self) -> QueueDepths:
+        try:
+            counts = await asyncio.wait_for(self.message_counts(self.all_queues()), 5.0)
+        except Exception as exc:
+            raise _unavailable("cannot read queue depths", exc) from None
+        inbound = sum(counts[self.inbound_queue(i)] for i in range(self.shards))
+        outbox = sum(counts[self.outbox_queue(i)] for i in range(self.shards)) + sum(
+            counts[self.retry_queue(d)] for d in self.retry_delays
+        )
+        return QueueDepths(
+            inbound=inbound, outbox=outbox, dead_letter=counts[self.dead_letter_queue]
+        )
+
+    async def publish_dead_letter(
+        self,
+        *,
+        kind: Literal["outbox", "inbound"],
+        key: str,
+        channel: str,
+        client_id: str,
+        payload: bytes,
+        attempts: int,
+        error: str,
+    ) -> None:
+        letter_id = time.time_ns() // 1000  # unique enough, sortable, no shared counter needed
+        await self.publish(
+            payload,
+            self.dead_letter_queue,
+            message_id=f"dead:{letter_id}",
+            headers={
+                "x-orderbot-id": letter_id,
+                "x-orderbot-kind": kind,
+                "x-orderbot-key": key,
+                "x-orderbot-channel": channel,
+                "x-orderbot-client": client_id,
+                "x-orderbot-attempts": attempts,
+                "x-orderbot-error": error[:2000],
+                "x-orderbot-created": repr(time.time()),
+            },
+        )
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    """Ack, ignoring a channel that is gone: the message comes back and is recognised."""
+    try:
+        await message.ack()
+    except Exception as exc:
+        log.debug("ack failed (%s); the message will be redelivered and dropped", exc)
+
+
+# -- inbound ---------------------------------------------------------------------------------
+
+
+class RabbitInboundQueue(InboundQueue):
+    """Customer messages on ``P.inbound.<shard>``. Consuming starts at the first ``fetch`` (a
+    server process only publishes)."""
+
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        redis: Redis,
+        *,
+        keys: RedisKeys | None = None,
+        prefetch: int = 500,
+    ) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._keys = keys or RedisKeys(broker.prefix)
+        self._prefetch = prefetch
+        self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
+        self._unacked: dict[int, AbstractIncomingMessage] = {}
+        self._handles = itertools.count(1)
+        self._arrived = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._starting: asyncio.Lock = asyncio.Lock()
+        broker.on_reconnect(self._forget_buffered)
+
+    async def put(self, message: InboundMessage) -> bool:
+        seen = self._keys.seen(message.dedupe_key)
+        marked = False
+        try:
+            before = await self._redis.set(seen, "pending", nx=True, ex=PENDING_SECONDS, get=True)
+            if before == b"stored":
+                return False
+            marked = before is None
+        except RedisError as exc:
+            log.warning("ingress dedupe unavailable (%s); publishing without it", exc)
+        shard = shard_of(message.client_key, self._broker.shards)
+        try:
+            await self._broker.publish(
+                message.to_json(),
+                self._broker.inbound_queue(shard),
+                message_id=message.dedupe_key,
+            )
+        except BackendUnavailable:
+            if marked:
+                with contextlib.suppress(RedisError):
+                    await self._redis.delete(seen)
+            raise
+        with contextlib.suppress(RedisError):
+            await self._redis.set(seen, "stored", ex=KEEP_SECONDS)
+        return True
+
+    async def _start(self) -> None:
+        if self._channel is not None:
+            return
+        async with self._starting:
+            if self._channel is not None:
+                return
+            channel = await self._broker.consumer_channel(self._prefetch)
+            for shard in range(self._broker.shards):
+                queue = await channel.get_queue(self._broker.inbound_queue(shard), ensure=False)
+                tag = await queue.consume(self._on_message)
+                self._consumers.append((queue, tag))
+            self._channel = channel
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # No awaits here: callbacks may run as tasks, and arrival order must be kept.
+        self._buffer.append((self._broker.generation, message))
+        self._arrived.set()
+
+    def _forget_buffered(self) -> None:
+        # Deliveries of a dead channel come again on the new one.
+        self._buffer.clear()
+
+    async def fetch(self, limit: int) -> list[InboundDelivery]:
+        await self._start()
+        taken: list[AbstractIncomingMessage] = []
+        while self._buffer and len(taken) < limit:
+            taken.append(self._buffer.popleft()[1])
+        if not taken:
+            return []
+        counts = await self._count_redeliveries(taken)
+        deliveries = []
+        for raw, count in zip(taken, counts, strict=True):
+            try:
+                message = InboundMessage.from_json(raw.body)
+            except Exception:
+                log.exception("unreadable inbound message; dead-lettering it")
+                await self._broker.publish_dead_letter(
+                    kind="inbound",
+                    key=raw.message_id or "?",
+                    channel="?",
+                    client_id="?",
+                    payload=raw.body,
+                    attempts=count,
+                    error="unreadable message body",
+                )
+                await _ack(raw)
+                continue
+            handle = next(self._handles)
+            self._unacked[handle] = raw
+            deliveries.append(InboundDelivery(handle=handle, message=message, deliveries=count))
+        return deliveries
+
+    async def _count_redeliveries(self, taken: list[AbstractIncomingMessage]) -> list[int]:
+        redelivered = [m for m in taken if m.redelivered]
+        if not redelivered:
+            return [1] * len(taken)
+        counted: dict[int, int] = {}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for m in redelivered:
+                    key = self._keys.deliveries(m.message_id or "")
+                    pipe.incr(key)
+                    pipe.expire(key, KEEP_SECONDS)
+                results = await pipe.execute()
+            for m, n in zip(redelivered, results[::2], strict=True):
+                counted[id(m)] = int(n) + 1
+        except RedisError as exc:
+            log.warning("cannot count redeliveries (%s)", exc)
+        return [counted.get(id(m), 2) if m.redelivered else 1 for m in taken]
+
+    async def wait(self, timeout: float) -> None:
+        if not self._buffer:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+        self._arrived.clear()
+
+    async def ack(self, delivery: InboundDelivery) -> None:
+        raw = self._unacked.pop(delivery.handle, None)
+        if raw is not None:
+            await _ack(raw)
+
+    async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:
+        message = delivery.message
+        await self._broker.publish_dead_letter(
+            kind="inbound",
+            key=message.dedupe_key,
+            channel=message.channel,
+            client_id=message.client_id,
+            payload=message.to_json(),
+            attempts=delivery.deliveries,
+            error=error,
+        )
+        await self.ack(delivery)
+
+    async def depth(self) -> QueueDepths:
+        return await self._broker.depths()
+
+    async def stop_consuming(self) -> None:
+        """Stop receiving (first step of a graceful shutdown); what is in hand can still be
+        acked; the rest goes back to the queue when the connection closes."""
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consumers.clear()
+
+
+# -- outbox ----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Parcel:
+    handle: int
+    client: str
+    item: OutboxItem
+    raw: AbstractIncomingMessage
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value)) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _reply_headers(attempts: int, not_before: float, error: str) -> dict[str, Any]:
+    return {
+        "x-orderbot-attempts": attempts,
+        "x-orderbot-not-before": repr(not_before),
+        "x-orderbot-error": error[:2000],
+    }
+
+
+class RabbitOutbox(Outbox):
+    """Replies on ``P.outbox.<shard>``; see the module docstring for order and retries.
+    ``engine`` (PostgreSQL) receives the outbound message log when given."""
+
+    parks_retries = True
+
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        redis: Redis,
+        *,
+        keys: RedisKeys | None = None,
+        engine: AsyncEngine | None = None,
+        prefetch: int = 1000,
+    ) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._keys = keys or RedisKeys(broker.prefix)
+        self._engine = engine
+        self._prefetch = prefetch
+        self._finish = redis.register_script(_FINISH_REPLY)
+        self._handles = itertools.count(1)
+        self._lines: dict[str, deque[_Parcel]] = {}
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._busy: dict[str, _Parcel] = {}
+        self._out: dict[int, _Parcel] = {}
+        self._blocked: dict[str, str] = {}
+        self._rechecked = time.monotonic()
+        self._wakeup = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._starting = asyncio.Lock()
+        broker.on_reconnect(self._forget_lines)
+
+    # producing (the worker's step store)
+
+    async def put(self, replies: Sequence[OutboundMessage]) -> None:
+        """Publish replies in order, each confirmed before the next (a client's replies must
+        reach its shard in this order)."""
+        for reply in replies:
+            shard = shard_of(f"{reply.channel}:{reply.client_id}", self._broker.shards)
+            await self._broker.publish(
+                reply.to_json(),
+                self._broker.outbox_queue(shard),
+                message_id=reply.key,
+                headers=_reply_headers(0, 0.0, ""),
+            )
+
+    # consuming
+
+    async def _start(self) -> None:
+        if self._channel is not None:
+            return
+        async with self._starting:
+            if self._channel is not None:
+                return
+            channel = await self._broker.consumer_channel(self._prefetch)
+            for shard in range(self._broker.shards):
+                queue = await channel.get_queue(self._broker.outbox_queue(shard), ensure=False)
+                tag = await queue.consume(self._on_message)
+                self._consumers.append((queue, tag))
+            self._channel = channel
+
+    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+        # No awaits: arrival order per shard is the order replies must keep.
+        try:
+            message = OutboundMessage.from_json(raw.body)
+        except Exception:
+            log.exception("unreadable reply in the outbox; dropping it to the dead-letter queue")
+            task = asyncio.ensure_future(self._drop_unreadable(raw))
+            task.add_done_callback(lambda t: t.exception())
+            return
+        headers = raw.headers or {}
+        item = OutboxItem(
+            handle=next(self._handles),
+            message=message,
+            attempts=_int(headers.get("x-orderbot-attempts")),
+            not_before=float(str(headers.get("x-orderbot-not-before", "0") or 0)),
+            last_error=str(headers.get("x-orderbot-error", "") or ""),
+        )
+        client = f"{message.channel}:{message.client_id}"
+        parcel = _Parcel(item.handle, client, item, raw)
+        line = self._lines.setdefault(client, deque())
+        line.append(parcel)
+        if self._blocked.get(client) == message.key:
+            # The parked reply is back: it goes before the ones that waited for it.
+            line.remove(parcel)
+            line.appendleft(parcel)
+            del self._blocked[client]
+            self._schedule(client)
+        elif len(line) == 1:
+            self._schedule(client)
+        self._wakeup.set()
+
+    async def _drop_unreadable(self, raw: AbstractIncomingMessage) -> None:
+        await self._broker.publish_dead_letter(
+            kind="outbox",
+            key=raw.message_id or "?",
+            channel="?",
+            client_id="?",
+            payload=raw.body,
+            attempts=0,
+            error="unreadable reply body",
+        )
+        await _ack(raw)
+
+    def _schedule(self, client: str) -> None:
+        if client in self._busy or client in self._blocked or client in self._queued:
+            return
+        if self._lines.get(client):
+            self._queued.add(client)
+            self._ready.append(client)
+
+    def _forget_lines(self) -> None:
+        # Everything not handed out comes again on the new channel, in order. Handed-out
+        # replies stay busy: their client waits until the sender reports on them.
+        self._lines.clear()
+        self._ready.clear()
+        self._queued.clear()
+        self._blocked.clear()
+
+    async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
+        await self._start()
+        now = time.monotonic()
+        if self._blocked and now - self._rechecked > _RECHECK_BLOCKED:
+            # A hold may have been released elsewhere (dead letter replayed, TTL).
+            self._rechecked = now
+            blocked = list(self._blocked)
+            self._blocked.clear()
+            for client in blocked:
+                self._schedule(client)
+        handed: list[OutboxItem] = []
+        while self._ready and len(handed) < limit:
+            clients: list[str] = []
+            while self._ready and len(clients) < limit - len(handed):
+                client = self._ready.popleft()
+                self._queued.discard(client)
+                if self._lines.get(client) and client not in self._busy:
+                    clients.append(client)
+            if not clients:
+                break
+            heads = [self._lines[c][0] for c in clients]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for p in heads:
+                        pipe.get(self._keys.hold(p.client))
+                        pipe.exists(self._keys.sent(p.item.message.key))
+                    found = await pipe.execute()
+            except RedisError as exc:
+                for client in reversed(clients):
+                    self._queued.add(client)
+                    self._ready.appendleft(client)
+                raise _unavailable("Redis unavailable for the outbox", exc) from None
+            for p, hold_raw, sent in zip(heads, found[::2], found[1::2], strict=True):
+                await self._consider(p, hold_raw, bool(sent), handed)
+        return handed
+
+    async def _consider(
+        self, p: _Parcel, hold_raw: bytes | None, sent: bool, handed: list[OutboxItem]
+    ) -> None:
+        key = p.item.message.key
+        hold = hold_raw.decode() if hold_raw is not None else None
+        line = self._lines[p.client]
+        if sent:
+            # Delivered before (a redone step republished it, or a crash came before the ack).
+            log.info("reply %s was already sent; dropping the copy", key)
+            line.popleft()
+            if hold == key:
+                await self._finish_in_redis(p, mark_sent=False)
+            await _ack(p.raw)
+            self._after(p.client)
+            return
+        if hold is not None and hold != key:
+            # An earlier reply of this client is parked: it goes first.
+            for other in line:
+                if other.item.message.key == hold:
+                    line.remove(other)
+                    line.appendleft(other)
+                    self._schedule(p.client)
+                    return
+            self._blocked[p.client] = hold
+            return
+        wait = p.item.not_before - time.time()
+        if wait > _PARK_SLACK:
+            # Back from a retry queue early (a long wait hops through the largest queue).
+            line.popleft()
+            await self._park(p, p.item.attempts, p.item.not_before, p.item.last_error)
+            return
+        self._busy[p.client] = p
+        self._out[p.handle] = p
+        handed.append(p.item)
+
+    def _after(self, client: str) -> None:
+        line = self._lines.get(client)
+        if line is not None and not line:
+            del self._lines[client]
+        self._schedule(client)
+        self._wakeup.set()
+
+    def _settle(self, p: _Parcel) -> None:
+        """The sender is done with ``p``: its client's next reply may go."""
+        self._out.pop(p.handle, None)
+        if self._busy.get(p.client) is p:
+            del self._busy[p.client]
+        line = self._lines.get(p.client)
+        if line and line[0] is p:
+            line.popleft()
+        self._after(p.client)
+
+    async def _finish_in_redis(self, p: _Parcel, *, mark_sent: bool) -> None:
+        try:
+            await self._finish(
+                keys=[self._keys.sent(p.item.message.key), self._keys.hold(p.client)],
+                args=[p.item.message.key, KEEP_SECONDS, "1" if mark_sent else "0"],
+            )
+        except RedisError as exc:
+            raise _unavailable("Redis unavailable for the outbox", exc) from None
+
+    async def _park(self, p: _Parcel, attempts: int, not_before: float, error: str) -> None:
+        message = p.item.message
+        try:
+            await self._redis.set(self._keys.hold(p.client), message.key, ex=KEEP_SECONDS)
+        except RedisError as exc:
+            raise _unavailable("Redis unavailable for the outbox", exc) from None
+        self._blocked[p.client] = message.key
+        shard = shard_of(p.client, self._broker.shards)
+        await self._broker.publish_retry(
+            message.to_json(),
+            self._broker.outbox_queue(shard),
+            message_id=message.key,
+            headers=_reply_headers(attempts, not_before, error),
+            wait=max(0.0, not_before - time.time()),
+        )
+        await _ack(p.raw)
+
+    def _parcel(self, handle: int) -> _Parcel | None:
+        p = self._out.get(handle)
+        if p is None:
+            log.warning("outbox handle %s is not in hand (already settled?)", handle)
+        return p
+
+    async def mark_sent(self, handle: int) -> None:
+        p = self._parcel(handle)
+        if p is None:
+            return
+        await self._finish_in_redis(p, mark_sent=True)
+        await self._log(p, success=True, error=None)
+        await _ack(p.raw)
+        self._settle(p)
+
+    async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
+        p = self._parcel(handle)
+        if p is None:
+            return
+        await self._park(p, attempts, not_before, error)
+        self._out.pop(p.handle, None)
+        if self._busy.get(p.client) is p:
+            del self._busy[p.client]
+        line = self._lines.get(p.client)
+        if line and line[0] is p:
+            line.popleft()
+        if line is not None and not line:
+            del self._lines[p.client]
+        self._wakeup.set()
+
+    async def dead_letter(self, handle: int, attempts: int, error: str) -> None:
+        p = self._parcel(handle)
+        if p is None:
+            return
+        message = p.item.message
+        await self._broker.publish_dead_letter(
+            kind="outbox",
+            key=message.key,
+            channel=message.channel,
+            client_id=message.client_id,
+            payload=message.to_json(),
+            attempts=attempts,
+            error=error,
+        )
+        await self._finish_in_redis(p, mark_sent=False)
+        await self._log(p, success=False, error=error)
+        await _ack(p.raw)
+        self._settle(p)
+
+    async def _log(self, p: _Parcel, *, success: bool, error: str | None) -> None:
+        if self._engine is None:
+            return
+        message = p.item.message
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(message_logs).values(
+                        direction="out",
+                        channel=message.channel,
+                        client_id=message.client_id,
+                        message_key=message.key,
+                        text=message.text,
+                        success=success,
+                        error=error,
+                        created_at=time.time(),
+                    )
+                )
+        except Exception as exc:  # the log must not hold up delivery
+            log.warning("cannot write the outbound message log: %s", type(exc).__name__)
+
+    async def wait(self, timeout: float) -> None:
+        if not self._ready:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+        self._wakeup.clear()
+
+    async def stop_consuming(self) -> None:
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        self._consumers.clear()
+
+    @property
+    def blocked_clients(self) -> int:
+        return len(self._blocked)
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def _letter(raw: AbstractIncomingMessage) -> DeadLetter:
+    h = raw.headers or {}
+    kind = str(h.get("x-orderbot-kind", "outbox"))
+    return DeadLetter(
+        id=_int(h.get("x-orderbot-id")),
+        kind="inbound" if kind == "inbound" else "outbox",
+        key=str(h.get("x-orderbot-key", "")),
+        channel=str(h.get("x-orderbot-channel", "")),
+        client_id=str(h.get("x-orderbot-client", "")),
+        payload=bytes(raw.body),
+        attempts=_int(h.get("x-orderbot-attempts")),
+        last_error=str(h.get("x-orderbot-error", "")),
+        created_at=float(str(h.get("x-orderbot-created", "0") or 0)),
+    )
+
+
+class RabbitDeadLetterQueue(DeadLetterQueue):
+    """``P.dead_letter``: read without consuming (get, then close the channel so what was not
+    taken goes back in order), replayed onto the queue each came from."""
+
+    def __init__(
+        self, broker: RabbitBroker, redis: Redis, *, keys: RedisKeys | None = None
+    ) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._keys = keys or RedisKeys(broker.prefix)
+
+    async def _browse(
+        self, limit: int | None
+    ) -> tuple[AbstractChannel, list[AbstractIncomingMessage]]:
+        channel = await self._broker.connection.channel()
+        queue = await channel.get_queue(self._broker.dead_letter_queue, ensure=False)
+        taken: list[AbstractIncomingMessage] = []
+        while limit is None or len(taken) < limit:
+            raw = await queue.get(no_ack=False, fail=False, timeout=5)
+            if raw is None:
+                break
+            taken.append(raw)
+        return channel, taken
+
+    async def list(self, limit: int = 100) -> list[DeadLetter]:
+        channel, taken = await self._browse(limit)
+        try:
+            return [_letter(raw) for raw in taken]
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()  # unacked: back to the queue, in order
+
+    async def replay(self, ids: builtins.list[int] | None) -> int:
+        wanted = None if ids is None else set(ids)
+        channel, taken = await self._browse(None)
+        count = 0
+        try:
+            for raw in taken:
+                letter = _letter(raw)
+                if wanted is not None and letter.id not in wanted:
+                    continue
+                await self._replay_one(letter)
+                await raw.ack()
+                count += 1
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return count
+
+    async def _replay_one(self, letter: DeadLetter) -> None:
+        if letter.kind == "inbound":
+            message = InboundMessage.from_json(letter.payload)
+            await self._redis.delete(
+                self._keys.processed(message.dedupe_key), self._keys.deliveries(message.dedupe_key)
+            )
+            shard = shard_of(message.client_key, self._broker.shards)
+            await self._broker.publish(
+                letter.payload, self._broker.inbound_queue(shard), message_id=message.dedupe_key
+            )
+        else:
+            reply = OutboundMessage.from_json(letter.payload)
+            shard = shard_of(f"{reply.channel}:{reply.client_id}", self._broker.shards)
+            await self._broker.publish(
+                letter.payload,
+                self._broker.outbox_queue(shard),
+                message_id=reply.key,
+                headers=_reply_headers(0, 0.0, ""),
+            )
+
+    async def purge(self) -> int:
+        channel = await self._broker.connection.channel()
+        try:
+            queue = await channel.get_queue(self._broker.dead_letter_queue, ensure=False)
+            result = await queue.purge()
+            return int(result.message_count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()

@@ -1,0 +1,189 @@
+"""Distributed dialog state and step commits: Redis for state and processed ids, PostgreSQL for
+orders and logs, RabbitMQ for replies.
+
+There is no transaction across the three, so a step commits in an order where every prefix is
+safe to redo (the worker acks the inbound message only after all of it):
+
+1. PostgreSQL, one transaction: the order (``ON CONFLICT (idempotency_key) DO NOTHING``, then its
+   id is read back, so a redo finds the same order), the dialog outcomes and the inbound message
+   log. The log row doubles as the "this step's rows are written" mark: a redo that finds it
+   writes no second outcome or log row.
+2. The replies, published with confirms, each under its deterministic key (the sender drops a
+   key it already sent).
+3. One Redis ``MULTI``: the new dialog state (TTL 24 h, refreshed by every step) and the
+   processed mark of the message id (TTL 7 days). A redelivered message whose mark is set is
+   acknowledged and dropped before anything else.
+
+A crash between any two steps redoes the step from the old state, which yields the same order
+key and reply keys, so nothing happens twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import and_, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orderbot.errors import BackendUnavailable
+from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
+from orderbot.schema import dialog_outcomes, message_logs, orders
+from orderbot.state.base import ORDER_ID_PLACEHOLDER, StepCommit, StepStore
+
+__all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
+
+STATE_TTL_SECONDS = 24 * 3600
+
+
+class RedisStepStore(StepStore):
+    """Dialog states in Redis (``<prefix>:state:<client>``), effects in PostgreSQL and the
+    outbox; see the module docstring for the commit order."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        engine: AsyncEngine,
+        outbox: RabbitOutbox,
+        *,
+        keys: RedisKeys,
+        state_ttl: int = STATE_TTL_SECONDS,
+        processed_ttl: int = KEEP_SECONDS,
+    ) -> None:
+        self._redis = redis
+        self._engine = engine
+        self._outbox = outbox
+        self._keys = keys
+        self._state_ttl = state_ttl
+        self._processed_ttl = processed_ttl
+
+    async def load_state(self, client_key: str) -> bytes | None:
+        try:
+            raw = await self._redis.get(self._keys.state(client_key))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+        return None if raw is None else raw if isinstance(raw, bytes) else raw.encode()
+
+    async def is_processed(self, dedupe_key: str) -> bool:
+        try:
+            return bool(await self._redis.exists(self._keys.processed(dedupe_key)))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+
+    async def commit_step(self, commit: StepCommit) -> int | None:
+        message = commit.delivery.message
+        if await self.is_processed(message.dedupe_key):
+            return None
+        try:
+            async with self._engine.begin() as conn:
+                order_id = await _write_rows(conn, commit, time.time())
+        except (SQLAlchemyError, OSError) as exc:
+            raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
+
+        replies = commit.replies
+        if order_id is not None:
+            replies = tuple(
+                replace(r, text=r.text.replace(ORDER_ID_PLACEHOLDER, str(order_id)))
+                if ORDER_ID_PLACEHOLDER in r.text
+                else r
+                for r in replies
+            )
+        await self._outbox.put(replies)
+
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                state_key = self._keys.state(message.client_key)
+                if commit.state is None:
+                    pipe.delete(state_key)
+                else:
+                    pipe.set(state_key, commit.state, ex=self._state_ttl)
+                pipe.set(self._keys.processed(message.dedupe_key), b"1", ex=self._processed_ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+        return order_id
+
+
+async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> int | None:
+    message = commit.delivery.message
+    order_id: int | None = None
+    if commit.order is not None:
+        o = commit.order
+        await conn.execute(
+            pg_insert(orders)
+            .values(
+                idempotency_key=o.idempotency_key,
+                client_id=o.client_id,
+                channel=o.channel,
+                source=o.source,
+                phone=o.phone,
+                address=o.address,
+                quantity=o.quantity,
+                status="new",
+                language=o.language,
+                data=orjson.dumps(o.data).decode(),
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+        order_id = (
+            await conn.execute(
+                select(orders.c.id).where(orders.c.idempotency_key == o.idempotency_key)
+            )
+        ).scalar_one()
+
+    logged = (
+        await conn.execute(
+            select(message_logs.c.id)
+            .where(
+                and_(
+                    message_logs.c.channel == message.channel,
+                    message_logs.c.client_id == message.client_id,
+                    message_logs.c.direction == "in",
+                    message_logs.c.message_key == message.message_id,
+                )
+            )
+            .limit(1)
+        )
+    ).first()
+    if logged is not None:
+        return order_id  # a redo: this step's rows are already there
+
+    if commit.outcomes:
+        await conn.execute(
+            insert(dialog_outcomes),
+            [
+                {
+                    "channel": message.channel,
+                    "client_id": message.client_id,
+                    "outcome": outcome.outcome,
+                    "last_step": outcome.last_step,
+                    "message_count": outcome.message_count,
+                    "duration_seconds": max(0.0, outcome.ended_at - outcome.started_at),
+                    "started_at": outcome.started_at,
+                    "ended_at": outcome.ended_at,
+                    "order_id": order_id if outcome.outcome == "completed" else None,
+                }
+                for outcome in commit.outcomes
+            ],
+        )
+    await conn.execute(
+        insert(message_logs).values(
+            direction="in",
+            channel=message.channel,
+            client_id=message.client_id,
+            message_key=message.message_id,
+            text=message.text,
+            dialog_state=commit.state_name,
+            success=commit.error is None,
+            error=commit.error,
+            created_at=now,
+        )
+    )
+    return order_id

@@ -1,0 +1,192 @@
+"""One contract for every queue and state backend: the embedded one (SQLite) and the distributed
+one (RabbitMQ + Redis + PostgreSQL; skipped when those are unreachable, failed in CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.queues.base import InboundDelivery
+from orderbot.retry import RetryPolicy
+from orderbot.state.base import OrderRecord, StepCommit
+from tests.distributed.conftest import Backend, RecordingChannel, eventually
+
+
+def inbound(backend: Backend, client: str, mid: str, text: str = "hi") -> InboundMessage:
+    return InboundMessage(
+        channel="chat2desk",
+        client_id=f"{backend.namespace}-{client}",
+        message_id=f"{backend.namespace}-{mid}",
+        text=text,
+        received_at=time.time(),
+    )
+
+
+def reply(delivery: InboundDelivery, index: int, text: str = "ok") -> OutboundMessage:
+    m = delivery.message
+    return OutboundMessage(
+        key=f"{m.dedupe_key}:{index}", channel=m.channel, client_id=m.client_id, text=text
+    )
+
+
+async def commit(
+    backend: Backend, delivery: InboundDelivery, replies: int = 1, **extra: object
+) -> int | None:
+    order_id = await backend.store.commit_step(
+        StepCommit(
+            delivery=delivery,
+            state=b'{"step": "X"}',
+            state_name="X",
+            replies=tuple(
+                reply(delivery, i, f"{delivery.message.message_id}/{i}") for i in range(replies)
+            ),
+            **extra,  # type: ignore[arg-type]
+        )
+    )
+    await backend.inbound.ack(delivery)
+    return order_id
+
+
+async def test_put_is_deduplicated_by_message_id(backend: Backend) -> None:
+    assert await backend.inbound.put(inbound(backend, "1", "m1")) is True
+    assert await backend.inbound.put(inbound(backend, "1", "m1", "resent")) is False
+    (delivery,) = await backend.fetch_n(1)
+    assert delivery.message.text == "hi"
+    assert delivery.deliveries == 1
+    assert await backend.fetch_n(1, timeout=0.3) == []
+
+
+async def test_per_client_arrival_order(backend: Backend) -> None:
+    sent: dict[str, list[str]] = defaultdict(list)
+    for i in range(40):
+        client = str(i % 5)
+        message = inbound(backend, client, f"m{i}")
+        sent[message.client_id].append(message.message_id)
+        assert await backend.inbound.put(message)
+    got: dict[str, list[str]] = defaultdict(list)
+    for d in await backend.fetch_n(40):
+        got[d.message.client_id].append(d.message.message_id)
+    assert got == sent
+
+
+async def test_unacked_message_is_redelivered_after_a_crash(backend: Backend) -> None:
+    await backend.inbound.put(inbound(backend, "1", "m1"))
+    (first,) = await backend.fetch_n(1)
+    assert first.deliveries == 1
+    await backend.restart()  # crashed mid-step: nothing committed, nothing acked
+    (again,) = await backend.fetch_n(1)
+    assert again.message.message_id == first.message.message_id
+    assert again.deliveries == 2
+    await commit(backend, again)
+    await backend.restart()
+    assert await backend.fetch_n(1, timeout=0.5) == []
+
+
+async def test_poison_message_goes_to_the_dead_letter_queue_and_back(backend: Backend) -> None:
+    await backend.inbound.put(inbound(backend, "7", "poison"))
+    (delivery,) = await backend.fetch_n(1)
+    await backend.inbound.dead_letter(delivery, "crashed 6 times")
+    await backend.restart()
+    assert await backend.fetch_n(1, timeout=0.5) == []
+    letters = await backend.dead_letters.list()
+    assert [(d.kind, d.key, d.last_error) for d in letters] == [
+        ("inbound", delivery.message.dedupe_key, "crashed 6 times")
+    ]
+    assert await backend.dead_letters.list() == letters  # listing does not consume
+    assert await backend.dead_letters.replay([letters[0].id]) == 1
+    (again,) = await backend.fetch_n(1)
+    assert again.message.message_id == delivery.message.message_id
+    assert await backend.dead_letters.list() == []
+
+
+async def test_step_commit_is_idempotent_when_redone(backend: Backend) -> None:
+    await backend.inbound.put(inbound(backend, "5", "yes"))
+    (delivery,) = await backend.fetch_n(1)
+    client = delivery.message.client_id
+    order = OrderRecord(
+        idempotency_key=f"chat2desk:{client}:{delivery.message.message_id}",
+        channel="chat2desk",
+        client_id=client,
+        source="whatsapp",
+        phone="+996555123456",
+        address="Chui 1",
+        quantity=2,
+        language="en",
+    )
+    step = StepCommit(
+        delivery=delivery,
+        state=b"S1",
+        state_name="DONE",
+        replies=(
+            OutboundMessage(
+                key=f"{delivery.message.dedupe_key}:0",
+                channel="chat2desk",
+                client_id=client,
+                text="Order {order_id} accepted",
+            ),
+        ),
+        order=order,
+    )
+    order_id = await backend.store.commit_step(step)
+    assert isinstance(order_id, int)
+    assert await backend.store.commit_step(step) is None  # redone: already processed
+    await backend.inbound.ack(delivery)
+    assert await backend.store.load_state(delivery.message.client_key) == b"S1"
+    assert await backend.count_orders(client) == 1
+    assert await backend.count_inbound_logs(client) == 1
+
+    channel = RecordingChannel()
+    sender = backend.sender(channel, RetryPolicy())
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        await eventually(lambda: len(channel.sent) >= 1)
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await task
+    assert [m.text for m in channel.sent] == [f"Order {order_id} accepted"]
+
+
+async def test_outbox_retries_in_client_order_dead_letters_and_replays(backend: Backend) -> None:
+    deliveries = {}
+    for client in ("A", "B", "C"):
+        await backend.inbound.put(inbound(backend, client, f"{client}-m"))
+    for d in await backend.fetch_n(3):
+        deliveries[d.message.client_id.rsplit("-", 1)[1]] = d
+    for d in deliveries.values():
+        await commit(backend, d, replies=2)
+    key = {c: [f"{d.message.dedupe_key}:{i}" for i in range(2)] for c, d in deliveries.items()}
+
+    channel = RecordingChannel()
+    channel.failures[key["A"][0]] = 10  # never gets through: dead-lettered after 2 attempts
+    channel.failures[key["C"][0]] = 1  # gets through on its second attempt
+    policy = RetryPolicy(quick_delays=(1.0,), slow_delay=1.0, max_attempts=2)
+    sender = backend.sender(channel, policy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    client = {c: d.message.client_id for c, d in deliveries.items()}
+    try:
+        await eventually(lambda: len(channel.keys(client["B"])) == 2, timeout=5)
+        # B never waited for A's or C's failures
+        assert channel.keys(client["A"]) == [] or channel.keys(client["A"]) == [key["A"][1]]
+        await eventually(
+            lambda: len(channel.keys(client["C"])) == 2 and len(channel.keys(client["A"])) == 1
+        )
+        assert channel.keys(client["C"]) == key["C"]  # the retried head first
+        assert channel.keys(client["A"]) == [key["A"][1]]
+        assert channel.attempts[key["A"][0]] == 2
+
+        letters = await backend.dead_letters.list()
+        assert [(d.kind, d.key, d.attempts) for d in letters] == [("outbox", key["A"][0], 2)]
+        channel.failures.clear()
+        assert await backend.dead_letters.replay(None) == 1
+        await eventually(lambda: len(channel.keys(client["A"])) == 2)
+        assert channel.keys(client["A"]) == [key["A"][1], key["A"][0]]
+        assert await backend.dead_letters.list() == []
+    finally:
+        stop.set()
+        await task
+    assert await backend.dead_letters.purge() == 0
