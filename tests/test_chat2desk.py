@@ -368,3 +368,27 @@ async def test_api_info_errors_are_translated(
     fake.token = "other"
     with pytest.raises(PermanentError, match="401"):
         await chat2desk.api_info()
+
+
+async def test_was_delivered_finds_a_reply_that_was_sent(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel
+) -> None:
+    before = time.time()
+    sent = reply("Сколько бутылей?", buttons=("1", "2"))
+    await chat2desk.send(sent)
+    assert await chat2desk.was_delivered(sent, since=before) is True
+    assert await chat2desk.was_delivered(reply("another text"), since=before) is False
+    # sent long before the send in doubt started: the same text then is not this reply
+    assert await chat2desk.was_delivered(sent, since=before + 60) is False
+    other_client = reply("Сколько бутылей?", client_id="999", buttons=("1", "2"))
+    assert await chat2desk.was_delivered(other_client, since=before) is False
+
+
+def test_chat2desk_times_are_parsed() -> None:
+    from orderbot.channels.chat2desk import _parse_time
+
+    assert _parse_time("2025-04-03T11:50:06 UTC") == 1743681006.0
+    assert _parse_time("2025-04-03T11:50:06Z") == 1743681006.0
+    assert _parse_time(1743681006) == 1743681006.0
+    assert _parse_time("yesterday") is None
+    assert _parse_time(None) is None

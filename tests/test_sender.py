@@ -12,11 +12,16 @@ import pytest
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.messages import OutboundMessage
+from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
 from orderbot.sender import Sender
+from orderbot.sqlite import SqliteDatabase
+from orderbot.state.base import StepCommit
+from orderbot.state.sqlite import SqliteStepStore
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.memory_outbox import MemoryOutbox
+from tests.test_sqlite_queues import inbound
 
 FAST = RetryPolicy(quick_delays=(0.01, 0.02, 0.04), slow_delay=0.05, max_attempts=5)
 
@@ -333,3 +338,34 @@ async def test_logs_never_contain_the_text(
 def test_concurrency_must_be_positive(outbox: MemoryOutbox) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Sender(outbox, {}, rate_limiter=LocalRateLimiter(60), concurrency=0)
+
+
+async def test_a_send_cut_off_by_a_crash_is_neither_repeated_nor_lost(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, database: SqliteDatabase
+) -> None:
+    queue, store = SqliteInboundQueue(database), SqliteStepStore(database)
+    await queue.put(inbound("77", "m1"))
+    (delivery,) = await queue.fetch(1)
+    replies = (
+        OutboundMessage(key="a", channel="chat2desk", client_id="77", text="delivered before"),
+        OutboundMessage(key="b", channel="chat2desk", client_id="77", text="never reached"),
+    )
+    await store.commit_step(
+        StepCommit(delivery=delivery, state=None, state_name="-", replies=replies)
+    )
+    first, second = await SqliteOutbox(database).claim(10, set())
+    before = SqliteOutbox(database)
+    # The process that crashed: it started both sends; only the first reached the API.
+    await before.begin_send(first.handle)
+    await chat2desk.send(first.message)
+    await before.begin_send(second.handle)
+
+    restarted = SqliteOutbox(database)
+    in_doubt = await restarted.claim(10, set())
+    assert [i.in_doubt_since is not None for i in in_doubt] == [True, True]
+    sender = make_sender(restarted, {"chat2desk": chat2desk})  # type: ignore[arg-type]
+    async with running(sender):
+        await eventually(lambda: len(fake.received) == 2)
+        await eventually(lambda: sender.counts.sent == 2)
+    assert fake.texts("77") == ["delivered before", "never reached"]
+    assert await restarted.claim(10, set()) == []

@@ -28,7 +28,7 @@ from typing import Any
 
 from orderbot import metrics
 from orderbot.channels.base import Channel
-from orderbot.errors import ChannelError, CircuitOpen
+from orderbot.errors import ChannelError, CircuitOpen, Timeout
 from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
 from orderbot.queues.base import Outbox, OutboxItem
@@ -267,6 +267,7 @@ class Sender:
         if channel is None:
             await self._dead(item, item.attempts, f"no channel adapter named {name!r}")
             return None
+        started = self._clock()  # no later than the call itself: a safe bound for reconciling
         outcome = await self._attempt(channel, self.breaker(name), item)
         if outcome is None:
             if await self._outbox_call(
@@ -313,7 +314,15 @@ class Sender:
         metrics.REPLIES.labels(channel=name, result="retried").inc()
         if parked and self._outbox.parks_retries:
             return None  # the outbox hands it out again when due
-        return replace(item, attempts=attempts, not_before=not_before, last_error=error)
+        # A timed-out call may still have been delivered: ask the channel before the next one.
+        in_doubt = (item.in_doubt_since or started) if isinstance(outcome, Timeout) else None
+        return replace(
+            item,
+            attempts=attempts,
+            not_before=not_before,
+            last_error=error,
+            in_doubt_since=in_doubt,
+        )
 
     async def _attempt(
         self, channel: Channel, breaker: CircuitBreaker, item: OutboxItem
@@ -334,6 +343,22 @@ class Sender:
             except BaseException:
                 breaker.cancel_trial()
                 raise
+            if item.in_doubt_since is not None:
+                try:
+                    delivered = await channel.was_delivered(item.message, item.in_doubt_since)
+                except ChannelError as exc:
+                    breaker.record(exc)
+                    return exc
+                if delivered:
+                    breaker.record(None)
+                    log.info("reply %s was already delivered; not sending it again", item.handle)
+                    return None
+            try:
+                await self._outbox.begin_send(item.handle)
+            except Exception as exc:
+                breaker.cancel_trial()
+                log.error("outbox begin_send of reply %s failed: %s", item.handle, _describe(exc))
+                return _Deferred(_LIMITER_RETRY, "outbox unavailable")
             try:
                 await channel.send(item.message)
             except ChannelError as exc:

@@ -30,6 +30,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class FakeState:
     def __init__(self, *, token: str | None = None) -> None:
         self.token = token
         self.received: list[dict[str, Any]] = []
+        self.received_at: list[float] = []  # unix time each of ``received`` was accepted
         self.webhooks: list[dict[str, Any]] = []
         self.attempts = 0
         self._actions: deque[_Action] = deque()
@@ -98,6 +100,7 @@ class FakeState:
     def reset(self) -> None:
         """Forget what was received and every failure setting."""
         self.received.clear()
+        self.received_at.clear()
         self.webhooks.clear()
         self.attempts = 0
         self._actions.clear()
@@ -132,6 +135,8 @@ class FakeState:
     def snapshot(self) -> dict[str, Any]:
         return {
             "received": self.received,
+            "received_at": self.received_at,
+            "count": len(self.received),
             "attempts": self.attempts,
             "webhooks": self.webhooks,
             "pending_failures": len(self._actions),
@@ -159,6 +164,7 @@ class FakeState:
             return await self._fail(failure)
         body["authorization"] = request.headers.get("authorization")
         self.received.append(body)
+        self.received_at.append(time.time())
         message_id = self._next_id
         self._next_id += 1
         return JSONResponse(
@@ -209,6 +215,32 @@ class FakeState:
             status_code=action.status,
         )
 
+    async def list_messages(self, request: Request) -> Response:
+        """``GET /v1/messages?client_id=&type=to_client&limit=&order=desc``: what was accepted,
+        in Chat2Desk's shape (``created`` as ``2025-04-03T11:50:06 UTC``)."""
+        if not self._authorized(request):
+            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
+        client = request.query_params.get("client_id")
+        limit = int(request.query_params.get("limit", "20"))
+        rows = [
+            (i, r)
+            for i, r in enumerate(self.received)
+            if client is None or str(r["client_id"]) == client
+        ]
+        if request.query_params.get("order", "asc") == "desc":
+            rows = rows[::-1]
+        data = [
+            {
+                "id": i + 1,
+                "text": r["text"],
+                "type": "to_client",
+                "client_id": r["client_id"],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S UTC", time.gmtime(self.received_at[i])),
+            }
+            for i, r in rows[:limit]
+        ]
+        return JSONResponse({"data": data, "meta": {"total": len(rows)}, "status": "success"})
+
     async def set_webhook(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
@@ -253,6 +285,7 @@ def build_app(state: FakeState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/messages", state.messages, methods=["POST"]),
+            Route("/v1/messages", state.list_messages, methods=["GET"]),
             Route("/v1/webhooks", state.set_webhook, methods=["POST"]),
             Route("/v1/companies/api_info", state.api_info, methods=["GET"]),
             Route("/_received", state.get_received, methods=["GET"]),

@@ -34,5 +34,11 @@ class Channel(ABC):
         messenger; False answers 401. Default: no per-channel check."""
         return True
 
+    async def was_delivered(self, message: OutboundMessage, since: float) -> bool | None:
+        """Whether ``message`` reached the customer by a send started at ``since`` (unix time)
+        whose outcome was never recorded. True: do not send again; False: send; None: the
+        channel cannot tell (the default), so the reply is sent again: at least once."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own nothing
         """Release what the adapter holds (HTTP clients it created)."""

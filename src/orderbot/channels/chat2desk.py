@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -272,6 +273,26 @@ class Chat2DeskChannel(Channel):
             body["channel_id"] = _json_id(channel_id)
         await self._call("POST", "/messages", body, secret=body["text"])
 
+    async def was_delivered(self, message: OutboundMessage, since: float) -> bool | None:
+        """Look for the reply among the client's latest outgoing messages (``GET /messages``):
+        the same text, created no earlier than a few seconds before ``since``. Used only for a
+        reply whose send was cut off (crash, timeout), so it is neither lost nor doubled."""
+        text = render_buttons(message.text, message.buttons)
+        query = f"?client_id={_json_id(message.client_id)}&type=to_client&limit=20&order=desc"
+        answer = await self._call("GET", "/messages" + query)
+        rows = answer.get("data")
+        if not isinstance(rows, list):
+            return None
+        for row in rows:
+            if not isinstance(row, dict) or row.get("text") != text:
+                continue
+            created = _parse_time(row.get("created"))
+            if created is None:
+                return None  # cannot tell when it was sent: sending again is the safe side
+            if created >= since - _CLOCK_SKEW:
+                return True
+        return False
+
     async def set_webhook(self, url: str) -> dict[str, Any]:
         """Point Chat2Desk's inbox webhook at ``url``; returns the API's answer."""
         return await self._call(
@@ -318,6 +339,25 @@ class Chat2DeskChannel(Channel):
         if data.get("status") == "error":
             raise PermanentError(f"{what}: {status} status=error {_excerpt(text, secret)}")
         return data
+
+
+_CLOCK_SKEW = 5.0  # seconds of disagreement tolerated between our clock and Chat2Desk's
+
+
+def _parse_time(value: object) -> float | None:
+    """Chat2Desk's ``created``: ``2025-04-03T11:50:06 UTC``, ISO 8601, or unix seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().removesuffix(" UTC").replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _excerpt(body: str, secret: str) -> str:

@@ -54,7 +54,9 @@ def _in_clause(values: Iterable[object]) -> str:
 
 def queue_depths(conn: sqlite3.Connection) -> QueueDepths:
     inbound = conn.execute("SELECT count(*) FROM inbound_queue WHERE done = 0").fetchone()[0]
-    pending = conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+    pending = conn.execute(
+        "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
+    ).fetchone()[0]
     dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     return QueueDepths(inbound=inbound, outbox=pending, dead_letter=dead)
 
@@ -194,8 +196,8 @@ class SqliteOutbox(Outbox):
 
         def take(conn: sqlite3.Connection) -> list[OutboxItem]:
             sql = (
-                "SELECT id, payload, attempts, not_before, last_error FROM outbox"
-                " WHERE status = 'pending'"
+                "SELECT id, payload, attempts, not_before, last_error, status, sent_at FROM outbox"
+                " WHERE status IN ('pending', 'sending')"
             )
             args: list[object] = []
             if channels is not None:
@@ -209,6 +211,7 @@ class SqliteOutbox(Outbox):
                     attempts=r[2],
                     not_before=r[3],
                     last_error=r[4],
+                    in_doubt_since=r[6] if r[5] == "sending" else None,
                 )
                 for r in rows
                 if r[0] not in skip
@@ -217,12 +220,24 @@ class SqliteOutbox(Outbox):
 
         return await self._db.run(take)
 
+    async def begin_send(self, handle: int) -> None:
+        now = time.time()
+        # sent_at holds when the last send started while the status is 'sending'
+        await self._db.run(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET status = 'sending', sent_at = ?"
+                " WHERE id = ? AND status IN ('pending', 'sending')",
+                (now, handle),
+            )
+        )
+
     async def mark_sent(self, handle: int) -> None:
         now = time.time()
 
         def sent(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "UPDATE outbox SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'pending'"
+                "UPDATE outbox SET status = 'sent', sent_at = ?"
+                " WHERE id = ? AND status IN ('pending', 'sending')"
                 " RETURNING channel, client_id, key, payload",
                 (now, handle),
             ).fetchone()
@@ -234,7 +249,8 @@ class SqliteOutbox(Outbox):
     async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
         await self._db.run(
             lambda conn: conn.execute(
-                "UPDATE outbox SET attempts = ?, not_before = ?, last_error = ? WHERE id = ?",
+                "UPDATE outbox SET status = 'pending', attempts = ?, not_before = ?,"
+                " last_error = ? WHERE id = ? AND status IN ('pending', 'sending')",
                 (attempts, not_before, error, handle),
             )
         )
@@ -245,7 +261,8 @@ class SqliteOutbox(Outbox):
         def move(conn: sqlite3.Connection) -> None:
             row = conn.execute(
                 "UPDATE outbox SET status = 'dead', attempts = ?, last_error = ?"
-                " WHERE id = ? AND status = 'pending' RETURNING channel, client_id, key, payload",
+                " WHERE id = ? AND status IN ('pending', 'sending')"
+                " RETURNING channel, client_id, key, payload",
                 (attempts, error, handle),
             ).fetchone()
             if row is None:
