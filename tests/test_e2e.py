@@ -67,7 +67,7 @@ def say(
 
 def orders(env: dict[str, str]) -> list[dict[str, object]]:
     out = subprocess.run(
-        [sys.executable, "-m", "orderbot", "orders", "list", "--json"],
+        [sys.executable, "-m", "orderbot", "orders", "list", "--json", "--limit", "10000"],
         env={**env},
         capture_output=True,
         text=True,
