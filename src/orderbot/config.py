@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     shutdown_timeout: float = Field(10.0, ge=0)
     dialog_idle_timeout: float = Field(24 * 3600, gt=0)
+    upload_dir: Path = Field(Path("uploads"), description="where model files are stored")
+    max_upload_mb: int = Field(50, ge=1, le=2048, description="largest model file accepted, MB")
+    upload_retention: float = Field(
+        48 * 3600,
+        gt=0,
+        description="seconds before a file no order uses (cancelled dialog) is deleted",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
 from orderbot.dialog import DialogOptions, Flow, load_flow
+from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.sqlite import (
@@ -35,7 +36,7 @@ from orderbot.state.sqlite import SqliteStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
 
-__all__ = ["EmbeddedRuntime", "build_channels", "dialog_options"]
+__all__ = ["EmbeddedRuntime", "build_channels", "build_file_receiver", "dialog_options"]
 
 PRUNE_INTERVAL = 3600.0
 
@@ -47,6 +48,18 @@ def dialog_options(settings: Settings) -> DialogOptions:
         phone_region=settings.default_phone_region,
         idle_timeout=settings.dialog_idle_timeout,
     )
+
+
+def build_file_receiver(settings: Settings) -> FileReceiver:
+    """Model-file downloads: links (Chat2Desk) always, Telegram files when a bot is set up."""
+    receiver = FileReceiver.with_http(
+        settings.upload_dir, max_bytes=settings.max_upload_mb * 1024 * 1024
+    )
+    if settings.telegram_bot_token:
+        receiver.add_fetcher(
+            TelegramFileFetcher(settings.telegram_bot_token, api_url=settings.telegram_api_url)
+        )
+    return receiver
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -93,6 +106,7 @@ class EmbeddedRuntime:
             self.db, outbox_wakeup=outbox_wakeup, inbound_wakeup=inbound_wakeup
         )
         self.store = SqliteStepStore(self.db, outbox_wakeup=outbox_wakeup)
+        self.files = build_file_receiver(settings)
         self.worker = Worker(
             self.inbound,
             self.store,
@@ -101,6 +115,7 @@ class EmbeddedRuntime:
             concurrency=settings.worker_concurrency,
             max_deliveries=settings.max_inbound_deliveries,
             shutdown_timeout=settings.shutdown_timeout,
+            files=self.files,
         )
         self.sender = Sender(
             self.outbox,
@@ -175,6 +190,7 @@ class EmbeddedRuntime:
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
                 await channel.aclose()
+        await self.files.aclose()
         await self.db.aclose()
 
     @property
@@ -190,6 +206,9 @@ class EmbeddedRuntime:
                 removed = await self.inbound.prune()
                 if removed:
                     log.info("pruned %d processed queue rows older than 7 days", removed)
+                await cleanup_unlinked_files(
+                    self.db, self.files.upload_dir, older_than=self.settings.upload_retention
+                )
             except Exception:
                 log.exception("housekeeping failed")
             with contextlib.suppress(TimeoutError):

@@ -1,7 +1,8 @@
 """The database schema: SQLAlchemy 2 tables, the single source for Alembic migrations and for
 the SQL the embedded backend precompiles.
 
-Shared by both profiles: ``orders``, ``message_logs``, ``dialog_outcomes``.
+Shared by both profiles: ``orders`` (with ``order_items`` and ``order_files``),
+``message_logs``, ``dialog_outcomes``.
 Embedded profile only (queues and dialog state in the same SQLite file): ``inbound_queue``,
 ``outbox``, ``dead_letters``, ``dialog_states``.
 """
@@ -13,13 +14,16 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 __all__ = [
@@ -30,6 +34,8 @@ __all__ = [
     "inbound_queue",
     "message_logs",
     "metadata",
+    "order_files",
+    "order_items",
     "orders",
     "outbox",
 ]
@@ -39,6 +45,7 @@ metadata = MetaData(
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     }
 )
 
@@ -61,9 +68,44 @@ orders = Table(
     Column("data", Text, nullable=False, server_default="{}"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Orders from a catalog flow: the sum of order_items.amount (exact, never a float).
+    Column("total", Numeric(12, 2)),
+    Column("currency", String(3)),
     Index(None, "status", "created_at"),
     Index(None, "channel", "client_id"),
     Index(None, "created_at"),
+)
+
+order_items = Table(
+    "order_items",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("item_id", String(100), nullable=False),  # the catalog item's id
+    Column("name", Text, nullable=False),  # as the customer saw it, in their language
+    Column("quantity", Integer, nullable=False),
+    Column("unit", String(32), nullable=False, server_default=""),
+    Column("unit_price", Numeric(12, 2), nullable=False),
+    Column("amount", Numeric(12, 2), nullable=False),
+    UniqueConstraint("order_id", "position"),
+    Index(None, "item_id"),
+)
+
+order_files = Table(
+    "order_files",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("name", Text, nullable=False),  # what the customer called it
+    Column("checksum", String(64), nullable=False),  # SHA-256, also the stored file's name
+    Column("size", BigInteger, nullable=False),
+    Column("format", String(8), nullable=False),  # stl | obj | 3mf
+    Column("path", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("order_id", "position"),
+    Index(None, "checksum"),
 )
 
 message_logs = Table(

@@ -19,16 +19,19 @@ from orderbot.dialog import (
     DialogOptions,
     DialogState,
     Flow,
+    ReceivedFile,
     Reply,
     error_reply,
     step,
+    wants_files,
 )
 from orderbot.errors import StorageError
+from orderbot.files import FileReceiver
 from orderbot.loggers import worker as log
-from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
 from orderbot.queues.base import InboundDelivery, InboundQueue
-from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore
+from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore, order_parts
 
 __all__ = ["Worker"]
 
@@ -49,8 +52,11 @@ class Worker:
         max_deliveries: int = 5,
         shutdown_timeout: float = 10.0,
         poll_interval: float = 1.0,
+        files: FileReceiver | None = None,
     ) -> None:
         self._inbound = inbound
+        # Fetches, checks and stores model files before the (pure) dialog step sees them.
+        self._files = files
         self._store = store
         self._flow = flow
         self._options = options
@@ -135,7 +141,15 @@ class Worker:
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"
         try:
-            result = step(self._flow, state, message.text, time.time(), options=self._options)
+            attachments = await self._receive_files(state, message)
+            result = step(
+                self._flow,
+                state,
+                message.text,
+                time.time(),
+                options=self._options,
+                attachments=attachments,
+            )
             commit = _commit_for(delivery, result.state, result.replies, result.effects)
         except Exception as exc:  # a step failure still answers the customer
             log.exception("dialog step failed for message %s", message.message_id)
@@ -164,6 +178,15 @@ class Worker:
             order_id if commit.order is not None else "-",
             elapsed * 1000,
         )
+
+    async def _receive_files(
+        self, state: DialogState | None, message: InboundMessage
+    ) -> tuple[Attachment | ReceivedFile, ...]:
+        # Only a step that wants files gets them downloaded: a photo at the address step is not.
+        if not message.attachments or self._files is None or not wants_files(self._flow, state):
+            return message.attachments
+        files = self._files
+        return tuple([await files.receive(attachment) for attachment in message.attachments])
 
     async def _commit(self, commit: StepCommit, *, ack: bool = True) -> int | None:
         """Commit, then (with ``ack``) tell the queue the message is done: a broker may only
@@ -253,6 +276,7 @@ def _commit_for(
                 quantity=effect.quantity,
                 language=effect.language,
                 data=effect.data,
+                **order_parts(effect.data),
             )
         else:
             outcomes.append(

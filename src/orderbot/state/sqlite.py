@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
+from decimal import Decimal
 
 import orjson
 
 from orderbot.queues.sqlite import Wakeup
 from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import ORDER_ID_PLACEHOLDER, StepCommit, StepStore
+from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
 
 __all__ = ["SqliteStepStore"]
 
@@ -69,6 +70,32 @@ class SqliteStepStore(StepStore):
 _ALREADY_DONE = object()
 
 
+def _insert_lines(conn: sqlite3.Connection, order_id: int, order: OrderRecord, now: float) -> None:
+    """The order's line items and model files, in the order's transaction."""
+    for position, item in enumerate(order.items):
+        amount = Decimal(item.unit_price) * item.quantity
+        conn.execute(
+            "INSERT INTO order_items (order_id, position, item_id, name, quantity, unit,"
+            " unit_price, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order_id,
+                position,
+                item.item_id,
+                item.name,
+                item.quantity,
+                item.unit,
+                item.unit_price,
+                str(amount),
+            ),
+        )
+    for position, file in enumerate(order.files):
+        conn.execute(
+            "INSERT INTO order_files (order_id, position, name, checksum, size, format, path,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (order_id, position, file.name, file.checksum, file.size, file.format, file.path, now),
+        )
+
+
 def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
     delivery = commit.delivery
     message = delivery.message
@@ -79,10 +106,10 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
     order_id: int | None = None
     if commit.order is not None:
         o = commit.order
-        conn.execute(
+        inserted = conn.execute(
             "INSERT OR IGNORE INTO orders (idempotency_key, client_id, channel, source, phone,"
-            " address, quantity, status, language, data, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?)",
+            " address, quantity, status, language, data, created_at, updated_at, total, currency)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?)",
             (
                 o.idempotency_key,
                 o.client_id,
@@ -95,11 +122,15 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
                 orjson.dumps(o.data).decode(),
                 now,
                 now,
+                o.total,
+                o.currency,
             ),
-        )
+        ).rowcount
         order_id = conn.execute(
             "SELECT id FROM orders WHERE idempotency_key = ?", (o.idempotency_key,)
         ).fetchone()[0]
+        if inserted:  # a step redone after a crash must not list the items twice
+            _insert_lines(conn, order_id, o, now)
 
     for reply in commit.replies:
         if order_id is not None and ORDER_ID_PLACEHOLDER in reply.text:
