@@ -268,6 +268,9 @@ class FakeState:
     async def get_received(self, request: Request) -> Response:
         return JSONResponse(self.snapshot())
 
+    async def get_count(self, request: Request) -> Response:
+        return JSONResponse({"count": len(self.received), "attempts": self.attempts})
+
     async def delete_received(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"status": "success"})
@@ -289,6 +292,7 @@ def build_app(state: FakeState) -> Starlette:
             Route("/v1/webhooks", state.set_webhook, methods=["POST"]),
             Route("/v1/companies/api_info", state.api_info, methods=["GET"]),
             Route("/_received", state.get_received, methods=["GET"]),
+            Route("/_count", state.get_count, methods=["GET"]),
             Route("/_received", state.delete_received, methods=["DELETE"]),
             Route("/_control", state.post_control, methods=["POST"]),
         ]

@@ -179,7 +179,7 @@ class Chat2DeskChannel(Channel):
         max_connections: int = 64,
     ) -> None:
         self._api_url = api_url.rstrip("/")
-        self._headers = {"Authorization": token}
+        self._headers = {"Authorization": token, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
         self._owns_client = client is None
@@ -309,7 +309,10 @@ class Chat2DeskChannel(Channel):
         what = f"chat2desk {method} {path}"
         try:
             async with self._session().request(
-                method, self._api_url + path, json=body, headers=self._headers
+                method,
+                self._api_url + path,
+                data=None if body is None else orjson.dumps(body),
+                headers=self._headers,
             ) as response:
                 status = response.status
                 retry_header = response.headers.get("Retry-After")
