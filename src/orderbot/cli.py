@@ -141,6 +141,88 @@ def _require_sqlite(settings: Settings) -> None:
         )
 
 
+# -- distributed profile: serve, worker, sender ----------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [env HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env PORT, 3000].")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn processes.")] = 1,
+) -> None:
+    """Distributed profile: webhook and API server only (RABBITMQ_URL, REDIS_URL, PostgreSQL).
+
+    Every 200 is confirmed by RabbitMQ; run `orderbot worker` and `orderbot sender` beside it.
+    With --workers N, metrics are summed over the processes through PROMETHEUS_MULTIPROC_DIR
+    (a fresh temporary directory unless set).
+    """
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from orderbot.distributed import create_server_app, require_distributed
+    from orderbot.logs import setup_logging
+
+    settings = _settings(host=host, port=port)
+    require_distributed(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout) or None,
+        "backlog": 4096,
+    }
+    if workers > 1:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orderbot-metrics-")
+        # The processes build their app from the environment, as this one did.
+        uvicorn.run(
+            "orderbot.distributed:create_server_app", factory=True, workers=workers, **options
+        )
+        return
+    server = _server_class()(uvicorn.Config(create_server_app(settings), **options))
+    server.run()
+    if not server.started:
+        raise fail(f"could not start the server on {settings.host}:{settings.port}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="Steps at once [env WORKER_CONCURRENCY].")
+    ] = None,
+) -> None:
+    """Distributed profile: run dialog steps from RabbitMQ. Start as many as you like: a client's
+    messages are handled by one process at a time, in order. SIGTERM finishes in-flight steps
+    (within SHUTDOWN_TIMEOUT) and returns the rest to RabbitMQ."""
+    from orderbot.distributed import require_distributed, run_process
+    from orderbot.logs import setup_logging
+
+    settings = _settings(worker_concurrency=concurrency)
+    require_distributed(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    run_process(settings, ("worker",))
+
+
+@app.command()
+def sender() -> None:
+    """Distributed profile: send replies from RabbitMQ through the channel APIs. Any number at
+    once; they share OUTBOUND_RATE_LIMIT through Redis. SIGTERM finishes in-flight sends."""
+    from orderbot.distributed import require_distributed, run_process
+    from orderbot.logs import setup_logging
+
+    settings = _settings()
+    require_distributed(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    run_process(settings, ("sender",))
+
+
 # -- chat ------------------------------------------------------------------------------------
 
 
@@ -281,6 +363,11 @@ async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
     from orderbot.sqlite import SqliteDatabase
 
     settings = _settings()
+    if settings.is_distributed:
+        from orderbot.distributed import open_dead_letters
+
+        async with open_dead_letters(settings) as queue:
+            return await fn(queue)
     _require_sqlite(settings)
     _require_database(settings)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -49,7 +52,15 @@ from orderbot.state.redis import RedisStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
 
-__all__ = ["DistributedRuntime", "Role", "require_distributed"]
+__all__ = [
+    "DistributedRuntime",
+    "Role",
+    "create_server_app",
+    "open_dead_letters",
+    "require_distributed",
+    "run_process",
+    "serve_roles",
+]
 
 Role = Literal["worker", "sender"]
 
@@ -82,7 +93,7 @@ class DistributedRuntime:
         self,
         settings: Settings,
         *,
-        roles: Collection[Role] = (),
+        roles: Collection[str] = (),
         channels: Mapping[str, Channel] | None = None,
         flow: Flow | None = None,
         retry_delays: Sequence[int] = RETRY_DELAYS,
@@ -91,6 +102,9 @@ class DistributedRuntime:
         poll_interval: float = 1.0,
     ) -> None:
         require_distributed(settings)
+        unknown = set(roles) - {"worker", "sender"}
+        if unknown:
+            raise ValueError(f"unknown roles: {sorted(unknown)}")
         self.settings = settings
         self.roles = frozenset(roles)
         self.flow = flow or load_flow(settings.flow)
@@ -279,3 +293,94 @@ class DistributedRuntime:
             checks["running"] = self.running
         healthy = all(checks[name] for name in ("redis", "postgres", "rabbitmq"))
         return healthy and (not self.roles or self.running), checks
+
+
+@contextlib.asynccontextmanager
+async def open_dead_letters(settings: Settings) -> AsyncIterator[RabbitDeadLetterQueue]:
+    """The dead-letter queue alone (``orderbot dlq`` on the distributed profile)."""
+    redis: Redis = Redis.from_url(settings.redis_url)
+    broker = RabbitBroker(
+        settings.rabbitmq_url,
+        prefix=settings.queue_prefix,
+        shards=settings.queue_shards,
+        connect_timeout=5.0,
+    )
+    try:
+        await broker.open()
+        yield RabbitDeadLetterQueue(broker, redis, keys=RedisKeys(settings.queue_prefix))
+    finally:
+        await broker.aclose()
+        await redis.aclose()
+
+
+def create_server_app(settings: Settings | None = None) -> Any:
+    """The ASGI app of ``orderbot serve`` (also the uvicorn factory of ``--workers N``, which
+    reads the settings from the environment in each process)."""
+    from orderbot.config import load_settings
+    from orderbot.logs import setup_logging
+    from orderbot.web.app import create_app
+
+    if settings is None:
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.log_format)
+    return create_app(DistributedRuntime(settings), run_background=False)
+
+
+async def serve_roles(
+    settings: Settings,
+    roles: Collection[str],
+    *,
+    stop: asyncio.Event | None = None,
+    heartbeat: Path | None = None,
+) -> None:
+    """Run ``roles`` until ``stop`` is set (by SIGTERM/SIGINT when not given), then shut down
+    gracefully. ``heartbeat`` is touched every few seconds while the roles run and RabbitMQ is
+    connected (a container health check reads its age)."""
+    stop = stop or _signal_event()
+    runtime = DistributedRuntime(settings, roles=roles)
+    beating: asyncio.Task[None] | None = None
+    try:
+        await runtime.open()
+        runtime.start()
+        if heartbeat is not None:
+            beating = asyncio.create_task(_beat(runtime, heartbeat))
+        log.info("orderbot %s started (distributed profile)", "+".join(sorted(roles)))
+        waiter = asyncio.ensure_future(stop.wait())
+        ended = asyncio.ensure_future(runtime.wait_stopped())
+        await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        ended.cancel()
+        log.info("stopping: finishing in-flight work (at most %.0fs)", settings.shutdown_timeout)
+    finally:
+        if beating is not None:
+            beating.cancel()
+        await runtime.aclose()
+
+
+async def _beat(runtime: DistributedRuntime, path: Path, interval: float = 5.0) -> None:
+    while True:
+        if runtime.running and runtime.broker.connected:
+            with contextlib.suppress(OSError):
+                path.touch()  # noqa: ASYNC240 - one tiny metadata write per 5 s
+        await asyncio.sleep(interval)
+
+
+def _signal_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def run_process(settings: Settings, roles: Collection[str]) -> None:
+    """Entry point of ``orderbot worker`` / ``orderbot sender``; the heartbeat file is
+    ``$TMPDIR/orderbot-<role>.alive``."""
+    heartbeat = Path(tempfile.gettempdir()) / f"orderbot-{'-'.join(sorted(roles))}.alive"
+    main = serve_roles(settings, roles, heartbeat=heartbeat)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
