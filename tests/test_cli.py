@@ -247,3 +247,24 @@ def test_chat_talks_through_the_engine(settings: Settings) -> None:
         2,
     )
     assert f"{order['id']}" in result.stdout
+
+
+def test_the_server_process_does_not_load_alembic_or_sqlalchemy() -> None:
+    # ~30 MB of RSS the embedded server never uses: migrations run in a child process.
+    code = (
+        "import sys, orderbot.cli, orderbot.runtime, orderbot.web.app; "
+        "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_head_revision_matches_alembic(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(db.alembic_config(f"sqlite:///{tmp_path / 'x.db'}"))
+    assert db.head_revision() == script.get_current_head()
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert db.schema_is_current(url) is False
+    db.upgrade(url)
+    assert db.schema_is_current(url) is True

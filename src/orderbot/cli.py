@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -99,6 +100,7 @@ def run(
     settings = _settings(host=host, port=port)
     _require_sqlite(settings)
     setup_logging(settings.log_level, settings.log_format)
+    _migrate_in_child(settings)
     runtime = EmbeddedRuntime(settings)
     config = uvicorn.Config(
         create_app(runtime),
@@ -132,6 +134,26 @@ def _server_class() -> Any:
                 self._captured_signals.clear()
 
     return Server
+
+
+def _migrate_in_child(settings: Settings) -> None:
+    """Apply migrations in a child process: Alembic and SQLAlchemy then never load into the
+    long-running server (about 30 MB it would keep for nothing)."""
+    import subprocess
+
+    from orderbot import db
+
+    if db.schema_is_current(settings.database_url):
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", "orderbot", "db", "upgrade"],
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise fail("database migration failed:\n" + (result.stderr or result.stdout).strip())
 
 
 def _require_sqlite(settings: Settings) -> None:

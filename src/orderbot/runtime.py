@@ -156,7 +156,8 @@ class EmbeddedRuntime:
         if self._opened:
             return
         if self._migrate:
-            await database.upgrade_async(self.settings.database_url)
+            if not database.schema_is_current(self.settings.database_url):
+                await database.upgrade_async(self.settings.database_url)
         await self.db.open()
         self._opened = True
 

@@ -106,7 +106,7 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-32000")
+        conn.execute("PRAGMA cache_size=-8000")
         return conn
 
     def _main(self, ready: asyncio.Future[None]) -> None:
