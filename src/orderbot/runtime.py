@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -18,7 +19,7 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
-from orderbot.dialog import DialogOptions, Flow, load_flow
+from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
 from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
@@ -32,6 +33,7 @@ from orderbot.queues.sqlite import (
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.sender import Sender
 from orderbot.sqlite import SqliteDatabase
+from orderbot.state.base import OutcomeRecord
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
@@ -201,12 +203,32 @@ class EmbeddedRuntime:
     async def depths(self) -> QueueDepths:
         return await self.db.run(queue_depths)
 
+    async def _abandon_idle_dialogs(self) -> int:
+        """Record dialogs idle past DIALOG_IDLE_TIMEOUT as abandoned (at the step where the
+        customer stopped), so drop-off shows even for customers who never come back."""
+        now = time.time()
+        count = 0
+        idle = await self.store.idle_states(now - self.settings.dialog_idle_timeout)
+        for client_key, raw, updated_at in idle:
+            try:
+                state = DialogState.from_json(raw)
+            except ValueError:
+                last_step, messages, started = "-", 0, updated_at
+            else:
+                last_step, messages, started = state.step, state.message_count, state.started_at
+            outcome = OutcomeRecord("abandoned", last_step, messages, started, now)
+            count += await self.store.abandon(client_key, updated_at, outcome)
+        if count:
+            log.info("%d idle dialogs recorded as abandoned", count)
+        return count
+
     async def _housekeeping(self) -> None:
         while not self._stop.is_set():
             try:
                 removed = await self.inbound.prune()
                 if removed:
                     log.info("pruned %d processed queue rows older than 7 days", removed)
+                await self._abandon_idle_dialogs()
                 await cleanup_unlinked_files(
                     self.db, self.files.upload_dir, older_than=self.settings.upload_retention
                 )

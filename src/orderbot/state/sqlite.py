@@ -11,7 +11,13 @@ import orjson
 
 from orderbot.queues.sqlite import Wakeup
 from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
+from orderbot.state.base import (
+    ORDER_ID_PLACEHOLDER,
+    OrderRecord,
+    OutcomeRecord,
+    StepCommit,
+    StepStore,
+)
 
 __all__ = ["SqliteStepStore"]
 
@@ -55,6 +61,55 @@ class SqliteStepStore(StepStore):
         self._cache.move_to_end(client_key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+    async def idle_states(
+        self, older_than: float, limit: int = 1000
+    ) -> list[tuple[str, bytes, float]]:
+        """Dialogs not touched since ``older_than`` (unix time): client key, state, updated_at."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, bytes, float]]:
+            rows = conn.execute(
+                "SELECT client_key, state, updated_at FROM dialog_states WHERE updated_at < ?"
+                " ORDER BY updated_at LIMIT ?",
+                (older_than, limit),
+            ).fetchall()
+            return [(r[0], bytes(r[1]), r[2]) for r in rows]
+
+        return await self._db.run(read)
+
+    async def abandon(self, client_key: str, updated_at: float, outcome: OutcomeRecord) -> bool:
+        """Forget an idle dialog and record it as abandoned, unless a message moved it on since
+        it was read (``updated_at`` changed). True when it was abandoned."""
+        channel, _, client_id = client_key.partition(":")
+
+        def expire(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute(
+                "DELETE FROM dialog_states WHERE client_key = ? AND updated_at = ?",
+                (client_key, updated_at),
+            ).rowcount
+            if not gone:
+                return False
+            conn.execute(
+                "INSERT INTO dialog_outcomes (channel, client_id, outcome, last_step,"
+                " message_count, duration_seconds, started_at, ended_at, order_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    channel,
+                    client_id,
+                    outcome.outcome,
+                    outcome.last_step,
+                    outcome.message_count,
+                    max(0.0, outcome.ended_at - outcome.started_at),
+                    outcome.started_at,
+                    outcome.ended_at,
+                ),
+            )
+            return True
+
+        abandoned = await self._db.run(expire)
+        if abandoned:
+            self._cache.pop(client_key, None)
+        return abandoned
 
     async def commit_step(self, commit: StepCommit) -> int | None:
         now = time.time()
