@@ -186,7 +186,12 @@ class Worker:
         if not message.attachments or self._files is None or not wants_files(self._flow, state):
             return message.attachments
         files = self._files
-        return tuple([await files.receive(attachment) for attachment in message.attachments])
+        return tuple(
+            [
+                attachment if attachment.kind == "location" else await files.receive(attachment)
+                for attachment in message.attachments
+            ]
+        )
 
     async def _commit(self, commit: StepCommit, *, ack: bool = True) -> int | None:
         """Commit, then (with ``ack``) tell the queue the message is done: a broker may only
@@ -276,6 +281,8 @@ def _commit_for(
                 quantity=effect.quantity,
                 language=effect.language,
                 data=effect.data,
+                # How to reach the customer again (status notifications); a callback id is not.
+                route={k: v for k, v in message.route.items() if k != "callback_query_id"},
                 **order_parts(effect.data),
             )
         else:

@@ -326,6 +326,15 @@ def test_file_refusal_reasons_are_explained(printing: Flow) -> None:
     assert chat.state.data["files"] == []
 
 
+def test_a_location_at_the_file_step_is_not_a_file(printing: Flow) -> None:
+    chat = Chat(printing)
+    to_files(chat)
+    pin = Attachment(url="geo:42.87,74.59", kind="location")
+    assert "ответьте текстом" in chat.reply("", pin)
+    assert chat.state is not None
+    assert "files" not in chat.state.data
+
+
 def test_file_limit_per_order(printing: Flow) -> None:
     chat = Chat(printing)
     to_files(chat)

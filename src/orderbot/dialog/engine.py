@@ -569,8 +569,10 @@ def step(
             before = f"{before}\n\n{current.help[language]}"
         reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
         return StepResult(advanced, (reply,), tuple(effects))
-    if attachments and current.validator == "model_files":
-        return _receive_files(flow, current, advanced, language, attachments, effects)
+    # A location pin is no file: at a file step it is read like a message without text.
+    files = [a for a in attachments if not (isinstance(a, Attachment) and a.kind == "location")]
+    if files and current.validator == "model_files":
+        return _receive_files(flow, current, advanced, language, files, effects)
     if not text.strip():
         reply = _with_prompt(
             flow, current, language, state.data, flow.text("empty", language), state.return_to
