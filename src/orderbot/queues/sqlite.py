@@ -189,12 +189,13 @@ class SqliteOutbox(Outbox):
         self._db = db
         self._channels = tuple(channels) if channels is not None else None
         self.wakeup = wakeup or Wakeup()
+        self._marked: set[int] = set()  # claimed and marked 'sending', not yet tried
 
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
         channels = self._channels
         skip = set(exclude)
 
-        def take(conn: sqlite3.Connection) -> list[OutboxItem]:
+        def take(conn: sqlite3.Connection) -> tuple[list[OutboxItem], list[int]]:
             sql = (
                 "SELECT id, payload, attempts, not_before, last_error, status, sent_at FROM outbox"
                 " WHERE status IN ('pending', 'sending')"
@@ -215,12 +216,27 @@ class SqliteOutbox(Outbox):
                 )
                 for r in rows
                 if r[0] not in skip
-            ]
-            return items[:limit]
+            ][:limit]
+            # Marked "sending" now, in the claim's own transaction, so the first send of each
+            # needs no write of its own; after a crash they come back in doubt and are checked.
+            fresh = [i.handle for i in items if i.in_doubt_since is None and i.not_before <= now]
+            if fresh:
+                conn.execute(
+                    "UPDATE outbox SET status = 'sending', sent_at = ?"  # noqa: S608 - "?" marks only
+                    f" WHERE id IN ({_in_clause(fresh)}) AND status = 'pending'",
+                    (now, *fresh),
+                )
+            return items, fresh
 
-        return await self._db.run(take)
+        now = time.time()
+        items, fresh = await self._db.run(take)
+        self._marked.update(fresh)
+        return items
 
     async def begin_send(self, handle: int) -> None:
+        if handle in self._marked:  # marked when claimed; this is its first send
+            self._marked.discard(handle)
+            return
         now = time.time()
         # sent_at holds when the last send started while the status is 'sending'
         await self._db.run(
@@ -232,6 +248,7 @@ class SqliteOutbox(Outbox):
         )
 
     async def mark_sent(self, handle: int) -> None:
+        self._marked.discard(handle)
         now = time.time()
 
         def sent(conn: sqlite3.Connection) -> None:
@@ -247,6 +264,7 @@ class SqliteOutbox(Outbox):
         await self._db.run(sent)
 
     async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
+        self._marked.discard(handle)
         await self._db.run(
             lambda conn: conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = ?, not_before = ?,"
@@ -256,6 +274,7 @@ class SqliteOutbox(Outbox):
         )
 
     async def dead_letter(self, handle: int, attempts: int, error: str) -> None:
+        self._marked.discard(handle)
         now = time.time()
 
         def move(conn: sqlite3.Connection) -> None:
