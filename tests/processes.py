@@ -33,7 +33,7 @@ class BotProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> BotProcess:
+    def start(self, timeout: float = 90.0) -> BotProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orderbot", "run"], env=self.env, stdout=log, stderr=log

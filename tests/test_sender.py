@@ -341,8 +341,10 @@ def test_concurrency_must_be_positive(outbox: MemoryOutbox) -> None:
 
 
 async def test_a_send_cut_off_by_a_crash_is_neither_repeated_nor_lost(
-    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, database: SqliteDatabase
+    fake: FakeChat2Desk, database: SqliteDatabase
 ) -> None:
+    # A generous timeout: a timed-out call would be another doubt to resolve, not this test.
+    chat2desk = Chat2DeskChannel(api_url=fake.url, token="tok", timeout=10)
     queue, store = SqliteInboundQueue(database), SqliteStepStore(database)
     await queue.put(inbound("77", "m1"))
     (delivery,) = await queue.fetch(1)
@@ -365,7 +367,8 @@ async def test_a_send_cut_off_by_a_crash_is_neither_repeated_nor_lost(
     assert [i.in_doubt_since is not None for i in in_doubt] == [True, True]
     sender = make_sender(restarted, {"chat2desk": chat2desk})  # type: ignore[arg-type]
     async with running(sender):
-        await eventually(lambda: len(fake.received) == 2)
-        await eventually(lambda: sender.counts.sent == 2)
+        await eventually(lambda: len(fake.received) == 2, timeout=30)
+        await eventually(lambda: sender.counts.sent == 2, timeout=30)
+    await chat2desk.aclose()
     assert fake.texts("77") == ["delivered before", "never reached"]
     assert await restarted.claim(10, set()) == []
