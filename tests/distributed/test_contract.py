@@ -190,3 +190,65 @@ async def test_outbox_retries_in_client_order_dead_letters_and_replays(backend: 
         stop.set()
         await task
     assert await backend.dead_letters.purge() == 0
+
+
+async def test_distributed_step_redone_after_a_crash_before_the_redis_mark(
+    backend: Backend,
+) -> None:
+    """The worst crash point of the distributed commit: PostgreSQL written and replies published,
+    Redis not yet updated. The redone step writes nothing twice and the reply goes out once."""
+    if backend.name != "distributed":
+        return  # one SQLite transaction has no such point
+    from sqlalchemy import func, select
+
+    from orderbot.schema import order_items
+    from orderbot.state.base import OrderItem
+
+    await backend.inbound.put(inbound(backend, "9", "confirm"))
+    (delivery,) = await backend.fetch_n(1)
+    client = delivery.message.client_id
+    step = StepCommit(
+        delivery=delivery,
+        state=None,
+        state_name="-",
+        replies=(reply(delivery, 0, "Order {order_id} accepted"),),
+        order=OrderRecord(
+            idempotency_key=f"chat2desk:{client}:confirm",
+            channel="chat2desk",
+            client_id=client,
+            source="whatsapp",
+            phone=None,
+            address=None,
+            quantity=None,
+            language="en",
+            items=(OrderItem(item_id="pla", name="PLA print", quantity=2, unit_price="450.00"),),
+            total="900.00",
+            currency="KGS",
+        ),
+    )
+    first = await backend.store.commit_step(step)
+    runtime = backend.runtime  # type: ignore[attr-defined]
+    await runtime.redis.delete(runtime.keys.processed(delivery.message.dedupe_key))
+    assert await backend.store.commit_step(step) == first  # redone: same order
+    await backend.inbound.ack(delivery)
+    assert await backend.count_orders(client) == 1
+    assert await backend.count_inbound_logs(client) == 1
+    async with runtime.engine.connect() as conn:
+        lines = (
+            await conn.execute(
+                select(func.count()).select_from(order_items).where(order_items.c.order_id == first)
+            )
+        ).scalar_one()
+    assert lines == 1
+
+    channel = RecordingChannel()
+    sender = backend.sender(channel, RetryPolicy())
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        await eventually(lambda: len(channel.sent) >= 1)
+        await asyncio.sleep(0.5)  # the republished copy must be dropped, not sent
+    finally:
+        stop.set()
+        await task
+    assert [m.text for m in channel.sent] == [f"Order {first} accepted"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from decimal import Decimal
 
 import orjson
 from redis.asyncio import Redis
@@ -33,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot.errors import BackendUnavailable
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
-from orderbot.schema import dialog_outcomes, message_logs, orders
-from orderbot.state.base import ORDER_ID_PLACEHOLDER, StepCommit, StepStore
+from orderbot.schema import dialog_outcomes, message_logs, order_files, order_items, orders
+from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
@@ -109,12 +110,50 @@ class RedisStepStore(StepStore):
         return order_id
 
 
+async def _write_lines(conn: AsyncConnection, order_id: int, o: OrderRecord, now: float) -> None:
+    """Line items and model files of a newly inserted order, in its transaction."""
+    if o.items:
+        await conn.execute(
+            insert(order_items),
+            [
+                {
+                    "order_id": order_id,
+                    "position": position,
+                    "item_id": item.item_id,
+                    "name": item.name,
+                    "quantity": item.quantity,
+                    "unit": item.unit,
+                    "unit_price": Decimal(item.unit_price),
+                    "amount": Decimal(item.unit_price) * item.quantity,
+                }
+                for position, item in enumerate(o.items)
+            ],
+        )
+    if o.files:
+        await conn.execute(
+            insert(order_files),
+            [
+                {
+                    "order_id": order_id,
+                    "position": position,
+                    "name": f.name,
+                    "checksum": f.checksum,
+                    "size": f.size,
+                    "format": f.format,
+                    "path": f.path,
+                    "created_at": now,
+                }
+                for position, f in enumerate(o.files)
+            ],
+        )
+
+
 async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> int | None:
     message = commit.delivery.message
     order_id: int | None = None
     if commit.order is not None:
         o = commit.order
-        await conn.execute(
+        inserted = await conn.execute(
             pg_insert(orders)
             .values(
                 idempotency_key=o.idempotency_key,
@@ -129,9 +168,15 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
                 data=orjson.dumps(o.data).decode(),
                 created_at=now,
                 updated_at=now,
+                total=Decimal(o.total) if o.total is not None else None,
+                currency=o.currency,
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(orders.c.id)
         )
+        new_id = inserted.scalar_one_or_none()
+        if new_id is not None:  # a redo finds the order and must not list its lines twice
+            await _write_lines(conn, int(new_id), o, now)
         order_id = (
             await conn.execute(
                 select(orders.c.id).where(orders.c.idempotency_key == o.idempotency_key)
