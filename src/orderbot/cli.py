@@ -101,6 +101,9 @@ def run(
     _require_sqlite(settings)
     setup_logging(settings.log_level, settings.log_format)
     _migrate_in_child(settings)
+    # The SQLite thread needs the GIL for a few microseconds per job; with the default 5 ms
+    # switch interval a busy event loop makes every commit wait up to 5 ms for it.
+    sys.setswitchinterval(0.0005)
     runtime = EmbeddedRuntime(settings)
     config = uvicorn.Config(
         create_app(runtime),
@@ -366,15 +369,95 @@ def orders_show(
     order_id: Annotated[int, typer.Argument(metavar="ID", help="Order number.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show one order."""
+    """Show one order, with its status history (embedded profile)."""
     order = _run(_with_repository(lambda repo: repo.get(order_id)))
     if order is None:
         raise fail(f"no order {order_id}")
+    shown = order.to_dict()
+    settings = _settings()
+    if settings.is_sqlite:
+        details = _run(_with_order_admin(settings, lambda admin: admin.get(order_id)))
+        if details is not None:
+            shown["history"] = details["history"]
     if as_json:
-        typer.echo(orjson.dumps(order.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
-    for key, value in order.to_dict().items():
+    history = shown.pop("history", None)
+    for key, value in shown.items():
         typer.echo(f"{key + ':':<12} {value}")
+    if history is not None:
+        typer.echo(f"{'history:':<12} {order.created_at} new")
+        for entry in history:
+            note = f"  ({entry['note']})" if entry["note"] else ""
+            typer.echo(f"{'':<12} {entry['at']} {entry['from']} -> {entry['to']}{note}")
+
+
+async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from orderbot.dialog import load_flow
+    from orderbot.order_admin import SqliteOrderAdmin
+    from orderbot.runtime import dialog_options
+    from orderbot.sqlite import SqliteDatabase
+
+    _require_sqlite(settings)
+    _require_database(settings)
+    flow = load_flow(settings.flow)
+    async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
+        return await fn(SqliteOrderAdmin(db, flow, dialog_options(settings)))
+
+
+@orders_app.command("set-status")
+def orders_set_status(
+    order_id: Annotated[int, typer.Argument(metavar="ID", help="Order number.")],
+    status: Annotated[
+        str,
+        typer.Argument(
+            metavar="STATUS",
+            help="new, confirmed, in_progress, ready, delivered or cancelled.",
+        ),
+    ],
+    note: Annotated[str, typer.Option(help="Why (kept in the history; internal).")] = "",
+) -> None:
+    """Change an order's status and notify the customer (through the outbox).
+
+    Statuses go new -> confirmed -> in_progress -> ready -> delivered, one step at a time, or
+    to cancelled from any but delivered/cancelled. Exit codes: 1 no such order, 2 unknown
+    status, 3 the change is not allowed from the order's status.
+    """
+    from orderbot.order_admin import OrderNotFound
+    from orderbot.tracking import STATUSES, InvalidTransition
+
+    if status not in STATUSES:
+        raise fail(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})", 2)
+    settings = _settings()
+    try:
+        order = _run(
+            _with_order_admin(
+                settings,
+                lambda admin: admin.set_status(order_id, status, note=note, actor="cli"),
+            )
+        )
+    except OrderNotFound:
+        raise fail(f"no order {order_id}", 1) from None
+    except InvalidTransition as exc:
+        raise fail(f"order {order_id}: {exc}", 3) from None
+    typer.echo(f"order {order_id}: {order['history'][-1]['from']} -> {status}; customer notified")
+
+
+@app.command()
+def handback(
+    client: Annotated[str, typer.Argument(metavar="CLIENT", help="The customer's client id.")],
+    channel: Annotated[str, typer.Option(help="chat2desk, telegram, ...")] = "chat2desk",
+) -> None:
+    """Give a conversation an operator took over back to the bot. The customer is told and
+    asked the question the dialog was at. Exit code 1 when it was not handed off."""
+    from orderbot.order_admin import HandoffNotFound
+
+    settings = _settings()
+    try:
+        _run(_with_order_admin(settings, lambda admin: admin.handback(channel, client)))
+    except HandoffNotFound as exc:
+        raise fail(str(exc), 1) from None
+    typer.echo(f"{channel}:{client} is back with the bot")
 
 
 # -- dead letters ----------------------------------------------------------------------------

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     database_pool_min: int = Field(5, ge=1)
     database_pool_max: int = Field(20, ge=1)
 
+    # Operators: the admin API, new-order alerts, handoff to a person.
+    admin_token: str = Field("", description="Bearer token of the admin API; empty disables it")
+    admin_chat_ids: str = Field(
+        "", pattern=r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*)?$", description="Telegram chat ids, a,b,c"
+    )
+    order_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    handoff_timeout: float = Field(2 * 3600, gt=0, description="seconds before the bot resumes")
+    chat2desk_operator_id: int | None = Field(None, ge=1)
+    chat2desk_group_id: int | None = Field(None, ge=1)
+
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     shutdown_timeout: float = Field(10.0, ge=0)
     dialog_idle_timeout: float = Field(24 * 3600, gt=0)
@@ -85,6 +95,11 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("chat2desk_operator_id", "chat2desk_group_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("default_phone_region", mode="before")
     @classmethod
     def _region(cls, value: object) -> object:
@@ -105,6 +120,11 @@ class Settings(BaseSettings):
     def is_distributed(self) -> bool:
         """RabbitMQ, Redis and PostgreSQL are all configured (``orderbot serve/worker/sender``)."""
         return bool(self.rabbitmq_url and self.redis_url) and not self.is_sqlite
+
+    @property
+    def admin_chats(self) -> tuple[str, ...]:
+        """``ADMIN_CHAT_IDS`` as a list of Telegram chat ids."""
+        return tuple(part.strip() for part in self.admin_chat_ids.split(",") if part.strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,7 +1,8 @@
 """The database schema: SQLAlchemy 2 tables, the single source for Alembic migrations and for
 the SQL the embedded backend precompiles.
 
-Shared by both profiles: ``orders`` (with ``order_items`` and ``order_files``),
+Shared by both profiles: ``orders`` (with ``order_items``, ``order_files`` and
+``order_status_history``), ``handoffs``,
 ``message_logs``, ``dialog_outcomes``.
 Embedded profile only (queues and dialog state in the same SQLite file): ``inbound_queue``,
 ``outbox``, ``dead_letters``, ``dialog_states``.
@@ -31,11 +32,13 @@ __all__ = [
     "dead_letters",
     "dialog_outcomes",
     "dialog_states",
+    "handoffs",
     "inbound_queue",
     "message_logs",
     "metadata",
     "order_files",
     "order_items",
+    "order_status_history",
     "orders",
     "outbox",
 ]
@@ -71,6 +74,8 @@ orders = Table(
     # Orders from a catalog flow: the sum of order_items.amount (exact, never a float).
     Column("total", Numeric(12, 2)),
     Column("currency", String(3)),
+    # What the channel needs to reach the customer again (JSON: transport, channel_id).
+    Column("route", Text, nullable=False, server_default="{}"),
     Index(None, "status", "created_at"),
     Index(None, "channel", "client_id"),
     Index(None, "created_at"),
@@ -106,6 +111,32 @@ order_files = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("order_id", "position"),
     Index(None, "checksum"),
+)
+
+order_status_history = Table(
+    "order_status_history",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("from_status", String(32)),
+    Column("to_status", String(32), nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("actor", String(100), nullable=False, server_default=""),  # cli, api, ...
+    Column("created_at", Float, nullable=False),
+    Index(None, "order_id", "id"),
+)
+
+# Conversations an operator has taken over: the bot is silent for the client while a row exists.
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("client_key", String(150), primary_key=True),  # channel:client_id
+    Column("channel", String(32), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("since", Float, nullable=False),
+    Column("until", Float, nullable=False),  # the bot takes the conversation back by itself
+    Index(None, "until"),
 )
 
 message_logs = Table(

@@ -43,6 +43,7 @@ __all__ = [
     "detect_language",
     "error_reply",
     "order_lines",
+    "question",
     "render_buttons_as_text",
     "step",
     "wants_files",
@@ -779,3 +780,21 @@ def _next_step(current: Step, value: object) -> str:
     if target is None:
         raise FlowError(f"step {current.name}: next has no entry for {key!r} and no '*'")
     return target
+
+
+def question(
+    flow: Flow, state: DialogState | None, now: float, *, options: DialogOptions
+) -> Reply | None:
+    """The current step's question as :func:`step` would ask it, to re-ask after something
+    answered outside the dialog (order tracking, an operator handing back). None when there is
+    no dialog to resume: none at all, idle past the timeout, or one the flow no longer has."""
+    if (
+        state is None
+        or state.updated_at + options.idle_timeout < now
+        or state.step not in flow.steps
+        or flow.steps[state.step].end is not None
+        or (state.return_to is not None and state.return_to not in flow.steps)
+    ):
+        return None
+    current = flow.steps[state.step]
+    return _prompt(flow, current, flow.language(state.language), state.data, state.return_to)

@@ -11,6 +11,13 @@ Schema (see ``flows/water.yaml`` for a full example)::
     vars: {manager_phone: "..."}   # optional constants usable as {placeholders} in any text
     texts:                         # global texts, each {language: text}
       greeting, help, cancelled, empty, unknown_command
+      # optional (code defaults otherwise), for order tracking and operator handoff:
+      # track_header, track_line ({order_id} {date} {status} {total}), track_empty,
+      # track_not_found ({number}), track_order ({order_id} {date} {status} {total} {history}),
+      # handoff_started, handoff_unavailable, handoff_resumed
+    status_texts: {confirmed: {ru: ..., en: ...}, ...}   # optional: what the customer is told
+                                   # when an order gets that status ({order_id} {status} {note})
+    status_names: {in_progress: {ru: ..., en: ...}, ...} # optional: how a status is shown
     cancel_words: {ru: [...], en: [...]}   # optional; a whole message equal to one cancels
     restart_words: {ru: [...], en: [...]}  # optional; likewise restarts
     navigation:                    # optional: Back and Cancel buttons on every question step
@@ -68,7 +75,17 @@ import yaml
 from orderbot.dialog.validators import VALIDATORS
 from orderbot.errors import FlowError
 
-__all__ = ["FLOWS_DIR", "Catalog", "CatalogEntry", "Flow", "Step", "load_flow", "placeholders"]
+__all__ = [
+    "FLOWS_DIR",
+    "OPTIONAL_TEXTS",
+    "ORDER_STATUSES",
+    "Catalog",
+    "CatalogEntry",
+    "Flow",
+    "Step",
+    "load_flow",
+    "placeholders",
+]
 
 FLOWS_DIR = Path(__file__).parent / "flows"
 """Where the shipped flows live; ``load_flow("water")`` reads ``FLOWS_DIR / "water.yaml"``."""
@@ -76,6 +93,20 @@ FLOWS_DIR = Path(__file__).parent / "flows"
 ORDER_ID = "order_id"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOBAL_TEXTS = ("greeting", "help", "cancelled", "empty", "unknown_command")
+# Optional global texts (tracking, handoff) and the placeholders each may use besides vars.
+OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
+    "track_header": frozenset(),
+    "track_line": frozenset({"order_id", "date", "status", "total"}),
+    "track_empty": frozenset(),
+    "track_not_found": frozenset({"number"}),
+    "track_order": frozenset({"order_id", "date", "status", "total", "history"}),
+    "handoff_started": frozenset(),
+    "handoff_unavailable": frozenset(),
+    "handoff_resumed": frozenset(),
+}
+ORDER_STATUSES = ("new", "confirmed", "in_progress", "ready", "delivered", "cancelled")
+"""Every status an order can have (the transitions are in :mod:`orderbot.tracking`)."""
+_STATUS_TEXT_VALUES = frozenset({"order_id", "status", "note"})
 _STEP_KEYS = {
     "prompt",
     "validator",
@@ -108,6 +139,8 @@ _TOP_KEYS = {
     "navigation",
     "catalog",
     "steps",
+    "status_texts",
+    "status_names",
 }
 
 Texts = Mapping[str, str]
@@ -181,6 +214,8 @@ class Flow:
     cancel_label: Texts = _default(default_factory=dict)
     back_words: tuple[str, ...] = ()
     catalog: Catalog | None = None
+    status_texts: Mapping[str, Texts] = _default(default_factory=dict)
+    status_names: Mapping[str, Texts] = _default(default_factory=dict)
 
     def language(self, wanted: str) -> str:
         """``wanted`` if the flow speaks it, else the flow's first language."""
@@ -290,12 +325,22 @@ def _build(raw: object, base_dir: Path) -> Flow:
 
     variables = {k: str(v) for k, v in _mapping(top.get("vars", {}), "vars").items()}
     texts_raw = _mapping(top["texts"], "texts")
-    _unknown_keys(texts_raw, set(_GLOBAL_TEXTS), "texts")
+    _unknown_keys(texts_raw, set(_GLOBAL_TEXTS) | set(OPTIONAL_TEXTS), "texts")
     texts: dict[str, dict[str, str]] = {}
     for key in _GLOBAL_TEXTS:
         if key not in texts_raw:
             raise _Problem(f"texts: missing text {key!r}")
         texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
+    for key in OPTIONAL_TEXTS:
+        if key in texts_raw:
+            texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
+    status_texts = _status_texts(top.get("status_texts", {}), languages, "status_texts")
+    status_names = _status_texts(top.get("status_names", {}), languages, "status_names")
+    for key, by_status in (("status_texts", status_texts), ("status_names", status_names)):
+        allowed = _STATUS_TEXT_VALUES if key == "status_texts" else frozenset()
+        for status, by_language in by_status.items():
+            for language, text in by_language.items():
+                _placeholders_known(text, set(variables) | allowed, f"{key}.{status}.{language}")
 
     catalog = (
         _catalog(top["catalog"], languages, base_dir) if top.get("catalog") is not None else None
@@ -344,8 +389,9 @@ def _build(raw: object, base_dir: Path) -> Flow:
             _check_branches(s)
         _check_placeholders(s, texts, fields | extra, set(variables))
     for key, by_language in texts.items():
+        known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
         for language, text in by_language.items():
-            _placeholders_known(text, set(variables), f"texts.{key}.{language}")
+            _placeholders_known(text, known, f"texts.{key}.{language}")
     navigation = _mapping(top.get("navigation", {}), "navigation")
     _unknown_keys(navigation, _NAV_KEYS, "navigation")
     back_label: dict[str, str] = {}
@@ -373,7 +419,17 @@ def _build(raw: object, base_dir: Path) -> Flow:
         cancel_label=cancel_label,
         back_words=tuple(w for words in back_words.values() for w in words),
         catalog=catalog,
+        status_texts=status_texts,
+        status_names=status_names,
     )
+
+
+def _status_texts(
+    value: object, languages: tuple[str, ...], where: str
+) -> dict[str, dict[str, str]]:
+    data = _mapping(value, where)
+    _unknown_keys(data, set(ORDER_STATUSES), where)
+    return {status: _texts(t, languages, f"{where}.{status}") for status, t in data.items()}
 
 
 def _catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catalog:

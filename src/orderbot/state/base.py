@@ -17,6 +17,8 @@ from orderbot.messages import OutboundMessage
 from orderbot.queues.base import InboundDelivery
 
 __all__ = [
+    "HandoffChange",
+    "NewOrderAlerts",
     "OrderFile",
     "OrderItem",
     "OrderRecord",
@@ -44,6 +46,7 @@ class OrderRecord:
     total: str | None = None  # exact decimal, e.g. "1800.00"
     currency: str | None = None
     files: tuple[OrderFile, ...] = ()  # stored model files -> order_files
+    route: dict[str, str] = field(default_factory=dict)  # to reach the customer again
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,16 @@ class OutcomeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffChange:
+    """Start (``start``: an operator takes the conversation until ``until``, unix time) or end
+    an operator handoff of the message's client, in the step's commit."""
+
+    start: bool
+    reason: str = ""
+    until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class StepCommit:
     """Everything one handled message changes. Reply texts may hold ``{order_id}``, filled in
     with the id of ``order`` once it is stored."""
@@ -124,6 +137,18 @@ class StepCommit:
     order: OrderRecord | None = None
     outcomes: tuple[OutcomeRecord, ...] = ()
     error: str | None = None  # set when the step failed and the replies are an apology
+    handoff: HandoffChange | None = None  # operator handoff started or ended by this message
+
+
+class NewOrderAlerts(ABC):
+    """What operators are sent about a new order (Telegram admins, an order webhook): outbox
+    messages built from the stored order, committed in the order's own transaction."""
+
+    @abstractmethod
+    def messages(
+        self, order_id: int, order: OrderRecord, now: float
+    ) -> tuple[OutboundMessage, ...]:
+        """The alerts for order ``order_id``; their keys must be deterministic."""
 
 
 class StepStore(ABC):

@@ -1,18 +1,22 @@
-"""Embedded dialog state and step commits: one SQLite transaction per handled message."""
+"""Embedded dialog state and step commits: one SQLite transaction per handled message
+(order, its operator alerts, replies, handoff flag, state and processed mark together)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from decimal import Decimal
 
 import orjson
 
+from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import Wakeup
 from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import (
     ORDER_ID_PLACEHOLDER,
+    NewOrderAlerts,
     OrderRecord,
     OutcomeRecord,
     StepCommit,
@@ -33,9 +37,16 @@ class SqliteStepStore(StepStore):
     """
 
     def __init__(
-        self, db: SqliteDatabase, *, outbox_wakeup: Wakeup | None = None, cache_size: int = 20_000
+        self,
+        db: SqliteDatabase,
+        *,
+        outbox_wakeup: Wakeup | None = None,
+        cache_size: int = 20_000,
+        alerts: NewOrderAlerts | None = None,
     ) -> None:
         self._db = db
+        # Messages to operators about each new order, queued in the order's transaction.
+        self._alerts = alerts
         self._outbox_wakeup = outbox_wakeup
         self._cache: OrderedDict[str, bytes | None] = OrderedDict()
         self._cache_size = cache_size
@@ -113,11 +124,11 @@ class SqliteStepStore(StepStore):
 
     async def commit_step(self, commit: StepCommit) -> int | None:
         now = time.time()
-        result = await self._db.run(lambda conn: _commit(conn, commit, now))
+        result = await self._db.run(lambda conn: _commit(conn, commit, now, self._alerts))
         if result is _ALREADY_DONE:
             return None
         self._remember(commit.delivery.message.client_key, commit.state)
-        if commit.replies and self._outbox_wakeup is not None:
+        if (commit.replies or commit.order) and self._outbox_wakeup is not None:
             self._outbox_wakeup.set()
         return result  # type: ignore[return-value]
 
@@ -151,7 +162,43 @@ def _insert_lines(conn: sqlite3.Connection, order_id: int, order: OrderRecord, n
         )
 
 
-def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
+def _insert_outbox(
+    conn: sqlite3.Connection, messages: Iterable[OutboundMessage], now: float
+) -> None:
+    for message in messages:
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (key, channel, client_id, payload, status, attempts,"
+            " not_before, last_error, created_at) VALUES (?, ?, ?, ?, 'pending', 0, 0, '', ?)",
+            (message.key, message.channel, message.client_id, message.to_json(), now),
+        )
+
+
+def _change_handoff(conn: sqlite3.Connection, commit: StepCommit, now: float) -> None:
+    change = commit.handoff
+    if change is None:
+        return
+    message = commit.delivery.message
+    if change.start:
+        conn.execute(
+            "INSERT INTO handoffs (client_key, channel, client_id, reason, since, until)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client_key) DO UPDATE SET"
+            " reason = excluded.reason, since = excluded.since, until = excluded.until",
+            (
+                message.client_key,
+                message.channel,
+                message.client_id,
+                change.reason,
+                now,
+                change.until,
+            ),
+        )
+    else:
+        conn.execute("DELETE FROM handoffs WHERE client_key = ?", (message.client_key,))
+
+
+def _commit(
+    conn: sqlite3.Connection, commit: StepCommit, now: float, alerts: NewOrderAlerts | None = None
+) -> object:
     delivery = commit.delivery
     message = delivery.message
     row = conn.execute("SELECT done FROM inbound_queue WHERE id = ?", (delivery.handle,)).fetchone()
@@ -163,8 +210,8 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
         o = commit.order
         inserted = conn.execute(
             "INSERT OR IGNORE INTO orders (idempotency_key, client_id, channel, source, phone,"
-            " address, quantity, status, language, data, created_at, updated_at, total, currency)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?)",
+            " address, quantity, status, language, data, created_at, updated_at, total, currency,"
+            " route) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?)",
             (
                 o.idempotency_key,
                 o.client_id,
@@ -179,6 +226,7 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
                 now,
                 o.total,
                 o.currency,
+                orjson.dumps(o.route).decode(),
             ),
         ).rowcount
         order_id = conn.execute(
@@ -186,6 +234,8 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
         ).fetchone()[0]
         if inserted:  # a step redone after a crash must not list the items twice
             _insert_lines(conn, order_id, o, now)
+            if alerts is not None:  # operators hear of the order in its own transaction
+                _insert_outbox(conn, alerts.messages(order_id, o, now), now)
 
     for reply in commit.replies:
         if order_id is not None and ORDER_ID_PLACEHOLDER in reply.text:
@@ -221,6 +271,7 @@ def _commit(conn: sqlite3.Connection, commit: StepCommit, now: float) -> object:
             ),
         )
 
+    _change_handoff(conn, commit, now)
     client_key = message.client_key
     if commit.state is None:
         conn.execute("DELETE FROM dialog_states WHERE client_key = ?", (client_key,))
