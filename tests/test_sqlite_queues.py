@@ -91,11 +91,12 @@ async def test_failing_job_does_not_undo_its_batch(database: SqliteDatabase) -> 
     results = await asyncio.gather(
         queue.put(inbound("1", "a")),
         database.run(broken),
+        database.run(broken, savepoint=False),  # one failing statement, no savepoint
         queue.put(inbound("1", "b")),
         return_exceptions=True,
     )
-    assert results[0] is True and results[2] is True
-    assert isinstance(results[1], StorageError)
+    assert results[0] is True and results[3] is True
+    assert isinstance(results[1], StorageError) and isinstance(results[2], StorageError)
     assert (await queue.depth()).inbound == 2
 
 

@@ -33,11 +33,17 @@ _STOP = object()
 
 
 class _Job:
-    __slots__ = ("error", "fn", "future", "result")
+    __slots__ = ("error", "fn", "future", "result", "savepoint")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]):
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        savepoint: bool,
+    ):
         self.fn = fn
         self.future = future
+        self.savepoint = savepoint
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -87,13 +93,17 @@ class SqliteDatabase:
         self._jobs.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
         """Run ``fn(connection)`` in the database thread, inside a transaction committed (with
-        others queued at the same time) before this returns. Raises StorageError on failure."""
+        others queued at the same time) before this returns. Raises StorageError on failure.
+
+        Each job runs in its own savepoint so that a failing job leaves the others in its batch
+        alone; a job of one statement (atomic by itself in SQLite) may pass ``savepoint=False``
+        to skip that cost, as the webhook's insert does."""
         if self._closed or self._loop is None:
             raise StorageError("database is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(fn, future))
+        self._jobs.put(_Job(fn, future, savepoint))
         return await future
 
     # -- the database thread ---------------------------------------------------------------
@@ -150,6 +160,14 @@ class SqliteDatabase:
                 job.error = StorageError(f"cannot begin a transaction: {exc}")
             return
         for job in batch:
+            if not job.savepoint:
+                try:
+                    job.result = job.fn(conn)
+                except BaseException as exc:  # one statement: nothing of it was applied
+                    job.error = (
+                        exc if not isinstance(exc, sqlite3.Error) else StorageError(str(exc))
+                    )
+                continue
             conn.execute("SAVEPOINT job")
             try:
                 job.result = job.fn(conn)

@@ -94,7 +94,7 @@ class SqliteInboundQueue(InboundQueue):
             )
             return cur.rowcount == 1
 
-        stored = await self._db.run(insert)
+        stored = await self._db.run(insert, savepoint=False)
         if stored:
             self.wakeup.set()
         return stored
