@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from orderbot.cli import app
 from orderbot.dialog import load_flow
+from orderbot.dialog.flow import FLOWS_DIR
+from orderbot.errors import FlowError
 from orderbot.tracking import (
     STATUSES,
     HandoffRequest,
@@ -127,3 +132,35 @@ def test_tracking_answers() -> None:
     )
     assert "#12" in one and "confirmed" in one and "in progress" in one
     assert "99" in render_not_found(WATER, 99, "en")
+
+
+def _flow_with(tmp_path: Path, extra: str) -> Path:
+    source = (FLOWS_DIR / "water.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "flow.yaml"
+    path.write_text(source + "\n" + extra, encoding="utf-8")
+    return path
+
+
+def test_flows_may_set_tracking_and_status_texts_and_flow_check_is_strict(tmp_path: Path) -> None:
+    good = _flow_with(
+        tmp_path,
+        'status_texts:\n  ready:\n    ru: "Заказ {order_id}: {status}. {note}"\n    en: "Order {order_id}: {status}. {note}"\n'
+        'status_names:\n  ready:\n    ru: "можно забирать"\n    en: "ready for pickup"\n',
+    )
+    flow = load_flow(good)
+    assert (
+        status_notification(flow, "ready", "en", order_id=3, note="door 2")
+        == "Order 3: ready for pickup. door 2"
+    )
+    with pytest.raises(FlowError, match="status_texts: unknown key 'shipped'"):
+        load_flow(_flow_with(tmp_path, 'status_texts:\n  shipped:\n    ru: "a"\n    en: "b"\n'))
+    with pytest.raises(FlowError, match=r"status_names.ready.en: unknown placeholder \{note\}"):
+        load_flow(_flow_with(tmp_path, 'status_names:\n  ready:\n    ru: "a"\n    en: "{note}"\n'))
+    with pytest.raises(FlowError, match="missing text for language 'en'"):
+        load_flow(_flow_with(tmp_path, 'status_texts:\n  ready:\n    ru: "a"\n'))
+
+
+@pytest.mark.parametrize("command", [["orders", "set-status"], ["handback"]])
+def test_new_commands_have_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output

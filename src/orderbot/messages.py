@@ -98,7 +98,11 @@ class InboundMessage:
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One reply to send. ``key`` is deterministic (inbound message id + reply index), so a step
-    redone after a crash produces the same key and the outbox keeps only one copy."""
+    redone after a crash produces the same key and the outbox keeps only one copy.
+
+    ``kind`` is ``"text"`` for a message; ``"transfer"`` asks the channel to hand the
+    conversation to an operator (Chat2Desk; the target is in ``route``), retried like a reply.
+    """
 
     key: str
     channel: str
@@ -107,19 +111,21 @@ class OutboundMessage:
     buttons: tuple[str, ...] = ()
     route: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
+    kind: str = "text"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "key": self.key,
-                "channel": self.channel,
-                "client_id": self.client_id,
-                "text": self.text,
-                "buttons": list(self.buttons),
-                "route": self.route,
-                "created_at": self.created_at,
-            }
-        )
+        data: dict[str, Any] = {
+            "key": self.key,
+            "channel": self.channel,
+            "client_id": self.client_id,
+            "text": self.text,
+            "buttons": list(self.buttons),
+            "route": self.route,
+            "created_at": self.created_at,
+        }
+        if self.kind != "text":
+            data["kind"] = self.kind
+        return orjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> OutboundMessage:
@@ -132,4 +138,5 @@ class OutboundMessage:
             buttons=tuple(data.get("buttons", ())),
             route=dict(data.get("route", {})),
             created_at=data.get("created_at", 0.0),
+            kind=data.get("kind", "text"),
         )

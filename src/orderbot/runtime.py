@@ -21,7 +21,10 @@ from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
 from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
 from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
+from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
+from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts, OrderWebhookChannel
+from orderbot.order_admin import SqliteOrderAdmin
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.sqlite import (
     SqliteDeadLetterQueue,
@@ -41,6 +44,7 @@ from orderbot.worker import Worker
 __all__ = ["EmbeddedRuntime", "build_channels", "build_file_receiver", "dialog_options"]
 
 PRUNE_INTERVAL = 3600.0
+HANDOFF_CHECK_INTERVAL = 60.0
 
 
 def dialog_options(settings: Settings) -> DialogOptions:
@@ -79,6 +83,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             webhook_secret=settings.telegram_webhook_secret,
             timeout=settings.telegram_timeout,
         )
+    if settings.order_webhook_url:
+        channels[ORDER_WEBHOOK] = OrderWebhookChannel(settings.order_webhook_url)
     return channels
 
 
@@ -107,7 +113,18 @@ class EmbeddedRuntime:
         self.dead_letters = SqliteDeadLetterQueue(
             self.db, outbox_wakeup=outbox_wakeup, inbound_wakeup=inbound_wakeup
         )
-        self.store = SqliteStepStore(self.db, outbox_wakeup=outbox_wakeup)
+        # New orders are told to operators in the order's transaction (Telegram admins only
+        # when the Telegram channel is configured; the order webhook when its URL is).
+        alerts = OperatorAlerts(
+            admin_chats=settings.admin_chats if "telegram" in self.channels else (),
+            webhook=ORDER_WEBHOOK in self.channels,
+        )
+        self.store = SqliteStepStore(
+            self.db, outbox_wakeup=outbox_wakeup, alerts=alerts if alerts else None
+        )
+        self.admin = SqliteOrderAdmin(
+            self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
+        )
         self.files = build_file_receiver(settings)
         self.worker = Worker(
             self.inbound,
@@ -118,6 +135,15 @@ class EmbeddedRuntime:
             max_deliveries=settings.max_inbound_deliveries,
             shutdown_timeout=settings.shutdown_timeout,
             files=self.files,
+            front_desk=FrontDesk(
+                self.db,
+                self.flow,
+                dialog_options(settings),
+                admin_chats=settings.admin_chats if "telegram" in self.channels else (),
+                chat2desk_operator_id=settings.chat2desk_operator_id,
+                chat2desk_group_id=settings.chat2desk_group_id,
+                handoff_timeout=settings.handoff_timeout,
+            ),
         )
         self.sender = Sender(
             self.outbox,
@@ -133,7 +159,11 @@ class EmbeddedRuntime:
             )
         self.ingress = WebhookIngress(
             self.inbound,
-            {name: ch for name, ch in self.channels.items() if name != "local"},
+            {
+                name: ch
+                for name, ch in self.channels.items()
+                if name not in ("local", ORDER_WEBHOOK)  # outbound only
+            },
             secret=settings.webhook_secret,
             signatures=signatures,
         )
@@ -157,9 +187,8 @@ class EmbeddedRuntime:
     async def open(self) -> None:
         if self._opened:
             return
-        if self._migrate:
-            if not database.schema_is_current(self.settings.database_url):
-                await database.upgrade_async(self.settings.database_url)
+        if self._migrate and not database.schema_is_current(self.settings.database_url):
+            await database.upgrade_async(self.settings.database_url)
         await self.db.open()
         self._opened = True
 
@@ -170,6 +199,7 @@ class EmbeddedRuntime:
             asyncio.create_task(self.worker.run(self._stop), name="orderbot-worker"),
             asyncio.create_task(self.sender.run(self._stop), name="orderbot-sender"),
             asyncio.create_task(self._housekeeping(), name="orderbot-housekeeping"),
+            asyncio.create_task(self._handoff_timeouts(), name="orderbot-handoffs"),
         ]
 
     async def stop(self) -> None:
@@ -221,6 +251,21 @@ class EmbeddedRuntime:
         if count:
             log.info("%d idle dialogs recorded as abandoned", count)
         return count
+
+    async def _handoff_timeouts(self) -> None:
+        """Give conversations back to the bot when their handoff times out (HANDOFF_TIMEOUT)."""
+        interval = min(HANDOFF_CHECK_INTERVAL, self.settings.handoff_timeout / 4)
+        while not self._stop.is_set():
+            try:
+                resumed = await self.admin.expire_handoffs()
+                if resumed:
+                    log.info(
+                        "%d conversation(s) back with the bot after the handoff timeout", resumed
+                    )
+            except Exception:
+                log.exception("handoff timeouts failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
 
     async def _housekeeping(self) -> None:
         while not self._stop.is_set():

@@ -27,6 +27,7 @@ from orderbot.dialog import (
 )
 from orderbot.errors import StorageError
 from orderbot.files import FileReceiver
+from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
@@ -53,10 +54,13 @@ class Worker:
         shutdown_timeout: float = 10.0,
         poll_interval: float = 1.0,
         files: FileReceiver | None = None,
+        front_desk: FrontDesk | None = None,
     ) -> None:
         self._inbound = inbound
         # Fetches, checks and stores model files before the (pure) dialog step sees them.
         self._files = files
+        # Tracking and operator handoff, answered before the dialog engine runs.
+        self._front_desk = front_desk
         self._store = store
         self._flow = flow
         self._options = options
@@ -140,6 +144,8 @@ class Worker:
         raw = await self._store.load_state(message.client_key)
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"
+        if self._front_desk is not None and await self._at_front_desk(delivery, state, raw):
+            return
         try:
             attachments = await self._receive_files(state, message)
             result = step(
@@ -178,6 +184,23 @@ class Worker:
             order_id if commit.order is not None else "-",
             elapsed * 1000,
         )
+
+    async def _at_front_desk(
+        self, delivery: InboundDelivery, state: DialogState | None, raw: bytes | None
+    ) -> bool:
+        """Let the front desk answer (tracking, handoff); True when it did and it is committed.
+        If it fails, the message goes to the dialog as usual."""
+        assert self._front_desk is not None
+        try:
+            commit = await self._front_desk.intercept(delivery, state, raw)
+        except Exception:
+            log.exception("front desk failed for message %s", delivery.message.message_id)
+            return False
+        if commit is None:
+            return False
+        await self._commit(commit)
+        self.handled += 1
+        return True
 
     async def _receive_files(
         self, state: DialogState | None, message: InboundMessage

@@ -15,7 +15,8 @@ Three ways to run it:
   ``{"hang_next": 1, "hang_seconds": 30}``, ``{"fail_client": "12", "status": 500}``,
   ``{"failure_rate": 0.1, "seed": 7, "status": 503}``, ``{"token": "secret"}``, ``{"reset": true}``.
 
-API endpoints, under ``/v1``: ``POST /messages``, ``POST /webhooks``, ``GET /companies/api_info``.
+API endpoints, under ``/v1``: ``POST /messages``, ``POST /webhooks``, ``GET /companies/api_info``,
+``POST /clients/{client_id}/transfer`` (recorded in ``transfers``).
 ``received`` holds the JSON bodies of accepted ``POST /v1/messages`` requests, each with an extra
 ``"authorization"`` key (the header as sent); ``attempts`` counts every ``POST /v1/messages``,
 failed ones included.
@@ -62,6 +63,7 @@ class FakeState:
         self.received: list[dict[str, Any]] = []
         self.received_at: list[float] = []  # unix time each of ``received`` was accepted
         self.webhooks: list[dict[str, Any]] = []
+        self.transfers: list[dict[str, Any]] = []  # POST /v1/clients/{id}/transfer bodies
         self.attempts = 0
         self._actions: deque[_Action] = deque()
         self._failing_clients: dict[str, int] = {}
@@ -102,6 +104,7 @@ class FakeState:
         self.received.clear()
         self.received_at.clear()
         self.webhooks.clear()
+        self.transfers.clear()
         self.attempts = 0
         self._actions.clear()
         self._failing_clients.clear()
@@ -139,6 +142,7 @@ class FakeState:
             "count": len(self.received),
             "attempts": self.attempts,
             "webhooks": self.webhooks,
+            "transfers": self.transfers,
             "pending_failures": len(self._actions),
         }
 
@@ -248,6 +252,19 @@ class FakeState:
         self.webhooks.append(body)
         return JSONResponse({"status": "success", "data": {"id": len(self.webhooks), **body}})
 
+    async def transfer(self, request: Request) -> Response:
+        """``POST /v1/clients/{client_id}/transfer`` with ``operator_id`` or ``group_id``."""
+        if not self._authorized(request):
+            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
+        body = await request.json()
+        if not isinstance(body, dict) or not ({"operator_id", "group_id"} & set(body)):
+            return JSONResponse(
+                {"status": "error", "message": "operator_id or group_id is required"},
+                status_code=400,
+            )
+        self.transfers.append({"client_id": request.path_params["client_id"], **body})
+        return JSONResponse({"status": "success", "data": {"dialog_id": 1}})
+
     async def api_info(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
@@ -290,6 +307,7 @@ def build_app(state: FakeState) -> Starlette:
             Route("/v1/messages", state.messages, methods=["POST"]),
             Route("/v1/messages", state.list_messages, methods=["GET"]),
             Route("/v1/webhooks", state.set_webhook, methods=["POST"]),
+            Route("/v1/clients/{client_id}/transfer", state.transfer, methods=["POST"]),
             Route("/v1/companies/api_info", state.api_info, methods=["GET"]),
             Route("/_received", state.get_received, methods=["GET"]),
             Route("/_count", state.get_count, methods=["GET"]),

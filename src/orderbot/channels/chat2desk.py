@@ -12,6 +12,7 @@ import json
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -259,7 +260,11 @@ class Chat2DeskChannel(Channel):
     # outbound
 
     async def send(self, message: OutboundMessage) -> None:
-        """``POST /messages``; raises RateLimited, ServerError, Timeout or PermanentError."""
+        """``POST /messages`` (or, for ``kind="transfer"``, :meth:`transfer`); raises
+        RateLimited, ServerError, Timeout or PermanentError."""
+        if message.kind == "transfer":
+            await self.transfer(message)
+            return
         body: dict[str, Any] = {
             "client_id": _json_id(message.client_id),
             "text": render_buttons(message.text, message.buttons),
@@ -273,10 +278,26 @@ class Chat2DeskChannel(Channel):
             body["channel_id"] = _json_id(channel_id)
         await self._call("POST", "/messages", body, secret=body["text"])
 
+    async def transfer(self, message: OutboundMessage) -> None:
+        """Hand the client's dialog to an operator: ``POST /clients/{client_id}/transfer`` with
+        ``operator_id`` or ``group_id`` from ``message.route`` (CHAT2DESK_OPERATOR_ID /
+        CHAT2DESK_GROUP_ID). Repeating it is harmless, so a transfer in doubt is sent again."""
+        body: dict[str, Any] = {}
+        for key in ("operator_id", "group_id", "transport", "channel_id"):
+            value = message.route.get(key)
+            if value:
+                body[key] = _json_id(value)
+        if "operator_id" not in body and "group_id" not in body:
+            raise PermanentError("chat2desk transfer: neither operator_id nor group_id given")
+        client = quote(message.client_id, safe="")
+        await self._call("POST", f"/clients/{client}/transfer", body)
+
     async def was_delivered(self, message: OutboundMessage, since: float) -> bool | None:
         """Look for the reply among the client's latest outgoing messages (``GET /messages``):
         the same text, created no earlier than a few seconds before ``since``. Used only for a
         reply whose send was cut off (crash, timeout), so it is neither lost nor doubled."""
+        if message.kind != "text":
+            return None  # a transfer leaves no message to look for; repeating it is harmless
         text = render_buttons(message.text, message.buttons)
         query = f"?client_id={_json_id(message.client_id)}&type=to_client&limit=20&order=desc"
         answer = await self._call("GET", "/messages" + query)

@@ -1,4 +1,5 @@
-"""The HTTP application: webhooks (lean path), health, metrics, and their OpenAPI description."""
+"""The HTTP application: webhooks (lean path), health, metrics, the admin API (``/api``,
+see :mod:`orderbot.web.admin`), and their OpenAPI description."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from orderbot.dialog import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
+from orderbot.web.admin import install_admin_api
 from orderbot.web.ingress import IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
@@ -116,6 +118,12 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         version=__version__,
         description="Takes shop orders through chat. Webhooks in, replies out, orders stored.",
         lifespan=lifespan,
+    )
+    settings = getattr(runtime, "settings", None)
+    install_admin_api(
+        app,
+        lambda: getattr(runtime, "admin", None),
+        token=getattr(settings, "admin_token", "") if settings is not None else "",
     )
 
     async def _webhook(request: Request, channel: str, secret: str = "") -> Response:

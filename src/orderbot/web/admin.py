@@ -1,0 +1,161 @@
+"""The admin HTTP API: orders and their statuses, conversations handed to operators.
+
+Every route wants ``Authorization: Bearer <ADMIN_TOKEN>`` (compared in constant time): 401
+without it or with another token. With ``ADMIN_TOKEN`` unset the API is off and answers 503
+rather than being open. Errors are JSON ``{"error": code, "message": text}``; a body or query
+that does not validate gets FastAPI's 422 with the details.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads these signatures at run time, and
+# they refer to names local to install_admin_api.
+import builtins
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from orderbot.order_admin import HandoffNotFound, OrderNotFound
+from orderbot.tracking import InvalidTransition
+
+__all__ = ["OrderAdmin", "install_admin_api"]
+
+Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cancelled"]
+
+
+class OrderAdmin(Protocol):
+    """What the API needs of the store (:class:`orderbot.order_admin.SqliteOrderAdmin`)."""
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> builtins.list[dict[str, Any]]: ...
+    async def get(self, order_id: int) -> dict[str, Any] | None: ...
+    async def set_status(
+        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+    ) -> dict[str, Any]: ...
+    async def handback(self, channel: str, client_id: str) -> None: ...
+    async def handoffs(self) -> builtins.list[dict[str, Any]]: ...
+
+
+class StatusChange(BaseModel):
+    """A new status for an order; ``note`` stays internal unless the flow's text shows it."""
+
+    status: Status
+    note: str = Field("", max_length=1000)
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "example": {"error": "code", "message": "what went wrong"},
+            }
+        },
+    }
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("No bearer token, or not ADMIN_TOKEN."),
+    503: _error("ADMIN_TOKEN is not set (the admin API is disabled), or not available here."),
+}
+
+
+def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, token: str) -> None:
+    """Add the ``/api`` routes to ``app``; ``admin`` gives the store once the app runs."""
+    bearer = HTTPBearer(
+        auto_error=False, scheme_name="ADMIN_TOKEN", description="Authorization: Bearer <token>"
+    )
+    expected = token.encode()
+
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> OrderAdmin:
+        if not expected:
+            raise AdminError(503, "admin_disabled", "admin API disabled (set ADMIN_TOKEN)")
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
+            raise AdminError(401, "unauthorized", "a valid Authorization: Bearer token is needed")
+        store = admin()
+        if store is None:
+            raise AdminError(503, "unavailable", "the admin API is not available in this profile")
+        return store
+
+    Admin = Annotated[OrderAdmin, Depends(authorized)]
+    router = APIRouter(prefix="/api", tags=["admin"], responses=_AUTH_RESPONSES)
+
+    @router.get("/orders")
+    async def list_orders(
+        store: Admin,
+        status: Annotated[Status | None, Query(description="Only orders with this status.")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Orders, newest first."""
+        found = await store.list(status=status, limit=limit, offset=offset)
+        return {"orders": found, "limit": limit, "offset": offset}
+
+    @router.get("/orders/{order_id}", responses={404: _error("No such order.")})
+    async def get_order(store: Admin, order_id: int) -> dict[str, Any]:
+        """One order with its line items, files and status history."""
+        order = await store.get(order_id)
+        if order is None:
+            raise AdminError(404, "not_found", f"no order {order_id}")
+        return order
+
+    @router.patch(
+        "/orders/{order_id}",
+        responses={
+            404: _error("No such order."),
+            409: _error("The order cannot go to that status from the one it has."),
+        },
+    )
+    async def change_status(store: Admin, order_id: int, change: StatusChange) -> dict[str, Any]:
+        """Change the status; the customer is notified (through the outbox) in the same
+        transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered, or to
+        cancelled from any but delivered and cancelled. Returns the updated order."""
+        try:
+            return await store.set_status(order_id, change.status, note=change.note, actor="api")
+        except OrderNotFound:
+            raise AdminError(404, "not_found", f"no order {order_id}") from None
+        except InvalidTransition as exc:
+            raise AdminError(409, "invalid_transition", str(exc)) from None
+
+    @router.get("/handoffs")
+    async def list_handoffs(store: Admin) -> dict[str, Any]:
+        """Conversations an operator has now (the bot is silent for them)."""
+        return {"handoffs": await store.handoffs()}
+
+    @router.post(
+        "/handoffs/{channel}/{client_id}/handback",
+        responses={404: _error("The conversation is not with an operator.")},
+    )
+    async def hand_back(store: Admin, channel: str, client_id: str) -> dict[str, Any]:
+        """Give the conversation back to the bot: the customer is told, and asked the question
+        the dialog was at."""
+        try:
+            await store.handback(channel, client_id)
+        except HandoffNotFound as exc:
+            raise AdminError(404, "not_found", str(exc)) from None
+        return {"channel": channel, "client_id": client_id, "handed_back": True}
+
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AdminError)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
+        )
+
+    app.add_exception_handler(AdminError, on_error)
+    app.include_router(router)
