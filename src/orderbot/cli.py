@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -101,6 +102,11 @@ def run(
     _require_sqlite(settings)
     setup_logging(settings.log_level, settings.log_format)
     _migrate_in_child(settings)
+    if not settings.chat2desk_api_token:
+        logging.getLogger("orderbot").warning(
+            "CHAT2DESK_API_TOKEN is not set: webhooks are taken, but replies to Chat2Desk will "
+            "fail and wait in the outbox; try the bot locally with `orderbot chat`"
+        )
     # The SQLite thread needs the GIL for a few microseconds per job; with the default 5 ms
     # switch interval a busy event loop makes every commit wait up to 5 ms for it.
     sys.setswitchinterval(0.0005)
