@@ -36,6 +36,7 @@ from orderbot.dialog import Flow, load_flow
 from orderbot.errors import ConfigError
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
+from orderbot.queues.leases import ShardLeases
 from orderbot.queues.rabbitmq import (
     RETRY_DELAYS,
     RabbitBroker,
@@ -100,6 +101,8 @@ class DistributedRuntime:
         policy: RetryPolicy | None = None,
         sender_concurrency: int = 100,
         poll_interval: float = 1.0,
+        lease_ttl: float = 6.0,
+        lease_interval: float = 1.0,
     ) -> None:
         require_distributed(settings)
         unknown = set(roles) - {"worker", "sender"}
@@ -179,6 +182,27 @@ class DistributedRuntime:
             secret=settings.webhook_secret,
             signatures=signatures,
         )
+        # Workers share the inbound shards, senders the outbox shards (evenly, rebalanced as
+        # processes come and go); a process that runs neither role consumes nothing.
+        self.leases: list[ShardLeases] = [
+            ShardLeases(
+                self.redis,
+                holder,
+                prefix=settings.queue_prefix,
+                role=kind,
+                shards=settings.queue_shards,
+                ttl=lease_ttl,
+                interval=lease_interval,
+            )
+            for role, kind, holder in (
+                ("worker", "inbound", self.inbound),
+                ("sender", "outbox", self.outbox),
+            )
+            if role in self.roles
+        ]
+        # Consume only leased shards (without leases, a queue consumes every shard).
+        self.inbound.leased = "worker" in self.roles
+        self.outbox.leased = "sender" in self.roles
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._opened = False
@@ -216,6 +240,8 @@ class DistributedRuntime:
             self._tasks.append(
                 asyncio.create_task(self.sender.run(self._stop), name="orderbot-sender")
             )
+        for lease in self.leases:
+            self._tasks.append(asyncio.create_task(lease.run(self._stop), name="orderbot-leases"))
 
     async def stop(self) -> None:
         """Stop taking work; let in-flight steps and sends finish within their bounds."""
@@ -240,6 +266,8 @@ class DistributedRuntime:
             with contextlib.suppress(Exception):
                 await channel.aclose()
         await self.broker.aclose()
+        for lease in self.leases:  # after the close returned what was unacked
+            await lease.release()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         with contextlib.suppress(Exception):

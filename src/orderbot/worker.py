@@ -37,6 +37,8 @@ from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStor
 __all__ = ["Worker"]
 
 _COMMIT_RETRIES = (0.1, 0.5, 2.0)
+# First and longest pause of a client's lane while storage is unavailable (seconds).
+_OUTAGE_PAUSE = (0.5, 5.0)
 
 
 class Worker:
@@ -114,10 +116,20 @@ class Worker:
 
     async def _run_lane(self, key: str) -> None:
         lane = self._lanes[key]
+        pause = _OUTAGE_PAUSE[0]
         try:
             while lane:
-                async with self._slots:
-                    await self.handle(lane[0])
+                try:
+                    async with self._slots:
+                        await self.handle(lane[0])
+                except StorageError as exc:
+                    # A backing service is down (Redis, the database): the message stays at
+                    # the head of its client's lane, unacked, and is tried again when it is back.
+                    log.warning("client %s waits for storage (%s); retrying", key, exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _OUTAGE_PAUSE[1])
+                    continue
+                pause = _OUTAGE_PAUSE[0]
                 lane.popleft()
                 self._buffered -= 1
                 self._room.set()
@@ -224,9 +236,10 @@ class Worker:
                 order_id = await self._store.commit_step(commit)
             except StorageError:
                 if delay is None:
-                    # The message stays on the queue (not done) and is handled after a restart.
-                    log.exception("cannot commit message %s", commit.delivery.message.message_id)
-                    return None
+                    # Not done: the lane tries the message again (its step redone is a no-op
+                    # for what was stored); the broker keeps it meanwhile.
+                    log.warning("cannot commit message %s", commit.delivery.message.message_id)
+                    raise
                 await asyncio.sleep(delay)
                 continue
             if ack:

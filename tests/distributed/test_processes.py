@@ -161,6 +161,166 @@ async def count_orders(client_ids: list[str]) -> dict[str, int]:
     return counts
 
 
+def lease_holders(namespace: str, kind: str) -> dict[int, str | None]:
+    """Who holds each ``kind`` (inbound/outbox) shard lease now."""
+    from redis import Redis
+
+    with Redis.from_url(REDIS_URL) as redis:
+        values = redis.mget([f"{namespace}:lease:{kind}:{s}" for s in range(SHARDS)])
+    return {s: (v.decode() if v is not None else None) for s, v in enumerate(values)}
+
+
+async def wait_balanced(namespace: str, kind: str, members: int, procs: list[Process]) -> None:
+    """Until ``members`` processes hold the ``kind`` shards evenly."""
+    deadline = time.monotonic() + 45
+    holders: dict[int, str | None] = {}
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.popen.poll() is None, f"{p.args} exited:\n{p.log()}"
+        holders = lease_holders(namespace, kind)
+        counts = [list(holders.values()).count(m) for m in set(holders.values())]
+        if (
+            None not in holders.values()
+            and len(counts) == members
+            and max(counts) - min(counts) <= 1
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{kind} shards not shared by {members} processes: {holders}")
+
+
+def handled(proc: Process) -> int:
+    """Steps a worker process logged (LOG_LEVEL=INFO)."""
+    return proc.log().count(" handled chat2desk ")
+
+
+async def wait_replies(
+    fake: ThreadedFakeChat2Desk, total: int, procs: list[Process], timeout: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout
+    while len(fake.received) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # anything extra (a duplicate) would show up now
+
+
+def check_replies(fake: ThreadedFakeChat2Desk, clients: list[str], procs: list[Process]) -> None:
+    """Every client got exactly the conversation's replies, once each, in order."""
+    expected = expected_texts()
+    by_client: dict[str, list[str]] = {c: [] for c in clients}
+    for body in fake.received:
+        by_client[str(body["client_id"])].append(_blank(body["text"]))
+    logs = "\n".join(p.log()[-3000:] for p in procs)
+    assert len(fake.received) == len(expected) * len(clients), logs
+    for c in clients:
+        # Buttons arrive appended as numbered lines (Chat2Desk has no buttons).
+        got = by_client[c]
+        assert len(got) == len(expected), (c, got)
+        assert all(g.startswith(e) for g, e in zip(got, expected, strict=True)), (c, got)
+
+
+async def test_workers_and_senders_share_the_shards_and_keep_order(
+    fake: ThreadedFakeChat2Desk, namespace: str, tmp_path: Path
+) -> None:
+    await migrate_postgres()
+    port = free_port()
+    env = {**environment(namespace, fake, port), "LOG_LEVEL": "INFO"}
+    url = f"http://127.0.0.1:{port}"
+    procs = [Process(["serve"], env, tmp_path / "serve.log")]
+    try:
+        await wait_ready(url, procs)  # the server declares the topology first
+        workers = [Process(["worker"], env, tmp_path / f"worker{n}.log") for n in (1, 2)]
+        senders = [Process(["sender"], env, tmp_path / f"sender{n}.log") for n in (1, 2)]
+        procs += [*workers, *senders]
+        await wait_balanced(namespace, "inbound", 2, procs)
+        await wait_balanced(namespace, "outbox", 2, procs)
+        base = random.randrange(10**8, 10**9)
+        clients = [str(base + n) for n in range(40)]
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(url + "/health")).json()
+            assert set(health["checks"]) >= {"redis", "postgres", "rabbitmq", "queues"}
+            # Bursts: every client talks at once, five messages each.
+            await asyncio.gather(*(converse(http, url, c) for c in clients))
+        await wait_replies(fake, len(expected_texts()) * len(clients), procs)
+        check_replies(fake, clients, procs)
+        assert set((await count_orders(clients)).values()) == {1}
+        # Both workers did part of the work; together, each message once.
+        counts = [handled(w) for w in workers]
+        assert all(n > 0 for n in counts), counts
+        assert sum(counts) == len(clients) * len(CONVERSATION), counts
+        assert all(p.popen.poll() is None for p in procs)
+    finally:
+        codes = [p.terminate() for p in reversed(procs)]
+        for p in procs:
+            p.kill()
+    assert codes == [0] * len(procs), "\n".join(p.log()[-2000:] for p in procs)
+
+
+async def test_a_killed_worker_hands_its_shards_to_the_other(
+    fake: ThreadedFakeChat2Desk, namespace: str, tmp_path: Path
+) -> None:
+    await migrate_postgres()
+    port = free_port()
+    env = {**environment(namespace, fake, port), "LOG_LEVEL": "INFO"}
+    url = f"http://127.0.0.1:{port}"
+    procs = [Process(["serve"], env, tmp_path / "serve.log")]
+    try:
+        await wait_ready(url, procs)
+        victim = Process(["worker"], env, tmp_path / "victim.log")
+        survivor = Process(["worker"], env, tmp_path / "survivor.log")
+        procs += [victim, survivor, Process(["sender"], env, tmp_path / "sender.log")]
+        await wait_balanced(namespace, "inbound", 2, procs)
+        base = random.randrange(10**8, 10**9)
+        clients = [str(base + n) for n in range(60)]
+
+        async def kill_when_busy() -> None:
+            while handled(victim) < 20:
+                await asyncio.sleep(0.02)
+            victim.kill()  # SIGKILL: its unacked messages return to their queues
+
+        async with httpx.AsyncClient() as http:
+            killer = asyncio.ensure_future(kill_when_busy())
+
+            async def slow(c: str) -> None:
+                for text_index in range(len(CONVERSATION)):
+                    await converse_one(http, url, c, text_index)
+                    await asyncio.sleep(0.2)
+
+            await asyncio.gather(*(slow(c) for c in clients))
+            await asyncio.wait_for(killer, 30)
+        procs.remove(victim)
+        await wait_replies(fake, len(expected_texts()) * len(clients), procs)
+        check_replies(fake, clients, procs)
+        assert set((await count_orders(clients)).values()) == {1}
+        # The survivor took every shard once the victim's leases lapsed.
+        assert set(lease_holders(namespace, "inbound").values()) == {survivor_member(survivor)}
+        assert handled(survivor) > 0
+    finally:
+        codes = [p.terminate() for p in reversed(procs)]
+        for p in procs:
+            p.kill()
+        victim.kill()
+    assert codes == [0] * len(procs), "\n".join(p.log()[-2000:] for p in procs)
+
+
+def survivor_member(proc: Process) -> str:
+    found = re.findall(r"inbound (\w+) took shard", proc.log())
+    assert found, proc.log()[-2000:]
+    return str(found[-1])
+
+
+async def converse_one(client: httpx.AsyncClient, url: str, client_id: str, i: int) -> None:
+    payload = {
+        "message_id": f"{client_id}-{i}",
+        "client_id": client_id,
+        "text": CONVERSATION[i],
+        "type": "from_client",
+        "transport": "whatsapp",
+        "channel_id": 7,
+    }
+    r = await client.post(url + "/webhook/chat2desk", json=payload, timeout=10)
+    assert r.status_code == 200, r.text
+
+
 async def test_two_workers_keep_each_clients_order_and_answer_once(
     fake: ThreadedFakeChat2Desk, namespace: str, tmp_path: Path
 ) -> None:

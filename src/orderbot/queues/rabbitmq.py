@@ -58,8 +58,8 @@ import itertools
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import aio_pika
@@ -67,7 +67,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from redis.asyncio import Redis
@@ -111,10 +110,12 @@ _RECHECK_BLOCKED = 30.0
 
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 
-# Mark a reply sent and release its client's hold if the hold is this reply.
+# Mark a reply sent (or given up), forget its send in progress, and release its client's hold
+# if the hold is this reply.
 _FINISH_REPLY = """
 if ARGV[3] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[3])
 return 1
 """
 
@@ -144,6 +145,9 @@ class RedisKeys:
 
     def sent(self, reply_key: str) -> str:
         return f"{self.prefix}:sent:{reply_key}"
+
+    def sending(self, reply_key: str) -> str:
+        return f"{self.prefix}:sending:{reply_key}"
 
     def hold(self, client_key: str) -> str:
         return f"{self.prefix}:hold:{client_key}"
@@ -432,6 +436,52 @@ async def _ack(message: AbstractIncomingMessage) -> None:
         log.debug("ack failed (%s); the message will be redelivered and dropped", exc)
 
 
+class _ShardChannels:
+    """One consumer channel per shard queue, so that a shard can be given up alone: closing
+    its channel returns exactly that shard's unacked messages to the queue, in order."""
+
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue_name: Callable[[int], str],
+        prefetch: int,
+        on_message: Callable[[int, AbstractIncomingMessage], None],
+    ) -> None:
+        self._broker = broker
+        self._queue_name = queue_name
+        self._prefetch = prefetch
+        self._on_message = on_message
+        self._channels: dict[int, AbstractChannel] = {}
+        self.leaving: set[int] = set()
+
+    @property
+    def open_shards(self) -> list[int]:
+        return sorted(self._channels)
+
+    async def start(self, shard: int) -> None:
+        if shard in self._channels:
+            return
+        channel = await self._broker.consumer_channel(self._prefetch)
+        try:
+            queue = await channel.get_queue(self._queue_name(shard), ensure=False)
+
+            async def deliver(raw: AbstractIncomingMessage) -> None:
+                self._on_message(shard, raw)
+
+            await queue.consume(deliver)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        self._channels[shard] = channel
+
+    async def close(self, shard: int) -> None:
+        channel = self._channels.pop(shard, None)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
 # -- inbound ---------------------------------------------------------------------------------
 
 
@@ -452,12 +502,16 @@ class RabbitInboundQueue(InboundQueue):
         self._keys = keys or RedisKeys(broker.prefix)
         self._prefetch = prefetch
         self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
-        self._unacked: dict[int, AbstractIncomingMessage] = {}
+        self._unacked: dict[int, tuple[int, AbstractIncomingMessage]] = {}
+        self._in_hand: dict[int, int] = {}  # per shard: fetched, not yet acked
         self._handles = itertools.count(1)
         self._arrived = asyncio.Event()
-        self._channel: AbstractChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._settled = asyncio.Event()
+        self._shards = _ShardChannels(broker, broker.inbound_queue, prefetch, self._on_message)
+        self._all_started = False
         self._starting: asyncio.Lock = asyncio.Lock()
+        # Set when shard leases decide what this process consumes (``take_shard``).
+        self.leased = False
         broker.on_reconnect(self._forget_buffered)
 
     async def put(self, message: InboundMessage) -> bool:
@@ -487,21 +541,43 @@ class RabbitInboundQueue(InboundQueue):
         return True
 
     async def _start(self) -> None:
-        if self._channel is not None:
+        if self._all_started or self.leased:
             return
         async with self._starting:
-            if self._channel is not None:
+            if self._all_started:
                 return
-            channel = await self._broker.consumer_channel(self._prefetch)
             for shard in range(self._broker.shards):
-                queue = await channel.get_queue(self._broker.inbound_queue(shard), ensure=False)
-                tag = await queue.consume(self._on_message)
-                self._consumers.append((queue, tag))
-            self._channel = channel
+                await self._shards.start(shard)
+            self._all_started = True
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def take_shard(self, shard: int) -> None:
+        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
+        self.leased = True
+        await self._shards.start(shard)
+
+    async def give_back_shard(self, shard: int) -> None:
+        """Stop handing out ``shard``, wait until what was handed out of it is acked, then close
+        its channel: the rest returns to the queue in order, before another consumer starts."""
+        self._shards.leaving.add(shard)
+        try:
+            self._buffer = deque(entry for entry in self._buffer if entry[0] != shard)
+            while self._in_hand.get(shard, 0) > 0:
+                self._settled.clear()
+                await self._settled.wait()
+            await self._shards.close(shard)
+        finally:
+            self._shards.leaving.discard(shard)
+
+    @property
+    def consuming(self) -> list[int]:
+        """The shards this process consumes now."""
+        return self._shards.open_shards
+
+    def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
         # No awaits here: callbacks may run as tasks, and arrival order must be kept.
-        self._buffer.append((self._broker.generation, message))
+        if shard in self._shards.leaving:
+            return  # returns to the queue when the shard's channel closes
+        self._buffer.append((shard, message))
         self._arrived.set()
 
     def _forget_buffered(self) -> None:
@@ -510,14 +586,14 @@ class RabbitInboundQueue(InboundQueue):
 
     async def fetch(self, limit: int) -> list[InboundDelivery]:
         await self._start()
-        taken: list[AbstractIncomingMessage] = []
+        taken: list[tuple[int, AbstractIncomingMessage]] = []
         while self._buffer and len(taken) < limit:
-            taken.append(self._buffer.popleft()[1])
+            taken.append(self._buffer.popleft())
         if not taken:
             return []
-        counts = await self._count_redeliveries(taken)
+        counts = await self._count_redeliveries([raw for _, raw in taken])
         deliveries = []
-        for raw, count in zip(taken, counts, strict=True):
+        for (shard, raw), count in zip(taken, counts, strict=True):
             try:
                 message = InboundMessage.from_json(raw.body)
             except Exception:
@@ -534,7 +610,8 @@ class RabbitInboundQueue(InboundQueue):
                 await _ack(raw)
                 continue
             handle = next(self._handles)
-            self._unacked[handle] = raw
+            self._unacked[handle] = (shard, raw)
+            self._in_hand[shard] = self._in_hand.get(shard, 0) + 1
             deliveries.append(InboundDelivery(handle=handle, message=message, deliveries=count))
         return deliveries
 
@@ -563,9 +640,14 @@ class RabbitInboundQueue(InboundQueue):
         self._arrived.clear()
 
     async def ack(self, delivery: InboundDelivery) -> None:
-        raw = self._unacked.pop(delivery.handle, None)
-        if raw is not None:
-            await _ack(raw)
+        found = self._unacked.pop(delivery.handle, None)
+        if found is not None:
+            shard, raw = found
+            try:
+                await _ack(raw)
+            finally:
+                self._in_hand[shard] -= 1
+                self._settled.set()
 
     async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:
         message = delivery.message
@@ -583,14 +665,6 @@ class RabbitInboundQueue(InboundQueue):
     async def depth(self) -> QueueDepths:
         return await self._broker.depths()
 
-    async def stop_consuming(self) -> None:
-        """Stop receiving (first step of a graceful shutdown); what is in hand can still be
-        acked; the rest goes back to the queue when the connection closes."""
-        for queue, tag in self._consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        self._consumers.clear()
-
 
 # -- outbox ----------------------------------------------------------------------------------
 
@@ -601,6 +675,7 @@ class _Parcel:
     client: str
     item: OutboxItem
     raw: AbstractIncomingMessage
+    shard: int = 0
 
 
 def _int(value: object) -> int:
@@ -648,9 +723,12 @@ class RabbitOutbox(Outbox):
         self._blocked: dict[str, str] = {}
         self._rechecked = time.monotonic()
         self._wakeup = asyncio.Event()
-        self._channel: AbstractChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._settled = asyncio.Event()
+        self._shards = _ShardChannels(broker, broker.outbox_queue, prefetch, self._on_message)
+        self._all_started = False
         self._starting = asyncio.Lock()
+        # Set when shard leases decide what this process consumes (``take_shard``).
+        self.leased = False
         broker.on_reconnect(self._forget_lines)
 
     # producing (the worker's step store)
@@ -670,20 +748,49 @@ class RabbitOutbox(Outbox):
     # consuming
 
     async def _start(self) -> None:
-        if self._channel is not None:
+        if self._all_started or self.leased:
             return
         async with self._starting:
-            if self._channel is not None:
+            if self._all_started:
                 return
-            channel = await self._broker.consumer_channel(self._prefetch)
             for shard in range(self._broker.shards):
-                queue = await channel.get_queue(self._broker.outbox_queue(shard), ensure=False)
-                tag = await queue.consume(self._on_message)
-                self._consumers.append((queue, tag))
-            self._channel = channel
+                await self._shards.start(shard)
+            self._all_started = True
 
-    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+    async def take_shard(self, shard: int) -> None:
+        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
+        self.leased = True
+        await self._shards.start(shard)
+
+    async def give_back_shard(self, shard: int) -> None:
+        """Hand out no more replies of ``shard``, wait for the sender to report on those in
+        hand, then close its channel: the rest returns to the queue in order."""
+        shards = self._broker.shards
+        self._shards.leaving.add(shard)
+        try:
+            self._ready = deque(c for c in self._ready if shard_of(c, shards) != shard)
+            self._queued = {c for c in self._queued if shard_of(c, shards) != shard}
+            for client in [c for c in self._blocked if shard_of(c, shards) == shard]:
+                del self._blocked[client]
+            while any(p.shard == shard for p in self._out.values()):
+                self._settled.clear()
+                await self._settled.wait()
+            await self._shards.close(shard)
+            for client in [c for c in self._lines if shard_of(c, shards) == shard]:
+                if client not in self._busy:
+                    del self._lines[client]
+        finally:
+            self._shards.leaving.discard(shard)
+
+    @property
+    def consuming(self) -> list[int]:
+        """The shards this process consumes now."""
+        return self._shards.open_shards
+
+    def _on_message(self, shard: int, raw: AbstractIncomingMessage) -> None:
         # No awaits: arrival order per shard is the order replies must keep.
+        if shard in self._shards.leaving:
+            return  # returns to the queue when the shard's channel closes
         try:
             message = OutboundMessage.from_json(raw.body)
         except Exception:
@@ -700,7 +807,7 @@ class RabbitOutbox(Outbox):
             last_error=str(headers.get("x-orderbot-error", "") or ""),
         )
         client = f"{message.channel}:{message.client_id}"
-        parcel = _Parcel(item.handle, client, item, raw)
+        parcel = _Parcel(item.handle, client, item, raw, shard)
         line = self._lines.setdefault(client, deque())
         line.append(parcel)
         if self._blocked.get(client) == message.key:
@@ -727,6 +834,8 @@ class RabbitOutbox(Outbox):
 
     def _schedule(self, client: str) -> None:
         if client in self._busy or client in self._blocked or client in self._queued:
+            return
+        if self._shards.leaving and shard_of(client, self._broker.shards) in self._shards.leaving:
             return
         if self._lines.get(client):
             self._queued.add(client)
@@ -766,13 +875,20 @@ class RabbitOutbox(Outbox):
                     for p in heads:
                         pipe.get(self._keys.hold(p.client))
                         pipe.exists(self._keys.sent(p.item.message.key))
+                        pipe.get(self._keys.sending(p.item.message.key))
                     found = await pipe.execute()
             except RedisError as exc:
                 for client in reversed(clients):
                     self._queued.add(client)
                     self._ready.appendleft(client)
                 raise _unavailable("Redis unavailable for the outbox", exc) from None
-            for p, hold_raw, sent in zip(heads, found[::2], found[1::2], strict=True):
+            for p, hold_raw, sent, sending in zip(
+                heads, found[::3], found[1::3], found[2::3], strict=True
+            ):
+                if sending is not None and p.item.in_doubt_since is None:
+                    # A send of it started before and its outcome was never recorded (a sender
+                    # died mid-call, or the call timed out): the API may have it already.
+                    p.item = replace(p.item, in_doubt_since=float(sending))
                 await self._consider(p, hold_raw, bool(sent), handed)
         return handed
 
@@ -821,6 +937,7 @@ class RabbitOutbox(Outbox):
     def _settle(self, p: _Parcel) -> None:
         """The sender is done with ``p``: its client's next reply may go."""
         self._out.pop(p.handle, None)
+        self._settled.set()
         if self._busy.get(p.client) is p:
             del self._busy[p.client]
         line = self._lines.get(p.client)
@@ -828,10 +945,28 @@ class RabbitOutbox(Outbox):
             line.popleft()
         self._after(p.client)
 
+    async def begin_send(self, handle: int) -> None:
+        """``sending:<key>`` = now, before the call: a copy handed out again later (after a
+        crash mid-call, or a timeout) comes ``in_doubt_since`` that time, and the sender asks
+        the channel whether it arrived instead of sending it twice."""
+        p = self._parcel(handle)
+        if p is None:
+            return
+        key = self._keys.sending(p.item.message.key)
+        try:
+            # NX: the first start is the safe bound for "delivered since".
+            await self._redis.set(key, repr(time.time()), nx=True, ex=KEEP_SECONDS)
+        except RedisError as exc:
+            raise _unavailable("Redis unavailable for the outbox", exc) from None
+
     async def _finish_in_redis(self, p: _Parcel, *, mark_sent: bool) -> None:
         try:
             await self._finish(
-                keys=[self._keys.sent(p.item.message.key), self._keys.hold(p.client)],
+                keys=[
+                    self._keys.sent(p.item.message.key),
+                    self._keys.hold(p.client),
+                    self._keys.sending(p.item.message.key),
+                ],
                 args=[p.item.message.key, KEEP_SECONDS, "1" if mark_sent else "0"],
             )
         except RedisError as exc:
@@ -875,6 +1010,7 @@ class RabbitOutbox(Outbox):
             return
         await self._park(p, attempts, not_before, error)
         self._out.pop(p.handle, None)
+        self._settled.set()
         if self._busy.get(p.client) is p:
             del self._busy[p.client]
         line = self._lines.get(p.client)
@@ -929,12 +1065,6 @@ class RabbitOutbox(Outbox):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
         self._wakeup.clear()
-
-    async def stop_consuming(self) -> None:
-        for queue, tag in self._consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        self._consumers.clear()
 
     @property
     def blocked_clients(self) -> int:
