@@ -236,3 +236,12 @@ async def test_closed_database_refuses_work(db_path) -> None:  # type: ignore[no
     await database.aclose()  # idempotent
     with pytest.raises(StorageError):
         await database.run(lambda c: None)
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("normal", 1), ("full", 2)])
+async def test_synchronous_setting_reaches_sqlite(db_path, setting: str, pragma: int) -> None:  # type: ignore[no-untyped-def]
+    # full: every commit batch is fsynced, so an acknowledged webhook also survives power loss
+    async with SqliteDatabase(db_path, synchronous=setting) as database:  # type: ignore[arg-type]
+        mode = await database.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        journal = await database.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    assert (mode, journal) == (pragma, "wal")
