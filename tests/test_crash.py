@@ -14,6 +14,7 @@ import pytest
 
 from orderbot.channels.chat2desk import render_buttons
 from orderbot.dialog import DialogOptions, load_flow, step
+from orderbot.worker import merge_replies
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
 from tests.processes import BotProcess, wait_for
 from tests.test_e2e import orders
@@ -34,7 +35,7 @@ def expected_replies(n: int) -> list[str]:
     for text in messages_of(n):
         result = step(flow, state, text, time.time(), options=DialogOptions())
         state = result.state
-        texts.extend(render_buttons(r.text, r.buttons) for r in result.replies)
+        texts.extend(render_buttons(r.text, r.buttons) for r in merge_replies(result.replies))
     return texts
 
 

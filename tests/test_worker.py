@@ -175,3 +175,14 @@ async def test_stop_leaves_unstarted_work_on_the_queue(database: SqliteDatabase)
     stop.set()  # stopped before it took anything
     await worker.run(stop)
     assert (await queue.depth()).inbound == 200
+
+
+def test_replies_of_a_step_are_merged_up_to_each_button_set() -> None:
+    from orderbot.dialog import Reply
+    from orderbot.worker import merge_replies
+
+    assert merge_replies((Reply("Hello!"), Reply("Address?"))) == (Reply("Hello!\n\nAddress?"),)
+    assert merge_replies(
+        (Reply("Summary"), Reply("Right?", ("Yes", "No")), Reply("Or type /help"))
+    ) == (Reply("Summary\n\nRight?", ("Yes", "No")), Reply("Or type /help"))
+    assert merge_replies(()) == ()
