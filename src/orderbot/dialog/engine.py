@@ -13,6 +13,7 @@ a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keep
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class DialogState:
 
     def to_json(self) -> bytes:
         """The stored form of the state."""
-        return orjson.dumps(dataclasses.asdict(self))
+        return orjson.dumps(self)  # orjson writes dataclasses itself, 15x faster than asdict
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DialogState:
@@ -235,8 +236,17 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUTTON_NUMBER = re.compile(r"\s*(\d{1,2})\s*[.)]?\s*")
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
 def _phrase(text: str) -> str:
-    return " ".join(re.findall(r"[^\W_]+", text.replace("ё", "е").replace("Ё", "Е").lower()))
+    return " ".join(_WORD.findall(text.replace("ё", "е").replace("Ё", "Е").lower()))
+
+
+@functools.cache
+def _phrases(words: tuple[str, ...]) -> frozenset[str]:
+    # A flow's word lists are fixed once loaded: normalise them once, not per message.
+    return frozenset(_phrase(w) for w in words)
 
 
 def _command(flow: Flow, text: str) -> str | None:
@@ -249,9 +259,9 @@ def _command(flow: Flow, text: str) -> str | None:
     # Cancel and restart words count only as the whole message: an address or a name may
     # contain them, and eating a customer's answer is worse than asking once more.
     phrase = _phrase(stripped)
-    if phrase and phrase in {_phrase(w) for w in flow.cancel_words}:
+    if phrase and phrase in _phrases(flow.cancel_words):
         return "cancel"
-    if phrase and phrase in {_phrase(w) for w in flow.restart_words}:
+    if phrase and phrase in _phrases(flow.restart_words):
         return "start"
     return None
 
