@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
+from typer.testing import CliRunner
 
+from orderbot import db
+from orderbot.cli import app
+from orderbot.config import Settings
 from orderbot.dialog import DialogOptions, load_flow
 from orderbot.frontdesk import FrontDesk
 from orderbot.messages import InboundMessage
@@ -220,3 +226,28 @@ async def test_without_anyone_to_hand_to_the_dialog_goes_on(database: SqliteData
     assert "address" in asked["text"] and "operator" in told["text"].lower()
     (next_step,) = await bot.say("7", "Chui avenue 120, apt 5", channel="telegram")
     assert "phone" in next_step["text"]
+
+
+def test_cli_handback(settings: Settings) -> None:
+    async def hand_off(path: Path) -> None:
+        await db.upgrade_async(f"sqlite:///{path}")
+        async with SqliteDatabase(path) as database:
+            bot = Bot(database, chat2desk_group_id=3)
+            await bot.say("fay", "Hello", "Chui avenue 120, apt 5")
+            _, transfer = await bot.say("fay", "/operator")
+            assert transfer["route"]["group_id"] == "3"
+
+    asyncio.run(hand_off(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+    done = CliRunner().invoke(app, ["handback", "fay", "--channel", "chat2desk"], env=env)
+    assert done.exit_code == 0, done.output
+
+    async def after(path: Path) -> list[dict[str, Any]]:
+        async with SqliteDatabase(path) as database:
+            return await outbox(database)
+
+    back = asyncio.run(after(settings.sqlite_path))[-1]
+    assert "operator has finished" in back["text"] and "phone" in back["text"]
+    assert back["route"] == {"transport": "whatsapp", "channel_id": "3"}
+    again = CliRunner().invoke(app, ["handback", "fay"], env=env)
+    assert again.exit_code == 1 and "not with an operator" in again.output
