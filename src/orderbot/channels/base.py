@@ -6,9 +6,30 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from orderbot.errors import InvalidPayload
 from orderbot.messages import InboundMessage, OutboundMessage
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "invalid_field", "json_type_name"]
+
+
+def invalid_field(field: str, problem: str) -> InvalidPayload:
+    """A 422 naming the field of a webhook payload that is missing or wrong."""
+    return InvalidPayload(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
+
+
+def json_type_name(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
 
 
 class Channel(ABC):

@@ -17,9 +17,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from orderbot.channels.base import Channel
+from orderbot.channels.base import Channel, invalid_field, json_type_name
 from orderbot.errors import (
-    InvalidPayload,
     PermanentError,
     RateLimited,
     ServerError,
@@ -39,24 +38,6 @@ _DEFAULT_RETRY_AFTER = 1.0
 _EXCERPT_CHARS = 200
 
 
-def _invalid(field: str, problem: str) -> InvalidPayload:
-    return InvalidPayload(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _parse_id(payload: dict[str, Any], field: str) -> str:
     value = payload.get(field)
     # ``type(...) is`` on purpose: bool is an int subclass, and True must not become client "True".
@@ -65,13 +46,13 @@ def _parse_id(payload: dict[str, Any], field: str) -> str:
     if type(value) is str:
         text = value.strip()
         if not text:
-            raise _invalid(field, "must not be empty")
+            raise invalid_field(field, "must not be empty")
         if len(text) > _MAX_ID_LENGTH:
-            raise _invalid(field, f"longer than {_MAX_ID_LENGTH} characters")
+            raise invalid_field(field, f"longer than {_MAX_ID_LENGTH} characters")
         return text
     if field not in payload:
-        raise _invalid(field, "missing")
-    raise _invalid(field, f"must be a string or an integer, not {_type_name(value)}")
+        raise invalid_field(field, "missing")
+    raise invalid_field(field, f"must be a string or an integer, not {json_type_name(value)}")
 
 
 def _route_value(value: object) -> str | None:
@@ -89,18 +70,20 @@ def _parse_attachments(payload: dict[str, Any]) -> tuple[Attachment, ...]:
         if value is None or value == "":
             continue
         if type(value) is not str:
-            raise _invalid(field, f"must be a URL string, not {_type_name(value)}")
+            raise invalid_field(field, f"must be a URL string, not {json_type_name(value)}")
         found.append(Attachment(url=value, kind=kind))
     coordinates = payload.get("coordinates")
     if coordinates is not None and coordinates != "":
         if type(coordinates) is not str:
-            raise _invalid("coordinates", f"must be a string, not {_type_name(coordinates)}")
+            raise invalid_field(
+                "coordinates", f"must be a string, not {json_type_name(coordinates)}"
+            )
         found.append(Attachment(url=f"geo:{coordinates.replace(' ', '')}", kind="location"))
     items = payload.get("attachments")
     if items is None:
         return tuple(found)
     if type(items) is not list:
-        raise _invalid("attachments", f"must be an array, not {_type_name(items)}")
+        raise invalid_field("attachments", f"must be an array, not {json_type_name(items)}")
     for index, item in enumerate(items):
         found.append(_parse_attachment(f"attachments[{index}]", item))
     return tuple(found)
@@ -110,10 +93,10 @@ def _parse_attachment(field: str, item: object) -> Attachment:
     if type(item) is str and item:
         return Attachment(url=item)
     if type(item) is not dict:
-        raise _invalid(field, f"must be an object or a URL string, not {_type_name(item)}")
+        raise invalid_field(field, f"must be an object or a URL string, not {json_type_name(item)}")
     url = item.get("link", item.get("url"))
     if type(url) is not str or not url:
-        raise _invalid(f"{field}.link", "missing or not a string")
+        raise invalid_field(f"{field}.link", "missing or not a string")
     name = item.get("name", item.get("file_name", ""))
     mime_type = item.get("content_type", item.get("mime_type", ""))
     size = item.get("size")
@@ -223,7 +206,7 @@ class Chat2DeskChannel(Channel):
         """Turn an inbox webhook into a message; None for events the bot must not answer
         (our own replies echoed back as ``to_client``, system notes, other hook types)."""
         if type(payload) is not dict:
-            raise _invalid("$", f"must be a JSON object, not {_type_name(payload)}")
+            raise invalid_field("$", f"must be a JSON object, not {json_type_name(payload)}")
         hook_type = payload.get("hook_type")
         if hook_type is not None and hook_type != "inbox":
             return None
@@ -236,10 +219,10 @@ class Chat2DeskChannel(Channel):
         if text is None:
             text = ""
         elif type(text) is not str:
-            raise _invalid("text", f"must be a string, not {_type_name(text)}")
+            raise invalid_field("text", f"must be a string, not {json_type_name(text)}")
         attachments = _parse_attachments(payload)
         if not attachments and not text.strip():
-            raise _invalid("text", "missing: a message needs text or an attachment")
+            raise invalid_field("text", "missing: a message needs text or an attachment")
         route: dict[str, str] = {}
         transport = _route_value(payload.get("transport"))
         if transport is not None:

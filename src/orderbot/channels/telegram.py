@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from orderbot.channels.base import Channel
+from orderbot.channels.base import Channel, invalid_field, json_type_name
 from orderbot.channels.chat2desk import parse_retry_after
 from orderbot.errors import (
     ChannelError,
@@ -103,35 +103,17 @@ _SHORT_LABEL = 20
 _EXCERPT_CHARS = 200
 
 
-def _invalid(field: str, problem: str) -> InvalidPayload:
-    return InvalidPayload(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _object(
     parent: Mapping[str, Any], key: str, path: str, *, required: bool
 ) -> dict[str, Any] | None:
     value = parent.get(key)
     if value is None:
         if required:
-            raise _invalid(f"{path}.{key}" if path else key, "missing")
+            raise invalid_field(f"{path}.{key}" if path else key, "missing")
         return None
     if type(value) is not dict:
-        raise _invalid(
-            f"{path}.{key}" if path else key, f"must be an object, not {_type_name(value)}"
+        raise invalid_field(
+            f"{path}.{key}" if path else key, f"must be an object, not {json_type_name(value)}"
         )
     return value
 
@@ -143,8 +125,8 @@ def _integer(parent: Mapping[str, Any], key: str, path: str) -> int:
         return value
     where = f"{path}.{key}" if path else key
     if value is None:
-        raise _invalid(where, "missing")
-    raise _invalid(where, f"must be an integer, not {_type_name(value)}")
+        raise invalid_field(where, "missing")
+    raise invalid_field(where, f"must be an integer, not {json_type_name(value)}")
 
 
 def _string(
@@ -153,22 +135,22 @@ def _string(
     value = parent.get(key)
     if value is None:
         if required:
-            raise _invalid(f"{path}.{key}", "missing")
+            raise invalid_field(f"{path}.{key}", "missing")
         return None
     if type(value) is not str:
-        raise _invalid(f"{path}.{key}", f"must be a string, not {_type_name(value)}")
+        raise invalid_field(f"{path}.{key}", f"must be a string, not {json_type_name(value)}")
     return value
 
 
 def _file(item: Mapping[str, Any], path: str, kind: str) -> Attachment:
     file_id = _string(item, "file_id", path, required=True)
     if not file_id:
-        raise _invalid(f"{path}.file_id", "must not be empty")
+        raise invalid_field(f"{path}.file_id", "must not be empty")
     name = _string(item, "file_name", path) or ""
     mime_type = _string(item, "mime_type", path) or ""
     size = item.get("file_size")
     if size is not None and (type(size) is not int or size < 0):
-        raise _invalid(f"{path}.file_size", f"must be a non-negative integer, not {size!r}")
+        raise invalid_field(f"{path}.file_size", f"must be a non-negative integer, not {size!r}")
     return Attachment(
         url=f"tg://file/{file_id}", name=name, mime_type=mime_type, size=size, kind=kind
     )
@@ -176,11 +158,13 @@ def _file(item: Mapping[str, Any], path: str, kind: str) -> Attachment:
 
 def _photo(sizes: object, path: str) -> Attachment:
     if type(sizes) is not list or not sizes:
-        raise _invalid(path, "must be a non-empty array of photo sizes")
+        raise invalid_field(path, "must be a non-empty array of photo sizes")
     best: tuple[int, int, int] | None = None
     for index, size in enumerate(sizes):
         if type(size) is not dict:
-            raise _invalid(f"{path}[{index}]", f"must be an object, not {_type_name(size)}")
+            raise invalid_field(
+                f"{path}[{index}]", f"must be an object, not {json_type_name(size)}"
+            )
         width, height, file_size = size.get("width"), size.get("height"), size.get("file_size")
         area = width * height if type(width) is int and type(height) is int else 0
         weight = (area, file_size if type(file_size) is int else 0, index)
@@ -204,7 +188,7 @@ def _attachments(message: Mapping[str, Any]) -> list[Attachment]:
     if location is not None:
         lat, lon = location.get("latitude"), location.get("longitude")
         if type(lat) not in (int, float) or type(lon) not in (int, float):
-            raise _invalid("message.location", "latitude and longitude must be numbers")
+            raise invalid_field("message.location", "latitude and longitude must be numbers")
         found.append(Attachment(url=f"geo:{lat},{lon}", kind="location"))
     return found
 
@@ -389,10 +373,10 @@ class TelegramChannel(Channel):
         """Turn an ``Update`` into a message; None for updates the bot does not answer
         (edits, channel posts, membership changes, other bots, group chats)."""
         if type(payload) is not dict:
-            raise _invalid("$", f"must be a JSON object, not {_type_name(payload)}")
+            raise invalid_field("$", f"must be a JSON object, not {json_type_name(payload)}")
         update_id = _integer(payload, "update_id", "")
         if update_id < 0:
-            raise _invalid("update_id", "must not be negative")
+            raise invalid_field("update_id", "must not be negative")
         message = _object(payload, "message", "", required=False)
         if message is not None:
             return self._parse_message(update_id, message, received_at)
@@ -432,7 +416,7 @@ class TelegramChannel(Channel):
     ) -> InboundMessage | None:
         query_id = _string(query, "id", "callback_query", required=True)
         if not query_id:
-            raise _invalid("callback_query.id", "must not be empty")
+            raise invalid_field("callback_query.id", "must not be empty")
         sender = _object(query, "from", "callback_query", required=True)
         assert sender is not None
         user_id = _integer(sender, "id", "callback_query.from")
