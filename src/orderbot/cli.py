@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="orderbot",
-    help="Takes shop orders through chat (Chat2Desk, a terminal). Settings come from the "
+    help="Takes shop orders through chat (Chat2Desk, Telegram, a terminal). Settings come from the "
     "environment and .env; see README.md.",
     no_args_is_help=True,
     add_completion=False,
