@@ -37,6 +37,9 @@ from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStor
 __all__ = ["Worker"]
 
 _COMMIT_RETRIES = (0.1, 0.5, 2.0)
+# Channels that show buttons; the others (Chat2Desk, the terminal) render them as numbered
+# text, and the catalog listing is then a numbered list instead of cards.
+_BUTTON_CHANNELS = frozenset({"telegram"})
 # First and longest pause of a client's lane while storage is unavailable (seconds).
 _OUTAGE_PAUSE = (0.5, 5.0)
 
@@ -167,6 +170,7 @@ class Worker:
                 time.time(),
                 options=self._options,
                 attachments=attachments,
+                buttons=message.channel in _BUTTON_CHANNELS,
             )
             commit = _commit_for(delivery, result.state, result.replies, result.effects)
         except Exception as exc:  # a step failure still answers the customer

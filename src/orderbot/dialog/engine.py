@@ -13,7 +13,6 @@ a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keep
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,13 +21,18 @@ from typing import Any, Literal
 
 import orjson
 
-from orderbot.dialog.flow import Catalog, Flow, Step
+from orderbot.dialog import browse
+from orderbot.dialog.flow import Catalog, CatalogEntry, Flow, Step
 from orderbot.dialog.validators import (
     FILES_REMOVE_LAST,
     VALIDATORS,
     Invalid,
     ValidationContext,
 )
+from orderbot.dialog.wording import money as _money
+from orderbot.dialog.wording import phrase as _phrase
+from orderbot.dialog.wording import phrases as _phrases
+from orderbot.dialog.wording import render as _render
 from orderbot.errors import FlowError
 from orderbot.messages import Attachment
 
@@ -63,6 +67,11 @@ class DialogState:
     message_count: int
     return_to: str | None = None
     """Set while a step picked from an edit menu is being changed: where the dialog goes back."""
+    catalog_page: int | None = None
+    """The catalog page (from 0) the last reply listed (``/services``), until the next message:
+    "more", a number or an item's name then refer to it."""
+    restart_asked: bool = False
+    """``/order`` came mid-dialog and was asked to be sent again to start over."""
 
     def to_json(self) -> bytes:
         """The stored form of the state."""
@@ -86,6 +95,8 @@ class DialogState:
                 updated_at=float(obj["updated_at"]),
                 message_count=obj["message_count"],
                 return_to=obj.get("return_to"),
+                catalog_page=obj.get("catalog_page"),
+                restart_asked=obj.get("restart_asked", False),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"dialog state lacks a field: {exc}") from exc
@@ -95,6 +106,8 @@ class DialogState:
             and isinstance(state.data, dict)
             and isinstance(state.message_count, int)
             and isinstance(state.return_to, str | None)
+            and (type(state.catalog_page) is int or state.catalog_page is None)
+            and isinstance(state.restart_asked, bool)
         ):
             raise ValueError("dialog state has a field of the wrong type")
         return state
@@ -231,26 +244,16 @@ _COMMANDS = {
     "/cancel": "cancel",
     "/stop": "cancel",
     "/help": "help",
+    "/services": "services",
+    "/catalog": "services",
+    "/order": "order",
 }
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUTTON_NUMBER = re.compile(r"\s*(\d{1,2})\s*[.)]?\s*")
 
 
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _phrase(text: str) -> str:
-    return " ".join(_WORD.findall(text.replace("ё", "е").replace("Ё", "Е").lower()))
-
-
-@functools.cache
-def _phrases(words: tuple[str, ...]) -> frozenset[str]:
-    # A flow's word lists are fixed once loaded: normalise them once, not per message.
-    return frozenset(_phrase(w) for w in words)
-
-
 def _command(flow: Flow, text: str) -> str | None:
-    """``start``, ``cancel``, ``help``, ``unknown`` (another slash command) or ``None``."""
+    """``start``, ``cancel``, ``help``, ``services``, ``order``, ``unknown`` (another slash
+    command) or ``None``."""
     stripped = text.strip()
     if stripped.startswith("/"):
         # "/start@shop_bot" in Telegram groups, "/start promo" from deep links.
@@ -263,12 +266,9 @@ def _command(flow: Flow, text: str) -> str | None:
         return "cancel"
     if phrase and phrase in _phrases(flow.restart_words):
         return "start"
+    if phrase and phrase in _phrases(browse.SERVICES_WORDS):
+        return "services"
     return None
-
-
-def _render(template: str, values: Mapping[str, str]) -> str:
-    # One pass with a function: a value containing "{phone}" is inserted as is, never expanded.
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _display(value: object) -> str:
@@ -278,12 +278,6 @@ def _display(value: object) -> str:
         names = [str(v["name"]) if isinstance(v, dict) and "name" in v else str(v) for v in value]
         return ", ".join(names) if names else "—"
     return str(value)
-
-
-def _money(amount: Decimal) -> str:
-    if amount == amount.to_integral_value():
-        return f"{int(amount):,}".replace(",", " ")
-    return f"{amount:,.2f}".replace(",", " ")
 
 
 def _quantity(catalog: Catalog, data: Mapping[str, Any]) -> int:
@@ -532,14 +526,16 @@ def step(
     *,
     options: DialogOptions,
     attachments: Sequence[Attachment | ReceivedFile] = (),
+    buttons: bool = True,
 ) -> StepResult:
     """Handle one customer message.
 
     ``state`` is what the previous call returned (``None`` for a customer without a dialog),
     ``now`` is the message time in unix seconds, ``attachments`` what the message carried: a
     :class:`ReceivedFile` once the worker fetched and checked it, a bare ``Attachment`` when
-    nobody did (a file step then says it could not get the file). Pure: the same arguments
-    give the same result.
+    nobody did (a file step then says it could not get the file). ``buttons``: whether the
+    channel shows buttons (Telegram) or numbered text (Chat2Desk); only the catalog listing
+    differs (:mod:`orderbot.dialog.browse`). Pure: the same arguments give the same result.
     """
     effects: list[Effect] = []
     if state is not None and (
@@ -560,18 +556,42 @@ def step(
         language = flow.language(wanted if wanted in flow.languages else options.default_language)
         if command == "cancel":
             return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
+        if command == "services":
+            return _show_catalog(flow, None, language, 0, now, buttons, effects)
+        # A button of an old listing: an order button, "Next ›".
+        action = browse.read(flow, text, None, numbers=False)
+        if isinstance(action, browse.ShowPage):
+            return _show_catalog(flow, None, language, action.page, now, buttons, effects)
+        if isinstance(action, browse.PickItem):
+            return _pick_item(flow, None, language, action.item, now, options, effects)
         new_state, replies = _begin(flow, language, now)
         return StepResult(new_state, replies, tuple(effects))
 
     language = flow.language(state.language)
-    if command == "start":
+    if command == "start" or (command == "order" and state.restart_asked):
         # The /start itself is the first message of the new dialog, not the last of the old one.
         effects.append(_ended(state, "abandoned", now))
         new_state, replies = _begin(flow, language, now)
         return StepResult(new_state, replies, tuple(effects))
+    if command == "order" and not state.data:
+        # Nothing collected yet (say, only the catalog was shown): the same dialog, from its
+        # first question, without asking whether to drop it.
+        new_state, replies = _begin(flow, language, now)
+        new_state = dataclasses.replace(
+            new_state, started_at=state.started_at, message_count=state.message_count + 1
+        )
+        return StepResult(new_state, replies, tuple(effects))
 
     current = flow.steps[state.step]
-    advanced = dataclasses.replace(state, updated_at=now, message_count=state.message_count + 1)
+    # What the last reply offered besides the question (a catalog page, "send /order again")
+    # holds for this message only.
+    advanced = dataclasses.replace(
+        state,
+        updated_at=now,
+        message_count=state.message_count + 1,
+        catalog_page=None,
+        restart_asked=False,
+    )
     if command == "cancel":
         return _cancel(flow, advanced, language, effects, now)
     if command in ("help", "unknown"):
@@ -580,6 +600,13 @@ def step(
             before = f"{before}\n\n{current.help[language]}"
         reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
         return StepResult(advanced, (reply,), tuple(effects))
+    if command == "order":
+        before = browse.browse_text(flow, "order_in_progress", language)
+        reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
+        asked = dataclasses.replace(advanced, restart_asked=True)
+        return StepResult(asked, (reply,), tuple(effects))
+    if command == "services":
+        return _show_catalog(flow, advanced, language, 0, now, buttons, effects)
     # A location pin is no file: at a file step it is read like a message without text.
     files = [a for a in attachments if not (isinstance(a, Attachment) and a.kind == "location")]
     if files and current.validator == "model_files":
@@ -589,6 +616,12 @@ def step(
             flow, current, language, state.data, flow.text("empty", language), state.return_to
         )
         return StepResult(advanced, (reply,), tuple(effects))
+    numbers = _numbered_listing(flow, current, language, state.data, state.return_to, buttons)
+    action = browse.read(flow, text, state.catalog_page, numbers=numbers)
+    if isinstance(action, browse.ShowPage):
+        return _show_catalog(flow, advanced, language, action.page, now, buttons, effects)
+    if isinstance(action, browse.PickItem):
+        return _pick_item(flow, advanced, language, action.item, now, options, effects)
 
     shown = _buttons(flow, current, language, state.data, state.return_to)
     number = _BUTTON_NUMBER.fullmatch(text)
@@ -609,6 +642,103 @@ def step(
         reply = _prompt(flow, flow.steps[back], language, data)
         return StepResult(moved, (reply,), tuple(effects))
     return _answer(flow, current, advanced, language, text, options, effects)
+
+
+def _catalog_step(flow: Flow) -> Step | None:
+    """The step where the customer chooses from the catalog (it collects the catalog's field)."""
+    if flow.catalog is None:
+        return None
+    return next((s for s in flow.steps.values() if s.field == flow.catalog.field), None)
+
+
+def _numbered_listing(
+    flow: Flow,
+    current: Step | None,
+    language: str,
+    data: Mapping[str, Any],
+    return_to: str | None,
+    buttons: bool,
+) -> bool:
+    """Whether a listing without buttons numbers its items (and a bare number then picks one).
+    Not when the question re-asked after it shows numbered options of its own: "2" would then
+    mean two things; names still work."""
+    if buttons:
+        return False
+    if current is None or current is _catalog_step(flow):
+        return True
+    return not _buttons(flow, current, language, data, return_to)
+
+
+def _show_catalog(
+    flow: Flow,
+    state: DialogState | None,
+    language: str,
+    page: int,
+    now: float,
+    buttons: bool,
+    effects: list[Effect],
+) -> StepResult:
+    """A catalog page (or, without a catalog, what the shop offers), then the current question
+    again. Without a dialog one begins, so that "more", a number or a name can follow; the
+    catalog step's question is not repeated after the list: the list asks the same."""
+    greeting: tuple[Reply, ...] = ()
+    if state is None:
+        if flow.catalog is None:
+            offer = browse.browse_text(flow, "services", language)
+            return StepResult(None, (Reply(offer),), tuple(effects))
+        state, (first_greeting, _) = _begin(flow, language, now)
+        greeting = (first_greeting,)
+    current = flow.steps[state.step]
+    if flow.catalog is None:
+        offer = browse.browse_text(flow, "services", language)
+        reply = _with_prompt(flow, current, language, state.data, offer, state.return_to)
+        return StepResult(state, (reply,), tuple(effects))
+    numbered = _numbered_listing(flow, current, language, state.data, state.return_to, buttons)
+    shown = browse.listing(flow, language, page, buttons=buttons, numbered=numbered)
+    replies = greeting + tuple(Reply(text, labels) for text, labels in shown)
+    if current is not _catalog_step(flow):
+        replies += (_prompt(flow, current, language, state.data, state.return_to),)
+    listed = dataclasses.replace(state, catalog_page=browse.clamp_page(flow.catalog, page))
+    return StepResult(listed, replies, tuple(effects))
+
+
+def _pick_item(
+    flow: Flow,
+    state: DialogState | None,
+    language: str,
+    item: CatalogEntry,
+    now: float,
+    options: DialogOptions,
+    effects: list[Effect],
+) -> StepResult:
+    """An item ordered from the catalog listing, as if chosen at the catalog step: at (or
+    before reaching) that step the dialog goes on from it; past it, the choice is changed and
+    the current question asked again (nothing collected is lost)."""
+    assert flow.catalog is not None
+    if state is None:
+        state, _ = _begin(flow, language, now)
+    chosen = browse.browse_text(
+        flow,
+        "catalog_chosen",
+        language,
+        {"name": item.name[language], "price": browse.price(flow, item, language)},
+    )
+    choice = _catalog_step(flow)
+    if choice is not None and state.step == choice.name:
+        # The catalog step's validator reads item names in every language.
+        result = _answer(flow, choice, state, language, item.name[language], options, effects)
+        first, *rest = result.replies
+        replies = (Reply(f"{chosen}\n\n{first.text}", first.buttons), *rest)
+        return StepResult(result.state, replies, result.effects)
+    data = {**state.data, flow.catalog.field: item.id}
+    path = _path(flow, data)
+    # A catalog step that branches on the item may lead elsewhere now: go on where the new
+    # choice leads, at its first unanswered step.
+    target = state.step if state.step in path or state.return_to is not None else path[-1]
+    return_to = state.return_to if target == state.step else None
+    moved = dataclasses.replace(state, step=target, data=data, return_to=return_to)
+    reply = _with_prompt(flow, flow.steps[target], language, data, chosen, return_to)
+    return StepResult(moved, (reply,), tuple(effects))
 
 
 def _cancel(

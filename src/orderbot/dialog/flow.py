@@ -15,6 +15,12 @@ Schema (see ``flows/water.yaml`` for a full example)::
       # track_header, track_line ({order_id} {date} {status} {total}), track_empty,
       # track_not_found ({number}), track_order ({order_id} {date} {status} {total} {history}),
       # handoff_started, handoff_unavailable, handoff_resumed
+      # and for /services and /order (see orderbot/dialog/browse.py for the defaults):
+      # services (a flow without catalog: what the shop offers), catalog_header,
+      # catalog_item ({name} {description} {price} {unit}), catalog_order_button ({name},
+      # required in it: the button must tell the items apart), catalog_page ({page} {pages}),
+      # catalog_prev, catalog_next, catalog_pick_numbers, catalog_pick_names, catalog_more,
+      # catalog_chosen ({name} {price}), order_in_progress
     status_texts: {confirmed: {ru: ..., en: ...}, ...}   # optional: what the customer is told
                                    # when an order gets that status ({order_id} {status} {note})
     status_names: {in_progress: {ru: ..., en: ...}, ...} # optional: how a status is shown
@@ -30,6 +36,7 @@ Schema (see ``flows/water.yaml`` for a full example)::
       quantity: files              # optional field counting units: a number or a list (its
                                    # length); without it one unit. Orders then get line items
                                    # and a total; texts may use {catalog}, {order_lines}, {total}
+      page_size: 5                 # optional: items a /services page shows (default 5)
     steps:
       NAME:                        # a question step
         prompt: {ru: ..., en: ...}
@@ -103,6 +110,18 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "handoff_started": frozenset(),
     "handoff_unavailable": frozenset(),
     "handoff_resumed": frozenset(),
+    "services": frozenset(),
+    "catalog_header": frozenset(),
+    "catalog_item": frozenset({"name", "description", "price", "unit"}),
+    "catalog_order_button": frozenset({"name"}),
+    "catalog_page": frozenset({"page", "pages"}),
+    "catalog_prev": frozenset(),
+    "catalog_next": frozenset(),
+    "catalog_pick_numbers": frozenset(),
+    "catalog_pick_names": frozenset(),
+    "catalog_more": frozenset(),
+    "catalog_chosen": frozenset({"name", "price"}),
+    "order_in_progress": frozenset(),
 }
 ORDER_STATUSES = ("new", "confirmed", "in_progress", "ready", "delivered", "cancelled")
 """Every status an order can have (the transitions are in :mod:`orderbot.tracking`)."""
@@ -125,7 +144,8 @@ _STEP_MESSAGES = {"model_files": frozenset({"received", "removed"})}
 # Placeholders the engine fills on a validator's step, besides fields, vars and params.
 _STEP_VALUES = {"model_files": frozenset({"file_name", "file_count", "limit_mb"})}
 _CATALOG_VALUES = frozenset({"catalog", "order_lines", "total", "currency"})
-_CATALOG_KEYS = {"file", "items", "currency", "currency_name", "field", "quantity"}
+_CATALOG_KEYS = {"file", "items", "currency", "currency_name", "field", "quantity", "page_size"}
+_DEFAULT_PAGE_SIZE = 5
 _NAV_KEYS = {"back", "cancel", "back_words"}
 _END_KEYS = {"end", "text"}
 _TOP_KEYS = {
@@ -192,6 +212,8 @@ class Catalog:
     currency_name: Texts
     field: str
     quantity_field: str | None = None
+    page_size: int = _DEFAULT_PAGE_SIZE
+    """How many items one page of the /services listing shows."""
 
     def get(self, item_id: object) -> CatalogEntry | None:
         """The item with ``item_id``, or ``None``."""
@@ -392,6 +414,11 @@ def _build(raw: object, base_dir: Path) -> Flow:
         known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
         for language, text in by_language.items():
             _placeholders_known(text, known, f"texts.{key}.{language}")
+    for language, text in texts.get("catalog_order_button", {}).items():
+        # A pressed button comes back as its label: without the name, every card's button
+        # would read the same and the item could not be told.
+        if "name" not in placeholders(text):
+            raise _Problem(f"texts.catalog_order_button.{language}: must contain {{name}}")
     navigation = _mapping(top.get("navigation", {}), "navigation")
     _unknown_keys(navigation, _NAV_KEYS, "navigation")
     back_label: dict[str, str] = {}
@@ -476,12 +503,16 @@ def _catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catal
         else dict.fromkeys(languages, currency)
     )
     quantity = data.get("quantity")
+    page_size = data.get("page_size", _DEFAULT_PAGE_SIZE)
+    if type(page_size) is not int or not 1 <= page_size <= 20:
+        raise _Problem("catalog.page_size: must be a whole number from 1 to 20")
     return Catalog(
         items=tuple(items),
         currency=currency,
         currency_name=currency_name,
         field=_string(data["field"], "catalog.field"),
         quantity_field=None if quantity is None else _string(quantity, "catalog.quantity"),
+        page_size=page_size,
     )
 
 
