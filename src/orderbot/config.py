@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     chat2desk_group_id: int | None = Field(None, ge=1)
 
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
+    # Distributed profile: sending retries and the circuit breaker (defaults as DESIGN.md).
+    send_retry_slow_delay: int = Field(
+        300, ge=1, description="seconds between slow retries, after the 1/2/4 s quick ones"
+    )
+    circuit_failure_threshold: int = Field(5, ge=1, description="failures in a row to open")
+    circuit_cooldown: float = Field(30.0, gt=0, description="seconds open before a trial call")
     shutdown_timeout: float = Field(10.0, ge=0)
     dialog_idle_timeout: float = Field(24 * 3600, gt=0)
     upload_dir: Path = Field(Path("uploads"), description="where model files are stored")

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
 from orderbot import db as database
@@ -46,7 +46,7 @@ from orderbot.queues.rabbitmq import (
     RedisKeys,
 )
 from orderbot.ratelimit import RedisRateLimiter
-from orderbot.retry import RetryPolicy
+from orderbot.retry import CircuitBreaker, RetryPolicy
 from orderbot.runtime import build_channels, dialog_options
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 Role = Literal["worker", "sender"]
+
+REDIS_POOL_SIZE = 64  # connections per process
 
 
 def require_distributed(settings: Settings) -> None:
@@ -97,7 +99,7 @@ class DistributedRuntime:
         roles: Collection[str] = (),
         channels: Mapping[str, Channel] | None = None,
         flow: Flow | None = None,
-        retry_delays: Sequence[int] = RETRY_DELAYS,
+        retry_delays: Sequence[int] | None = None,
         policy: RetryPolicy | None = None,
         sender_concurrency: int = 100,
         poll_interval: float = 1.0,
@@ -114,12 +116,18 @@ class DistributedRuntime:
         self.channels: dict[str, Channel] = (
             dict(channels) if channels is not None else build_channels(settings)
         )
-        self.redis: Redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry_on_timeout=True,
+        # A bounded pool that waits for a free connection: the default pool raises "Too many
+        # connections" past 100 commands in flight, which a busy ingress or worker reaches.
+        self.redis: Redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_POOL_SIZE,
+                timeout=5,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                retry_on_timeout=True,
+            )
         )
         self.engine = database.create_engine(
             settings.database_url,
@@ -131,7 +139,7 @@ class DistributedRuntime:
             settings.rabbitmq_url,
             prefix=settings.queue_prefix,
             shards=settings.queue_shards,
-            retry_delays=retry_delays,
+            retry_delays=retry_delays or (*RETRY_DELAYS[:-1], settings.send_retry_slow_delay),
         )
         self.inbound = RabbitInboundQueue(
             self.broker,
@@ -157,9 +165,14 @@ class DistributedRuntime:
         self.rate_limiter = RedisRateLimiter(
             self.redis, self.keys.rate_limit(f"chat2desk:{token_id}"), settings.outbound_rate_limit
         )
-        sender_options: dict[str, Any] = {}
-        if policy is not None:
-            sender_options["policy"] = policy
+        sender_options: dict[str, Any] = {
+            "policy": policy or RetryPolicy(slow_delay=float(settings.send_retry_slow_delay)),
+            "breaker_factory": lambda name: CircuitBreaker(
+                name,
+                failure_threshold=settings.circuit_failure_threshold,
+                cooldown=settings.circuit_cooldown,
+            ),
+        }
         self.sender = Sender(
             self.outbox,
             self.channels,

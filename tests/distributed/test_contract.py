@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 
 from orderbot.messages import InboundMessage, OutboundMessage
-from orderbot.queues.base import InboundDelivery
+from orderbot.queues.base import InboundDelivery, OutboxItem
 from orderbot.retry import RetryPolicy
 from orderbot.state.base import OrderRecord, StepCommit
 from tests.distributed.conftest import Backend, RecordingChannel, eventually
@@ -252,3 +252,39 @@ async def test_distributed_step_redone_after_a_crash_before_the_redis_mark(
         stop.set()
         await task
     assert [m.text for m in channel.sent] == [f"Order {first} accepted"]
+
+
+async def test_a_send_cut_off_by_a_crash_comes_back_in_doubt(backend: Backend) -> None:
+    """A sender died between starting a send and recording it: after the restart the reply is
+    handed out ``in_doubt_since`` the start, so the sender asks the channel before resending;
+    a reply whose send never started comes back plain."""
+    await backend.inbound.put(inbound(backend, "D", "d-m"))
+    (delivery,) = await backend.fetch_n(1)
+    await commit(backend, delivery, replies=2)
+    first = f"{delivery.message.dedupe_key}:0"
+
+    async def claim_one() -> list[OutboxItem]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = await backend.outbox.claim(1, set())
+            if found:
+                return list(found)
+            await backend.outbox.wait(0.05)
+        return []
+
+    (item,) = await claim_one()
+    assert item.message.key == first
+    assert item.in_doubt_since is None
+    before = time.time()
+    await backend.outbox.begin_send(item.handle)
+    await backend.restart()  # the crash: no mark_sent
+
+    (again,) = await claim_one()
+    assert again.message.key == first
+    since = again.in_doubt_since
+    assert since is not None and before - 1 <= since <= time.time()
+    await backend.outbox.mark_sent(again.handle)
+    (second,) = await claim_one()
+    assert second.message.key == f"{delivery.message.dedupe_key}:1"
+    assert second.in_doubt_since is None
+    await backend.outbox.mark_sent(second.handle)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from orderbot import db
 from orderbot.dialog import DialogOptions, load_flow, step
 from orderbot.schema import orders
+from orderbot.worker import merge_replies
 from tests.distributed.conftest import (
     PG_URL,
     RABBIT_URL,
@@ -33,7 +34,7 @@ from tests.distributed.conftest import (
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
 from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 CONVERSATION = ["Hello", "Chui avenue 120, apt 5", "my number is 0555 123 456", "3 bottles", "yes"]
 SHARDS = 4
@@ -108,7 +109,7 @@ def expected_texts() -> list[str]:
     for text in CONVERSATION:
         result = step(flow, state, text, time.time(), options=DialogOptions(default_language="ru"))
         state = result.state
-        texts.extend(r.text for r in result.replies)
+        texts.extend(r.text for r in merge_replies(result.replies))
     return [_blank(t) for t in texts]
 
 

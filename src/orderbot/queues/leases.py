@@ -64,6 +64,10 @@ return n
 class ShardHolder(Protocol):
     """What consumes shards: the inbound queue (workers) or the outbox (senders)."""
 
+    @property
+    def consuming(self) -> list[int]:
+        """The shards consumed now."""
+
     async def take_shard(self, shard: int) -> None:
         """Start consuming ``shard``."""
 
@@ -153,6 +157,13 @@ class ShardLeases:
                 if not ok and shard not in self._leaving:
                     log.warning("shard %s lease (%s) lost; giving it back", shard, self._role)
                     self._give_back(shard, release=False)
+        consuming = set(self._holder.consuming)
+        for shard in sorted(self.active - consuming):
+            # Leased but not consumed (its channel could not be reopened after a reconnect).
+            try:
+                await self._holder.take_shard(shard)
+            except Exception as exc:
+                log.warning("cannot consume shard %s (%s) again: %s", shard, self._role, exc)
         fair = math.ceil(self.shards / max(1, int(members)))
         active = sorted(self.active)
         for shard in active[fair:]:

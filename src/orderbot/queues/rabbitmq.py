@@ -453,6 +453,9 @@ class _ShardChannels:
         self._on_message = on_message
         self._channels: dict[int, AbstractChannel] = {}
         self.leaving: set[int] = set()
+        self.lost: set[int] = set()  # consumed before a reconnect, not again yet
+        self._reopening: asyncio.Task[None] | None = None
+        broker.on_reconnect(self._reconnected)
 
     @property
     def open_shards(self) -> list[int]:
@@ -466,20 +469,43 @@ class _ShardChannels:
             queue = await channel.get_queue(self._queue_name(shard), ensure=False)
 
             async def deliver(raw: AbstractIncomingMessage) -> None:
-                self._on_message(shard, raw)
+                # Only the shard's current channel delivers: a channel aio-pika restored
+                # after a reconnect, and that we replace, may still hand over a few.
+                if self._channels.get(shard) is channel:
+                    self._on_message(shard, raw)
 
+            self._channels[shard] = channel
             await queue.consume(deliver)
         except BaseException:
+            self._channels.pop(shard, None)
             with contextlib.suppress(Exception):
                 await channel.close()
             raise
-        self._channels[shard] = channel
+        self.lost.discard(shard)
 
     async def close(self, shard: int) -> None:
         channel = self._channels.pop(shard, None)
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    def _reconnected(self) -> None:
+        # aio-pika restores robust channels by itself, but not reliably after the broker
+        # closed the connection (a restart): open every shard's channel afresh.
+        if self._reopening is None or self._reopening.done():
+            self._reopening = asyncio.create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        for shard in self.open_shards:
+            await self.close(shard)
+            if shard in self.leaving:
+                continue
+            try:
+                await self.start(shard)
+            except Exception as exc:
+                # Shard leases (or the next reconnect) try again.
+                log.warning("cannot consume %s again: %s", self._queue_name(shard), exc)
+                self.lost.add(shard)
 
 
 # -- inbound ---------------------------------------------------------------------------------
@@ -541,13 +567,15 @@ class RabbitInboundQueue(InboundQueue):
         return True
 
     async def _start(self) -> None:
-        if self._all_started or self.leased:
+        if self.leased or (self._all_started and not self._shards.lost):
             return
         async with self._starting:
-            if self._all_started:
-                return
-            for shard in range(self._broker.shards):
-                await self._shards.start(shard)
+            try:
+                for shard in range(self._broker.shards):
+                    await self._shards.start(shard)
+            except Exception as exc:
+                raise _unavailable("cannot consume from RabbitMQ", exc) from None
+            self._shards.lost.clear()
             self._all_started = True
 
     async def take_shard(self, shard: int) -> None:
@@ -748,13 +776,15 @@ class RabbitOutbox(Outbox):
     # consuming
 
     async def _start(self) -> None:
-        if self._all_started or self.leased:
+        if self.leased or (self._all_started and not self._shards.lost):
             return
         async with self._starting:
-            if self._all_started:
-                return
-            for shard in range(self._broker.shards):
-                await self._shards.start(shard)
+            try:
+                for shard in range(self._broker.shards):
+                    await self._shards.start(shard)
+            except Exception as exc:
+                raise _unavailable("cannot consume from RabbitMQ", exc) from None
+            self._shards.lost.clear()
             self._all_started = True
 
     async def take_shard(self, shard: int) -> None:
