@@ -41,7 +41,7 @@ class SqliteStepStore(StepStore):
         db: SqliteDatabase,
         *,
         outbox_wakeup: Wakeup | None = None,
-        cache_size: int = 20_000,
+        cache_size: int = 4096,
         alerts: NewOrderAlerts | None = None,
     ) -> None:
         self._db = db
