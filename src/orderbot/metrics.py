@@ -24,10 +24,14 @@ DIALOG_STEP_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 REPLIES = Counter(
-    "orderbot_replies_total", "Replies by channel and result (sent|retried|dead)", ["channel", "result"]
+    "orderbot_replies_total",
+    "Replies by channel and result (sent|retried|dead)",
+    ["channel", "result"],
 )
 ORDERS_CREATED = Counter("orderbot_orders_created_total", "Orders stored", ["channel"])
-RATE_LIMIT_WAITS = Counter("orderbot_rate_limit_waits_total", "Sends that waited for the rate limit")
+RATE_LIMIT_WAITS = Counter(
+    "orderbot_rate_limit_waits_total", "Sends that waited for the rate limit"
+)
 CIRCUIT_STATE = Gauge(
     "orderbot_circuit_open", "1 while the channel's circuit breaker is open", ["channel"]
 )
