@@ -156,6 +156,7 @@ class Worker:
         if delivery.deliveries > self._max_deliveries:
             await self._give_up(delivery, started)
             return
+        await self._inbound.begin(delivery)
         raw = await self._store.load_state(message.client_key)
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"

@@ -283,6 +283,8 @@ async def _run(
         report.orders_duplicated = sum(n - 1 for n in orders.values() if n > 1)
         report.orders_missing = sum(1 for n in orders.values() if n == 0)
         await _dead_letters(report, rabbit_url, namespace)
+        if os.environ.get("ORDERBOT_FAULTS_DEBUG"):
+            await _debug(rabbit_url, redis.url, namespace, received["received"], clients)
     finally:
         for p in [*workers, *reversed(procs)]:
             with contextlib.suppress(Exception):
@@ -416,3 +418,41 @@ async def _dead_letters(report: FaultReport, rabbit_url: str, namespace: str) ->
             )
     finally:
         await connection.close()
+
+
+async def _debug(
+    rabbit_url: str,
+    redis_url: str,
+    namespace: str,
+    received: list[dict[str, Any]],
+    clients: list[str],
+) -> None:
+    from redis.asyncio import Redis
+
+    from orderbot.queues.rabbitmq import RabbitBroker
+
+    names = RabbitBroker(rabbit_url, prefix=namespace, shards=SHARDS, retry_delays=(1, 2, 4, 5))
+    connection = await aio_pika.connect(rabbit_url)
+    try:
+        channel = await connection.channel()
+        for name in names.all_queues():
+            q = await channel.declare_queue(name, passive=True)
+            r = q.declaration_result
+            print(f"queue {name}: ready {r.message_count} consumers {r.consumer_count}")
+    finally:
+        await connection.close()
+    redis = Redis.from_url(redis_url)
+    try:
+        for kind in ("hold", "sending", "sent", "lease"):
+            keys = [k async for k in redis.scan_iter(match=f"{namespace}:{kind}:*", count=1000)]
+            print(f"redis {kind}: {len(keys)}")
+            if kind in ("hold", "lease"):
+                for k in keys[:10]:
+                    print("  ", k, await redis.get(k))
+    finally:
+        await redis.aclose()
+    got = Counter(str(b["client_id"]) for b in received)
+    short = [c for c in clients if got[c] < 5]
+    print(
+        f"clients short of replies: {len(short)}; e.g. {short[:5]} with {[got[c] for c in short[:5]]}"
+    )

@@ -288,3 +288,20 @@ async def test_a_send_cut_off_by_a_crash_comes_back_in_doubt(backend: Backend) -
     assert second.message.key == f"{delivery.message.dedupe_key}:1"
     assert second.in_doubt_since is None
     await backend.outbox.mark_sent(second.handle)
+
+
+async def test_redeliveries_count_the_steps_that_started(backend: Backend) -> None:
+    """A message that keeps crashing workers mid-step is counted each time; on RabbitMQ one
+    that only waited in a dying worker's buffer is not (SQLite counts every fetch)."""
+    await backend.inbound.put(inbound(backend, "8", "crashy"))
+    for expected in (1, 2, 3, 4):
+        (d,) = await backend.fetch_n(1)
+        assert d.deliveries == expected
+        await backend.inbound.begin(d)  # the step starts, then the worker dies
+        await backend.restart()
+    (d,) = await backend.fetch_n(1)
+    assert d.deliveries == 5
+    await backend.restart()  # died before this one's step started
+    (d,) = await backend.fetch_n(1)
+    assert d.deliveries == (5 if backend.name == "distributed" else 6)
+    await commit(backend, d)

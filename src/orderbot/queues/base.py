@@ -93,6 +93,12 @@ class InboundQueue(ABC):
     async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:
         """Take a message that keeps failing off the queue, into the dead-letter queue."""
 
+    async def begin(self, delivery: InboundDelivery) -> None:  # noqa: B027 - optional hook
+        """The worker starts the step of ``delivery`` now. A broker counts attempts here, so
+        that a message redelivered only because a worker died while it waited in its buffer
+        is not taken for one that crashes workers. Default: nothing (SQLite counts in
+        ``fetch``)."""
+
     async def ack(self, delivery: InboundDelivery) -> None:  # noqa: B027 - optional hook
         """The step of ``delivery`` is committed; the queue may forget it. Default: nothing to
         do (SQLite marks the message done in the step's own transaction). A broker acks here."""

@@ -63,6 +63,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import aio_pika
+import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -107,6 +108,11 @@ RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 300)
 # lane sleeps the rest); further away it is parked again.
 _PARK_SLACK = 1.0
 _RECHECK_BLOCKED = 30.0
+# A parked reply not back this long after its time is taken as lost (a broker restart can drop
+# a message the retry queue dead-letters while the target queue is still recovering): it is
+# published again from its copy in Redis (a second copy coming back later is dropped as sent).
+_PARKED_LOST_AFTER = 20.0
+_RECOVER_EVERY = 10.0
 
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 
@@ -116,6 +122,8 @@ _FINISH_REPLY = """
 if ARGV[3] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[4])
 return 1
 """
 
@@ -148,6 +156,14 @@ class RedisKeys:
 
     def sending(self, reply_key: str) -> str:
         return f"{self.prefix}:sending:{reply_key}"
+
+    def parked(self, reply_key: str) -> str:
+        return f"{self.prefix}:parked:{reply_key}"
+
+    @property
+    def parked_index(self) -> str:
+        """Sorted set of ``<client>\t<reply key>`` by the time each parked reply is due."""
+        return f"{self.prefix}:parked"
 
     def hold(self, client_key: str) -> str:
         return f"{self.prefix}:hold:{client_key}"
@@ -368,7 +384,11 @@ class RabbitBroker:
         )
 
     async def consumer_channel(self, prefetch: int) -> AbstractChannel:
-        channel = await self.connection.channel()
+        """A plain (not robust) channel: after a reconnect its owner opens a new one itself.
+        A robust channel that aio-pika restores behind our back could come back as a second
+        consumer of the shard that nobody reads."""
+        channel = aio_pika.Channel(self.connection, publisher_confirms=False)
+        await channel.initialize()
         await channel.set_qos(prefetch_count=prefetch)
         return channel
 
@@ -454,6 +474,7 @@ class _ShardChannels:
         self._channels: dict[int, AbstractChannel] = {}
         self.leaving: set[int] = set()
         self.lost: set[int] = set()  # consumed before a reconnect, not again yet
+        self._locks: dict[int, asyncio.Lock] = {}
         self._reopening: asyncio.Task[None] | None = None
         broker.on_reconnect(self._reconnected)
 
@@ -461,7 +482,16 @@ class _ShardChannels:
     def open_shards(self) -> list[int]:
         return sorted(self._channels)
 
+    def _lock(self, shard: int) -> asyncio.Lock:
+        return self._locks.setdefault(shard, asyncio.Lock())
+
     async def start(self, shard: int) -> None:
+        # One at a time per shard: a reopen after a reconnect and a lease round could otherwise
+        # both open a channel, and the one left behind would be a consumer nobody reads.
+        async with self._lock(shard):
+            await self._start(shard)
+
+    async def _start(self, shard: int) -> None:
         if shard in self._channels:
             return
         channel = await self._broker.consumer_channel(self._prefetch)
@@ -484,10 +514,11 @@ class _ShardChannels:
         self.lost.discard(shard)
 
     async def close(self, shard: int) -> None:
-        channel = self._channels.pop(shard, None)
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        async with self._lock(shard):
+            channel = self._channels.pop(shard, None)
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
 
     def _reconnected(self) -> None:
         # aio-pika restores robust channels by itself, but not reliably after the broker
@@ -497,11 +528,15 @@ class _ShardChannels:
 
     async def _reopen(self) -> None:
         for shard in self.open_shards:
-            await self.close(shard)
-            if shard in self.leaving:
-                continue
             try:
-                await self.start(shard)
+                async with self._lock(shard):
+                    channel = self._channels.pop(shard, None)
+                    if channel is not None:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
+                    if shard in self.leaving:
+                        continue
+                    await self._start(shard)
             except Exception as exc:
                 # Shard leases (or the next reconnect) try again.
                 log.warning("cannot consume %s again: %s", self._queue_name(shard), exc)
@@ -644,22 +679,40 @@ class RabbitInboundQueue(InboundQueue):
         return deliveries
 
     async def _count_redeliveries(self, taken: list[AbstractIncomingMessage]) -> list[int]:
+        """Deliveries of each message as the worker sees them: 1 for a first delivery; for a
+        redelivery, the attempts started before (counted by :meth:`begin`; the first delivery
+        is assumed started) plus this one. A redelivery that never reached a step (it waited
+        in a worker that died) is not counted, so killing workers does not dead-letter it."""
         redelivered = [m for m in taken if m.redelivered]
         if not redelivered:
             return [1] * len(taken)
         counted: dict[int, int] = {}
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for m in redelivered:
-                    key = self._keys.deliveries(m.message_id or "")
-                    pipe.incr(key)
-                    pipe.expire(key, KEEP_SECONDS)
-                results = await pipe.execute()
-            for m, n in zip(redelivered, results[::2], strict=True):
-                counted[id(m)] = int(n) + 1
+            values = await self._redis.mget(
+                [self._keys.deliveries(m.message_id or "") for m in redelivered]
+            )
+            for m, n in zip(redelivered, values, strict=True):
+                counted[id(m)] = max(int(n or 0), 1) + 1
         except RedisError as exc:
             log.warning("cannot count redeliveries (%s)", exc)
         return [counted.get(id(m), 2) if m.redelivered else 1 for m in taken]
+
+    async def begin(self, delivery: InboundDelivery) -> None:
+        """Count a started attempt of a redelivered message (a first delivery is counted as
+        started when it comes back; no Redis call on the common path)."""
+        found = self._unacked.get(delivery.handle)
+        if found is None or not found[1].redelivered:
+            return
+        key = self._keys.deliveries(delivery.message.dedupe_key)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, KEEP_SECONDS)
+                n, _ = await pipe.execute()
+            if int(n) == 1:  # the first delivery was started too (assumed)
+                await self._redis.incr(key)
+        except RedisError as exc:
+            log.warning("cannot count an attempt of %s (%s)", delivery.message.message_id, exc)
 
     async def wait(self, timeout: float) -> None:
         if not self._buffer:
@@ -750,6 +803,7 @@ class RabbitOutbox(Outbox):
         self._out: dict[int, _Parcel] = {}
         self._blocked: dict[str, str] = {}
         self._rechecked = time.monotonic()
+        self._recovered = time.monotonic()
         self._wakeup = asyncio.Event()
         self._settled = asyncio.Event()
         self._shards = _ShardChannels(broker, broker.outbox_queue, prefetch, self._on_message)
@@ -889,6 +943,13 @@ class RabbitOutbox(Outbox):
             self._blocked.clear()
             for client in blocked:
                 self._schedule(client)
+        if now - self._recovered > _RECOVER_EVERY:
+            # Safety net: any client with replies waiting that nothing will hand out.
+            for client in list(self._lines):
+                self._schedule(client)
+        if now - self._recovered > _RECOVER_EVERY:
+            self._recovered = now
+            await self._recover_parked()
         handed: list[OutboxItem] = []
         while self._ready and len(handed) < limit:
             clients: list[str] = []
@@ -912,14 +973,25 @@ class RabbitOutbox(Outbox):
                     self._queued.add(client)
                     self._ready.appendleft(client)
                 raise _unavailable("Redis unavailable for the outbox", exc) from None
-            for p, hold_raw, sent, sending in zip(
-                heads, found[::3], found[1::3], found[2::3], strict=True
+            for n, (p, hold_raw, sent, sending) in enumerate(
+                zip(heads, found[::3], found[1::3], found[2::3], strict=True)
             ):
                 if sending is not None and p.item.in_doubt_since is None:
                     # A send of it started before and its outcome was never recorded (a sender
                     # died mid-call, or the call timed out): the API may have it already.
                     p.item = replace(p.item, in_doubt_since=float(sending))
-                await self._consider(p, hold_raw, bool(sent), handed)
+                try:
+                    await self._consider(p, hold_raw, bool(sent), handed)
+                except Exception as exc:
+                    # Redis or the broker failed mid-way: the clients not looked at yet (this
+                    # one included) stay scheduled, and what was already handed out (marked
+                    # busy here) must reach the sender, or those clients would wait forever.
+                    for q in heads[n:]:
+                        self._schedule(q.client)
+                    if not handed:
+                        raise
+                    log.warning("outbox claim cut short: %s", exc)
+                    return handed
         return handed
 
     async def _consider(
@@ -927,13 +999,16 @@ class RabbitOutbox(Outbox):
     ) -> None:
         key = p.item.message.key
         hold = hold_raw.decode() if hold_raw is not None else None
-        line = self._lines[p.client]
+        line = self._lines.get(p.client)
+        if not line or line[0] is not p:
+            self._schedule(p.client)  # the line changed meanwhile (a reconnect)
+            return
         if sent:
             # Delivered before (a redone step republished it, or a crash came before the ack).
             log.info("reply %s was already sent; dropping the copy", key)
-            line.popleft()
             if hold == key:
                 await self._finish_in_redis(p, mark_sent=False)
+            line.popleft()
             await _ack(p.raw)
             self._after(p.client)
             return
@@ -950,8 +1025,10 @@ class RabbitOutbox(Outbox):
         wait = p.item.not_before - time.time()
         if wait > _PARK_SLACK:
             # Back from a retry queue early (a long wait hops through the largest queue).
-            line.popleft()
             await self._park(p, p.item.attempts, p.item.not_before, p.item.last_error)
+            line.popleft()
+            if not line:
+                del self._lines[p.client]
             return
         self._busy[p.client] = p
         self._out[p.handle] = p
@@ -996,28 +1073,77 @@ class RabbitOutbox(Outbox):
                     self._keys.sent(p.item.message.key),
                     self._keys.hold(p.client),
                     self._keys.sending(p.item.message.key),
+                    self._keys.parked(p.item.message.key),
+                    self._keys.parked_index,
                 ],
-                args=[p.item.message.key, KEEP_SECONDS, "1" if mark_sent else "0"],
+                args=[
+                    p.item.message.key,
+                    KEEP_SECONDS,
+                    "1" if mark_sent else "0",
+                    f"{p.client}\t{p.item.message.key}",
+                ],
             )
         except RedisError as exc:
             raise _unavailable("Redis unavailable for the outbox", exc) from None
 
     async def _park(self, p: _Parcel, attempts: int, not_before: float, error: str) -> None:
         message = p.item.message
+        body = message.to_json()
+        parked = orjson.dumps(
+            {"body": body.decode(), "attempts": attempts, "not_before": not_before, "error": error}
+        )
         try:
-            await self._redis.set(self._keys.hold(p.client), message.key, ex=KEEP_SECONDS)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._keys.hold(p.client), message.key, ex=KEEP_SECONDS)
+                pipe.set(self._keys.parked(message.key), parked, ex=KEEP_SECONDS)
+                pipe.zadd(self._keys.parked_index, {f"{p.client}\t{message.key}": not_before})
+                await pipe.execute()
         except RedisError as exc:
             raise _unavailable("Redis unavailable for the outbox", exc) from None
         self._blocked[p.client] = message.key
         shard = shard_of(p.client, self._broker.shards)
         await self._broker.publish_retry(
-            message.to_json(),
+            body,
             self._broker.outbox_queue(shard),
             message_id=message.key,
             headers=_reply_headers(attempts, not_before, error),
             wait=max(0.0, not_before - time.time()),
         )
         await _ack(p.raw)
+
+    async def _recover_parked(self) -> None:
+        """Publish again, from their copies in Redis, the parked replies of this process's
+        shards that are overdue (lost on the way back from a retry queue)."""
+        consumed = set(self._shards.open_shards)
+        try:
+            overdue = await self._redis.zrangebyscore(
+                self._keys.parked_index, "-inf", time.time() - _PARKED_LOST_AFTER, start=0, num=500
+            )
+        except RedisError as exc:
+            log.warning("cannot check parked replies: %s", exc)
+            return
+        for found in overdue:
+            member = found.decode() if isinstance(found, bytes) else str(found)
+            client, _, key = member.partition("\t")
+            if shard_of(client, self._broker.shards) not in consumed:
+                continue
+            try:
+                raw, sent = await self._redis.mget(self._keys.parked(key), self._keys.sent(key))
+                if raw is None or sent is not None:
+                    await self._redis.zrem(self._keys.parked_index, member)
+                    continue
+                copy = orjson.loads(raw)
+                log.warning("parked reply %s did not come back; publishing it again", key)
+                await self._broker.publish(
+                    copy["body"].encode(),
+                    self._broker.outbox_queue(shard_of(client, self._broker.shards)),
+                    message_id=key,
+                    headers=_reply_headers(int(copy["attempts"]), 0.0, str(copy["error"])),
+                )
+                await self._redis.zadd(self._keys.parked_index, {member: time.time()})
+            except (BackendUnavailable, RedisError) as exc:
+                log.warning("cannot publish parked reply %s again: %s", key, exc)
+                return
 
     def _parcel(self, handle: int) -> _Parcel | None:
         p = self._out.get(handle)

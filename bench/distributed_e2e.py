@@ -1,0 +1,144 @@
+"""End to end on the distributed profile: webhook -> `orderbot serve` -> RabbitMQ -> two
+`orderbot worker` processes -> `orderbot sender` -> fake Chat2Desk (another process).
+
+    python bench/distributed_e2e.py [--clients 2000] [--concurrency 64] [--runs 3]
+
+The same measurements as ``bench/e2e.py``: messages/s for whole water-delivery dialogs, then
+open-loop latency (webhook sent -> first reply received) at half that rate; plus the resident
+memory of every process. Shared RabbitMQ, Redis and PostgreSQL, a throwaway queue prefix.
+Prints medians and the load average (the machine is shared); asserts nothing.
+"""
+
+from __future__ import annotations  # noqa: I001 - _common puts the repository on sys.path
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from _common import fake_chat2desk, free_port, median, rss_mb
+from e2e import DIALOG, ORIGINAL_WORKER_RATE, latency, pct, throughput
+
+from tests.distributed.conftest import (
+    PG_URL,
+    RABBIT_URL,
+    REDIS_URL,
+    migrate_postgres,
+    remove_namespace,
+)
+
+SHARDS = 8
+
+
+def start(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orderbot", role], env=env, stdout=out, stderr=out
+        )
+    finally:
+        out.close()
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("orderbot serve did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--worker-concurrency", default="32")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    prefix = "bench" + uuid.uuid4().hex[:8]
+    print(
+        f"distributed e2e: {args.runs} runs; {args.clients} dialogs x {len(DIALOG)} messages, "
+        f"{args.concurrency} clients at a time; serve + {args.workers} workers "
+        f"(WORKER_CONCURRENCY={args.worker_concurrency}) + 1 sender; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
+    )
+    asyncio.run(migrate_postgres())
+    port = free_port()
+    logs = Path(f"/tmp/{prefix}")
+    logs.mkdir()
+    rates, p50s, p99s = [], [], []
+    rss: dict[str, float] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        with fake_chat2desk() as fake_url:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("CHAT2DESK_")},
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "DATABASE_URL": PG_URL,
+                "REDIS_URL": REDIS_URL,
+                "RABBITMQ_URL": RABBIT_URL,
+                "QUEUE_PREFIX": prefix,
+                "QUEUE_SHARDS": str(SHARDS),
+                "CHAT2DESK_API_URL": fake_url,
+                "CHAT2DESK_API_TOKEN": "bench",
+                "OUTBOUND_RATE_LIMIT": "6000000",
+                "WORKER_CONCURRENCY": args.worker_concurrency,
+                "LOG_LEVEL": "WARNING",
+            }
+            procs["server"] = start("serve", env, logs / "serve.log")
+            bot_url = f"http://127.0.0.1:{port}"
+            wait_ready(bot_url)
+            for n in range(args.workers):
+                procs[f"worker{n + 1}"] = start("worker", env, logs / f"worker{n + 1}.log")
+            procs["sender"] = start("sender", env, logs / "sender.log")
+            time.sleep(4)  # the workers share the shards out
+            asyncio.run(throughput(bot_url, fake_url, 200, args.concurrency, run=99))  # warm-up
+            for run in range(args.runs):
+                load = os.getloadavg()[0]
+                t = asyncio.run(throughput(bot_url, fake_url, args.clients, args.concurrency, run))
+                rates.append(t["rate"])
+                lat = asyncio.run(
+                    latency(bot_url, fake_url, t["rate"] / 2, args.latency_seconds, run)
+                )
+                p50s.append(pct(lat, 0.5))
+                p99s.append(pct(lat, 0.99))
+                for name, proc in procs.items():
+                    rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid))
+                print(
+                    f"  run {run} (load avg {load:.1f}): {t['rate']:.0f} messages/s end to end "
+                    f"({t['messages']} in {t['seconds']:.1f} s; webhooks accepted at "
+                    f"{t['ingress_rate']:.0f}/s); at {t['rate'] / 2:.0f} msg/s: p50 "
+                    f"{pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, p99 "
+                    f"{pct(lat, 0.99):.1f} ms ({len(lat)} samples)",
+                    flush=True,
+                )
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(30)
+        asyncio.run(remove_namespace(prefix, shards=SHARDS))
+    print(
+        f"distributed, end to end: {median(rates):.0f} messages/s (median); latency at half "
+        f"load p50 {median(p50s):.1f} ms, p99 {median(p99s):.1f} ms"
+    )
+    print("RSS max: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items()))
+    print(f"original worker (reference): {ORIGINAL_WORKER_RATE} messages/s at concurrency 5")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
