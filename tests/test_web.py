@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import orjson
@@ -15,38 +14,9 @@ from orderbot.config import Settings
 from orderbot.runtime import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.servers import serving
+from tests.test_chat2desk import REAL_INBOX
 
-REAL_PAYLOAD: dict[str, Any] = {
-    "message_id": 28780,
-    "type": "from_client",
-    "text": "test7",
-    "transport": "widget",
-    "client_id": 12568,
-    "operator_id": None,
-    "dialog_id": 942,
-    "channel_id": 1,
-    "photo": None,
-    "coordinates": None,
-    "audio": None,
-    "pdf": None,
-    "client": {
-        "id": 12568,
-        "phone": "[chat] 1d0b",
-        "client_phone": None,
-        "name": "Aigul",
-        "assigned_name": None,
-        "external_id": None,
-    },
-    "hook_type": "inbox",
-    "request_id": 5357,
-    "attachments": [],
-    "is_new_request": False,
-    "is_new_client": False,
-    "insta_comment": False,
-    "extra_data": {},
-    "is_new": True,
-    "event_time": "2025-04-03T11:50:06.984494Z",
-}
+REAL_PAYLOAD = REAL_INBOX  # Chat2Desk's real inbox webhook, shared with the parser tests
 
 
 async def _client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedRuntime]]:
