@@ -546,7 +546,35 @@ class _ShardChannels:
 # -- inbound ---------------------------------------------------------------------------------
 
 
-class RabbitInboundQueue(InboundQueue):
+class _ShardConsumer:
+    """What the inbound queue and the outbox share: consume every shard (no leases), or only the
+    shards a :class:`~orderbot.queues.leases.ShardLeases` hands over."""
+
+    _broker: RabbitBroker
+    _shards: _ShardChannels
+    _starting: asyncio.Lock
+    _all_started: bool
+    leased: bool
+
+    async def _start(self) -> None:
+        if self.leased or (self._all_started and not self._shards.lost):
+            return
+        async with self._starting:
+            try:
+                for shard in range(self._broker.shards):
+                    await self._shards.start(shard)
+            except Exception as exc:
+                raise _unavailable("cannot consume from RabbitMQ", exc) from None
+            self._shards.lost.clear()
+            self._all_started = True
+
+    async def take_shard(self, shard: int) -> None:
+        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
+        self.leased = True
+        await self._shards.start(shard)
+
+
+class RabbitInboundQueue(_ShardConsumer, InboundQueue):
     """Customer messages on ``P.inbound.<shard>``. Consuming starts at the first ``fetch`` (a
     server process only publishes)."""
 
@@ -600,23 +628,6 @@ class RabbitInboundQueue(InboundQueue):
         with contextlib.suppress(RedisError):
             await self._redis.set(seen, "stored", ex=KEEP_SECONDS)
         return True
-
-    async def _start(self) -> None:
-        if self.leased or (self._all_started and not self._shards.lost):
-            return
-        async with self._starting:
-            try:
-                for shard in range(self._broker.shards):
-                    await self._shards.start(shard)
-            except Exception as exc:
-                raise _unavailable("cannot consume from RabbitMQ", exc) from None
-            self._shards.lost.clear()
-            self._all_started = True
-
-    async def take_shard(self, shard: int) -> None:
-        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
-        self.leased = True
-        await self._shards.start(shard)
 
     async def give_back_shard(self, shard: int) -> None:
         """Stop handing out ``shard``, wait until what was handed out of it is acked, then close
@@ -774,7 +785,7 @@ def _reply_headers(attempts: int, not_before: float, error: str) -> dict[str, An
     }
 
 
-class RabbitOutbox(Outbox):
+class RabbitOutbox(_ShardConsumer, Outbox):
     """Replies on ``P.outbox.<shard>``; see the module docstring for order and retries.
     ``engine`` (PostgreSQL) receives the outbound message log when given."""
 
@@ -828,23 +839,6 @@ class RabbitOutbox(Outbox):
             )
 
     # consuming
-
-    async def _start(self) -> None:
-        if self.leased or (self._all_started and not self._shards.lost):
-            return
-        async with self._starting:
-            try:
-                for shard in range(self._broker.shards):
-                    await self._shards.start(shard)
-            except Exception as exc:
-                raise _unavailable("cannot consume from RabbitMQ", exc) from None
-            self._shards.lost.clear()
-            self._all_started = True
-
-    async def take_shard(self, shard: int) -> None:
-        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
-        self.leased = True
-        await self._shards.start(shard)
 
     async def give_back_shard(self, shard: int) -> None:
         """Hand out no more replies of ``shard``, wait for the sender to report on those in
