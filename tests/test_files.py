@@ -87,9 +87,16 @@ def three_mf(*, part: str = "3D/3dmodel.model") -> bytes:
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-        archive.writestr("_rels/.rels", '<?xml version="1.0"?><Relationships/>')
-        archive.writestr(part, model)
+        # A fixed date: the same cube must give the same bytes (and checksum) each time it is
+        # built, not one per wall-clock second.
+        for name, data in (
+            ("[Content_Types].xml", '<?xml version="1.0"?><Types/>'),
+            ("_rels/.rels", '<?xml version="1.0"?><Relationships/>'),
+            (part, model),
+        ):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
     return buffer.getvalue()
 
 
