@@ -136,10 +136,17 @@ class RedisRateLimiter(RateLimiter):
         if self._burst < 1:
             raise ValueError("burst must be at least 1")
         self._sleep = sleep
+        from orderbot.redisbatch import RedisBatcher
+
         self._take = redis.register_script(_BUCKET_LUA)
+        self._batch = RedisBatcher(redis)  # concurrent sends share a pipeline
 
     async def acquire(self) -> float:
-        micros = int(await self._take(keys=[self._key], args=[repr(self._rate), repr(self._burst)]))
+        micros = int(
+            await self._batch.script(
+                self._take, keys=(self._key,), args=(repr(self._rate), repr(self._burst))
+            )
+        )
         if micros <= 0:
             return 0.0
         wait = micros / 1_000_000

@@ -157,7 +157,13 @@ class Worker:
             await self._give_up(delivery, started)
             return
         await self._inbound.begin(delivery)
-        raw = await self._store.load_state(message.client_key)
+        raw, processed = await self._store.load(message)
+        if processed:
+            # A copy of a message already handled (a messenger or broker redelivery).
+            log.info("message %s was already processed; dropping the copy", message.message_id)
+            await self._inbound.ack(delivery)
+            self.handled += 1
+            return
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"
         if self._front_desk is not None and await self._at_front_desk(delivery, state, raw):

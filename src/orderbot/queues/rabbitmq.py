@@ -23,12 +23,14 @@ recognises a message already processed. Redeliveries are counted in Redis (the b
 ``redelivered`` flag says only "at least once before"); after ``MAX_INBOUND_DELIVERIES`` the
 worker moves the message to the dead-letter queue instead of looping on it.
 
-Duplicates at ingress. ``put`` marks ``seen:<id>`` in Redis as *pending* (``SET NX GET``),
-publishes, waits for the confirm, then marks it *stored* for 7 days. Only a *stored* mark makes a
-later copy a duplicate (answered 200, not published again): a copy that arrives while the first
-is still in flight, or after a crash between mark and confirm, is published, and the worker drops
-it by its processed id. So a 200 is never given for a message that was not stored, and no
-message is processed twice. When Redis is down ingress publishes without the check.
+Duplicates at ingress. ``put`` looks up ``seen:<id>`` in Redis; when it says *stored* the copy
+is a duplicate (answered 200, not published again). Otherwise it publishes, waits for the
+confirm, and only then marks ``seen:<id>`` *stored* for 7 days. A copy that arrives while the
+first is still in flight, or after a crash between confirm and mark, is published, and the
+worker drops it by its processed id. So a 200 is never given for a message that was not stored,
+and no message is processed twice. When Redis is down ingress publishes without the check. The
+Redis commands of concurrent requests go in one pipeline (:class:`~orderbot.redisbatch.
+RedisBatcher`).
 
 Replies in order, with retries that leave the sender. The outbox hands a sender at most one
 reply per client at a time (the next one only after the previous is sent, dead-lettered or
@@ -72,12 +74,12 @@ from aio_pika.abc import (
 )
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.msglog import MessageLogWriter
 from orderbot.queues.base import (
     DeadLetter,
     DeadLetterQueue,
@@ -87,7 +89,7 @@ from orderbot.queues.base import (
     OutboxItem,
     QueueDepths,
 )
-from orderbot.schema import message_logs
+from orderbot.redisbatch import RedisBatcher
 
 __all__ = [
     "RETRY_DELAYS",
@@ -102,7 +104,6 @@ __all__ = [
 INBOUND_TTL_MS = 24 * 3600 * 1000
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000
 KEEP_SECONDS = 7 * 24 * 3600
-PENDING_SECONDS = 60
 RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 300)
 # A reply handed back by a retry queue this close to its time is given to the sender (whose
 # lane sleeps the rest); further away it is parked again.
@@ -588,6 +589,7 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
     ) -> None:
         self._broker = broker
         self._redis = redis
+        self._batch = RedisBatcher(redis)
         self._keys = keys or RedisKeys(broker.prefix)
         self._prefetch = prefetch
         self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
@@ -605,28 +607,19 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
 
     async def put(self, message: InboundMessage) -> bool:
         seen = self._keys.seen(message.dedupe_key)
-        marked = False
         try:
-            before = await self._redis.set(seen, "pending", nx=True, ex=PENDING_SECONDS, get=True)
-            if before == b"stored":
+            if await self._batch.call(lambda pipe: pipe.get(seen)) == b"stored":
                 return False
-            marked = before is None
         except RedisError as exc:
             log.warning("ingress dedupe unavailable (%s); publishing without it", exc)
         shard = shard_of(message.client_key, self._broker.shards)
-        try:
-            await self._broker.publish(
-                message.to_json(),
-                self._broker.inbound_queue(shard),
-                message_id=message.dedupe_key,
-            )
-        except BackendUnavailable:
-            if marked:
-                with contextlib.suppress(RedisError):
-                    await self._redis.delete(seen)
-            raise
+        await self._broker.publish(
+            message.to_json(),
+            self._broker.inbound_queue(shard),
+            message_id=message.dedupe_key,
+        )
         with contextlib.suppress(RedisError):
-            await self._redis.set(seen, "stored", ex=KEEP_SECONDS)
+            await self._batch.call(lambda pipe: pipe.set(seen, "stored", ex=KEEP_SECONDS))
         return True
 
     async def give_back_shard(self, shard: int) -> None:
@@ -803,7 +796,8 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         self._broker = broker
         self._redis = redis
         self._keys = keys or RedisKeys(broker.prefix)
-        self._engine = engine
+        self._batch = RedisBatcher(redis)
+        self._message_log = MessageLogWriter(engine) if engine is not None else None
         self._prefetch = prefetch
         self._finish = redis.register_script(_FINISH_REPLY)
         self._handles = itertools.count(1)
@@ -1056,13 +1050,15 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         key = self._keys.sending(p.item.message.key)
         try:
             # NX: the first start is the safe bound for "delivered since".
-            await self._redis.set(key, repr(time.time()), nx=True, ex=KEEP_SECONDS)
+            now = repr(time.time())
+            await self._batch.call(lambda pipe: pipe.set(key, now, nx=True, ex=KEEP_SECONDS))
         except RedisError as exc:
             raise _unavailable("Redis unavailable for the outbox", exc) from None
 
     async def _finish_in_redis(self, p: _Parcel, *, mark_sent: bool) -> None:
         try:
-            await self._finish(
+            await self._batch.script(
+                self._finish,
                 keys=[
                     self._keys.sent(p.item.message.key),
                     self._keys.hold(p.client),
@@ -1190,25 +1186,27 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         self._settle(p)
 
     async def _log(self, p: _Parcel, *, success: bool, error: str | None) -> None:
-        if self._engine is None:
+        if self._message_log is None:
             return
         message = p.item.message
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(message_logs).values(
-                        direction="out",
-                        channel=message.channel,
-                        client_id=message.client_id,
-                        message_key=message.key,
-                        text=message.text,
-                        success=success,
-                        error=error,
-                        created_at=time.time(),
-                    )
-                )
-        except Exception as exc:  # the log must not hold up delivery
-            log.warning("cannot write the outbound message log: %s", type(exc).__name__)
+        self._message_log.add(
+            {
+                "direction": "out",
+                "channel": message.channel,
+                "client_id": message.client_id,
+                "message_key": message.key,
+                "text": message.text,
+                "dialog_state": None,
+                "success": success,
+                "error": error,
+                "created_at": time.time(),
+            }
+        )
+
+    async def aclose(self) -> None:
+        """Write the outbound message log rows still waiting. Idempotent."""
+        if self._message_log is not None:
+            await self._message_log.aclose()
 
     async def wait(self, timeout: float) -> None:
         if not self._ready:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orderbot.messages import OutboundMessage
+from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import InboundDelivery
 
 __all__ = [
@@ -155,6 +155,12 @@ class StepStore(ABC):
     @abstractmethod
     async def load_state(self, client_key: str) -> bytes | None:
         """The serialised dialog state of ``client_key``, or None for no dialog."""
+
+    async def load(self, message: InboundMessage) -> tuple[bytes | None, bool]:
+        """The client's state (as :meth:`load_state`) and whether ``message`` is known to be
+        processed already (a duplicate the worker acknowledges without a step). The default
+        never says so: :meth:`commit_step` recognises duplicates in its transaction."""
+        return await self.load_state(message.client_key), False
 
     @abstractmethod
     async def commit_step(self, commit: StepCommit) -> int | None:

@@ -4,15 +4,19 @@ orders and logs, RabbitMQ for replies.
 There is no transaction across the three, so a step commits in an order where every prefix is
 safe to redo (the worker acks the inbound message only after all of it):
 
-1. PostgreSQL, one transaction: the order (``ON CONFLICT (idempotency_key) DO NOTHING``, then its
-   id is read back, so a redo finds the same order), the dialog outcomes and the inbound message
-   log. The log row doubles as the "this step's rows are written" mark: a redo that finds it
-   writes no second outcome or log row.
+1. PostgreSQL, one transaction: the order (``ON CONFLICT (idempotency_key) DO NOTHING``; a redo
+   reads back the id of the same order), the inbound message log row (inserted only when not
+   there) and the dialog outcomes. The log row doubles as the "this step's rows are written"
+   mark: a redo that finds it writes no second outcome or log row. A step with neither order nor
+   outcomes (most of them) is that one conditional insert, in autocommit.
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
    key it already sent).
-3. One Redis ``MULTI``: the new dialog state (TTL 24 h, refreshed by every step) and the
+3. One Redis script (atomic): the new dialog state (TTL 24 h, refreshed by every step) and the
    processed mark of the message id (TTL 7 days). A redelivered message whose mark is set is
-   acknowledged and dropped before anything else.
+   acknowledged and dropped before anything else (the worker reads state and mark with one
+   ``MGET``).
+
+Redis commands of concurrent steps share pipelines (:class:`~orderbot.redisbatch.RedisBatcher`).
 
 A crash between any two steps redoes the step from the old state, which yields the same order
 key and reply keys, so nothing happens twice.
@@ -27,19 +31,46 @@ from decimal import Decimal
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot.errors import BackendUnavailable
+from orderbot.messages import InboundMessage
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
-from orderbot.schema import dialog_outcomes, message_logs, order_files, order_items, orders
+from orderbot.redisbatch import RedisBatcher
+from orderbot.schema import dialog_outcomes, order_files, order_items, orders
 from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
 STATE_TTL_SECONDS = 24 * 3600
+_FRESH_LIMIT = 100_000
+
+# KEYS: state, processed mark. ARGV: state, "1" to set it ("0": the dialog ended, delete it),
+# state TTL, processed TTL.
+_SAVE_STATE = """
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
+return 1
+"""
+
+# The inbound message log row, unless a redo of the step wrote it already: the row is the
+# "this step's rows are written" mark (see the module docstring).
+_LOG_INBOUND = text(
+    "INSERT INTO message_logs (direction, channel, client_id, message_key, text, dialog_state,"
+    " success, error, created_at)"
+    " SELECT 'in', CAST(:channel AS VARCHAR), CAST(:client_id AS VARCHAR),"
+    " CAST(:message_key AS VARCHAR), CAST(:text AS TEXT), CAST(:dialog_state AS VARCHAR),"
+    " CAST(:success AS BOOLEAN), CAST(:error AS TEXT), CAST(:created_at AS DOUBLE PRECISION)"
+    " WHERE NOT EXISTS (SELECT 1 FROM message_logs WHERE channel = :channel"
+    " AND client_id = :client_id AND direction = 'in' AND message_key = :message_key)"
+)
 
 
 class RedisStepStore(StepStore):
@@ -62,27 +93,47 @@ class RedisStepStore(StepStore):
         self._keys = keys
         self._state_ttl = state_ttl
         self._processed_ttl = processed_ttl
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._batch = RedisBatcher(redis)
+        self._save = redis.register_script(_SAVE_STATE)
+        self._fresh: set[str] = set()
 
     async def load_state(self, client_key: str) -> bytes | None:
         try:
-            raw = await self._redis.get(self._keys.state(client_key))
+            raw = await self._batch.call(lambda pipe: pipe.get(self._keys.state(client_key)))
         except RedisError as exc:
             raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
         return None if raw is None else raw if isinstance(raw, bytes) else raw.encode()
 
-    async def is_processed(self, dedupe_key: str) -> bool:
+    async def load(self, message: InboundMessage) -> tuple[bytes | None, bool]:
+        """State and processed mark in one command; a message found unprocessed here is not
+        looked up again by :meth:`commit_step` (its client's lane holds it meanwhile)."""
+        keys = (self._keys.state(message.client_key), self._keys.processed(message.dedupe_key))
         try:
-            return bool(await self._redis.exists(self._keys.processed(dedupe_key)))
+            raw, processed = await self._batch.call(lambda pipe: pipe.mget(keys))
         except RedisError as exc:
             raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+        if processed is not None:
+            return raw, True
+        if len(self._fresh) >= _FRESH_LIMIT:  # only a step that never committed leaves one
+            self._fresh.clear()
+        self._fresh.add(message.dedupe_key)
+        return raw, False
+
+    async def is_processed(self, dedupe_key: str) -> bool:
+        try:
+            key = self._keys.processed(dedupe_key)
+            found = await self._batch.call(lambda pipe: pipe.exists(key))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+        return bool(found)
 
     async def commit_step(self, commit: StepCommit) -> int | None:
         message = commit.delivery.message
-        if await self.is_processed(message.dedupe_key):
+        if message.dedupe_key not in self._fresh and await self.is_processed(message.dedupe_key):
             return None
         try:
-            async with self._engine.begin() as conn:
-                order_id = await _write_rows(conn, commit, time.time())
+            order_id = await self._write(commit)
         except (SQLAlchemyError, OSError) as exc:
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
@@ -96,18 +147,37 @@ class RedisStepStore(StepStore):
             )
         await self._outbox.put(replies)
 
+        # State and processed mark together (one script: atomic), so a redo never finds one
+        # without the other.
+        state_key = self._keys.state(message.client_key)
+        processed_key = self._keys.processed(message.dedupe_key)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                state_key = self._keys.state(message.client_key)
-                if commit.state is None:
-                    pipe.delete(state_key)
-                else:
-                    pipe.set(state_key, commit.state, ex=self._state_ttl)
-                pipe.set(self._keys.processed(message.dedupe_key), b"1", ex=self._processed_ttl)
-                await pipe.execute()
+            await self._batch.script(
+                self._save,
+                keys=(state_key, processed_key),
+                args=(
+                    b"" if commit.state is None else commit.state,
+                    "0" if commit.state is None else "1",
+                    self._state_ttl,
+                    self._processed_ttl,
+                ),
+            )
         except RedisError as exc:
             raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+        self._fresh.discard(message.dedupe_key)
         return order_id
+
+    async def _write(self, commit: StepCommit) -> int | None:
+        """The step's PostgreSQL rows. Most steps write only their message log row: one
+        statement in autocommit (it is its own redo check). A step with an order or outcomes
+        writes them in one transaction."""
+        now = time.time()
+        if commit.order is None and not commit.outcomes:
+            async with self._autocommit.connect() as conn:
+                await _log_inbound(conn, commit, now)
+            return None
+        async with self._engine.begin() as conn:
+            return await _write_rows(conn, commit, now)
 
 
 async def _write_lines(conn: AsyncConnection, order_id: int, o: OrderRecord, now: float) -> None:
@@ -176,30 +246,17 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
         )
         new_id = inserted.scalar_one_or_none()
         if new_id is not None:  # a redo finds the order and must not list its lines twice
-            await _write_lines(conn, int(new_id), o, now)
-        order_id = (
-            await conn.execute(
-                select(orders.c.id).where(orders.c.idempotency_key == o.idempotency_key)
-            )
-        ).scalar_one()
-
-    logged = (
-        await conn.execute(
-            select(message_logs.c.id)
-            .where(
-                and_(
-                    message_logs.c.channel == message.channel,
-                    message_logs.c.client_id == message.client_id,
-                    message_logs.c.direction == "in",
-                    message_logs.c.message_key == message.message_id,
+            order_id = int(new_id)
+            await _write_lines(conn, order_id, o, now)
+        else:
+            order_id = (
+                await conn.execute(
+                    select(orders.c.id).where(orders.c.idempotency_key == o.idempotency_key)
                 )
-            )
-            .limit(1)
-        )
-    ).first()
-    if logged is not None:
-        return order_id  # a redo: this step's rows are already there
+            ).scalar_one()
 
+    if not await _log_inbound(conn, commit, now):
+        return order_id  # a redo: this step's rows are already there
     if commit.outcomes:
         await conn.execute(
             insert(dialog_outcomes),
@@ -218,17 +275,23 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
                 for outcome in commit.outcomes
             ],
         )
-    await conn.execute(
-        insert(message_logs).values(
-            direction="in",
-            channel=message.channel,
-            client_id=message.client_id,
-            message_key=message.message_id,
-            text=message.text,
-            dialog_state=commit.state_name,
-            success=commit.error is None,
-            error=commit.error,
-            created_at=now,
-        )
-    )
     return order_id
+
+
+async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) -> bool:
+    """Write the step's inbound message log row; False when a redo of the step wrote it."""
+    message = commit.delivery.message
+    result = await conn.execute(
+        _LOG_INBOUND,
+        {
+            "channel": message.channel,
+            "client_id": message.client_id,
+            "message_key": message.message_id,
+            "text": message.text,
+            "dialog_state": commit.state_name,
+            "success": commit.error is None,
+            "error": commit.error,
+            "created_at": now,
+        },
+    )
+    return bool(result.rowcount)
