@@ -131,6 +131,42 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time of process ``pid`` so far, with ``children`` that of its
+    children that ended too (PostgreSQL's backends). 0.0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def services_cpu() -> dict[str, float]:
+    """CPU seconds so far of the local RabbitMQ, Redis and PostgreSQL (shared with anything
+    else that uses them meanwhile)."""
+    total = {"rabbitmq": 0.0, "redis": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if argv0.endswith("beam.smp"):
+            total["rabbitmq"] += cpu_seconds(pid)
+        elif argv0.startswith("redis-server"):
+            total["redis"] += cpu_seconds(pid)
+        elif argv0.endswith("/postgres"):  # the postmaster: ended backends count as children
+            total["postgres"] += cpu_seconds(pid, children=True)
+        elif argv0.startswith("postgres:"):
+            total["postgres"] += cpu_seconds(pid)
+    return total
+
+
 def received_count(fake_url: str) -> int:
     base = fake_url.rsplit("/v1", 1)[0]
     return int(httpx.get(base + "/_received", timeout=30).json()["count"])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import fake_chat2desk, free_port, median, rss_mb
+from _common import cpu_seconds, fake_chat2desk, free_port, median, rss_mb, services_cpu
 from e2e import DIALOG, ORIGINAL_WORKER_RATE, latency, pct, throughput
 
 from tests.distributed.conftest import (
@@ -58,6 +58,27 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise RuntimeError("orderbot serve did not become ready")
 
 
+def cpu_snapshot(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far of each orderbot process, the bench client, the fake Chat2Desk and
+    the services."""
+    snapshot = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+    snapshot["bench client"] = cpu_seconds(os.getpid())
+    snapshot["fake Chat2Desk"] = sum(
+        cpu_seconds(int(entry.name))
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and b"tests.fakes.chat2desk" in _cmdline(entry)
+    )
+    snapshot.update(services_cpu())
+    return snapshot
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=2000)
@@ -80,6 +101,7 @@ def main() -> None:
     logs.mkdir()
     rates, p50s, p99s = [], [], []
     rss: dict[str, float] = {}
+    cpu_ms: dict[str, list[float]] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         with fake_chat2desk() as fake_url:
@@ -108,7 +130,14 @@ def main() -> None:
             asyncio.run(throughput(bot_url, fake_url, 200, args.concurrency, run=99))  # warm-up
             for run in range(args.runs):
                 load = os.getloadavg()[0]
+                cpu_before = cpu_snapshot(procs)
                 t = asyncio.run(throughput(bot_url, fake_url, args.clients, args.concurrency, run))
+                cpu_used = {
+                    name: seconds - cpu_before[name]
+                    for name, seconds in cpu_snapshot(procs).items()
+                }
+                for name, seconds in cpu_used.items():
+                    cpu_ms.setdefault(name, []).append(1000 * seconds / t["messages"])
                 rates.append(t["rate"])
                 lat = asyncio.run(
                     latency(bot_url, fake_url, t["rate"] / 2, args.latency_seconds, run)
@@ -136,6 +165,14 @@ def main() -> None:
         f"load p50 {median(p50s):.1f} ms, p99 {median(p99s):.1f} ms"
     )
     print("RSS max: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items()))
+    print(
+        "CPU per message during the throughput runs (median ms; services shared with anything"
+        " else running): "
+        + ", ".join(f"{name} {median(values):.2f}" for name, values in cpu_ms.items())
+        + f"; total {sum(median(values) for values in cpu_ms.values()):.2f} ms"
+        f" = a ceiling of {1000 * (os.cpu_count() or 1) / max(0.001, sum(median(v) for v in cpu_ms.values())):.0f}"
+        " messages/s on this machine"
+    )
     print(f"original worker (reference): {ORIGINAL_WORKER_RATE} messages/s at concurrency 5")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -1,14 +1,19 @@
-"""The outbound message log on PostgreSQL, written in batches.
+"""The message log on PostgreSQL, written in batches.
 
-Each reply the sender delivers (or gives up on) gets a ``message_logs`` row. Written one
-transaction per reply, that insert was the largest cost of a sender process (three database
-round trips per reply, more than the API call itself). Rows now wait here at most ``delay``
-seconds and go in one multi-row insert per batch.
+Outbound (:class:`MessageLogWriter`). Each reply the sender delivers (or gives up on) gets a
+``message_logs`` row. Written one transaction per reply, that insert was the largest cost of a
+sender process (three database round trips per reply, more than the API call itself). Rows
+now wait here at most ``delay`` seconds and go in one multi-row insert per batch.
 
 The log is a record, not the source of truth: whether a reply was sent is the ``sent:<key>``
 mark in Redis, set before the message is acknowledged. So a batch that cannot be written is
 logged and dropped (as the single-row insert did), and a crash loses at most the rows of the
 last ``delay`` seconds; ``aclose()`` writes what is waiting.
+
+Inbound (:class:`InboundLogBatcher`). A worker step's log row is its "rows written" mark, so
+the step waits for it; the rows of the steps that finish in the same turn of the event loop go
+in one conditional insert (a row already there, from a redo of the step, is skipped and its
+step told so).
 """
 
 from __future__ import annotations
@@ -17,13 +22,39 @@ import asyncio
 import contextlib
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.loggers import storage as log
 from orderbot.schema import message_logs
 
-__all__ = ["MessageLogWriter"]
+__all__ = ["InboundLogBatcher", "MessageLogWriter"]
+
+# One statement for many steps: insert each row unless its message is logged already.
+_INSERT_INBOUND = text(
+    "INSERT INTO message_logs (direction, channel, client_id, message_key, text, dialog_state,"
+    " success, error, created_at)"
+    " SELECT 'in', r.channel, r.client_id, r.message_key, r.text, r.dialog_state, r.success,"
+    " r.error, r.created_at"
+    " FROM unnest(CAST(:channel AS VARCHAR[]), CAST(:client_id AS VARCHAR[]),"
+    " CAST(:message_key AS VARCHAR[]), CAST(:text AS TEXT[]), CAST(:dialog_state AS VARCHAR[]),"
+    " CAST(:success AS BOOLEAN[]), CAST(:error AS TEXT[]),"
+    " CAST(:created_at AS DOUBLE PRECISION[]))"
+    " AS r(channel, client_id, message_key, text, dialog_state, success, error, created_at)"
+    " WHERE NOT EXISTS (SELECT 1 FROM message_logs m WHERE m.channel = r.channel"
+    " AND m.client_id = r.client_id AND m.direction = 'in' AND m.message_key = r.message_key)"
+    " RETURNING channel, client_id, message_key"
+)
+_INBOUND_COLUMNS = (
+    "channel",
+    "client_id",
+    "message_key",
+    "text",
+    "dialog_state",
+    "success",
+    "error",
+    "created_at",
+)
 
 
 class MessageLogWriter:
@@ -84,3 +115,56 @@ class MessageLogWriter:
             with contextlib.suppress(Exception):
                 await task
         await self.flush()
+
+
+class InboundLogBatcher:
+    """Writes the inbound log rows of concurrent steps together (see the module docstring).
+    Database errors reach every step of the batch (they retry their commit)."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        # Autocommit: the one statement is its own transaction.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._max_batch = max_batch
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._scheduled = False
+        self._running: set[asyncio.Task[None]] = set()
+        self.statements = 0
+
+    async def write(self, row: dict[str, Any]) -> bool:
+        """Log one inbound message (``row`` has the columns of ``_INBOUND_COLUMNS``); False
+        when it was logged before (a redo)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((row, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        for start in range(0, len(batch), self._max_batch):
+            task = asyncio.ensure_future(self._insert(batch[start : start + self._max_batch]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _insert(self, batch: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
+        self.statements += 1
+        params = {column: [row[column] for row, _ in batch] for column in _INBOUND_COLUMNS}
+        try:
+            async with self._engine.connect() as conn:
+                inserted = {tuple(r) for r in (await conn.execute(_INSERT_INBOUND, params))}
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for row, future in batch:
+            if not future.done():
+                key = (row["channel"], row["client_id"], row["message_key"])
+                future.set_result(key in inserted)

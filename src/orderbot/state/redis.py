@@ -8,7 +8,8 @@ safe to redo (the worker acks the inbound message only after all of it):
    reads back the id of the same order), the inbound message log row (inserted only when not
    there) and the dialog outcomes. The log row doubles as the "this step's rows are written"
    mark: a redo that finds it writes no second outcome or log row. A step with neither order nor
-   outcomes (most of them) is that one conditional insert, in autocommit.
+   outcomes (most of them) is that one conditional insert, in autocommit, together with the
+   steps that finish at the same moment (:class:`~orderbot.msglog.InboundLogBatcher`).
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
    key it already sent).
 3. One Redis script (atomic): the new dialog state (TTL 24 h, refreshed by every step) and the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -38,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot.errors import BackendUnavailable
 from orderbot.messages import InboundMessage
+from orderbot.msglog import InboundLogBatcher
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
 from orderbot.redisbatch import RedisBatcher
 from orderbot.schema import dialog_outcomes, order_files, order_items, orders
@@ -93,7 +96,7 @@ class RedisStepStore(StepStore):
         self._keys = keys
         self._state_ttl = state_ttl
         self._processed_ttl = processed_ttl
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._inbound_log = InboundLogBatcher(engine)
         self._batch = RedisBatcher(redis)
         self._save = redis.register_script(_SAVE_STATE)
         self._fresh: set[str] = set()
@@ -173,8 +176,7 @@ class RedisStepStore(StepStore):
         writes them in one transaction."""
         now = time.time()
         if commit.order is None and not commit.outcomes:
-            async with self._autocommit.connect() as conn:
-                await _log_inbound(conn, commit, now)
+            await self._inbound_log.write(_inbound_row(commit, now))
             return None
         async with self._engine.begin() as conn:
             return await _write_rows(conn, commit, now)
@@ -278,20 +280,22 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
     return order_id
 
 
-async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) -> bool:
-    """Write the step's inbound message log row; False when a redo of the step wrote it."""
+def _inbound_row(commit: StepCommit, now: float) -> dict[str, Any]:
     message = commit.delivery.message
-    result = await conn.execute(
-        _LOG_INBOUND,
-        {
-            "channel": message.channel,
-            "client_id": message.client_id,
-            "message_key": message.message_id,
-            "text": message.text,
-            "dialog_state": commit.state_name,
-            "success": commit.error is None,
-            "error": commit.error,
-            "created_at": now,
-        },
-    )
+    return {
+        "channel": message.channel,
+        "client_id": message.client_id,
+        "message_key": message.message_id,
+        "text": message.text,
+        "dialog_state": commit.state_name,
+        "success": commit.error is None,
+        "error": commit.error,
+        "created_at": now,
+    }
+
+
+async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) -> bool:
+    """Write the step's inbound message log row in ``conn``'s transaction; False when a redo
+    of the step wrote it."""
+    result = await conn.execute(_LOG_INBOUND, _inbound_row(commit, now))
     return bool(result.rowcount)
