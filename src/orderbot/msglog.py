@@ -11,9 +11,10 @@ logged and dropped (as the single-row insert did), and a crash loses at most the
 last ``delay`` seconds; ``aclose()`` writes what is waiting.
 
 Inbound (:class:`InboundLogBatcher`). A worker step's log row is its "rows written" mark, so
-the step waits for it; the rows of the steps that finish in the same turn of the event loop go
-in one conditional insert (a row already there, from a redo of the step, is skipped and its
-step told so).
+the step waits for it. Rows go in one conditional insert per batch (a row already there, from a
+redo of the step, is skipped and its step told so), at most ``max_in_flight`` statements at a
+time: rows that come while they are all out wait for the next one, so batches grow with the
+load and a lone row goes at once.
 """
 
 from __future__ import annotations
@@ -121,16 +122,21 @@ class InboundLogBatcher:
     """Writes the inbound log rows of concurrent steps together (see the module docstring).
     Database errors reach every step of the batch (they retry their commit)."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = 500, max_in_flight: int = 2
+    ) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be at least 1")
         # Autocommit: the one statement is its own transaction.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._scheduled = False
+        self._in_flight = 0
         self._running: set[asyncio.Task[None]] = set()
         self.statements = 0
+        self.rows = 0
 
     async def write(self, row: dict[str, Any]) -> bool:
         """Log one inbound message (``row`` has the columns of ``_INBOUND_COLUMNS``); False
@@ -138,21 +144,31 @@ class InboundLogBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._pending.append((row, future))
-        if not self._scheduled:
+        if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         self._scheduled = False
-        batch, self._pending = self._pending, []
-        for start in range(0, len(batch), self._max_batch):
-            task = asyncio.ensure_future(self._insert(batch[start : start + self._max_batch]))
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._insert(batch))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._inserted)
+
+    def _inserted(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._in_flight -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _insert(self, batch: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
         self.statements += 1
+        self.rows += len(batch)
         params = {column: [row[column] for row, _ in batch] for column in _INBOUND_COLUMNS}
         try:
             async with self._engine.connect() as conn:
