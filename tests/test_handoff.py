@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from orderbot import db
 from orderbot.cli import app
 from orderbot.config import Settings
+from orderbot.desk.sqlite import SqliteDeskStore
 from orderbot.dialog import DialogOptions, load_flow
 from orderbot.frontdesk import FrontDesk
 from orderbot.messages import InboundMessage
@@ -43,7 +44,7 @@ class Bot:
         self.db = database
         self.clock = Clock()
         self.queue = SqliteInboundQueue(database)
-        self.desk = FrontDesk(database, FLOW, OPTIONS, clock=self.clock, **desk)
+        self.desk = FrontDesk(SqliteDeskStore(database), FLOW, OPTIONS, clock=self.clock, **desk)
         self.worker = Worker(
             self.queue,
             SqliteStepStore(database),
