@@ -376,13 +376,13 @@ def orders_show(
     order_id: Annotated[int, typer.Argument(metavar="ID", help="Order number.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show one order, with its status history (embedded profile)."""
+    """Show one order, with its status history."""
     order = _run(_with_repository(lambda repo: repo.get(order_id)))
     if order is None:
         raise fail(f"no order {order_id}")
     shown = order.to_dict()
     settings = _settings()
-    if settings.is_sqlite:
+    if settings.is_sqlite or settings.is_distributed:
         details = _run(_with_order_admin(settings, lambda admin: admin.get(order_id)))
         if details is not None:
             shown["history"] = details["history"]
@@ -400,12 +400,23 @@ def orders_show(
 
 
 async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn`` with the order admin of the configured profile: PostgreSQL + RabbitMQ +
+    Redis when all three are set (the notification is published at once), else SQLite."""
     from orderbot.dialog import load_flow
     from orderbot.order_admin import SqliteOrderAdmin
     from orderbot.runtime import dialog_options
     from orderbot.sqlite import SqliteDatabase
 
-    _require_sqlite(settings)
+    if settings.is_distributed:
+        from orderbot.distributed import DistributedRuntime
+
+        async with DistributedRuntime(settings, channels={}) as runtime:
+            return await fn(runtime.admin)
+    if not settings.is_sqlite:
+        raise ConfigError(
+            "DATABASE_URL is PostgreSQL: set RABBITMQ_URL and REDIS_URL as well (the customer's "
+            "notification goes out through RabbitMQ), or use sqlite:///FILE"
+        )
     _require_database(settings)
     flow = load_flow(settings.flow)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:

@@ -5,12 +5,15 @@ There is no transaction across the three, so a step commits in an order where ev
 safe to redo (the worker acks the inbound message only after all of it):
 
 1. PostgreSQL, one transaction: the order (``ON CONFLICT (idempotency_key) DO NOTHING``, then its
-   id is read back, so a redo finds the same order), the dialog outcomes and the inbound message
-   log. The log row doubles as the "this step's rows are written" mark: a redo that finds it
-   writes no second outcome or log row.
+   id is read back, so a redo finds the same order), the dialog outcomes, the operator handoff
+   started or ended by the message (``handoffs``) and the inbound message log. The log row
+   doubles as the "this step's rows are written" mark: a redo that finds it writes no second
+   outcome, handoff change or log row.
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
-   key it already sent).
-3. One Redis ``MULTI``: the new dialog state (TTL 24 h, refreshed by every step) and the
+   key it already sent), then the new-order alerts for operators (``new-order:<id>:...``; built
+   again by a redo, same keys).
+3. One Redis ``MULTI``: the new dialog state (TTL 24 h, refreshed by every step), the handoff
+   flag of the client when the step changed it (see ``orderbot.desk.postgres``) and the
    processed mark of the message id (TTL 7 days). A redelivered message whose mark is set is
    acknowledged and dropped before anything else.
 
@@ -27,15 +30,29 @@ from decimal import Decimal
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
-from orderbot.schema import dialog_outcomes, message_logs, order_files, order_items, orders
-from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
+from orderbot.schema import (
+    dialog_outcomes,
+    handoffs,
+    message_logs,
+    order_files,
+    order_items,
+    orders,
+)
+from orderbot.state.base import (
+    ORDER_ID_PLACEHOLDER,
+    NewOrderAlerts,
+    OrderRecord,
+    StepCommit,
+    StepStore,
+)
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
@@ -55,6 +72,7 @@ class RedisStepStore(StepStore):
         keys: RedisKeys,
         state_ttl: int = STATE_TTL_SECONDS,
         processed_ttl: int = KEEP_SECONDS,
+        alerts: NewOrderAlerts | None = None,
     ) -> None:
         self._redis = redis
         self._engine = engine
@@ -62,6 +80,8 @@ class RedisStepStore(StepStore):
         self._keys = keys
         self._state_ttl = state_ttl
         self._processed_ttl = processed_ttl
+        # Messages to operators about each new order, published after the step's replies.
+        self._alerts = alerts
 
     async def load_state(self, client_key: str) -> bytes | None:
         try:
@@ -80,9 +100,10 @@ class RedisStepStore(StepStore):
         message = commit.delivery.message
         if await self.is_processed(message.dedupe_key):
             return None
+        now = time.time()
         try:
             async with self._engine.begin() as conn:
-                order_id = await _write_rows(conn, commit, time.time())
+                order_id = await _write_rows(conn, commit, now)
         except (SQLAlchemyError, OSError) as exc:
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
@@ -94,6 +115,10 @@ class RedisStepStore(StepStore):
                 else r
                 for r in replies
             )
+            if self._alerts is not None and commit.order is not None:
+                # Also when a redo found the order: the first try may have stopped before
+                # publishing them; their keys are the same, so the sender sends each once.
+                replies += self._alerts.messages(order_id, commit.order, now)
         await self._outbox.put(replies)
 
         try:
@@ -103,6 +128,13 @@ class RedisStepStore(StepStore):
                     pipe.delete(state_key)
                 else:
                     pipe.set(state_key, commit.state, ex=self._state_ttl)
+                if commit.handoff is not None:
+                    flag = self._keys.handoff(message.client_key)
+                    if commit.handoff.start:
+                        value, ttl = handoff_flag(commit.handoff.until, message.route, now)
+                        pipe.set(flag, value, ex=ttl)
+                    else:
+                        pipe.delete(flag)
                 pipe.set(self._keys.processed(message.dedupe_key), b"1", ex=self._processed_ttl)
                 await pipe.execute()
         except RedisError as exc:
@@ -170,6 +202,7 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
                 updated_at=now,
                 total=Decimal(o.total) if o.total is not None else None,
                 currency=o.currency,
+                route=orjson.dumps(o.route).decode(),
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(orders.c.id)
@@ -218,6 +251,8 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
                 for outcome in commit.outcomes
             ],
         )
+    if commit.handoff is not None:
+        await _change_handoff(conn, commit, now)
     await conn.execute(
         insert(message_logs).values(
             direction="in",
@@ -232,3 +267,24 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
         )
     )
     return order_id
+
+
+async def _change_handoff(conn: AsyncConnection, commit: StepCommit, now: float) -> None:
+    """Start or end the operator handoff of the message's client, in the step's transaction."""
+    change = commit.handoff
+    assert change is not None
+    message = commit.delivery.message
+    if not change.start:
+        await conn.execute(delete(handoffs).where(handoffs.c.client_key == message.client_key))
+        return
+    values = {"reason": change.reason, "since": now, "until": change.until}
+    await conn.execute(
+        pg_insert(handoffs)
+        .values(
+            client_key=message.client_key,
+            channel=message.channel,
+            client_id=message.client_id,
+            **values,
+        )
+        .on_conflict_do_update(index_elements=["client_key"], set_=values)
+    )

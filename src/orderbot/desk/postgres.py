@@ -1,0 +1,676 @@
+"""Tracking, operator handoff and order administration on the distributed profile: PostgreSQL
+(orders, ``order_status_history``, ``handoffs``, ``message_logs``), Redis (dialog states, a flag
+per handed-off client) and the RabbitMQ outbox.
+
+**Is this client with an operator?** Asked for every message, by many worker processes, while
+a handback may come from any other process (CLI, admin API, another worker's housekeeping), so
+no process may trust a memory of its own. The ``handoffs`` row decides; ``<prefix>:handoff:
+<client>`` in Redis is the cheap hint: one ``EXISTS`` per message (the only extra round trip of
+the common message), and PostgreSQL is asked only when the flag is set. The flag is written in
+the step's Redis ``MULTI`` after the row (``RedisStepStore``), deleted after the row on a
+handback, and repaired both ways: a flag without a row is deleted by the next message that
+sees it, a row without a flag (Redis lost its data) gets it back from housekeeping.
+
+**Notifications survive a crash between PostgreSQL and RabbitMQ.**
+
+* A status change commits the order and its ``order_status_history`` row in one transaction
+  (the order row locked, so concurrent changes see each other), then publishes the customer's
+  notification under ``status:<order id>:<history id>`` and marks ``notified:<key>`` in Redis.
+  The history row is the durable record: housekeeping republishes every change of the last
+  24 hours older than :data:`NOTIFY_GRACE` seconds whose mark is missing (a crash before the
+  publish, RabbitMQ down at the time). A republished key the sender already sent is dropped
+  there, so a crash after the publish but before the mark costs nothing either.
+* A handback publishes the bot's comeback first, under ``handback:<client>:<since>`` (known
+  from the row before anything changes), and deletes the ``handoffs`` row after the confirm. A
+  crash in between leaves the conversation handed off; the next handback, or the timeout,
+  publishes the same key again (dropped by the sender if sent) and deletes the row. If the
+  publish fails nothing changed and the caller is told (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orderbot.desk.base import DeskStore, HandoffNotFound, OrderAdmin, OrderNotFound
+from orderbot.dialog import DialogOptions, DialogState, Flow
+from orderbot.dialog.engine import question
+from orderbot.errors import BackendUnavailable, StorageError
+from orderbot.loggers import storage as log
+from orderbot.messages import OutboundMessage
+from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
+from orderbot.schema import (
+    handoffs,
+    message_logs,
+    order_files,
+    order_items,
+    order_status_history,
+    orders,
+)
+from orderbot.tracking import (
+    TRACK_LIMIT,
+    HistoryEntry,
+    OrderSummary,
+    check_transition,
+    flow_text,
+    status_notification,
+)
+
+__all__ = [
+    "NOTIFY_GRACE",
+    "NOTIFY_WINDOW",
+    "PostgresDeskStore",
+    "PostgresOrderAdmin",
+    "handoff_flag",
+]
+
+NOTIFY_GRACE = 30.0
+"""Seconds a status change may wait for its own publish before housekeeping republishes it."""
+NOTIFY_WINDOW = 24 * 3600.0
+"""How far back housekeeping looks for status changes whose notification was not published."""
+
+
+def handoff_flag(until: float, route: dict[str, str], now: float) -> tuple[bytes, int]:
+    """The Redis flag of a handoff (value and TTL in seconds): ``until`` and how the customer
+    wrote (for the comeback message), kept a week past ``until``."""
+    value = orjson.dumps({"until": until, "route": route})
+    return value, max(1, int(until - now)) + KEEP_SECONDS
+
+
+def _flag_route(raw: bytes | str | None) -> dict[str, str]:
+    if raw is None:
+        return {}
+    try:
+        route = orjson.loads(raw).get("route") or {}
+        return {str(k): str(v) for k, v in route.items()}
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+
+
+def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
+    return BackendUnavailable(f"{what}: {type(exc).__name__}")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _money(value: Any) -> str | None:
+    return None if value is None else f"{Decimal(str(value)):.2f}"
+
+
+_ORDER_COLUMNS = (
+    orders.c.id,
+    orders.c.client_id,
+    orders.c.channel,
+    orders.c.source,
+    orders.c.phone,
+    orders.c.address,
+    orders.c.quantity,
+    orders.c.status,
+    orders.c.language,
+    orders.c.data,
+    orders.c.created_at,
+    orders.c.updated_at,
+    orders.c.total,
+    orders.c.currency,
+)
+
+
+def _order_dict(row: Any) -> dict[str, Any]:
+    """An order as the admin API and the CLI show it (the same shape as the embedded store)."""
+    return {
+        "id": row.id,
+        "client_id": row.client_id,
+        "channel": row.channel,
+        "source": row.source,
+        "phone": row.phone,
+        "address": row.address,
+        "quantity": row.quantity,
+        "status": row.status,
+        "language": row.language,
+        "data": orjson.loads(row.data or "{}"),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "total": _money(row.total),
+        "currency": row.currency,
+    }
+
+
+def _summary(row: Any) -> OrderSummary:
+    return OrderSummary(
+        id=row.id,
+        created_at=row.created_at,
+        status=row.status,
+        total=None if row.total is None else Decimal(str(row.total)),
+        currency=row.currency,
+        quantity=row.quantity,
+    )
+
+
+_SUMMARY_COLUMNS = (
+    orders.c.id,
+    orders.c.created_at,
+    orders.c.status,
+    orders.c.total,
+    orders.c.currency,
+    orders.c.quantity,
+)
+
+
+class PostgresDeskStore(DeskStore):
+    """The front desk's reads: the Redis flag first, PostgreSQL when it is set (see the module
+    docstring)."""
+
+    def __init__(self, engine: AsyncEngine, redis: Redis, *, keys: RedisKeys) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._keys = keys
+
+    async def handoff_until(self, client_key: str) -> float | None:
+        flag = self._keys.handoff(client_key)
+        try:
+            if not await self._redis.exists(flag):
+                return None
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        try:
+            async with self._engine.connect() as conn:
+                until = (
+                    await conn.execute(
+                        select(handoffs.c.until).where(handoffs.c.client_key == client_key)
+                    )
+                ).scalar_one_or_none()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        if until is None:  # handed back elsewhere, and the flag outlived the row
+            try:
+                await self._redis.delete(flag)
+            except RedisError:
+                log.warning("cannot clear a stale handoff flag; the next message will")
+            return None
+        return float(until)
+
+    async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
+        query = (
+            select(*_SUMMARY_COLUMNS)
+            .where(and_(orders.c.channel == channel, orders.c.client_id == client_id))
+            .order_by(orders.c.id.desc())
+            .limit(TRACK_LIMIT)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return [_summary(r) for r in rows]
+
+    async def customer_order(
+        self, channel: str, client_id: str, order_id: int
+    ) -> tuple[OrderSummary, list[HistoryEntry]] | None:
+        try:
+            async with self._engine.connect() as conn:
+                # One query decides: someone else's order and no order take the same path.
+                row = (
+                    await conn.execute(
+                        select(*_SUMMARY_COLUMNS).where(
+                            and_(
+                                orders.c.id == order_id,
+                                orders.c.channel == channel,
+                                orders.c.client_id == client_id,
+                            )
+                        )
+                    )
+                ).first()
+                if row is None:
+                    return None
+                history = (
+                    await conn.execute(
+                        select(
+                            order_status_history.c.created_at,
+                            order_status_history.c.from_status,
+                            order_status_history.c.to_status,
+                        )
+                        .where(order_status_history.c.order_id == order_id)
+                        .order_by(order_status_history.c.id)
+                    )
+                ).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return _summary(row), [HistoryEntry(h[0], h[1], h[2], "") for h in history]
+
+    async def recent_messages(
+        self, channel: str, client_id: str, limit: int
+    ) -> list[tuple[str, str]]:
+        query = (
+            select(message_logs.c.direction, message_logs.c.text)
+            .where(and_(message_logs.c.channel == channel, message_logs.c.client_id == client_id))
+            .order_by(message_logs.c.id.desc())
+            .limit(limit)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return [(str(r[0]), str(r[1])) for r in reversed(rows)]
+
+
+class PostgresOrderAdmin(OrderAdmin):
+    """Operators' view and actions on the distributed profile (admin API of ``orderbot serve``,
+    the CLI, the workers' housekeeping). See the module docstring for how notifications
+    survive crashes."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        outbox: RabbitOutbox,
+        flow: Flow,
+        options: DialogOptions,
+        *,
+        keys: RedisKeys,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._outbox = outbox
+        self._flow = flow
+        self._options = options
+        self._keys = keys
+        self._clock = clock
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> builtins.list[dict[str, Any]]:
+        query = select(*_ORDER_COLUMNS).order_by(orders.c.id.desc()).limit(limit).offset(offset)
+        if status is not None:
+            query = query.where(orders.c.status == status)
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return [_order_dict(r) for r in rows]
+
+    async def get(self, order_id: int) -> dict[str, Any] | None:
+        try:
+            async with self._engine.connect() as conn:
+                return await _details(conn, order_id)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+
+    async def handoffs(self) -> builtins.list[dict[str, Any]]:
+        query = select(
+            handoffs.c.channel,
+            handoffs.c.client_id,
+            handoffs.c.reason,
+            handoffs.c.since,
+            handoffs.c.until,
+        ).order_by(handoffs.c.since)
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return [
+            {
+                "channel": r.channel,
+                "client_id": r.client_id,
+                "reason": r.reason,
+                "since": _iso(r.since),
+                "until": _iso(r.until),
+            }
+            for r in rows
+        ]
+
+    # -- status changes ------------------------------------------------------------------
+
+    async def set_status(
+        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+    ) -> dict[str, Any]:
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        select(
+                            orders.c.status,
+                            orders.c.channel,
+                            orders.c.client_id,
+                            orders.c.language,
+                            orders.c.route,
+                        )
+                        .where(orders.c.id == order_id)
+                        .with_for_update()
+                    )
+                ).first()
+                if row is None:
+                    raise OrderNotFound(f"no order {order_id}")
+                check_transition(row.status, status)
+                await conn.execute(
+                    update(orders)
+                    .where(orders.c.id == order_id)
+                    .values(status=status, updated_at=now)
+                )
+                history_id = (
+                    await conn.execute(
+                        insert(order_status_history)
+                        .values(
+                            order_id=order_id,
+                            from_status=row.status,
+                            to_status=status,
+                            note=note,
+                            actor=actor,
+                            created_at=now,
+                        )
+                        .returning(order_status_history.c.id)
+                    )
+                ).scalar_one()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        notification = self._status_message(
+            order_id,
+            int(history_id),
+            status,
+            note,
+            now,
+            channel=row.channel,
+            client_id=row.client_id,
+            language=row.language,
+            route=row.route,
+        )
+        await self._notify([notification])
+        found = await self.get(order_id)
+        assert found is not None
+        return found
+
+    def _status_message(
+        self,
+        order_id: int,
+        history_id: int,
+        status: str,
+        note: str,
+        at: float,
+        *,
+        channel: str,
+        client_id: str,
+        language: str,
+        route: str | None,
+    ) -> OutboundMessage:
+        return OutboundMessage(
+            key=f"status:{order_id}:{history_id}",
+            channel=channel,
+            client_id=client_id,
+            text=status_notification(self._flow, status, language, order_id=order_id, note=note),
+            route={str(k): str(v) for k, v in orjson.loads(route or "{}").items()},
+            created_at=at,
+        )
+
+    async def _notify(self, messages: Sequence[OutboundMessage]) -> None:
+        """Publish status notifications and mark them published; on failure housekeeping
+        publishes them later (:meth:`republish_notifications`)."""
+        try:
+            await self._outbox.put(messages)
+        except StorageError as exc:
+            log.warning(
+                "%d status notification(s) not published yet (%s); housekeeping retries",
+                len(messages),
+                exc,
+            )
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.set(self._keys.notified(message.key), b"1", ex=KEEP_SECONDS)
+                await pipe.execute()
+        except RedisError as exc:  # republished later and dropped by the sender as sent
+            log.warning("cannot mark notifications published: %s", type(exc).__name__)
+
+    async def republish_notifications(self) -> int:
+        """Publish the status notifications of the last :data:`NOTIFY_WINDOW` seconds that
+        were committed but never marked published; how many."""
+        now = self._clock()
+        query = (
+            select(
+                order_status_history.c.id,
+                order_status_history.c.order_id,
+                order_status_history.c.to_status,
+                order_status_history.c.note,
+                order_status_history.c.created_at,
+                orders.c.channel,
+                orders.c.client_id,
+                orders.c.language,
+                orders.c.route,
+            )
+            .join(orders, orders.c.id == order_status_history.c.order_id)
+            .where(
+                and_(
+                    order_status_history.c.created_at > now - NOTIFY_WINDOW,
+                    order_status_history.c.created_at < now - NOTIFY_GRACE,
+                )
+            )
+            .order_by(order_status_history.c.id)
+            .limit(1000)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        if not rows:
+            return 0
+        messages = [
+            self._status_message(
+                r.order_id,
+                r.id,
+                r.to_status,
+                r.note,
+                r.created_at,
+                channel=r.channel,
+                client_id=r.client_id,
+                language=r.language,
+                route=r.route,
+            )
+            for r in rows
+        ]
+        try:
+            marks = await self._redis.mget([self._keys.notified(m.key) for m in messages])
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        missing = [m for m, mark in zip(messages, marks, strict=True) if mark is None]
+        if missing:
+            log.info("publishing %d status notification(s) again", len(missing))
+            await self._notify(missing)
+        return len(missing)
+
+    # -- handoffs ------------------------------------------------------------------------
+
+    async def handback(self, channel: str, client_id: str) -> None:
+        key = f"{channel}:{client_id}"
+        if not await self._hand_back(key, self._clock(), expired_only=False):
+            raise HandoffNotFound(f"{key} is not with an operator")
+
+    async def expire_handoffs(self) -> int:
+        now = self._clock()
+        try:
+            async with self._engine.connect() as conn:
+                keys = (
+                    await conn.execute(select(handoffs.c.client_key).where(handoffs.c.until <= now))
+                ).scalars()
+                due = builtins.list(keys)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        resumed = 0
+        for client_key in due:
+            resumed += await self._hand_back(client_key, now, expired_only=True)
+        return resumed
+
+    async def _hand_back(self, client_key: str, now: float, *, expired_only: bool) -> bool:
+        try:
+            async with self._engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(
+                            handoffs.c.channel,
+                            handoffs.c.client_id,
+                            handoffs.c.since,
+                            handoffs.c.until,
+                        ).where(handoffs.c.client_key == client_key)
+                    )
+                ).first()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        if row is None or (expired_only and row.until > now):
+            return False
+        flag = self._keys.handoff(client_key)
+        try:
+            raw_state, raw_flag = await self._redis.mget([self._keys.state(client_key), flag])
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        state = None
+        if raw_state is not None:
+            try:
+                state = DialogState.from_json(raw_state)
+            except ValueError:
+                log.warning("unreadable dialog state for %s at handback", row.client_id)
+        language = self._flow.language(
+            state.language if state is not None else self._options.default_language
+        )
+        text = flow_text(self._flow, "handoff_resumed", language)
+        asked = question(self._flow, state, now, options=self._options)
+        # Published before the row goes (confirmed by RabbitMQ): see the module docstring.
+        await self._outbox.put(
+            [
+                OutboundMessage(
+                    key=f"handback:{client_key}:{row.since!r}",
+                    channel=row.channel,
+                    client_id=row.client_id,
+                    text=text if asked is None else f"{text}\n\n{asked.text}",
+                    buttons=() if asked is None else asked.buttons,
+                    route=_flag_route(raw_flag),
+                    created_at=now,
+                )
+            ]
+        )
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    delete(handoffs).where(
+                        and_(handoffs.c.client_key == client_key, handoffs.c.since == row.since)
+                    )
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        try:
+            await self._redis.delete(flag)
+        except RedisError:
+            log.warning("cannot clear the handoff flag; the client's next message will")
+        return True
+
+    async def restore_handoff_flags(self) -> int:
+        """Set the Redis flag of every handoff whose flag is missing (Redis lost its data);
+        how many were set."""
+        now = self._clock()
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(select(handoffs.c.client_key, handoffs.c.until))).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        if not rows:
+            return 0
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for client_key, until in rows:
+                    value, ttl = handoff_flag(float(until), {}, now)
+                    pipe.set(self._keys.handoff(client_key), value, ex=ttl, nx=True)
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        restored = sum(1 for r in results if r)
+        if restored:
+            log.warning("restored %d handoff flag(s) missing in Redis", restored)
+        return restored
+
+
+async def _details(conn: AsyncConnection, order_id: int) -> dict[str, Any] | None:
+    row = (await conn.execute(select(*_ORDER_COLUMNS).where(orders.c.id == order_id))).first()
+    if row is None:
+        return None
+    order = _order_dict(row)
+    items = (
+        await conn.execute(
+            select(
+                order_items.c.item_id,
+                order_items.c.name,
+                order_items.c.quantity,
+                order_items.c.unit,
+                order_items.c.unit_price,
+                order_items.c.amount,
+            )
+            .where(order_items.c.order_id == order_id)
+            .order_by(order_items.c.position)
+        )
+    ).all()
+    order["items"] = [
+        {
+            "item_id": i.item_id,
+            "name": i.name,
+            "quantity": i.quantity,
+            "unit": i.unit,
+            "unit_price": _money(i.unit_price),
+            "amount": _money(i.amount),
+        }
+        for i in items
+    ]
+    files = (
+        await conn.execute(
+            select(
+                order_files.c.name, order_files.c.checksum, order_files.c.size, order_files.c.format
+            )
+            .where(order_files.c.order_id == order_id)
+            .order_by(order_files.c.position)
+        )
+    ).all()
+    order["files"] = [
+        {"name": f.name, "checksum": f.checksum, "size": f.size, "format": f.format} for f in files
+    ]
+    history = (
+        await conn.execute(
+            select(
+                order_status_history.c.id,
+                order_status_history.c.from_status,
+                order_status_history.c.to_status,
+                order_status_history.c.note,
+                order_status_history.c.actor,
+                order_status_history.c.created_at,
+            )
+            .where(order_status_history.c.order_id == order_id)
+            .order_by(order_status_history.c.id)
+        )
+    ).all()
+    order["history"] = [
+        {
+            "id": h.id,
+            "from": h.from_status,
+            "to": h.to_status,
+            "note": h.note,
+            "actor": h.actor,
+            "at": _iso(h.created_at),
+        }
+        for h in history
+    ]
+    return order
