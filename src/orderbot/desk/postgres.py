@@ -18,8 +18,9 @@ sees it, a row without a flag (Redis lost its data) gets it back from housekeepi
   notification under ``status:<order id>:<history id>`` and marks ``notified:<key>`` in Redis.
   The history row is the durable record: housekeeping republishes every change of the last
   24 hours older than :data:`NOTIFY_GRACE` seconds whose mark is missing (a crash before the
-  publish, RabbitMQ down at the time). A republished key the sender already sent is dropped
-  there, so a crash after the publish but before the mark costs nothing either.
+  publish, RabbitMQ down at the time) and that the sender has not logged as sent
+  (``message_logs``, in case Redis lost the marks). A republished key the sender already sent
+  is dropped there, so a crash after the publish but before the mark costs nothing either.
 * A handback publishes the bot's comeback first, under ``handback:<client>:<since>`` (known
   from the row before anything changes), and deletes the ``handoffs`` row after the confirm. A
   crash in between leaves the conversation handed off; the next handback, or the timeout,
@@ -39,7 +40,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -492,10 +493,38 @@ class PostgresOrderAdmin(OrderAdmin):
         except RedisError as exc:
             raise _unavailable("Redis", exc) from None
         missing = [m for m, mark in zip(messages, marks, strict=True) if mark is None]
+        if missing:  # normally none; Redis may have lost its marks: the sender's log has not
+            missing = await self._not_logged(missing, now - NOTIFY_WINDOW)
         if missing:
             log.info("publishing %d status notification(s) again", len(missing))
             await self._notify(missing)
         return len(missing)
+
+    async def _not_logged(
+        self, messages: builtins.list[OutboundMessage], since: float
+    ) -> builtins.list[OutboundMessage]:
+        """``messages`` without an outbound log row (the sender writes one per reply it sent
+        or gave up on)."""
+        clients = {(m.channel, m.client_id) for m in messages}
+        query = select(message_logs.c.message_key).where(
+            and_(
+                message_logs.c.direction == "out",
+                message_logs.c.created_at > since,
+                message_logs.c.message_key.in_([m.key for m in messages]),
+                or_(
+                    *(
+                        and_(message_logs.c.channel == c, message_logs.c.client_id == i)
+                        for c, i in clients
+                    )
+                ),
+            )
+        )
+        try:
+            async with self._engine.connect() as conn:
+                logged = set((await conn.execute(query)).scalars())
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        return [m for m in messages if m.key not in logged]
 
     # -- handoffs ------------------------------------------------------------------------
 
