@@ -31,7 +31,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-orders_app = typer.Typer(help="See the orders the bot took.", no_args_is_help=True)
+orders_app = typer.Typer(
+    help="See the orders the bot took and change their status (SQLite, or PostgreSQL with "
+    "RABBITMQ_URL and REDIS_URL set: the distributed profile).",
+    no_args_is_help=True,
+)
 dlq_app = typer.Typer(
     help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True
 )
@@ -185,6 +189,7 @@ def serve(
     """Distributed profile: webhook and API server only (RABBITMQ_URL, REDIS_URL, PostgreSQL).
 
     Every 200 is confirmed by RabbitMQ; run `orderbot worker` and `orderbot sender` beside it.
+    The admin API (/api, ADMIN_TOKEN) is served here.
     With --workers N, metrics are summed over the processes through PROMETHEUS_MULTIPROC_DIR
     (a fresh temporary directory unless set).
     """
@@ -231,8 +236,10 @@ def worker(
     ] = None,
 ) -> None:
     """Distributed profile: run dialog steps from RabbitMQ. Start as many as you like: a client's
-    messages are handled by one process at a time, in order. SIGTERM finishes in-flight steps
-    (within SHUTDOWN_TIMEOUT) and returns the rest to RabbitMQ."""
+    messages are handled by one process at a time, in order. Each also runs the housekeeping
+    (handoff timeouts, notifications left unpublished, unused model files); UPLOAD_DIR must be
+    shared by all of them. SIGTERM finishes in-flight steps (within SHUTDOWN_TIMEOUT) and returns
+    the rest to RabbitMQ."""
     from orderbot.distributed import require_distributed, run_process
     from orderbot.logs import setup_logging
 
@@ -439,7 +446,8 @@ def orders_set_status(
 
     Statuses go new -> confirmed -> in_progress -> ready -> delivered, one step at a time, or
     to cancelled from any but delivered/cancelled. Exit codes: 1 no such order, 2 unknown
-    status, 3 the change is not allowed from the order's status.
+    status, 3 the change is not allowed from the order's status. Works on both profiles (with
+    RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one).
     """
     from orderbot.order_admin import OrderNotFound
     from orderbot.tracking import STATUSES, InvalidTransition
@@ -467,7 +475,8 @@ def handback(
     channel: Annotated[str, typer.Option(help="chat2desk, telegram, ...")] = "chat2desk",
 ) -> None:
     """Give a conversation an operator took over back to the bot. The customer is told and
-    asked the question the dialog was at. Exit code 1 when it was not handed off."""
+    asked the question the dialog was at. Exit code 1 when it was not handed off. Works on both
+    profiles (with RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one)."""
     from orderbot.order_admin import HandoffNotFound
 
     settings = _settings()
