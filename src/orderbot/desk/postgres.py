@@ -13,14 +13,16 @@ sees it, a row without a flag (Redis lost its data) gets it back from housekeepi
 
 **Notifications survive a crash between PostgreSQL and RabbitMQ.**
 
-* A status change commits the order and its ``order_status_history`` row in one transaction
-  (the order row locked, so concurrent changes see each other), then publishes the customer's
-  notification under ``status:<order id>:<history id>`` and marks ``notified:<key>`` in Redis.
-  The history row is the durable record: housekeeping republishes every change of the last
-  24 hours older than :data:`NOTIFY_GRACE` seconds whose mark is missing (a crash before the
-  publish, RabbitMQ down at the time) and that the sender has not logged as sent
-  (``message_logs``, in case Redis lost the marks). A republished key the sender already sent
-  is dropped there, so a crash after the publish but before the mark costs nothing either.
+* A status change first adds ``<order id>:<time>`` to ``<prefix>:notify-pending`` (a Redis
+  sorted set), then commits the order and its ``order_status_history`` row in one transaction
+  (the order row locked, so concurrent changes see each other), publishes the customer's
+  notification under ``status:<order id>:<history id>`` and removes the pending entry. An
+  entry older than :data:`NOTIFY_GRACE` seconds is one whose publish never happened (a crash,
+  RabbitMQ down): housekeeping finds its history row (none if the change never committed),
+  publishes the notification and removes the entry. A republished key the sender already sent
+  is dropped there, so a crash after the publish but before the removal costs nothing either.
+  The pending set is per ``QUEUE_PREFIX``, so deployments (and test runs) sharing a database
+  never publish each other's notifications.
 * A handback publishes the bot's comeback first, under ``handback:<client>:<since>`` (known
   from the row before anything changes), and deletes the ``handoffs`` row after the confirm. A
   crash in between leaves the conversation handed off; the next handback, or the timeout,
@@ -40,7 +42,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -70,7 +72,6 @@ from orderbot.tracking import (
 
 __all__ = [
     "NOTIFY_GRACE",
-    "NOTIFY_WINDOW",
     "PostgresDeskStore",
     "PostgresOrderAdmin",
     "handoff_flag",
@@ -78,8 +79,6 @@ __all__ = [
 
 NOTIFY_GRACE = 30.0
 """Seconds a status change may wait for its own publish before housekeeping republishes it."""
-NOTIFY_WINDOW = 24 * 3600.0
-"""How far back housekeeping looks for status changes whose notification was not published."""
 
 
 def handoff_flag(until: float, route: dict[str, str], now: float) -> tuple[bytes, int]:
@@ -344,6 +343,12 @@ class PostgresOrderAdmin(OrderAdmin):
         self, order_id: int, status: str, *, note: str = "", actor: str = ""
     ) -> dict[str, Any]:
         now = self._clock()
+        # Before the change: a crash after its commit leaves this entry for housekeeping.
+        pending = f"{order_id}:{now!r}"
+        try:
+            await self._redis.zadd(self._keys.pending_notifications(), {pending: now})
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
         try:
             async with self._engine.begin() as conn:
                 row = (
@@ -394,7 +399,7 @@ class PostgresOrderAdmin(OrderAdmin):
             language=row.language,
             route=row.route,
         )
-        await self._notify([notification])
+        await self._notify([notification], [pending])
         found = await self.get(order_id)
         assert found is not None
         return found
@@ -421,9 +426,9 @@ class PostgresOrderAdmin(OrderAdmin):
             created_at=at,
         )
 
-    async def _notify(self, messages: Sequence[OutboundMessage]) -> None:
-        """Publish status notifications and mark them published; on failure housekeeping
-        publishes them later (:meth:`republish_notifications`)."""
+    async def _notify(self, messages: Sequence[OutboundMessage], pending: Sequence[str]) -> None:
+        """Publish status notifications, then forget their ``pending`` entries; on failure the
+        entries stay and housekeeping publishes them later (:meth:`republish_notifications`)."""
         try:
             await self._outbox.put(messages)
         except StorageError as exc:
@@ -434,17 +439,54 @@ class PostgresOrderAdmin(OrderAdmin):
             )
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for message in messages:
-                    pipe.set(self._keys.notified(message.key), b"1", ex=KEEP_SECONDS)
-                await pipe.execute()
-        except RedisError as exc:  # republished later and dropped by the sender as sent
-            log.warning("cannot mark notifications published: %s", type(exc).__name__)
+            await self._redis.zrem(self._keys.pending_notifications(), *pending)
+        except RedisError as exc:  # published again later, and dropped by the sender as sent
+            log.warning("cannot clear pending notifications: %s", type(exc).__name__)
 
     async def republish_notifications(self) -> int:
-        """Publish the status notifications of the last :data:`NOTIFY_WINDOW` seconds that
-        were committed but never marked published; how many."""
-        now = self._clock()
+        """Publish the notifications of status changes that were committed (or not) more than
+        :data:`NOTIFY_GRACE` seconds ago and never cleared from the pending set; how many."""
+        pending = self._keys.pending_notifications()
+        try:
+            due = await self._redis.zrangebyscore(pending, "-inf", self._clock() - NOTIFY_GRACE)
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        if not due:
+            return 0
+        messages: builtins.list[OutboundMessage] = []
+        for member in due:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            order_id, _, at = text.partition(":")
+            try:
+                row = await self._changed_at(int(order_id), float(at))
+            except ValueError:
+                row = None  # not ours
+            if row is not None:  # None: the change never committed (refused, or a crash)
+                messages.append(
+                    self._status_message(
+                        row.order_id,
+                        row.id,
+                        row.to_status,
+                        row.note,
+                        row.created_at,
+                        channel=row.channel,
+                        client_id=row.client_id,
+                        language=row.language,
+                        route=row.route,
+                    )
+                )
+        if messages:
+            log.info("publishing %d status notification(s) again", len(messages))
+            await self._outbox.put(messages)  # raises when RabbitMQ is down: tried next time
+        try:
+            await self._redis.zrem(pending, *due)
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from None
+        return len(messages)
+
+    async def _changed_at(self, order_id: int, at: float) -> Any:
+        """The history row (with the order's channel, client, language and route) of the
+        status change of ``order_id`` made at ``at``, or None."""
         query = (
             select(
                 order_status_history.c.id,
@@ -460,71 +502,16 @@ class PostgresOrderAdmin(OrderAdmin):
             .join(orders, orders.c.id == order_status_history.c.order_id)
             .where(
                 and_(
-                    order_status_history.c.created_at > now - NOTIFY_WINDOW,
-                    order_status_history.c.created_at < now - NOTIFY_GRACE,
+                    order_status_history.c.order_id == order_id,
+                    order_status_history.c.created_at == at,
                 )
             )
-            .order_by(order_status_history.c.id)
-            .limit(1000)
         )
         try:
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                return (await conn.execute(query)).first()
         except (SQLAlchemyError, OSError) as exc:
             raise _unavailable("PostgreSQL", exc) from None
-        if not rows:
-            return 0
-        messages = [
-            self._status_message(
-                r.order_id,
-                r.id,
-                r.to_status,
-                r.note,
-                r.created_at,
-                channel=r.channel,
-                client_id=r.client_id,
-                language=r.language,
-                route=r.route,
-            )
-            for r in rows
-        ]
-        try:
-            marks = await self._redis.mget([self._keys.notified(m.key) for m in messages])
-        except RedisError as exc:
-            raise _unavailable("Redis", exc) from None
-        missing = [m for m, mark in zip(messages, marks, strict=True) if mark is None]
-        if missing:  # normally none; Redis may have lost its marks: the sender's log has not
-            missing = await self._not_logged(missing, now - NOTIFY_WINDOW)
-        if missing:
-            log.info("publishing %d status notification(s) again", len(missing))
-            await self._notify(missing)
-        return len(missing)
-
-    async def _not_logged(
-        self, messages: builtins.list[OutboundMessage], since: float
-    ) -> builtins.list[OutboundMessage]:
-        """``messages`` without an outbound log row (the sender writes one per reply it sent
-        or gave up on)."""
-        clients = {(m.channel, m.client_id) for m in messages}
-        query = select(message_logs.c.message_key).where(
-            and_(
-                message_logs.c.direction == "out",
-                message_logs.c.created_at > since,
-                message_logs.c.message_key.in_([m.key for m in messages]),
-                or_(
-                    *(
-                        and_(message_logs.c.channel == c, message_logs.c.client_id == i)
-                        for c, i in clients
-                    )
-                ),
-            )
-        )
-        try:
-            async with self._engine.connect() as conn:
-                logged = set((await conn.execute(query)).scalars())
-        except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable("PostgreSQL", exc) from None
-        return [m for m in messages if m.key not in logged]
 
     # -- handoffs ------------------------------------------------------------------------
 

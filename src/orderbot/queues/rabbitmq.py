@@ -176,9 +176,10 @@ class RedisKeys:
         ``handoffs`` row in PostgreSQL decides; see ``orderbot.desk.postgres``)."""
         return f"{self.prefix}:handoff:{client_key}"
 
-    def notified(self, reply_key: str) -> str:
-        """Set once an operator action's notification was published (``orderbot.desk.postgres``)."""
-        return f"{self.prefix}:notified:{reply_key}"
+    def pending_notifications(self) -> str:
+        """Status changes whose notification may not be published yet: a sorted set of
+        ``<order id>:<time>`` by time (``orderbot.desk.postgres``)."""
+        return f"{self.prefix}:notify-pending"
 
 
 def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
