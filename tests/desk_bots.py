@@ -21,7 +21,8 @@ from sqlalchemy import delete, select
 
 from orderbot import db
 from orderbot.desk.base import OrderAdmin
-from orderbot.desk.postgres import PostgresDeskStore, PostgresOrderAdmin
+from orderbot.desk.postgres import PostgresDeskStore
+from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.desk.sqlite import SqliteDeskStore
 from orderbot.dialog import DialogOptions, load_flow
 from orderbot.frontdesk import FrontDesk

@@ -38,7 +38,8 @@ from sqlalchemy import select, text
 from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
-from orderbot.desk.postgres import PostgresDeskStore, PostgresOrderAdmin
+from orderbot.desk.postgres import PostgresDeskStore
+from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.dialog import Flow, load_flow
 from orderbot.errors import ConfigError
 from orderbot.files import remove_unlinked_files

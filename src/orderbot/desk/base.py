@@ -7,7 +7,7 @@
   order's status (the customer is notified), hand a conversation back, expire handoffs.
 
 Embedded: :mod:`orderbot.desk.sqlite` (and :class:`orderbot.order_admin.SqliteOrderAdmin`).
-Distributed: :mod:`orderbot.desk.postgres`.
+Distributed: :mod:`orderbot.desk.postgres` and :mod:`orderbot.desk.postgres_admin`.
 """
 
 from __future__ import annotations
