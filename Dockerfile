@@ -19,6 +19,8 @@ COPY --from=build /opt/orderbot /opt/orderbot
 RUN useradd --system --uid 10001 --home-dir /app --create-home orderbot
 USER orderbot
 WORKDIR /app
+# Owned by orderbot, so a named volume mounted here (compose.yaml: uploads) is writable.
+RUN mkdir -p /app/uploads
 EXPOSE 3000
 # The server's liveness; worker and sender get their own check in compose.yaml.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \

@@ -31,7 +31,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-orders_app = typer.Typer(help="See the orders the bot took.", no_args_is_help=True)
+orders_app = typer.Typer(
+    help="See the orders the bot took and change their status (SQLite, or PostgreSQL with "
+    "RABBITMQ_URL and REDIS_URL set: the distributed profile).",
+    no_args_is_help=True,
+)
 dlq_app = typer.Typer(
     help="Replies that could not be sent, and messages that kept failing.", no_args_is_help=True
 )
@@ -185,6 +189,7 @@ def serve(
     """Distributed profile: webhook and API server only (RABBITMQ_URL, REDIS_URL, PostgreSQL).
 
     Every 200 is confirmed by RabbitMQ; run `orderbot worker` and `orderbot sender` beside it.
+    The admin API (/api, ADMIN_TOKEN) is served here.
     With --workers N, metrics are summed over the processes through PROMETHEUS_MULTIPROC_DIR
     (a fresh temporary directory unless set).
     """
@@ -231,8 +236,10 @@ def worker(
     ] = None,
 ) -> None:
     """Distributed profile: run dialog steps from RabbitMQ. Start as many as you like: a client's
-    messages are handled by one process at a time, in order. SIGTERM finishes in-flight steps
-    (within SHUTDOWN_TIMEOUT) and returns the rest to RabbitMQ."""
+    messages are handled by one process at a time, in order. Each also runs the housekeeping
+    (handoff timeouts, notifications left unpublished, unused model files); UPLOAD_DIR must be
+    shared by all of them. SIGTERM finishes in-flight steps (within SHUTDOWN_TIMEOUT) and returns
+    the rest to RabbitMQ."""
     from orderbot.distributed import require_distributed, run_process
     from orderbot.logs import setup_logging
 
@@ -376,13 +383,13 @@ def orders_show(
     order_id: Annotated[int, typer.Argument(metavar="ID", help="Order number.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show one order, with its status history (embedded profile)."""
+    """Show one order, with its status history."""
     order = _run(_with_repository(lambda repo: repo.get(order_id)))
     if order is None:
         raise fail(f"no order {order_id}")
     shown = order.to_dict()
     settings = _settings()
-    if settings.is_sqlite:
+    if settings.is_sqlite or settings.is_distributed:
         details = _run(_with_order_admin(settings, lambda admin: admin.get(order_id)))
         if details is not None:
             shown["history"] = details["history"]
@@ -400,12 +407,23 @@ def orders_show(
 
 
 async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn`` with the order admin of the configured profile: PostgreSQL + RabbitMQ +
+    Redis when all three are set (the notification is published at once), else SQLite."""
     from orderbot.dialog import load_flow
     from orderbot.order_admin import SqliteOrderAdmin
     from orderbot.runtime import dialog_options
     from orderbot.sqlite import SqliteDatabase
 
-    _require_sqlite(settings)
+    if settings.is_distributed:
+        from orderbot.distributed import DistributedRuntime
+
+        async with DistributedRuntime(settings, channels={}) as runtime:
+            return await fn(runtime.admin)
+    if not settings.is_sqlite:
+        raise ConfigError(
+            "DATABASE_URL is PostgreSQL: set RABBITMQ_URL and REDIS_URL as well (the customer's "
+            "notification goes out through RabbitMQ), or use sqlite:///FILE"
+        )
     _require_database(settings)
     flow = load_flow(settings.flow)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
@@ -428,7 +446,8 @@ def orders_set_status(
 
     Statuses go new -> confirmed -> in_progress -> ready -> delivered, one step at a time, or
     to cancelled from any but delivered/cancelled. Exit codes: 1 no such order, 2 unknown
-    status, 3 the change is not allowed from the order's status.
+    status, 3 the change is not allowed from the order's status. Works on both profiles (with
+    RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one).
     """
     from orderbot.order_admin import OrderNotFound
     from orderbot.tracking import STATUSES, InvalidTransition
@@ -456,7 +475,8 @@ def handback(
     channel: Annotated[str, typer.Option(help="chat2desk, telegram, ...")] = "chat2desk",
 ) -> None:
     """Give a conversation an operator took over back to the bot. The customer is told and
-    asked the question the dialog was at. Exit code 1 when it was not handed off."""
+    asked the question the dialog was at. Exit code 1 when it was not handed off. Works on both
+    profiles (with RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one)."""
     from orderbot.order_admin import HandoffNotFound
 
     settings = _settings()

@@ -3,8 +3,13 @@ PostgreSQL orders. Each process (``orderbot serve``, ``worker``, ``sender``) bui
 :class:`DistributedRuntime` and starts only its own role.
 
 The surface matches :class:`~orderbot.runtime.EmbeddedRuntime` (``ingress``, ``inbound``,
-``store``, ``outbox``, ``dead_letters``, ``worker``, ``sender``, ``depths()``, ``open/start/
-stop/aclose``, ``running``), so the HTTP app, the CLI and the tests drive either one.
+``store``, ``outbox``, ``dead_letters``, ``worker``, ``sender``, ``admin``, ``files``,
+``depths()``, ``open/start/stop/aclose``, ``running``), so the HTTP app, the CLI and the tests
+drive either one. Tracking, operator handoff, the admin API and new-order alerts work as in the
+embedded profile, on PostgreSQL, Redis and RabbitMQ (:mod:`orderbot.desk.postgres`); worker
+processes also run the housekeeping (handoff timeouts, notifications a crash left unpublished,
+uploaded files no order uses). Model files are stored under ``UPLOAD_DIR``, which every worker
+process must share (one volume).
 
 Shutdown keeps per-client order: the consumers are *not* cancelled first. With
 single-active-consumer, cancelling hands the shard to a standby process at once, which could
@@ -21,20 +26,26 @@ import contextlib
 import hashlib
 import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
+from orderbot.desk.postgres import PostgresDeskStore
+from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.dialog import Flow, load_flow
 from orderbot.errors import ConfigError
+from orderbot.files import remove_unlinked_files
+from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
+from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.leases import ShardLeases
 from orderbot.queues.rabbitmq import (
@@ -47,7 +58,8 @@ from orderbot.queues.rabbitmq import (
 )
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime import build_channels, dialog_options
+from orderbot.runtime import build_channels, build_file_receiver, dialog_options
+from orderbot.schema import order_files
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
@@ -66,6 +78,8 @@ __all__ = [
 Role = Literal["worker", "sender"]
 
 REDIS_POOL_SIZE = 64  # connections per process
+HOUSEKEEPING_INTERVAL = 60.0  # handoff timeouts, unpublished notifications, handoff flags
+FILE_CLEANUP_INTERVAL = 3600.0
 
 
 def require_distributed(settings: Settings) -> None:
@@ -152,7 +166,19 @@ class DistributedRuntime:
         )
         self.outbox = RabbitOutbox(self.broker, self.redis, keys=self.keys, engine=self.engine)
         self.dead_letters = RabbitDeadLetterQueue(self.broker, self.redis, keys=self.keys)
-        self.store = RedisStepStore(self.redis, self.engine, self.outbox, keys=self.keys)
+        # New orders are told to operators with the step's replies (Telegram admins only when
+        # the Telegram channel is configured; the order webhook when its URL is).
+        admin_chats = settings.admin_chats if "telegram" in self.channels else ()
+        alerts = OperatorAlerts(admin_chats=admin_chats, webhook=ORDER_WEBHOOK in self.channels)
+        self.store = RedisStepStore(
+            self.redis, self.engine, self.outbox, keys=self.keys, alerts=alerts if alerts else None
+        )
+        options = dialog_options(settings)
+        self.admin = PostgresOrderAdmin(
+            self.engine, self.redis, self.outbox, self.flow, options, keys=self.keys
+        )
+        # Model files: UPLOAD_DIR must be one volume shared by every worker process.
+        self.files = build_file_receiver(settings)
         self.worker = Worker(
             self.inbound,
             self.store,
@@ -162,6 +188,16 @@ class DistributedRuntime:
             max_deliveries=settings.max_inbound_deliveries,
             shutdown_timeout=settings.shutdown_timeout,
             poll_interval=poll_interval,
+            files=self.files,
+            front_desk=FrontDesk(
+                PostgresDeskStore(self.engine, self.redis, keys=self.keys),
+                self.flow,
+                options,
+                admin_chats=admin_chats,
+                chat2desk_operator_id=settings.chat2desk_operator_id,
+                chat2desk_group_id=settings.chat2desk_group_id,
+                handoff_timeout=settings.handoff_timeout,
+            ),
         )
         # One budget per API token: every sender process shares it.
         token_id = hashlib.sha256(settings.chat2desk_api_token.encode()).hexdigest()[:16]
@@ -194,7 +230,11 @@ class DistributedRuntime:
             )
         self.ingress = WebhookIngress(
             self.inbound,
-            {name: ch for name, ch in self.channels.items() if name != "local"},
+            {
+                name: ch
+                for name, ch in self.channels.items()
+                if name not in ("local", ORDER_WEBHOOK)  # outbound only
+            },
             secret=settings.webhook_secret,
             signatures=signatures,
         )
@@ -270,6 +310,9 @@ class DistributedRuntime:
             self._tasks.append(
                 asyncio.create_task(self.worker.run(self._stop), name="orderbot-worker")
             )
+            self._tasks.append(
+                asyncio.create_task(self._housekeeping(), name="orderbot-housekeeping")
+            )
         if "sender" in self.roles:
             self._tasks.append(
                 asyncio.create_task(self.sender.run(self._stop), name="orderbot-sender")
@@ -299,6 +342,7 @@ class DistributedRuntime:
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
                 await channel.aclose()
+        await self.files.aclose()
         await self.broker.aclose()
         for lease in self.leases:  # after the close returned what was unacked
             await lease.release()
@@ -307,6 +351,43 @@ class DistributedRuntime:
             await self.redis.aclose()
         with contextlib.suppress(Exception):
             await self.engine.dispose()
+
+    async def _housekeeping(self) -> None:
+        """Worker processes, every minute (or a quarter of HANDOFF_TIMEOUT): give back
+        conversations whose handoff timed out, publish status notifications a crash left
+        unpublished, restore handoff flags Redis lost; hourly, delete uploaded files no order
+        uses. Several workers may run it at once: each part is safe to run twice."""
+        interval = min(HOUSEKEEPING_INTERVAL, self.settings.handoff_timeout / 4)
+        files_due = 0.0
+        while not self._stop.is_set():
+            try:
+                resumed = await self.admin.expire_handoffs()
+                if resumed:
+                    log.info(
+                        "%d conversation(s) back with the bot after the handoff timeout", resumed
+                    )
+                await self.admin.republish_notifications()
+                await self.admin.restore_handoff_flags()
+                if time.monotonic() >= files_due:
+                    files_due = time.monotonic() + FILE_CLEANUP_INTERVAL
+                    await self._remove_unlinked_files()
+            except Exception:
+                log.exception("housekeeping failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def _remove_unlinked_files(self) -> int:
+        async with self.engine.connect() as conn:
+            linked = set((await conn.execute(select(order_files.c.checksum).distinct())).scalars())
+        removed = await asyncio.to_thread(
+            remove_unlinked_files,
+            self.files.upload_dir,
+            linked,
+            older_than=self.settings.upload_retention,
+        )
+        if removed:
+            log.info("removed %d uploaded files no order uses", len(removed))
+        return len(removed)
 
     async def wait_stopped(self) -> None:
         """Return when a background task ends by itself (a crash of the worker loop)."""

@@ -20,21 +20,21 @@ The worker asks :meth:`FrontDesk.intercept` first, for every message. It returns
   current question is asked again after the answer; its state is untouched.
 
 Everything goes out through the outbox in the message's own commit, the handoff flag included.
+What the desk reads comes from a :class:`~orderbot.desk.base.DeskStore`: SQLite (embedded) or
+PostgreSQL with a Redis flag per handed-off client (distributed).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
+from orderbot.desk.base import DeskStore
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.notify import transcript
-from orderbot.order_admin import customer_order, customer_orders
 from orderbot.queues.base import InboundDelivery
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import HandoffChange, StepCommit
 from orderbot.tracking import (
     HandoffRequest,
@@ -54,11 +54,11 @@ TRANSCRIPT_MESSAGES = 20
 
 
 class FrontDesk:
-    """Tracking and operator handoff on the embedded (SQLite) store."""
+    """Tracking and operator handoff, on either profile's :class:`DeskStore`."""
 
     def __init__(
         self,
-        db: SqliteDatabase,
+        store: DeskStore,
         flow: Flow,
         options: DialogOptions,
         *,
@@ -68,7 +68,7 @@ class FrontDesk:
         handoff_timeout: float = 2 * 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = db
+        self._store = store
         self._flow = flow
         self._options = options
         self._admin_chats = tuple(admin_chats)
@@ -76,10 +76,6 @@ class FrontDesk:
         self._group_id = chat2desk_group_id
         self._timeout = handoff_timeout
         self._clock = clock
-        # Clients that may be handed off. Only this process starts handoffs, so a client not
-        # in the set is not, and the common message costs no extra query; one in the set is
-        # checked in the database (a handback may have come from the CLI).
-        self._maybe_handed_off: set[str] | None = None
 
     async def intercept(
         self, delivery: InboundDelivery, state: DialogState | None, raw: bytes | None
@@ -88,31 +84,26 @@ class FrontDesk:
         engine handles it)."""
         message = delivery.message
         now = self._clock()
-        if self._maybe_handed_off is None:
-            self._maybe_handed_off = set(await self._db.run(_handed_off_clients))
         key = message.client_key
-        if key in self._maybe_handed_off:
-            until = await self._db.run(lambda conn: _handoff_until(conn, key))
-            if until is None:
-                self._maybe_handed_off.discard(key)
-            elif until > now:
+        until = await self._store.handoff_until(key)
+        if until is not None:
+            if until > now:
                 return self._commit(delivery, raw, HANDED_OFF, ())
-            else:
-                self._maybe_handed_off.discard(key)
-                replies = self._with_question(
-                    flow_text(self._flow, "handoff_resumed", self._language(state, message)),
-                    state,
-                    now,
-                )
-                return self._commit(
-                    delivery, raw, _step_name(state), replies, HandoffChange(start=False)
-                )
+            self._store.note_handoff(key, active=False)
+            replies = self._with_question(
+                flow_text(self._flow, "handoff_resumed", self._language(state, message)),
+                state,
+                now,
+            )
+            return self._commit(
+                delivery, raw, _step_name(state), replies, HandoffChange(start=False)
+            )
         request = classify(message.text)
         if request is None:
             return None
         language = self._language(state, message)
         if isinstance(request, Track):
-            answer = await self._db.run(lambda conn: self._track(conn, message, request, language))
+            answer = await self._track(message, request, language)
             return self._commit(
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
@@ -133,13 +124,11 @@ class FrontDesk:
             replies.append(asked)
         return replies
 
-    def _track(
-        self, conn: sqlite3.Connection, message: InboundMessage, request: Track, language: str
-    ) -> str:
+    async def _track(self, message: InboundMessage, request: Track, language: str) -> str:
         if request.number is None:
-            found = customer_orders(conn, message.channel, message.client_id)
+            found = await self._store.customer_orders(message.channel, message.client_id)
             return render_order_list(self._flow, found, language)
-        one = customer_order(conn, message.channel, message.client_id, request.number)
+        one = await self._store.customer_order(message.channel, message.client_id, request.number)
         if one is None:  # not this customer's, or no such order: the same answer
             return render_not_found(self._flow, request.number, language)
         return render_order(self._flow, one[0], one[1], language)
@@ -170,7 +159,9 @@ class FrontDesk:
                     )
                 )
         elif self._admin_chats:
-            rows = await self._db.run(lambda conn: _recent_messages(conn, message))
+            rows = await self._store.recent_messages(
+                message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1
+            )
             text = transcript(
                 message,
                 [*rows, ("in", message.text)],
@@ -192,8 +183,7 @@ class FrontDesk:
                 flow_text(self._flow, "handoff_unavailable", language), state, now
             )
             return self._commit(delivery, raw, _step_name(state), replies)
-        assert self._maybe_handed_off is not None
-        self._maybe_handed_off.add(message.client_key)
+        self._store.note_handoff(message.client_key, active=True)
         return self._commit(
             delivery,
             raw,
@@ -246,21 +236,3 @@ def _transfer_target(operator_id: int | None, group_id: int | None) -> dict[str,
     if group_id is not None:
         return {"group_id": str(group_id)}
     return {}
-
-
-def _handed_off_clients(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT client_key FROM handoffs").fetchall()]
-
-
-def _handoff_until(conn: sqlite3.Connection, client_key: str) -> float | None:
-    row = conn.execute("SELECT until FROM handoffs WHERE client_key = ?", (client_key,)).fetchone()
-    return None if row is None else float(row[0])
-
-
-def _recent_messages(conn: sqlite3.Connection, message: InboundMessage) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT direction, text FROM message_logs WHERE channel = ? AND client_id = ?"
-        " ORDER BY id DESC LIMIT ?",
-        (message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1),
-    ).fetchall()
-    return [(str(r[0]), str(r[1])) for r in reversed(rows)]

@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
+from orderbot.desk.base import HandoffNotFound, OrderAdmin, OrderNotFound
 from orderbot.dialog import DialogOptions, DialogState, Flow
 from orderbot.dialog.engine import question
-from orderbot.errors import OrderbotError
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import Wakeup
@@ -52,14 +52,6 @@ _ORDER_COLUMNS = (
     "id, client_id, channel, source, phone, address, quantity, status, language, data,"
     " created_at, updated_at, total, currency, route"
 )
-
-
-class OrderNotFound(OrderbotError):
-    """No order with that id (404 in the admin API)."""
-
-
-class HandoffNotFound(OrderbotError):
-    """The client's conversation is not handed to an operator (404 in the admin API)."""
 
 
 def _iso(ts: float) -> str:
@@ -294,7 +286,7 @@ def _summary(row: tuple[Any, ...]) -> OrderSummary:
     )
 
 
-class SqliteOrderAdmin:
+class SqliteOrderAdmin(OrderAdmin):
     """Operators' view and actions on the embedded store (admin API, CLI)."""
 
     def __init__(

@@ -19,6 +19,7 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
+from orderbot.desk.sqlite import SqliteDeskStore
 from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
 from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
 from orderbot.frontdesk import FrontDesk
@@ -136,7 +137,7 @@ class EmbeddedRuntime:
             shutdown_timeout=settings.shutdown_timeout,
             files=self.files,
             front_desk=FrontDesk(
-                self.db,
+                SqliteDeskStore(self.db),
                 self.flow,
                 dialog_options(settings),
                 admin_chats=settings.admin_chats if "telegram" in self.channels else (),

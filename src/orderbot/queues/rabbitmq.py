@@ -172,6 +172,16 @@ class RedisKeys:
     def rate_limit(self, name: str) -> str:
         return f"{self.prefix}:ratelimit:{name}"
 
+    def handoff(self, client_key: str) -> str:
+        """Set while the client is with an operator: the cheap check of every message (the
+        ``handoffs`` row in PostgreSQL decides; see ``orderbot.desk.postgres``)."""
+        return f"{self.prefix}:handoff:{client_key}"
+
+    def pending_notifications(self) -> str:
+        """Status changes whose notification may not be published yet: a sorted set of
+        ``<order id>:<time>`` by time (``orderbot.desk.postgres``)."""
+        return f"{self.prefix}:notify-pending"
+
 
 def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}", retry_after=5.0)

@@ -6,13 +6,17 @@ safe to redo (the worker acks the inbound message only after all of it):
 
 1. PostgreSQL, one transaction: the order (``ON CONFLICT (idempotency_key) DO NOTHING``; a redo
    reads back the id of the same order), the inbound message log row (inserted only when not
-   there) and the dialog outcomes. The log row doubles as the "this step's rows are written"
-   mark: a redo that finds it writes no second outcome or log row. A step with neither order nor
-   outcomes (most of them) is that one conditional insert, in autocommit, together with the
-   steps that finish at the same moment (:class:`~orderbot.msglog.InboundLogBatcher`).
+   there), the dialog outcomes and the operator handoff started or ended by the message
+   (``handoffs``). The log row doubles as the "this step's rows are written" mark: a redo that
+   finds it writes no second outcome, handoff change or log row. A step with none of order,
+   outcomes and handoff change (most of them) is that one conditional insert, in autocommit,
+   batched with the steps that finish at the same moment (:class:`~orderbot.msglog.
+   InboundLogBatcher`).
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
-   key it already sent).
-3. One Redis script (atomic): the new dialog state (TTL 24 h, refreshed by every step) and the
+   key it already sent), then the new-order alerts for operators (``new-order:<id>:...``; built
+   again by a redo, same keys).
+3. One Redis script (atomic): the new dialog state (TTL 24 h, refreshed by every step), the
+   handoff flag of the client when the step changed it (see ``orderbot.desk.postgres``) and the
    processed mark of the message id (TTL 7 days). A redelivered message whose mark is set is
    acknowledged and dropped before anything else (the worker reads state and mark with one
    ``MGET``).
@@ -33,31 +37,44 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable
 from orderbot.messages import InboundMessage
 from orderbot.msglog import InboundLogBatcher
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
 from orderbot.redisbatch import RedisBatcher
-from orderbot.schema import dialog_outcomes, order_files, order_items, orders
-from orderbot.state.base import ORDER_ID_PLACEHOLDER, OrderRecord, StepCommit, StepStore
+from orderbot.schema import dialog_outcomes, handoffs, order_files, order_items, orders
+from orderbot.state.base import (
+    ORDER_ID_PLACEHOLDER,
+    NewOrderAlerts,
+    OrderRecord,
+    StepCommit,
+    StepStore,
+)
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
 STATE_TTL_SECONDS = 24 * 3600
 _FRESH_LIMIT = 100_000
 
-# KEYS: state, processed mark. ARGV: state, "1" to set it ("0": the dialog ended, delete it),
-# state TTL, processed TTL.
+# KEYS: state, processed mark, handoff flag. ARGV: state, "1" to set it ("0": the dialog
+# ended, delete it), state TTL, processed TTL, handoff flag "set" / "delete" / "keep", its
+# value, its TTL.
 _SAVE_STATE = """
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 else
   redis.call('DEL', KEYS[1])
+end
+if ARGV[5] == 'set' then
+  redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
+elseif ARGV[5] == 'delete' then
+  redis.call('DEL', KEYS[3])
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
 return 1
@@ -89,6 +106,7 @@ class RedisStepStore(StepStore):
         keys: RedisKeys,
         state_ttl: int = STATE_TTL_SECONDS,
         processed_ttl: int = KEEP_SECONDS,
+        alerts: NewOrderAlerts | None = None,
     ) -> None:
         self._redis = redis
         self._engine = engine
@@ -100,6 +118,8 @@ class RedisStepStore(StepStore):
         self._batch = RedisBatcher(redis)
         self._save = redis.register_script(_SAVE_STATE)
         self._fresh: set[str] = set()
+        # Messages to operators about each new order, published after the step's replies.
+        self._alerts = alerts
 
     async def load_state(self, client_key: str) -> bytes | None:
         try:
@@ -135,8 +155,9 @@ class RedisStepStore(StepStore):
         message = commit.delivery.message
         if message.dedupe_key not in self._fresh and await self.is_processed(message.dedupe_key):
             return None
+        now = time.time()
         try:
-            order_id = await self._write(commit)
+            order_id = await self._write(commit, now)
         except (SQLAlchemyError, OSError) as exc:
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
@@ -148,21 +169,37 @@ class RedisStepStore(StepStore):
                 else r
                 for r in replies
             )
+            if self._alerts is not None and commit.order is not None:
+                # Also when a redo found the order: the first try may have stopped before
+                # publishing them; their keys are the same, so the sender sends each once.
+                replies += self._alerts.messages(order_id, commit.order, now)
         await self._outbox.put(replies)
 
-        # State and processed mark together (one script: atomic), so a redo never finds one
-        # without the other.
-        state_key = self._keys.state(message.client_key)
-        processed_key = self._keys.processed(message.dedupe_key)
+        # State, handoff flag and processed mark together (one script: atomic), so a redo
+        # never finds one without the others.
+        flag_op, flag_value, flag_ttl = "keep", b"", 0
+        if commit.handoff is not None:
+            if commit.handoff.start:
+                flag_op = "set"
+                flag_value, flag_ttl = handoff_flag(commit.handoff.until, message.route, now)
+            else:
+                flag_op = "delete"
         try:
             await self._batch.script(
                 self._save,
-                keys=(state_key, processed_key),
+                keys=(
+                    self._keys.state(message.client_key),
+                    self._keys.processed(message.dedupe_key),
+                    self._keys.handoff(message.client_key),
+                ),
                 args=(
                     b"" if commit.state is None else commit.state,
                     "0" if commit.state is None else "1",
                     self._state_ttl,
                     self._processed_ttl,
+                    flag_op,
+                    flag_value,
+                    flag_ttl,
                 ),
             )
         except RedisError as exc:
@@ -170,12 +207,11 @@ class RedisStepStore(StepStore):
         self._fresh.discard(message.dedupe_key)
         return order_id
 
-    async def _write(self, commit: StepCommit) -> int | None:
+    async def _write(self, commit: StepCommit, now: float) -> int | None:
         """The step's PostgreSQL rows. Most steps write only their message log row: one
-        statement in autocommit (it is its own redo check). A step with an order or outcomes
-        writes them in one transaction."""
-        now = time.time()
-        if commit.order is None and not commit.outcomes:
+        statement in autocommit (it is its own redo check). A step with an order, outcomes or
+        a handoff change writes them in one transaction."""
+        if commit.order is None and not commit.outcomes and commit.handoff is None:
             await self._inbound_log.write(_inbound_row(commit, now))
             return None
         async with self._engine.begin() as conn:
@@ -242,6 +278,7 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
                 updated_at=now,
                 total=Decimal(o.total) if o.total is not None else None,
                 currency=o.currency,
+                route=orjson.dumps(o.route).decode(),
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(orders.c.id)
@@ -259,6 +296,8 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
 
     if not await _log_inbound(conn, commit, now):
         return order_id  # a redo: this step's rows are already there
+    if commit.handoff is not None:
+        await _change_handoff(conn, commit, now)
     if commit.outcomes:
         await conn.execute(
             insert(dialog_outcomes),
@@ -299,3 +338,24 @@ async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) ->
     of the step wrote it."""
     result = await conn.execute(_LOG_INBOUND, _inbound_row(commit, now))
     return bool(result.rowcount)
+
+
+async def _change_handoff(conn: AsyncConnection, commit: StepCommit, now: float) -> None:
+    """Start or end the operator handoff of the message's client, in the step's transaction."""
+    change = commit.handoff
+    assert change is not None
+    message = commit.delivery.message
+    if not change.start:
+        await conn.execute(delete(handoffs).where(handoffs.c.client_key == message.client_key))
+        return
+    values = {"reason": change.reason, "since": now, "until": change.until}
+    await conn.execute(
+        pg_insert(handoffs)
+        .values(
+            client_key=message.client_key,
+            channel=message.channel,
+            client_id=message.client_id,
+            **values,
+        )
+        .on_conflict_do_update(index_elements=["client_key"], set_=values)
+    )

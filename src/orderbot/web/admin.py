@@ -3,7 +3,9 @@
 Every route wants ``Authorization: Bearer <ADMIN_TOKEN>`` (compared in constant time): 401
 without it or with another token. With ``ADMIN_TOKEN`` unset the API is off and answers 503
 rather than being open. Errors are JSON ``{"error": code, "message": text}``; a body or query
-that does not validate gets FastAPI's 422 with the details.
+that does not validate gets FastAPI's 422 with the details. A backing service that is down
+(the database, or RabbitMQ for a notification that must go out first) gives 503 with
+``Retry-After``.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads these signatures at run time, and
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.order_admin import HandoffNotFound, OrderNotFound
 from orderbot.tracking import InvalidTransition
 
@@ -27,7 +30,8 @@ Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cance
 
 
 class OrderAdmin(Protocol):
-    """What the API needs of the store (:class:`orderbot.order_admin.SqliteOrderAdmin`)."""
+    """What the API needs of the store (:class:`orderbot.desk.base.OrderAdmin`: SQLite or
+    PostgreSQL)."""
 
     async def list(
         self, *, status: str | None = None, limit: int = 50, offset: int = 0
@@ -157,5 +161,14 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
             {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
         )
 
+    async def on_storage_error(request: Request, exc: Exception) -> JSONResponse:
+        retry_after = exc.retry_after if isinstance(exc, BackendUnavailable) else 5.0
+        return JSONResponse(
+            {"error": "unavailable", "message": "storage is unavailable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(max(1, round(retry_after)))},
+        )
+
     app.add_exception_handler(AdminError, on_error)
+    app.add_exception_handler(StorageError, on_storage_error)
     app.include_router(router)

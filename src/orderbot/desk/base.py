@@ -1,0 +1,96 @@
+"""The interfaces behind tracking, operator handoff and order administration, one per backend.
+
+* :class:`DeskStore`: what :class:`~orderbot.frontdesk.FrontDesk` reads before the dialog
+  engine runs: whether a client is with an operator (asked for *every* message, so it must be
+  cheap when the answer is no), the customer's own orders, the conversation so far.
+* :class:`OrderAdmin`: what operators do (CLI, admin API, housekeeping): list, show, change an
+  order's status (the customer is notified), hand a conversation back, expire handoffs.
+
+Embedded: :mod:`orderbot.desk.sqlite` (and :class:`orderbot.order_admin.SqliteOrderAdmin`).
+Distributed: :mod:`orderbot.desk.postgres` and :mod:`orderbot.desk.postgres_admin`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from typing import Any
+
+from orderbot.errors import OrderbotError
+from orderbot.tracking import HistoryEntry, OrderSummary
+
+__all__ = ["DeskStore", "HandoffNotFound", "OrderAdmin", "OrderNotFound"]
+
+
+class OrderNotFound(OrderbotError):
+    """No order with that id (404 in the admin API)."""
+
+
+class HandoffNotFound(OrderbotError):
+    """The client's conversation is not handed to an operator (404 in the admin API)."""
+
+
+class DeskStore(ABC):
+    """Reads of the front desk. Handoffs start and end in the step's own commit
+    (``StepCommit.handoff``); :meth:`note_handoff` tells the store one is being committed."""
+
+    @abstractmethod
+    async def handoff_until(self, client_key: str) -> float | None:
+        """When the handoff of ``client_key`` ends (unix time), or None when the client is not
+        with an operator. Called for every message: the common "no" must be cheap."""
+
+    def note_handoff(self, client_key: str, *, active: bool) -> None:  # noqa: B027 - optional
+        """The front desk commits the start (``active``) or end of a handoff of ``client_key``
+        with the current message. Default: nothing to remember."""
+
+    @abstractmethod
+    async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
+        """The customer's newest orders (same channel and client id: nobody else's)."""
+
+    @abstractmethod
+    async def customer_order(
+        self, channel: str, client_id: str, order_id: int
+    ) -> tuple[OrderSummary, list[HistoryEntry]] | None:
+        """Order ``order_id`` with its history if it is this customer's; None otherwise,
+        whether or not it exists."""
+
+    @abstractmethod
+    async def recent_messages(
+        self, channel: str, client_id: str, limit: int
+    ) -> list[tuple[str, str]]:
+        """The last ``limit`` logged messages of the conversation, oldest first, as
+        (``in``/``out``, text)."""
+
+
+class OrderAdmin(ABC):
+    """Operators' view and actions (admin API, CLI, the handoff timeout)."""
+
+    @abstractmethod
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> builtins.list[dict[str, Any]]:
+        """Orders, newest first."""
+
+    @abstractmethod
+    async def get(self, order_id: int) -> dict[str, Any] | None:
+        """One order with its items, files and status history."""
+
+    @abstractmethod
+    async def set_status(
+        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+    ) -> dict[str, Any]:
+        """Move the order to ``status`` and notify the customer. Raises OrderNotFound,
+        InvalidTransition, or ValueError for a status that does not exist."""
+
+    @abstractmethod
+    async def handback(self, channel: str, client_id: str) -> None:
+        """Give the conversation back to the bot (it says so and asks its question again);
+        raises HandoffNotFound when it was not handed off."""
+
+    @abstractmethod
+    async def expire_handoffs(self) -> int:
+        """Hand back every conversation whose handoff timed out; how many."""
+
+    @abstractmethod
+    async def handoffs(self) -> builtins.list[dict[str, Any]]:
+        """Conversations with an operator now."""
