@@ -57,6 +57,7 @@ from orderbot.queues.rabbitmq import (
     RedisKeys,
 )
 from orderbot.ratelimit import RedisRateLimiter
+from orderbot.redisbatch import RedisBatcher
 from orderbot.retry import CircuitBreaker, RetryPolicy
 from orderbot.runtime import build_channels, build_file_receiver, dialog_options
 from orderbot.schema import order_files
@@ -152,6 +153,9 @@ class DistributedRuntime:
             max_overflow=0,
         )
         self.keys = RedisKeys(settings.queue_prefix)
+        # Every Redis command of this process goes through one batcher: the commands of
+        # concurrent requests, steps and sends share pipelines.
+        self.redis_batch = RedisBatcher(self.redis)
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             prefix=settings.queue_prefix,
@@ -163,15 +167,23 @@ class DistributedRuntime:
             self.redis,
             keys=self.keys,
             prefetch=max(100, settings.worker_concurrency * 20),
+            batcher=self.redis_batch,
         )
-        self.outbox = RabbitOutbox(self.broker, self.redis, keys=self.keys, engine=self.engine)
+        self.outbox = RabbitOutbox(
+            self.broker, self.redis, keys=self.keys, engine=self.engine, batcher=self.redis_batch
+        )
         self.dead_letters = RabbitDeadLetterQueue(self.broker, self.redis, keys=self.keys)
         # New orders are told to operators with the step's replies (Telegram admins only when
         # the Telegram channel is configured; the order webhook when its URL is).
         admin_chats = settings.admin_chats if "telegram" in self.channels else ()
         alerts = OperatorAlerts(admin_chats=admin_chats, webhook=ORDER_WEBHOOK in self.channels)
         self.store = RedisStepStore(
-            self.redis, self.engine, self.outbox, keys=self.keys, alerts=alerts if alerts else None
+            self.redis,
+            self.engine,
+            self.outbox,
+            keys=self.keys,
+            alerts=alerts if alerts else None,
+            batcher=self.redis_batch,
         )
         options = dialog_options(settings)
         self.admin = PostgresOrderAdmin(
@@ -190,7 +202,9 @@ class DistributedRuntime:
             poll_interval=poll_interval,
             files=self.files,
             front_desk=FrontDesk(
-                PostgresDeskStore(self.engine, self.redis, keys=self.keys),
+                PostgresDeskStore(
+                    self.engine, self.redis, keys=self.keys, batcher=self.redis_batch
+                ),
                 self.flow,
                 options,
                 admin_chats=admin_chats,
@@ -202,7 +216,10 @@ class DistributedRuntime:
         # One budget per API token: every sender process shares it.
         token_id = hashlib.sha256(settings.chat2desk_api_token.encode()).hexdigest()[:16]
         self.rate_limiter = RedisRateLimiter(
-            self.redis, self.keys.rate_limit(f"chat2desk:{token_id}"), settings.outbound_rate_limit
+            self.redis,
+            self.keys.rate_limit(f"chat2desk:{token_id}"),
+            settings.outbound_rate_limit,
+            batcher=self.redis_batch,
         )
         sender_options: dict[str, Any] = {
             "policy": policy or RetryPolicy(slow_delay=float(settings.send_retry_slow_delay)),

@@ -19,6 +19,8 @@ from orderbot import metrics
 if TYPE_CHECKING:  # redis is an optional dependency (the distributed profile)
     from redis.asyncio import Redis
 
+    from orderbot.redisbatch import RedisBatcher
+
 __all__ = ["LocalRateLimiter", "RateLimiter", "RedisRateLimiter"]
 
 
@@ -126,6 +128,7 @@ class RedisRateLimiter(RateLimiter):
         *,
         burst: float | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        batcher: RedisBatcher | None = None,
     ) -> None:
         if rate_per_minute <= 0:
             raise ValueError("rate_per_minute must be positive")
@@ -139,7 +142,7 @@ class RedisRateLimiter(RateLimiter):
         from orderbot.redisbatch import RedisBatcher
 
         self._take = redis.register_script(_BUCKET_LUA)
-        self._batch = RedisBatcher(redis)  # concurrent sends share a pipeline
+        self._batch = batcher or RedisBatcher(redis)  # concurrent sends share a pipeline
 
     async def acquire(self) -> float:
         micros = int(

@@ -73,10 +73,19 @@ class PostgresDeskStore(DeskStore):
     """The front desk's reads: the Redis flag first, PostgreSQL when it is set (see the module
     docstring)."""
 
-    def __init__(self, engine: AsyncEngine, redis: Redis, *, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        *,
+        keys: RedisKeys,
+        batcher: RedisBatcher | None = None,
+    ) -> None:
         self._engine = engine
         self._redis = redis
-        self._batch = RedisBatcher(redis)  # the flag checks of concurrent steps: one pipeline
+        self._batch = batcher or RedisBatcher(
+            redis
+        )  # the flag checks of concurrent steps: one pipeline
         self._keys = keys
 
     async def handoff_until(self, client_key: str) -> float | None:

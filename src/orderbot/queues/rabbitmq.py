@@ -596,10 +596,11 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         *,
         keys: RedisKeys | None = None,
         prefetch: int = 500,
+        batcher: RedisBatcher | None = None,
     ) -> None:
         self._broker = broker
         self._redis = redis
-        self._batch = RedisBatcher(redis)
+        self._batch = batcher or RedisBatcher(redis)
         self._keys = keys or RedisKeys(broker.prefix)
         self._prefetch = prefetch
         self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
@@ -802,11 +803,12 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         keys: RedisKeys | None = None,
         engine: AsyncEngine | None = None,
         prefetch: int = 1000,
+        batcher: RedisBatcher | None = None,
     ) -> None:
         self._broker = broker
         self._redis = redis
         self._keys = keys or RedisKeys(broker.prefix)
-        self._batch = RedisBatcher(redis)
+        self._batch = batcher or RedisBatcher(redis)
         self._message_log = MessageLogWriter(engine) if engine is not None else None
         self._prefetch = prefetch
         self._finish = redis.register_script(_FINISH_REPLY)

@@ -107,6 +107,7 @@ class RedisStepStore(StepStore):
         state_ttl: int = STATE_TTL_SECONDS,
         processed_ttl: int = KEEP_SECONDS,
         alerts: NewOrderAlerts | None = None,
+        batcher: RedisBatcher | None = None,
     ) -> None:
         self._redis = redis
         self._engine = engine
@@ -115,7 +116,7 @@ class RedisStepStore(StepStore):
         self._state_ttl = state_ttl
         self._processed_ttl = processed_ttl
         self._inbound_log = InboundLogBatcher(engine)
-        self._batch = RedisBatcher(redis)
+        self._batch = batcher or RedisBatcher(redis)
         self._save = redis.register_script(_SAVE_STATE)
         self._fresh: set[str] = set()
         # Messages to operators about each new order, published after the step's replies.
