@@ -32,14 +32,16 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from orderbot.dialog import ReceivedFile
 from orderbot.errors import OrderbotError
 from orderbot.loggers import storage as log
 from orderbot.messages import Attachment
 from orderbot.sqlite import SqliteDatabase
+
+if TYPE_CHECKING:  # imported at the first download: most processes never download
+    import httpx
 
 __all__ = [
     "MODEL_FORMATS",
@@ -195,16 +197,28 @@ class HttpFileFetcher(FileFetcher):
 
     def __init__(self, client: httpx.AsyncClient | None = None, *, timeout: float = 60.0) -> None:
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True
-        )
+        self._client = client
+        self._timeout = timeout
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made (and httpx imported) at the first download: most processes never download.
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout, connect=10.0), follow_redirects=True
+            )
+        return self._client
 
     def handles(self, attachment: Attachment) -> bool:
         return attachment.url.startswith(("http://", "https://"))
 
     async def chunks(self, attachment: Attachment) -> AsyncGenerator[bytes, None]:
+        client = self._http()
+        import httpx
+
         try:
-            async with self._client.stream("GET", attachment.url) as response:
+            async with client.stream("GET", attachment.url) as response:
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
                 async for chunk in response.aiter_bytes(_CHUNK):
@@ -213,7 +227,7 @@ class HttpFileFetcher(FileFetcher):
             raise FetchError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
-        if self._own_client:
+        if self._own_client and self._client is not None:
             await self._client.aclose()
 
 
@@ -245,8 +259,11 @@ class TelegramFileFetcher(HttpFileFetcher):
 
     async def chunks(self, attachment: Attachment) -> AsyncGenerator[bytes, None]:
         file_id = attachment.url.removeprefix("tg://file/")
+        client = self._http()
+        import httpx
+
         try:
-            response = await self._client.get(
+            response = await client.get(
                 f"{self._api_url}/bot{self._token}/getFile", params={"file_id": file_id}
             )
             body = response.json()

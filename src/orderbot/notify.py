@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from orderbot import __version__
@@ -26,6 +25,9 @@ from orderbot.channels.chat2desk import parse_retry_after
 from orderbot.errors import PermanentError, RateLimited, ServerError, Timeout
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.state.base import NewOrderAlerts, OrderRecord
+
+if TYPE_CHECKING:  # imported at the first alert sent: most processes never send one
+    import httpx
 
 __all__ = ["ORDER_WEBHOOK", "OperatorAlerts", "OrderWebhookChannel", "transcript"]
 
@@ -167,15 +169,26 @@ class OrderWebhookChannel(Channel):
         self._url = url
         self._timeout = timeout
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self._client = client
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made (and httpx imported) at the first alert: the server and workers never send.
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout))
+        return self._client
 
     def parse_webhook(self, payload: Any, *, received_at: float) -> InboundMessage | None:
         return None
 
     async def send(self, message: OutboundMessage) -> None:
         what = "order webhook POST"
+        client = self._http()
+        import httpx
+
         try:
-            response = await self._client.post(
+            response = await client.post(
                 self._url,
                 content=message.text.encode(),
                 headers={
@@ -200,5 +213,5 @@ class OrderWebhookChannel(Channel):
             raise PermanentError(f"{what}: {status}")
 
     async def aclose(self) -> None:
-        if self._owns_client and not self._client.is_closed:
+        if self._owns_client and self._client is not None and not self._client.is_closed:
             await self._client.aclose()

@@ -17,7 +17,6 @@ from types import TracebackType
 from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore
 from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
@@ -78,6 +77,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         )
     }
     if settings.telegram_bot_token:
+        from orderbot.channels.telegram import TelegramChannel
+
         channels["telegram"] = TelegramChannel(
             token=settings.telegram_bot_token,
             api_url=settings.telegram_api_url,

@@ -11,10 +11,9 @@ import email.utils
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from orderbot.channels.base import Channel, invalid_field, json_type_name
@@ -26,6 +25,9 @@ from orderbot.errors import (
 )
 from orderbot.loggers import mask_text
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
+
+if TYPE_CHECKING:  # imported on the first send: a server or worker process never sends
+    import aiohttp
 
 __all__ = ["Chat2DeskChannel", "parse_retry_after", "render_buttons"]
 
@@ -164,7 +166,6 @@ class Chat2DeskChannel(Channel):
     ) -> None:
         self._api_url = api_url.rstrip("/")
         self._headers = {"Authorization": token, "Content-Type": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
         self._owns_client = client is None
         self._client = client
@@ -179,8 +180,10 @@ class Chat2DeskChannel(Channel):
         if self._closed:
             raise PermanentError("chat2desk: the channel is closed")
         if self._client is None:
+            import aiohttp
+
             self._client = aiohttp.ClientSession(
-                timeout=self._timeout,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
                 connector=aiohttp.TCPConnector(
                     limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300
                 ),
@@ -311,8 +314,11 @@ class Chat2DeskChannel(Channel):
         self, method: str, path: str, body: dict[str, Any] | None = None, *, secret: str = ""
     ) -> dict[str, Any]:
         what = f"chat2desk {method} {path}"
+        session = self._session()
+        import aiohttp  # loaded by _session()
+
         try:
-            async with self._session().request(
+            async with session.request(
                 method,
                 self._api_url + path,
                 data=None if body is None else orjson.dumps(body),

@@ -23,9 +23,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from orderbot.channels.base import Channel, invalid_field, json_type_name
 from orderbot.channels.chat2desk import parse_retry_after
@@ -40,6 +38,9 @@ from orderbot.errors import (
 from orderbot.loggers import mask_text
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.ratelimit import LocalRateLimiter, RateLimiter
+
+if TYPE_CHECKING:  # imported at the first Bot API call
+    import httpx
 
 __all__ = [
     "ALLOWED_UPDATES",
@@ -336,13 +337,6 @@ class TelegramChannel(Channel):
         self._limiter = rate_limiter or LocalRateLimiter(DEFAULT_GLOBAL_RATE_PER_MINUTE)
         self._pacer = _Pacer(chat_interval, clock, sleep)
         self._owns_client = client is None
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout),
-                limits=httpx.Limits(
-                    max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
-                ),
-            )
         self._client = client
         # Replies of one callback share its id: answer it once. Parts of a split text already
         # delivered are not sent again when a later part fails and the reply is retried.
@@ -355,9 +349,23 @@ class TelegramChannel(Channel):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def _http(self) -> httpx.AsyncClient:
+        # Made (and httpx imported) at the first Bot API call: a server that only parses
+        # updates never makes one.
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout),
+                limits=httpx.Limits(
+                    max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0
+                ),
+            )
+        return self._client
+
     async def aclose(self) -> None:
         """Close the HTTP client if this adapter created it; safe to call twice."""
-        if self._owns_client and not self._client.is_closed:
+        if self._owns_client and self._client is not None and not self._client.is_closed:
             await self._client.aclose()
 
     # inbound
@@ -539,8 +547,11 @@ class TelegramChannel(Channel):
         """Call a Bot API method; return its ``result`` or raise a ChannelError."""
         what = f"telegram {method}"
         limit = self._timeout if timeout is None else timeout
+        client = self._http()
+        import httpx  # loaded by _http()
+
         try:
-            response = await self._client.post(self._base + method, json=params, timeout=limit)
+            response = await client.post(self._base + method, json=params, timeout=limit)
         except httpx.TimeoutException:
             # ``from None`` throughout: httpx errors carry the URL, and ours holds the bot token.
             raise Timeout(f"{what}: no answer within {limit:g}s") from None
