@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--worker-concurrency", default="32")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=SHARDS, help="QUEUE_SHARDS")
     args = parser.parse_args()
     prefix = "bench" + uuid.uuid4().hex[:8]
     print(
@@ -113,7 +114,7 @@ def main() -> None:
                 "REDIS_URL": REDIS_URL,
                 "RABBITMQ_URL": RABBIT_URL,
                 "QUEUE_PREFIX": prefix,
-                "QUEUE_SHARDS": str(SHARDS),
+                "QUEUE_SHARDS": str(args.shards),
                 "CHAT2DESK_API_URL": fake_url,
                 "CHAT2DESK_API_TOKEN": "bench",
                 "OUTBOUND_RATE_LIMIT": "6000000",
@@ -159,7 +160,7 @@ def main() -> None:
             proc.terminate()
         for proc in procs.values():
             proc.wait(30)
-        asyncio.run(remove_namespace(prefix, shards=SHARDS))
+        asyncio.run(remove_namespace(prefix, shards=args.shards))
     print(
         f"distributed, end to end: {median(rates):.0f} messages/s (median); latency at half "
         f"load p50 {median(p50s):.1f} ms, p99 {median(p99s):.1f} ms"

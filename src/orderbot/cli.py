@@ -214,6 +214,7 @@ def serve(
         "log_config": None,
         "timeout_graceful_shutdown": int(settings.shutdown_timeout) or None,
         "backlog": 4096,
+        "proxy_headers": False,  # nothing here reads the client address; saves work per request
     }
     if workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

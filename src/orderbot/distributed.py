@@ -364,6 +364,12 @@ class DistributedRuntime:
         for lease in self.leases:  # after the close returned what was unacked
             await lease.release()
         await self.outbox.aclose()  # the outbound message log rows still waiting
+        if self.redis_batch.pipelines:
+            log.info(
+                "Redis: %d commands in %d pipelines",
+                self.redis_batch.commands,
+                self.redis_batch.pipelines,
+            )
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         with contextlib.suppress(Exception):

@@ -49,12 +49,38 @@ async def commit(
     return order_id
 
 
-async def test_put_is_deduplicated_by_message_id(backend: Backend) -> None:
+async def test_a_copy_of_a_processed_message_is_not_queued_again(backend: Backend) -> None:
     assert await backend.inbound.put(inbound(backend, "1", "m1")) is True
-    assert await backend.inbound.put(inbound(backend, "1", "m1", "resent")) is False
     (delivery,) = await backend.fetch_n(1)
     assert delivery.message.text == "hi"
     assert delivery.deliveries == 1
+    await commit(backend, delivery)
+    assert await backend.inbound.put(inbound(backend, "1", "m1", "resent")) is False
+    assert await backend.fetch_n(1, timeout=0.3) == []
+
+
+async def test_a_copy_queued_before_the_first_was_processed_is_processed_once(
+    backend: Backend,
+) -> None:
+    # Ingress may queue a copy that arrives while the first is still waiting (the distributed
+    # profile checks the processed mark only); the step store recognises it.
+    await backend.inbound.put(inbound(backend, "1", "m1"))
+    await backend.inbound.put(inbound(backend, "1", "m1", "resent"))
+    deliveries = await backend.fetch_n(2, timeout=1.0)
+    assert deliveries[0].message.text == "hi"
+    first_state, first_seen = await backend.store.load(deliveries[0].message)
+    assert (first_state, first_seen) == (None, False)
+    await commit(backend, deliveries[0])
+    for copy in deliveries[1:]:  # queued on the distributed profile only
+        _, seen = await backend.store.load(copy.message)
+        assert (
+            seen is True
+            or await backend.store.commit_step(
+                StepCommit(delivery=copy, state=b"{}", state_name="X")
+            )
+            is None
+        )
+        await backend.inbound.ack(copy)
     assert await backend.fetch_n(1, timeout=0.3) == []
 
 
