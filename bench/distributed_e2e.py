@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--worker-concurrency", default="32")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shards", type=int, default=SHARDS, help="QUEUE_SHARDS")
+    parser.add_argument(
+        "--light-rate", type=float, default=20.0, help="also measure latency at this rate (0: no)"
+    )
     args = parser.parse_args()
     prefix = "bench" + uuid.uuid4().hex[:8]
     print(
@@ -103,6 +106,7 @@ def main() -> None:
     rates, p50s, p99s = [], [], []
     rss: dict[str, float] = {}
     cpu_ms: dict[str, list[float]] = {}
+    light_p50s: list[float] = []
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         with fake_chat2desk() as fake_url:
@@ -147,12 +151,22 @@ def main() -> None:
                 p99s.append(pct(lat, 0.99))
                 for name, proc in procs.items():
                     rss[name] = max(rss.get(name, 0.0), rss_mb(proc.pid))
+                light = ""
+                if args.light_rate:
+                    low = asyncio.run(
+                        latency(bot_url, fake_url, args.light_rate, args.latency_seconds, run + 50)
+                    )
+                    light_p50s.append(pct(low, 0.5))
+                    light = (
+                        f"; at {args.light_rate:g} msg/s: p50 {pct(low, 0.5):.1f} ms, p99 "
+                        f"{pct(low, 0.99):.1f} ms"
+                    )
                 print(
                     f"  run {run} (load avg {load:.1f}): {t['rate']:.0f} messages/s end to end "
                     f"({t['messages']} in {t['seconds']:.1f} s; webhooks accepted at "
                     f"{t['ingress_rate']:.0f}/s); at {t['rate'] / 2:.0f} msg/s: p50 "
                     f"{pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, p99 "
-                    f"{pct(lat, 0.99):.1f} ms ({len(lat)} samples)",
+                    f"{pct(lat, 0.99):.1f} ms ({len(lat)} samples){light}",
                     flush=True,
                 )
     finally:
@@ -165,6 +179,8 @@ def main() -> None:
         f"distributed, end to end: {median(rates):.0f} messages/s (median); latency at half "
         f"load p50 {median(p50s):.1f} ms, p99 {median(p99s):.1f} ms"
     )
+    if light_p50s:
+        print(f"latency at {args.light_rate:g} msg/s: p50 {median(light_p50s):.1f} ms (median)")
     print("RSS max: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items()))
     print(
         "CPU per message during the throughput runs (median ms; services shared with anything"
