@@ -13,8 +13,9 @@ safe to redo (the worker acks the inbound message only after all of it):
    batched with the steps that finish at the same moment (:class:`~orderbot.msglog.
    InboundLogBatcher`).
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
-   key it already sent), then the new-order alerts for operators (``new-order:<id>:...``; built
-   again by a redo, same keys).
+   key it already sent); at the same time as 1 when the step has no order (nothing to wait
+   for: a redo publishes the same keys again), else after it, with the new-order alerts for
+   operators (``new-order:<id>:...``; built again by a redo, same keys).
 3. One Redis script (atomic): the new dialog state (TTL 24 h, refreshed by every step), the
    handoff flag of the client when the step changed it (see ``orderbot.desk.postgres``) and the
    processed mark of the message id (TTL 7 days). A redelivered message whose mark is set is
@@ -29,6 +30,7 @@ key and reply keys, so nothing happens twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from decimal import Decimal
@@ -157,24 +159,34 @@ class RedisStepStore(StepStore):
         if message.dedupe_key not in self._fresh and await self.is_processed(message.dedupe_key):
             return None
         now = time.time()
-        try:
-            order_id = await self._write(commit, now)
-        except (SQLAlchemyError, OSError) as exc:
-            raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
-
-        replies = commit.replies
-        if order_id is not None:
-            replies = tuple(
-                replace(r, text=r.text.replace(ORDER_ID_PLACEHOLDER, str(order_id)))
-                if ORDER_ID_PLACEHOLDER in r.text
-                else r
-                for r in replies
+        if commit.order is None:
+            # No order id to put in the replies: rows and replies go at once (two durable
+            # writes, PostgreSQL's commit and RabbitMQ's confirm, overlap instead of adding
+            # up). Both are redo-safe and both end before the state below.
+            written, published = await asyncio.gather(
+                self._write_rows(commit, now),
+                self._outbox.put(commit.replies),
+                return_exceptions=True,
             )
-            if self._alerts is not None and commit.order is not None:
-                # Also when a redo found the order: the first try may have stopped before
-                # publishing them; their keys are the same, so the sender sends each once.
-                replies += self._alerts.messages(order_id, commit.order, now)
-        await self._outbox.put(replies)
+            for outcome in (written, published):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            order_id = None
+        else:
+            order_id = await self._write_rows(commit, now)
+            replies = commit.replies
+            if order_id is not None:
+                replies = tuple(
+                    replace(r, text=r.text.replace(ORDER_ID_PLACEHOLDER, str(order_id)))
+                    if ORDER_ID_PLACEHOLDER in r.text
+                    else r
+                    for r in replies
+                )
+                if self._alerts is not None:
+                    # Also when a redo found the order: the first try may have stopped before
+                    # publishing them; their keys are the same, so the sender sends each once.
+                    replies += self._alerts.messages(order_id, commit.order, now)
+            await self._outbox.put(replies)
 
         # State, handoff flag and processed mark together (one script: atomic), so a redo
         # never finds one without the others.
@@ -207,6 +219,12 @@ class RedisStepStore(StepStore):
             raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
         self._fresh.discard(message.dedupe_key)
         return order_id
+
+    async def _write_rows(self, commit: StepCommit, now: float) -> int | None:
+        try:
+            return await self._write(commit, now)
+        except (SQLAlchemyError, OSError) as exc:
+            raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
     async def _write(self, commit: StepCommit, now: float) -> int | None:
         """The step's PostgreSQL rows. Most steps write only their message log row: one
