@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import cpu_seconds, fake_chat2desk, free_port, median, rss_mb, services_cpu
+from _common import cpu_probe, cpu_seconds, fake_chat2desk, free_port, median, rss_mb, services_cpu
 from e2e import DIALOG, ORIGINAL_WORKER_RATE, latency, pct, throughput
 
 from tests.distributed.conftest import (
@@ -97,7 +97,7 @@ def main() -> None:
         f"distributed e2e: {args.runs} runs; {args.clients} dialogs x {len(DIALOG)} messages, "
         f"{args.concurrency} clients at a time; serve + {args.workers} workers "
         f"(WORKER_CONCURRENCY={args.worker_concurrency}) + 1 sender; {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f} at the start"
+        f"load average {os.getloadavg()[0]:.2f} at the start; {cpu_probe()}"
     )
     asyncio.run(migrate_postgres())
     port = free_port()
@@ -191,7 +191,7 @@ def main() -> None:
         " messages/s on this machine"
     )
     print(f"original worker (reference): {ORIGINAL_WORKER_RATE} messages/s at concurrency 5")
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; {cpu_probe()}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, free_port, median, rss_mb, run_wrk, wait_port
+from _common import cpu_probe, ROOT, free_port, median, rss_mb, run_wrk, wait_port
 
 from tests.distributed.conftest import (
     PG_URL,
@@ -193,7 +193,7 @@ def main() -> None:
     finally:
         asyncio.run(remove_namespace(prefix, shards=SHARDS))
         asyncio.run(_delete_queue(f"{prefix}.reference"))
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; {cpu_probe()}")
 
 
 async def _delete_queue(name: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from _common import fake_chat2desk, median, orderbot, rss_mb
+from _common import cpu_probe, fake_chat2desk, median, orderbot, rss_mb
 
 DIALOG = ["Здравствуйте", "ул. Ибраимова {n}, кв. 3", "0555 12 34 56", "{q} бутыли", "да"]
 REPLIES_PER_DIALOG = 5  # the greeting and the first question are one message
@@ -162,6 +162,7 @@ def main() -> None:
         f"p50 {median(p50s):.1f} ms, p99 {median(p99s):.1f} ms; RSS max {max(rss):.0f} MB"
     )
     print(f"original worker (reference): {ORIGINAL_WORKER_RATE} messages/s at concurrency 5")
+    print(cpu_probe())
     _ = statistics  # medians come from _common.median
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from _common import (
     ROOT,
+    cpu_probe,
     fake_chat2desk,
     free_port,
     median,
@@ -218,6 +219,7 @@ def main() -> None:
         report(
             "reference: bare ASGI + SQLite commit/request", reference("asgi-sqlite", args, workdir)
         )
+    print(cpu_probe())
 
 
 if __name__ == "__main__":
