@@ -163,7 +163,7 @@ def main() -> None:
     print(
         f"distributed ingress: {args.runs} runs x {args.seconds} s, {args.connections} "
         f"connections, wrk -t1, medians; {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f} at the start"
+        f"{os.getloadavg()[0]:.2f} at the start; {cpu_probe()}"
     )
     asyncio.run(migrate_postgres())
     try:
