@@ -378,8 +378,9 @@ class DistributedRuntime:
     async def _housekeeping(self) -> None:
         """Worker processes, every minute (or a quarter of HANDOFF_TIMEOUT): give back
         conversations whose handoff timed out, publish status notifications a crash left
-        unpublished, restore handoff flags Redis lost; hourly, delete uploaded files no order
-        uses. Several workers may run it at once: each part is safe to run twice."""
+        unpublished, restore handoff flags Redis lost, record dialogs idle past
+        DIALOG_IDLE_TIMEOUT as abandoned; hourly, delete uploaded files no order uses. Several
+        workers may run it at once: each part is safe to run twice."""
         interval = min(HOUSEKEEPING_INTERVAL, self.settings.handoff_timeout / 4)
         files_due = 0.0
         while not self._stop.is_set():
@@ -391,6 +392,12 @@ class DistributedRuntime:
                     )
                 await self.admin.republish_notifications()
                 await self.admin.restore_handoff_flags()
+                now = time.time()
+                abandoned = await self.store.abandon_idle(
+                    now - self.settings.dialog_idle_timeout, now
+                )
+                if abandoned:
+                    log.info("%d idle dialogs recorded as abandoned", abandoned)
                 if time.monotonic() >= files_due:
                     files_due = time.monotonic() + FILE_CLEANUP_INTERVAL
                     await self._remove_unlinked_files()

@@ -19,7 +19,7 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore
-from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
+from orderbot.dialog import DialogOptions, Flow, load_flow
 from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
 from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
@@ -36,7 +36,6 @@ from orderbot.queues.sqlite import (
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.sender import Sender
 from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import OutcomeRecord
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
@@ -239,17 +238,7 @@ class EmbeddedRuntime:
         """Record dialogs idle past DIALOG_IDLE_TIMEOUT as abandoned (at the step where the
         customer stopped), so drop-off shows even for customers who never come back."""
         now = time.time()
-        count = 0
-        idle = await self.store.idle_states(now - self.settings.dialog_idle_timeout)
-        for client_key, raw, updated_at in idle:
-            try:
-                state = DialogState.from_json(raw)
-            except ValueError:
-                last_step, messages, started = "-", 0, updated_at
-            else:
-                last_step, messages, started = state.step, state.message_count, state.started_at
-            outcome = OutcomeRecord("abandoned", last_step, messages, started, now)
-            count += await self.store.abandon(client_key, updated_at, outcome)
+        count = await self.store.abandon_idle(now - self.settings.dialog_idle_timeout, now)
         if count:
             log.info("%d idle dialogs recorded as abandoned", count)
         return count

@@ -27,7 +27,7 @@ from orderbot.queues.base import DeadLetterQueue, InboundDelivery, InboundQueue,
 from orderbot.queues.sqlite import SqliteDeadLetterQueue, SqliteInboundQueue, SqliteOutbox, Wakeup
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.schema import message_logs, orders
+from orderbot.schema import dialog_outcomes, message_logs, orders
 from orderbot.sender import Sender
 from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import StepStore
@@ -137,6 +137,10 @@ class Backend:
         """As after a crash: new instances, nothing in hand acknowledged."""
         raise NotImplementedError
 
+    async def outcomes(self, client_id: str) -> list[tuple[str, str, int]]:
+        """``dialog_outcomes`` of a client: outcome, last step, messages."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -209,6 +213,16 @@ class SqliteBackend(Backend):
             )
         )
 
+    async def outcomes(self, client_id: str) -> list[tuple[str, str, int]]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT outcome, last_step, message_count FROM dialog_outcomes"
+                " WHERE client_id = ? ORDER BY id",
+                (client_id,),
+            ).fetchall()
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
 
 class DistributedBackend(Backend):
     name = "distributed"
@@ -252,6 +266,19 @@ class DistributedBackend(Backend):
             .select_from(message_logs)
             .where(message_logs.c.client_id == client_id, message_logs.c.direction == "in")
         )
+
+    async def outcomes(self, client_id: str) -> list[tuple[str, str, int]]:
+        query = (
+            select(
+                dialog_outcomes.c.outcome,
+                dialog_outcomes.c.last_step,
+                dialog_outcomes.c.message_count,
+            )
+            .where(dialog_outcomes.c.client_id == client_id)
+            .order_by(dialog_outcomes.c.id)
+        )
+        async with self.runtime.engine.connect() as conn:
+            return [(str(r[0]), str(r[1]), int(r[2])) for r in await conn.execute(query)]
 
 
 @pytest.fixture(params=["sqlite", "distributed"])

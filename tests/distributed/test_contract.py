@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 
+from orderbot.dialog import DialogState
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import InboundDelivery, OutboxItem
 from orderbot.retry import RetryPolicy
@@ -320,3 +321,28 @@ async def test_redeliveries_count_the_steps_that_started(backend: Backend) -> No
     (d,) = await backend.fetch_n(1)
     assert d.deliveries == (5 if backend.name == "distributed" else 6)
     await commit(backend, d)
+
+
+async def test_an_idle_dialog_is_recorded_as_abandoned_once(backend: Backend) -> None:
+    await backend.inbound.put(inbound(backend, "A", "a1"))
+    (delivery,) = await backend.fetch_n(1)
+    now = time.time()
+    state = DialogState(
+        step="ADDRESS",
+        language="ru",
+        data={},
+        started_at=now - 100,
+        updated_at=now,
+        message_count=2,
+    )
+    await backend.store.commit_step(
+        StepCommit(delivery=delivery, state=state.to_json(), state_name="ADDRESS", replies=())
+    )
+    await backend.inbound.ack(delivery)
+    client = delivery.message.client_id
+    assert await backend.store.abandon_idle(now - 60, now) == 0  # not idle yet
+    later = time.time() + 1
+    assert await backend.store.abandon_idle(later, later) == 1
+    assert await backend.store.abandon_idle(later, later) == 0  # recorded once
+    assert await backend.store.load_state(delivery.message.client_key) is None
+    assert await backend.outcomes(client) == [("abandoned", "ADDRESS", 2)]

@@ -163,6 +163,12 @@ class StepStore(ABC):
         return await self.load_state(message.client_key), False
 
     @abstractmethod
+    async def abandon_idle(self, older_than: float, now: float, limit: int = 1000) -> int:
+        """Record dialogs whose last step came before ``older_than`` as abandoned (at that
+        step, an ``OutcomeRecord`` ending ``now``) and forget them; a dialog a message moved on
+        meanwhile is left alone. Returns how many were abandoned."""
+
+    @abstractmethod
     async def commit_step(self, commit: StepCommit) -> int | None:
         """Apply ``commit`` atomically and idempotently; return the order id when it has one.
         A message already processed is left alone (its replies were already queued)."""

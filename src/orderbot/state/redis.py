@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable
+from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
 from orderbot.msglog import InboundLogBatcher
 from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
@@ -64,14 +65,19 @@ __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 STATE_TTL_SECONDS = 24 * 3600
 _FRESH_LIMIT = 100_000
 
-# KEYS: state, processed mark, handoff flag. ARGV: state, "1" to set it ("0": the dialog
-# ended, delete it), state TTL, processed TTL, handoff flag "set" / "delete" / "keep", its
-# value, its TTL.
+# KEYS: state, processed mark, handoff flag, active dialogs (sorted by last step time),
+# their summaries. ARGV: state, "1" to set it ("0": the dialog ended, delete it), state TTL,
+# processed TTL, handoff flag "set" / "delete" / "keep", its value, its TTL, the client key,
+# now, the summary ("step\tmessages\tstarted_at").
 _SAVE_STATE = """
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8])
+  redis.call('HSET', KEYS[5], ARGV[8], ARGV[10])
 else
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[4], ARGV[8])
+  redis.call('HDEL', KEYS[5], ARGV[8])
 end
 if ARGV[5] == 'set' then
   redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
@@ -80,6 +86,19 @@ elseif ARGV[5] == 'delete' then
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
 return 1
+"""
+
+# Take an idle dialog for the "abandoned" record, unless a step moved it on since it was listed
+# (its time is past the cutoff) or another worker took it. KEYS: active dialogs, summaries,
+# state. ARGV: client key, cutoff. Returns the summary, or false.
+_CLAIM_IDLE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) >= tonumber(ARGV[2]) then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local summary = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return summary
 """
 
 # The inbound message log row, unless a redo of the step wrote it already: the row is the
@@ -120,6 +139,11 @@ class RedisStepStore(StepStore):
         self._inbound_log = InboundLogBatcher(engine)
         self._batch = batcher or RedisBatcher(redis)
         self._save = redis.register_script(_SAVE_STATE)
+        self._claim_idle = redis.register_script(_CLAIM_IDLE)
+        # Dialogs in progress by the time of their last step, and what the "abandoned" record
+        # needs of each (the state itself may have expired by then).
+        self._active = f"{keys.prefix}:active"
+        self._activity = f"{keys.prefix}:activity"
         self._fresh: set[str] = set()
         # Messages to operators about each new order, published after the step's replies.
         self._alerts = alerts
@@ -204,6 +228,8 @@ class RedisStepStore(StepStore):
                     self._keys.state(message.client_key),
                     self._keys.processed(message.dedupe_key),
                     self._keys.handoff(message.client_key),
+                    self._active,
+                    self._activity,
                 ),
                 args=(
                     b"" if commit.state is None else commit.state,
@@ -213,12 +239,56 @@ class RedisStepStore(StepStore):
                     flag_op,
                     flag_value,
                     flag_ttl,
+                    message.client_key,
+                    repr(now),
+                    _summary(commit.state, now),
                 ),
             )
         except RedisError as exc:
             raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
         self._fresh.discard(message.dedupe_key)
         return order_id
+
+    async def abandon_idle(self, older_than: float, now: float, limit: int = 1000) -> int:
+        """Record dialogs whose last step is older than ``older_than`` as abandoned (at that
+        step) and forget their state, as the embedded profile's housekeeping does. Several
+        workers may run this at once: each dialog is taken by one (a script). A crash between
+        taking one and writing its row loses that row (at most once, never twice)."""
+        idle = await self._redis.zrangebyscore(
+            self._active, "-inf", f"({older_than!r}", start=0, num=limit
+        )
+        count = 0
+        for found in idle:
+            client_key = found.decode() if isinstance(found, bytes) else str(found)
+            summary = await self._claim_idle(
+                keys=[self._active, self._activity, self._keys.state(client_key)],
+                args=[client_key, repr(older_than)],
+            )
+            if summary is None:
+                continue  # moved on, or taken by another worker
+            text_summary = summary.decode() if isinstance(summary, bytes) else str(summary)
+            step, messages, started = _parse_summary(text_summary, now)
+            channel, _, client_id = client_key.partition(":")
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        insert(dialog_outcomes).values(
+                            channel=channel,
+                            client_id=client_id,
+                            outcome="abandoned",
+                            last_step=step,
+                            message_count=messages,
+                            duration_seconds=max(0.0, now - started),
+                            started_at=started,
+                            ended_at=now,
+                            order_id=None,
+                        )
+                    )
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("cannot record an abandoned dialog: %s", type(exc).__name__)
+                continue
+            count += 1
+        return count
 
     async def _write_rows(self, commit: StepCommit, now: float) -> int | None:
         try:
@@ -378,3 +448,22 @@ async def _change_handoff(conn: AsyncConnection, commit: StepCommit, now: float)
         )
         .on_conflict_do_update(index_elements=["client_key"], set_=values)
     )
+
+
+def _summary(state: bytes | None, now: float) -> str:
+    """What the "abandoned" record needs of a dialog: step, messages, start."""
+    if state is None:
+        return ""
+    try:
+        obj = orjson.loads(state)
+        return f"{obj['step']}\t{int(obj['message_count'])}\t{float(obj['started_at'])!r}"
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return f"-\t0\t{now!r}"
+
+
+def _parse_summary(summary: str, now: float) -> tuple[str, int, float]:
+    try:
+        step, messages, started = summary.split("\t")
+        return step, int(messages), float(started)
+    except ValueError:
+        return "-", 0, now

@@ -88,6 +88,21 @@ class SqliteStepStore(StepStore):
 
         return await self._db.run(read)
 
+    async def abandon_idle(self, older_than: float, now: float, limit: int = 1000) -> int:
+        from orderbot.dialog import DialogState
+
+        count = 0
+        for client_key, raw, updated_at in await self.idle_states(older_than, limit):
+            try:
+                state = DialogState.from_json(raw)
+            except ValueError:
+                last_step, messages, started = "-", 0, updated_at
+            else:
+                last_step, messages, started = state.step, state.message_count, state.started_at
+            outcome = OutcomeRecord("abandoned", last_step, messages, started, now)
+            count += await self.abandon(client_key, updated_at, outcome)
+        return count
+
     async def abandon(self, client_key: str, updated_at: float, outcome: OutcomeRecord) -> bool:
         """Forget an idle dialog and record it as abandoned, unless a message moved it on since
         it was read (``updated_at`` changed). True when it was abandoned."""
