@@ -47,15 +47,10 @@ from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
 from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts
 from orderbot.queues.base import QueueDepths
+from orderbot.queues.broker import RETRY_DELAYS, RabbitBroker, RedisKeys
 from orderbot.queues.leases import ShardLeases
-from orderbot.queues.rabbitmq import (
-    RETRY_DELAYS,
-    RabbitBroker,
-    RabbitDeadLetterQueue,
-    RabbitInboundQueue,
-    RabbitOutbox,
-    RedisKeys,
-)
+from orderbot.queues.rabbit_outbox import RabbitOutbox
+from orderbot.queues.rabbitmq import RabbitDeadLetterQueue, RabbitInboundQueue
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.redisbatch import RedisBatcher
 from orderbot.retry import CircuitBreaker, RetryPolicy

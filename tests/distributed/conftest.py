@@ -77,7 +77,7 @@ async def remove_namespace(namespace: str, shards: int = 2) -> None:
     import aio_pika
     from redis.asyncio import Redis
 
-    from orderbot.queues.rabbitmq import RETRY_DELAYS, RabbitBroker
+    from orderbot.queues.broker import RETRY_DELAYS, RabbitBroker
 
     names = RabbitBroker(RABBIT_URL, prefix=namespace, shards=shards)
     connection = await aio_pika.connect(RABBIT_URL)

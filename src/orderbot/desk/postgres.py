@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orderbot.desk.base import DeskStore
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
-from orderbot.queues.rabbitmq import KEEP_SECONDS, RedisKeys
+from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
 from orderbot.redisbatch import RedisBatcher
 from orderbot.schema import handoffs, message_logs, order_status_history, orders
 from orderbot.tracking import TRACK_LIMIT, HistoryEntry, OrderSummary

@@ -45,7 +45,8 @@ from orderbot.dialog.engine import question
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.queues.rabbitmq import RabbitOutbox, RedisKeys
+from orderbot.queues.broker import RedisKeys
+from orderbot.queues.rabbit_outbox import RabbitOutbox
 from orderbot.schema import handoffs, order_files, order_items, order_status_history, orders
 from orderbot.tracking import check_transition, flow_text, status_notification
 

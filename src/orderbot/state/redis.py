@@ -49,7 +49,8 @@ from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
 from orderbot.msglog import InboundLogBatcher
-from orderbot.queues.rabbitmq import KEEP_SECONDS, RabbitOutbox, RedisKeys
+from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
+from orderbot.queues.rabbit_outbox import RabbitOutbox
 from orderbot.redisbatch import RedisBatcher
 from orderbot.schema import dialog_outcomes, handoffs, order_files, order_items, orders
 from orderbot.state.base import (
