@@ -36,7 +36,7 @@ class RedisBatcher:
     """Batches commands given as ``lambda pipe: pipe.get(key)``: each adds exactly one command
     to the pipeline. ``max_batch`` bounds one pipeline (a larger turn sends several)."""
 
-    def __init__(self, redis: Redis, *, max_batch: int = 512, max_in_flight: int = 4) -> None:
+    def __init__(self, redis: Redis, *, max_batch: int = 512, max_in_flight: int = 2) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
         self.redis = redis
