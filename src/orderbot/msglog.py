@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot.batching import Batcher
 from orderbot.loggers import storage as log
 from orderbot.schema import message_logs
 
@@ -118,69 +119,29 @@ class MessageLogWriter:
         await self.flush()
 
 
-class InboundLogBatcher:
+class InboundLogBatcher(Batcher[dict[str, Any], bool]):
     """Writes the inbound log rows of concurrent steps together (see the module docstring).
     Database errors reach every step of the batch (they retry their commit)."""
 
     def __init__(
         self, engine: AsyncEngine, *, max_batch: int = 500, max_in_flight: int = 2
     ) -> None:
-        if max_batch < 1 or max_in_flight < 1:
-            raise ValueError("max_batch and max_in_flight must be at least 1")
+        super().__init__(max_batch=max_batch, max_in_flight=max_in_flight)
         # Autocommit: the one statement is its own transaction.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._max_batch = max_batch
-        self._max_in_flight = max_in_flight
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
-        self._scheduled = False
-        self._in_flight = 0
-        self._running: set[asyncio.Task[None]] = set()
-        self.statements = 0
-        self.rows = 0
+
+    @property
+    def statements(self) -> int:
+        """Statements sent so far."""
+        return self.batches
 
     async def write(self, row: dict[str, Any]) -> bool:
         """Log one inbound message (``row`` has the columns of ``_INBOUND_COLUMNS``); False
         when it was logged before (a redo)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((row, future))
-        if not self._scheduled and self._in_flight < self._max_in_flight:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+        return await self.submit(row)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        while self._pending and self._in_flight < self._max_in_flight:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self._in_flight += 1
-            task = asyncio.ensure_future(self._insert(batch))
-            self._running.add(task)
-            task.add_done_callback(self._inserted)
-
-    def _inserted(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._in_flight -= 1
-        if self._pending and not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    async def _insert(self, batch: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
-        self.statements += 1
-        self.rows += len(batch)
-        params = {column: [row[column] for row, _ in batch] for column in _INBOUND_COLUMNS}
-        try:
-            async with self._engine.connect() as conn:
-                inserted = {tuple(r) for r in (await conn.execute(_INSERT_INBOUND, params))}
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for row, future in batch:
-            if not future.done():
-                key = (row["channel"], row["client_id"], row["message_key"])
-                future.set_result(key in inserted)
+    async def _send_batch(self, items: list[dict[str, Any]]) -> list[bool]:
+        params = {column: [row[column] for row in items] for column in _INBOUND_COLUMNS}
+        async with self._engine.connect() as conn:
+            inserted = {tuple(r) for r in (await conn.execute(_INSERT_INBOUND, params))}
+        return [(row["channel"], row["client_id"], row["message_key"]) in inserted for row in items]
