@@ -355,6 +355,11 @@ class RabbitOutbox(_ShardConsumer, Outbox):
 
     def _settle(self, p: _Parcel) -> None:
         """The sender is done with ``p``: its client's next reply may go."""
+        self._release(p)
+        self._after(p.client)
+
+    def _release(self, p: _Parcel) -> None:
+        """``p`` is no longer in hand nor at the head of its client's line."""
         self._out.pop(p.handle, None)
         self._settled.set()
         if self._busy.get(p.client) is p:
@@ -362,7 +367,6 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         line = self._lines.get(p.client)
         if line and line[0] is p:
             line.popleft()
-        self._after(p.client)
 
     async def begin_send(self, handle: int) -> None:
         """``sending:<key>`` = now, before the call: a copy handed out again later (after a
@@ -479,13 +483,8 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         if p is None:
             return
         await self._park(p, attempts, not_before, error)
-        self._out.pop(p.handle, None)
-        self._settled.set()
-        if self._busy.get(p.client) is p:
-            del self._busy[p.client]
+        self._release(p)
         line = self._lines.get(p.client)
-        if line and line[0] is p:
-            line.popleft()
         if line is not None and not line:
             del self._lines[p.client]
         self._wakeup.set()
