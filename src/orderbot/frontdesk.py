@@ -46,7 +46,14 @@ from orderbot.tracking import (
     render_order_list,
 )
 
-__all__ = ["HANDED_OFF", "FrontDesk"]
+__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown"]
+
+
+class Unknown:
+    """Not asked yet (see :meth:`FrontDesk.intercept`)."""
+
+
+UNKNOWN = Unknown()
 
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
@@ -77,15 +84,29 @@ class FrontDesk:
         self._timeout = handoff_timeout
         self._clock = clock
 
+    async def handoff_until(self, client_key: str) -> float | None:
+        """Until when ``client_key`` is with an operator (None: with the bot). The worker asks
+        this together with reading the dialog state and passes it to :meth:`intercept`."""
+        return await self._store.handoff_until(client_key)
+
     async def intercept(
-        self, delivery: InboundDelivery, state: DialogState | None, raw: bytes | None
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        *,
+        handoff_until: float | Unknown | None = UNKNOWN,
     ) -> StepCommit | None:
         """The commit for ``delivery`` when the front desk answers it, else None (the dialog
-        engine handles it)."""
+        engine handles it). ``handoff_until``: :meth:`handoff_until`, when already asked."""
         message = delivery.message
         now = self._clock()
         key = message.client_key
-        until = await self._store.handoff_until(key)
+        until = (
+            await self._store.handoff_until(key)
+            if isinstance(handoff_until, Unknown)
+            else handoff_until
+        )
         if until is not None:
             if until > now:
                 return self._commit(delivery, raw, HANDED_OFF, ())

@@ -27,7 +27,7 @@ from orderbot.dialog import (
 )
 from orderbot.errors import StorageError
 from orderbot.files import FileReceiver
-from orderbot.frontdesk import FrontDesk
+from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
@@ -157,7 +157,14 @@ class Worker:
             await self._give_up(delivery, started)
             return
         await self._inbound.begin(delivery)
-        raw, processed = await self._store.load(message)
+        handoff: float | Unknown | None = UNKNOWN
+        if self._front_desk is None:
+            raw, processed = await self._store.load(message)
+        else:
+            # Both at once: on the distributed profile they share one Redis pipeline.
+            (raw, processed), handoff = await asyncio.gather(
+                self._store.load(message), self._handoff_until(message.client_key)
+            )
         if processed:
             # A copy of a message already handled (a messenger or broker redelivery).
             log.info("message %s was already processed; dropping the copy", message.message_id)
@@ -166,7 +173,9 @@ class Worker:
             return
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"
-        if self._front_desk is not None and await self._at_front_desk(delivery, state, raw):
+        if self._front_desk is not None and await self._at_front_desk(
+            delivery, state, raw, handoff
+        ):
             return
         try:
             attachments = await self._receive_files(state, message)
@@ -208,14 +217,27 @@ class Worker:
             elapsed * 1000,
         )
 
+    async def _handoff_until(self, client_key: str) -> float | Unknown | None:
+        """The front desk's handoff check; UNKNOWN when it failed (``intercept`` asks again
+        and handles the failure)."""
+        assert self._front_desk is not None
+        try:
+            return await self._front_desk.handoff_until(client_key)
+        except Exception:
+            return UNKNOWN
+
     async def _at_front_desk(
-        self, delivery: InboundDelivery, state: DialogState | None, raw: bytes | None
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        handoff: float | Unknown | None,
     ) -> bool:
         """Let the front desk answer (tracking, handoff); True when it did and it is committed.
         If it fails, the message goes to the dialog as usual."""
         assert self._front_desk is not None
         try:
-            commit = await self._front_desk.intercept(delivery, state, raw)
+            commit = await self._front_desk.intercept(delivery, state, raw, handoff_until=handoff)
         except Exception:
             log.exception("front desk failed for message %s", delivery.message.message_id)
             return False
