@@ -87,6 +87,48 @@ def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], 
     assert lines[0].startswith("error: ") and name in lines[0]
 
 
+@pytest.mark.parametrize("command", ["serve", "worker", "sender"])
+def test_distributed_commands_without_their_settings_say_what_is_missing(
+    tmp_path: Path, command: str
+) -> None:
+    result = cli(command, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "RABBITMQ_URL" in result.stderr and "REDIS_URL" in result.stderr
+
+
+def test_missing_distributed_packages_are_one_line_with_the_install_command(
+    tmp_path: Path,
+) -> None:
+    # As on an install without the "distributed" extra: redis cannot be found.
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'redis' else real(n, *a)\n"
+        "sys.argv = ['orderbot', 'worker']\n"
+        "from orderbot.cli import main\n"
+        "main()\n"
+    )
+    env = {
+        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:9/",
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "DATABASE_URL": "postgresql://x@127.0.0.1:9/x",
+    }
+    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "missing: redis" in result.stderr and "orderbot[distributed]" in result.stderr
+
+
 def test_missing_token_and_bad_flow_are_clear(tmp_path: Path) -> None:
     result = cli("chat2desk", "info", cwd=tmp_path)
     assert result.returncode == 2
@@ -268,3 +310,17 @@ def test_head_revision_matches_alembic(tmp_path: Path) -> None:
     assert db.schema_is_current(url) is False
     db.upgrade(url)
     assert db.schema_is_current(url) is True
+
+
+def test_postgresql_without_asyncpg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from orderbot import db
+    from orderbot.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "asyncpg" else real(n, *a)
+    )
+    with pytest.raises(ConfigError, match=r"needs asyncpg: pip install 'orderbot\[distributed\]'"):
+        db.create_engine("postgresql://x@127.0.0.1:9/x")

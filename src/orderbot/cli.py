@@ -16,7 +16,12 @@ import orjson
 import typer
 
 from orderbot import __version__
-from orderbot.config import Settings, load_settings
+from orderbot.config import (
+    Settings,
+    load_settings,
+    require_distributed,
+    require_distributed_packages,
+)
 from orderbot.errors import ChannelError, ConfigError, FlowError, OrderbotError
 
 __all__ = ["app", "main"]
@@ -198,11 +203,13 @@ def serve(
 
     import uvicorn
 
-    from orderbot.distributed import create_server_app, require_distributed
     from orderbot.logs import setup_logging
 
     settings = _settings(host=host, port=port)
     require_distributed(settings)
+    require_distributed_packages()
+    from orderbot.distributed import create_server_app
+
     setup_logging(settings.log_level, settings.log_format)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -241,11 +248,13 @@ def worker(
     (handoff timeouts, notifications left unpublished, unused model files); UPLOAD_DIR must be
     shared by all of them. SIGTERM finishes in-flight steps (within SHUTDOWN_TIMEOUT) and returns
     the rest to RabbitMQ."""
-    from orderbot.distributed import require_distributed, run_process
     from orderbot.logs import setup_logging
 
     settings = _settings(worker_concurrency=concurrency)
     require_distributed(settings)
+    require_distributed_packages()
+    from orderbot.distributed import run_process
+
     setup_logging(settings.log_level, settings.log_format)
     run_process(settings, ("worker",))
 
@@ -254,11 +263,13 @@ def worker(
 def sender() -> None:
     """Distributed profile: send replies from RabbitMQ through the channel APIs. Any number at
     once; they share OUTBOUND_RATE_LIMIT through Redis. SIGTERM finishes in-flight sends."""
-    from orderbot.distributed import require_distributed, run_process
     from orderbot.logs import setup_logging
 
     settings = _settings()
     require_distributed(settings)
+    require_distributed_packages()
+    from orderbot.distributed import run_process
+
     setup_logging(settings.log_level, settings.log_format)
     run_process(settings, ("sender",))
 
@@ -416,6 +427,7 @@ async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]
     from orderbot.sqlite import SqliteDatabase
 
     if settings.is_distributed:
+        require_distributed_packages()
         from orderbot.distributed import DistributedRuntime
 
         async with DistributedRuntime(settings, channels={}) as runtime:
@@ -497,6 +509,7 @@ async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     settings = _settings()
     if settings.is_distributed:
+        require_distributed_packages()
         from orderbot.distributed import open_dead_letters
 
         async with open_dead_letters(settings) as queue:

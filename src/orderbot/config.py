@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderbot.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 
 DEFAULT_FLOW = "water"
 
@@ -155,3 +155,38 @@ def load_settings(**overrides: object) -> Settings:
             name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def require_distributed(settings: Settings) -> None:
+    """Raise ConfigError naming what is missing for the distributed profile."""
+    missing = [
+        name
+        for name, value in (
+            ("RABBITMQ_URL", settings.rabbitmq_url),
+            ("REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
+    if settings.is_sqlite:
+        missing.append("DATABASE_URL (postgresql://...)")
+    if missing:
+        raise ConfigError(
+            "the distributed profile (serve, worker, sender) needs " + ", ".join(missing)
+        )
+
+
+def require_distributed_packages() -> None:
+    """Raise ConfigError when the distributed profile's packages (the ``distributed`` extra)
+    are not installed."""
+    import importlib.util
+
+    missing = [
+        name for name in ("aio_pika", "redis", "asyncpg") if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise ConfigError(
+            "the distributed profile needs its extra packages (missing: "
+            + ", ".join(missing)
+            + "): pip install 'orderbot[distributed]'"
+            " (from a checkout: pip install -e '.[distributed]')"
+        )

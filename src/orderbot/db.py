@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orderbot.errors import ConfigError
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -84,6 +86,13 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 15) -> As
 
     if url.startswith("sqlite"):
         return create_async_engine(async_url(url), connect_args={"timeout": 10})
+    import importlib.util
+
+    if importlib.util.find_spec("asyncpg") is None:
+        raise ConfigError(
+            "DATABASE_URL is PostgreSQL, which needs asyncpg: pip install 'orderbot[distributed]'"
+            " (from a checkout: pip install -e '.[distributed]')"
+        )
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow)
 
 

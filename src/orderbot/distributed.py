@@ -37,11 +37,10 @@ from sqlalchemy import select, text
 
 from orderbot import db as database
 from orderbot.channels.base import Channel
-from orderbot.config import Settings
+from orderbot.config import Settings, require_distributed
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.dialog import Flow, load_flow
-from orderbot.errors import ConfigError
 from orderbot.files import remove_unlinked_files
 from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
@@ -76,24 +75,6 @@ Role = Literal["worker", "sender"]
 REDIS_POOL_SIZE = 64  # connections per process
 HOUSEKEEPING_INTERVAL = 60.0  # handoff timeouts, unpublished notifications, handoff flags
 FILE_CLEANUP_INTERVAL = 3600.0
-
-
-def require_distributed(settings: Settings) -> None:
-    """Raise ConfigError naming what is missing for the distributed profile."""
-    missing = [
-        name
-        for name, value in (
-            ("RABBITMQ_URL", settings.rabbitmq_url),
-            ("REDIS_URL", settings.redis_url),
-        )
-        if not value
-    ]
-    if settings.is_sqlite:
-        missing.append("DATABASE_URL (postgresql://...)")
-    if missing:
-        raise ConfigError(
-            "the distributed profile (serve, worker, sender) needs " + ", ".join(missing)
-        )
 
 
 class DistributedRuntime:
