@@ -192,6 +192,7 @@ class RabbitBroker:
         deadline = time.monotonic() + self.connect_timeout
         delay = 0.2
         while True:
+            connection = None
             try:
                 connection = await aio_pika.connect_robust(
                     self.url,
@@ -199,8 +200,14 @@ class RabbitBroker:
                     reconnect_interval=1.0,
                     client_properties={"connection_name": f"orderbot {self.prefix}"},
                 )
+                # The connection can drop between connecting and declaring too: start over.
+                publisher = await connection.channel(publisher_confirms=True)
+                await self._declare(publisher)
                 break
             except Exception as exc:  # aio-pika raises several unrelated types here
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
                 if time.monotonic() + delay > deadline:
                     raise _unavailable("cannot connect to RabbitMQ", exc) from None
                 log.warning("RabbitMQ unreachable (%s); retrying in %.1fs", exc, delay)
@@ -208,8 +215,7 @@ class RabbitBroker:
                 delay = min(delay * 2, 5.0)
         self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
-        self._publisher = await connection.channel(publisher_confirms=True)
-        await self._declare(self._publisher)
+        self._publisher = publisher
 
     def _on_reconnect(self, *_: object) -> None:
         self.generation += 1
