@@ -221,3 +221,33 @@ async def test_a_redis_restart_loses_nothing(
             for p in procs:
                 p.kill()
     assert codes == [0] * len(procs), "\n".join(p.log()[-2000:] for p in procs)
+
+
+async def test_broker_open_starts_over_when_the_connection_drops_while_declaring(
+    namespace: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker starting while RabbitMQ goes away: connected, then lost mid-declare.
+    import aiormq
+
+    from orderbot.queues.broker import RabbitBroker
+
+    real = RabbitBroker._declare
+    calls = 0
+
+    async def flaky(self: RabbitBroker, channel: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise aiormq.exceptions.AMQPConnectionError("Server connection unexpectedly closed")
+        await real(self, channel)
+
+    monkeypatch.setattr(RabbitBroker, "_declare", flaky)
+    broker = RabbitBroker(RABBIT_URL, prefix=namespace, shards=2, connect_timeout=20)
+    try:
+        await broker.open()
+        assert calls == 2
+        assert broker.connected
+        await broker.publish(b"{}", broker.inbound_queue(0), message_id="x")
+    finally:
+        await broker.aclose()
