@@ -129,8 +129,8 @@ class DistributedRuntime:
             max_overflow=0,
         )
         self.keys = RedisKeys(settings.queue_prefix)
-        # Every Redis command of this process goes through one batcher: the commands of
-        # concurrent requests, steps and sends share pipelines.
+        # The hot-path Redis commands of this process go through one batcher: those of
+        # concurrent steps and sends share pipelines.
         self.redis_batch = RedisBatcher(self.redis)
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
@@ -143,7 +143,6 @@ class DistributedRuntime:
             self.redis,
             keys=self.keys,
             prefetch=max(100, settings.worker_concurrency * 20),
-            batcher=self.redis_batch,
         )
         self.outbox = RabbitOutbox(
             self.broker, self.redis, keys=self.keys, engine=self.engine, batcher=self.redis_batch

@@ -51,7 +51,6 @@ from orderbot.queues.broker import (
 )
 from orderbot.queues.rabbit_outbox import RabbitOutbox, _int, _reply_headers
 from orderbot.queues.shards import _ShardChannels, _ShardConsumer
-from orderbot.redisbatch import RedisBatcher
 
 __all__ = [
     "INBOUND_TTL_MS",
@@ -81,11 +80,9 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         *,
         keys: RedisKeys | None = None,
         prefetch: int = 500,
-        batcher: RedisBatcher | None = None,
     ) -> None:
         self._broker = broker
         self._redis = redis
-        self._batch = batcher or RedisBatcher(redis)
         self._keys = keys or RedisKeys(broker.prefix)
         self._prefetch = prefetch
         self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
