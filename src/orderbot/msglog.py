@@ -24,13 +24,13 @@ import contextlib
 from typing import Any
 
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot.batching import Batcher
 from orderbot.loggers import storage as log
 from orderbot.schema import message_logs
 
-__all__ = ["InboundLogBatcher", "MessageLogWriter"]
+__all__ = ["InboundLogBatcher", "MessageLogWriter", "log_inbound"]
 
 # One statement for many steps: insert each row unless its message is logged already.
 _INSERT_INBOUND = text(
@@ -141,7 +141,13 @@ class InboundLogBatcher(Batcher[dict[str, Any], bool]):
         return await self.submit(row)
 
     async def _send_batch(self, items: list[dict[str, Any]]) -> list[bool]:
-        params = {column: [row[column] for row in items] for column in _INBOUND_COLUMNS}
         async with self._engine.connect() as conn:
-            inserted = {tuple(r) for r in (await conn.execute(_INSERT_INBOUND, params))}
-        return [(row["channel"], row["client_id"], row["message_key"]) in inserted for row in items]
+            return await log_inbound(conn, items)
+
+
+async def log_inbound(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[bool]:
+    """Insert inbound log rows (the columns of ``_INBOUND_COLUMNS``) in ``conn``, each unless
+    its message is logged already; for each row, whether it was written (False: a redo)."""
+    params = {column: [row[column] for row in rows] for column in _INBOUND_COLUMNS}
+    inserted = {tuple(r) for r in await conn.execute(_INSERT_INBOUND, params)}
+    return [(row["channel"], row["client_id"], row["message_key"]) in inserted for row in rows]

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,7 +48,7 @@ from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
-from orderbot.msglog import InboundLogBatcher
+from orderbot.msglog import InboundLogBatcher, log_inbound
 from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
 from orderbot.queues.rabbit_outbox import RabbitOutbox
 from orderbot.redisbatch import RedisBatcher
@@ -101,18 +101,6 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 return summary
 """
-
-# The inbound message log row, unless a redo of the step wrote it already: the row is the
-# "this step's rows are written" mark (see the module docstring).
-_LOG_INBOUND = text(
-    "INSERT INTO message_logs (direction, channel, client_id, message_key, text, dialog_state,"
-    " success, error, created_at)"
-    " SELECT 'in', CAST(:channel AS VARCHAR), CAST(:client_id AS VARCHAR),"
-    " CAST(:message_key AS VARCHAR), CAST(:text AS TEXT), CAST(:dialog_state AS VARCHAR),"
-    " CAST(:success AS BOOLEAN), CAST(:error AS TEXT), CAST(:created_at AS DOUBLE PRECISION)"
-    " WHERE NOT EXISTS (SELECT 1 FROM message_logs WHERE channel = :channel"
-    " AND client_id = :client_id AND direction = 'in' AND message_key = :message_key)"
-)
 
 
 class RedisStepStore(StepStore):
@@ -424,10 +412,10 @@ def _inbound_row(commit: StepCommit, now: float) -> dict[str, Any]:
 
 
 async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) -> bool:
-    """Write the step's inbound message log row in ``conn``'s transaction; False when a redo
-    of the step wrote it."""
-    result = await conn.execute(_LOG_INBOUND, _inbound_row(commit, now))
-    return bool(result.rowcount)
+    """Write the step's inbound message log row in ``conn``'s transaction (the row is the
+    "this step's rows are written" mark); False when a redo of the step wrote it."""
+    (written,) = await log_inbound(conn, [_inbound_row(commit, now)])
+    return written
 
 
 async def _change_handoff(conn: AsyncConnection, commit: StepCommit, now: float) -> None:
