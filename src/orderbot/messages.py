@@ -83,7 +83,10 @@ class InboundMessage:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InboundMessage:
-        data = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InboundMessage:
         return cls(
             channel=data["channel"],
             client_id=data["client_id"],

@@ -156,7 +156,6 @@ class Worker:
         if delivery.deliveries > self._max_deliveries:
             await self._give_up(delivery, started)
             return
-        await self._inbound.begin(delivery)
         handoff: float | Unknown | None = UNKNOWN
         if self._front_desk is None:
             raw, processed = await self._store.load(message)
@@ -171,6 +170,8 @@ class Worker:
             await self._inbound.ack(delivery)
             self.handled += 1
             return
+        # An attempt starts (counted for a redelivery; a processed copy is not an attempt).
+        await self._inbound.begin(delivery)
         state = _decode_state(raw, message)
         before = state.step if state is not None else "-"
         if self._front_desk is not None and await self._at_front_desk(

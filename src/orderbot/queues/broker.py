@@ -286,6 +286,7 @@ class RabbitBroker:
         message_id: str,
         headers: dict[str, Any] | None = None,
         exchange: AbstractExchange | None = None,
+        content_type: str = "application/json",
     ) -> None:
         """Publish persistently and return once the broker confirmed; BackendUnavailable
         when it cannot (down, reconnecting, no confirm in time)."""
@@ -297,7 +298,7 @@ class RabbitBroker:
         properties = aiormq.spec.Basic.Properties(
             delivery_mode=_PERSISTENT_MODE,
             message_id=message_id,
-            content_type="application/json",
+            content_type=content_type,
             headers=headers or {},
         )
         try:

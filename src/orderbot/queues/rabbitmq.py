@@ -10,6 +10,19 @@ recognises a message already processed. Redeliveries are counted in Redis (the b
 ``redelivered`` flag says only "at least once before"); after ``MAX_INBOUND_DELIVERIES`` the
 worker moves the message to the dead-letter queue instead of looping on it.
 
+Webhooks that arrive together share an AMQP message. Ingress publishes through one
+:class:`_ShardPublisher` per shard: while a publish to a shard waits for its confirm, the
+webhooks for that shard that arrive meanwhile are collected and go as one message (a JSON array,
+content type ``BATCH_CONTENT_TYPE``) with the next publish; each webhook still gets its 200 only
+after the message holding it is confirmed. A lone webhook on an idle server goes at once, as a
+plain message. Per-client order holds: a shard's messages, and the webhooks inside each, keep
+the order they were accepted in. The worker hands out each part of a message as its own
+delivery and acks the message when all its parts are acked; a part of a redelivered message
+that was processed already is dropped by its processed mark like any copy. Queue depths count
+AMQP messages, so under load ``queues.inbound`` can be below the number of webhooks waiting.
+(Measured: a publish and its confirm cost the server and RabbitMQ more than everything else a
+webhook needs.)
+
 Duplicates. Ingress publishes every webhook it accepts, a messenger's redelivery included; the
 worker reads the message's processed mark (``processed:<id>``, set by its step for 7 days)
 together with the dialog state, and acknowledges a copy of a processed message without a
@@ -25,11 +38,15 @@ import builtins
 import contextlib
 import itertools
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orderbot.batching import Batcher
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import (
@@ -53,6 +70,7 @@ from orderbot.queues.rabbit_outbox import RabbitOutbox, _int, _reply_headers
 from orderbot.queues.shards import _ShardChannels, _ShardConsumer
 
 __all__ = [
+    "BATCH_CONTENT_TYPE",
     "INBOUND_TTL_MS",
     "KEEP_SECONDS",
     "OUTBOX_TTL_MS",
@@ -67,6 +85,64 @@ __all__ = [
 
 
 # -- inbound ---------------------------------------------------------------------------------
+
+# The content type of an inbound message that holds several webhooks (a JSON array of them).
+BATCH_CONTENT_TYPE = "application/vnd.orderbot.inbound-batch+json"
+# Bounds of one batched message: webhooks, and bytes of their JSON.
+_BATCH_MAX = 128
+_BATCH_MAX_BYTES = 1 << 20
+
+
+class _ShardPublisher(Batcher[InboundMessage, None]):
+    """Publishes one shard's webhooks: one message at a time in flight (so a shard's messages
+    reach the queue in the order they were accepted), the webhooks that arrive meanwhile
+    together in the next one."""
+
+    def __init__(self, broker: RabbitBroker, shard: int) -> None:
+        super().__init__(max_batch=_BATCH_MAX, max_in_flight=1)
+        self._broker = broker
+        self._queue = broker.inbound_queue(shard)
+
+    async def _send_batch(self, items: list[InboundMessage]) -> Sequence[None]:
+        bodies = [m.to_json() for m in items]
+        start = 0
+        while start < len(bodies):
+            end, size = start + 1, len(bodies[start])
+            while end < len(bodies) and size + len(bodies[end]) <= _BATCH_MAX_BYTES:
+                size += len(bodies[end])
+                end += 1
+            if end - start == 1:
+                await self._broker.publish(
+                    bodies[start], self._queue, message_id=items[start].dedupe_key
+                )
+            else:
+                await self._broker.publish(
+                    b"[" + b",".join(bodies[start:end]) + b"]",
+                    self._queue,
+                    message_id=f"batch:{items[start].dedupe_key}",
+                    content_type=BATCH_CONTENT_TYPE,
+                )
+            start = end
+        return [None] * len(items)
+
+
+@dataclass(eq=False, slots=True)
+class _Received:
+    """An AMQP message in hand: acked when the last of its ``parts`` is."""
+
+    shard: int
+    raw: AbstractIncomingMessage
+    parts: int
+
+
+def _parts(raw: AbstractIncomingMessage) -> list[InboundMessage]:
+    """The webhooks ``raw`` holds (ValueError/KeyError/TypeError when it is unreadable)."""
+    if raw.content_type == BATCH_CONTENT_TYPE:
+        items = orjson.loads(raw.body)
+        if not isinstance(items, list) or not items:
+            raise ValueError("an inbound batch must be a non-empty JSON array")
+        return [InboundMessage.from_dict(item) for item in items]
+    return [InboundMessage.from_json(raw.body)]
 
 
 class RabbitInboundQueue(_ShardConsumer, InboundQueue):
@@ -85,9 +161,10 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         self._redis = redis
         self._keys = keys or RedisKeys(broker.prefix)
         self._prefetch = prefetch
+        self._publishers = [_ShardPublisher(broker, n) for n in range(broker.shards)]
         self._buffer: deque[tuple[int, AbstractIncomingMessage]] = deque()
-        self._unacked: dict[int, tuple[int, AbstractIncomingMessage]] = {}
-        self._in_hand: dict[int, int] = {}  # per shard: fetched, not yet acked
+        self._unacked: dict[int, _Received] = {}
+        self._in_hand: dict[int, int] = {}  # per shard: parts fetched, not yet acked
         self._handles = itertools.count(1)
         self._arrived = asyncio.Event()
         self._settled = asyncio.Event()
@@ -99,15 +176,11 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         broker.on_reconnect(self._forget_buffered)
 
     async def put(self, message: InboundMessage) -> bool:
-        """Publish ``message`` to its client's shard; True once the broker confirmed it. A copy
-        is published like any message: the worker drops it by its processed mark (see the
-        module docstring), so this never answers False."""
+        """Publish ``message`` to its client's shard (with the others arriving meanwhile, see
+        the module docstring); True once the broker confirmed it. A copy is published like any
+        message: the worker drops it by its processed mark, so this never answers False."""
         shard = shard_of(message.client_key, self._broker.shards)
-        await self._broker.publish(
-            message.to_json(),
-            self._broker.inbound_queue(shard),
-            message_id=message.dedupe_key,
-        )
+        await self._publishers[shard].submit(message)
         return True
 
     async def give_back_shard(self, shard: int) -> None:
@@ -140,17 +213,14 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         self._buffer.clear()
 
     async def fetch(self, limit: int) -> list[InboundDelivery]:
+        """Up to about ``limit`` deliveries (a message's parts are never split)."""
         await self._start()
-        taken: list[tuple[int, AbstractIncomingMessage]] = []
-        while self._buffer and len(taken) < limit:
-            taken.append(self._buffer.popleft())
-        if not taken:
-            return []
-        counts = await self._count_redeliveries([raw for _, raw in taken])
-        deliveries = []
-        for (shard, raw), count in zip(taken, counts, strict=True):
+        taken: list[tuple[int, AbstractIncomingMessage, list[InboundMessage]]] = []
+        count = 0
+        while self._buffer and count < limit:
+            shard, raw = self._buffer.popleft()
             try:
-                message = InboundMessage.from_json(raw.body)
+                parts = _parts(raw)
             except Exception:
                 log.exception("unreadable inbound message; dead-lettering it")
                 await self._broker.publish_dead_letter(
@@ -159,41 +229,52 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
                     channel="?",
                     client_id="?",
                     payload=raw.body,
-                    attempts=count,
+                    attempts=1,
                     error="unreadable message body",
                 )
                 await _ack(raw)
                 continue
-            handle = next(self._handles)
-            self._unacked[handle] = (shard, raw)
-            self._in_hand[shard] = self._in_hand.get(shard, 0) + 1
-            deliveries.append(InboundDelivery(handle=handle, message=message, deliveries=count))
+            taken.append((shard, raw, parts))
+            count += len(parts)
+        if not taken:
+            return []
+        counts = await self._count_redeliveries(
+            [part for _, raw, parts in taken if raw.redelivered for part in parts]
+        )
+        deliveries = []
+        for shard, raw, parts in taken:
+            received = _Received(shard, raw, len(parts))
+            self._in_hand[shard] = self._in_hand.get(shard, 0) + len(parts)
+            for part in parts:
+                handle = next(self._handles)
+                self._unacked[handle] = received
+                seen = counts.get(part.dedupe_key, 2) if raw.redelivered else 1
+                deliveries.append(InboundDelivery(handle=handle, message=part, deliveries=seen))
         return deliveries
 
-    async def _count_redeliveries(self, taken: list[AbstractIncomingMessage]) -> list[int]:
-        """Deliveries of each message as the worker sees them: 1 for a first delivery; for a
-        redelivery, the attempts started before (counted by :meth:`begin`; the first delivery
-        is assumed started) plus this one. A redelivery that never reached a step (it waited
-        in a worker that died) is not counted, so killing workers does not dead-letter it."""
-        redelivered = [m for m in taken if m.redelivered]
+    async def _count_redeliveries(self, redelivered: list[InboundMessage]) -> dict[str, int]:
+        """Deliveries of each redelivered message as the worker sees them: the attempts
+        started before (counted by :meth:`begin`; the first delivery is assumed started) plus
+        this one. A redelivery that never reached a step (it waited in a worker that died) is
+        not counted, so killing workers does not dead-letter it. (A first delivery is 1.)"""
         if not redelivered:
-            return [1] * len(taken)
-        counted: dict[int, int] = {}
+            return {}
+        counted: dict[str, int] = {}
         try:
             values = await self._redis.mget(
-                [self._keys.deliveries(m.message_id or "") for m in redelivered]
+                [self._keys.deliveries(m.dedupe_key) for m in redelivered]
             )
             for m, n in zip(redelivered, values, strict=True):
-                counted[id(m)] = max(int(n or 0), 1) + 1
+                counted[m.dedupe_key] = max(int(n or 0), 1) + 1
         except RedisError as exc:
             log.warning("cannot count redeliveries (%s)", exc)
-        return [counted.get(id(m), 2) if m.redelivered else 1 for m in taken]
+        return counted
 
     async def begin(self, delivery: InboundDelivery) -> None:
         """Count a started attempt of a redelivered message (a first delivery is counted as
         started when it comes back; no Redis call on the common path)."""
         found = self._unacked.get(delivery.handle)
-        if found is None or not found[1].redelivered:
+        if found is None or not found.raw.redelivered:
             return
         key = self._keys.deliveries(delivery.message.dedupe_key)
         try:
@@ -215,11 +296,12 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
     async def ack(self, delivery: InboundDelivery) -> None:
         found = self._unacked.pop(delivery.handle, None)
         if found is not None:
-            shard, raw = found
+            found.parts -= 1
             try:
-                await _ack(raw)
+                if found.parts == 0:
+                    await _ack(found.raw)
             finally:
-                self._in_hand[shard] -= 1
+                self._in_hand[found.shard] -= 1
                 self._settled.set()
 
     async def dead_letter(self, delivery: InboundDelivery, error: str) -> None:

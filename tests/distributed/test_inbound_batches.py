@@ -1,0 +1,116 @@
+"""Webhooks that share an AMQP message, against the real RabbitMQ and Redis: each is handed out
+as its own delivery, in its client's order, and the message is acked only with its last part."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import pytest
+
+from orderbot.messages import InboundMessage
+from orderbot.queues.broker import shard_of
+from orderbot.queues.rabbitmq import BATCH_CONTENT_TYPE
+from tests.distributed.conftest import (
+    DistributedBackend,
+    migrate_postgres,
+    remove_namespace,
+    require_services,
+)
+
+
+@pytest.fixture
+async def bot() -> AsyncIterator[DistributedBackend]:
+    require_services()
+    await migrate_postgres()
+    found = DistributedBackend("t" + uuid.uuid4().hex[:10])
+    await found.open()
+    try:
+        yield found
+    finally:
+        await found.close()
+        await remove_namespace(found.namespace)
+
+
+def webhook(bot: DistributedBackend, client: str, n: int) -> InboundMessage:
+    return InboundMessage(
+        channel="chat2desk",
+        client_id=f"{bot.namespace}-{client}",
+        message_id=f"{bot.namespace}-{client}-{n}",
+        text=f"{client}/{n}",
+        received_at=time.time(),
+    )
+
+
+def clients_of_one_shard(bot: DistributedBackend, count: int) -> list[str]:
+    shards = bot.runtime.broker.shards
+    names = (str(i) for i in range(1000))
+    found = [c for c in names if shard_of(f"chat2desk:{bot.namespace}-{c}", shards) == 0]
+    return found[:count]
+
+
+async def test_webhooks_accepted_together_share_messages_and_keep_client_order(
+    bot: DistributedBackend,
+) -> None:
+    clients = [str(i) for i in range(6)]
+    sent = [webhook(bot, clients[n % 6], n) for n in range(60)]
+    assert await asyncio.gather(*(bot.inbound.put(m) for m in sent)) == [True] * 60
+    publishers = bot.inbound._publishers
+    assert sum(p.items for p in publishers) == 60
+    assert sum(p.batches for p in publishers) < 60  # several webhooks per AMQP message
+    got = await bot.fetch_n(60)
+    assert sorted(d.message.message_id for d in got) == sorted(m.message_id for m in sent)
+    assert all(d.deliveries == 1 for d in got)
+    order: dict[str, list[str]] = defaultdict(list)
+    for d in got:
+        order[d.message.client_id].append(d.message.message_id)
+    for client in clients:
+        mine = [m.message_id for m in sent if m.client_id.endswith(f"-{client}")]
+        assert order[f"{bot.namespace}-{client}"] == mine
+    for d in got:
+        await bot.inbound.ack(d)
+    await bot.restart()
+    assert await bot.fetch_n(1, timeout=0.5) == []  # every message was acked
+
+
+async def test_a_message_is_acked_with_its_last_part_and_redelivered_whole(
+    bot: DistributedBackend,
+) -> None:
+    a, b, c = clients_of_one_shard(bot, 3)
+    batch = [webhook(bot, a, 1), webhook(bot, b, 1), webhook(bot, c, 1)]
+    await asyncio.gather(*(bot.inbound.put(m) for m in batch))
+    assert bot.inbound._publishers[0].batches == 1  # all three in one message
+    got = await bot.fetch_n(3)
+    assert [d.message.message_id for d in got] == [m.message_id for m in batch]
+    await bot.inbound.ack(got[0])  # a and c done; b's step did not finish: the worker dies
+    await bot.inbound.ack(got[2])
+    await bot.restart()
+    again = await bot.fetch_n(3)
+    assert [d.message.message_id for d in again] == [m.message_id for m in batch]
+    assert [d.deliveries for d in again] == [2, 2, 2]  # the first delivery counts as started
+    await bot.inbound.begin(again[1])  # b's step starts again (a and c are found processed)
+    await bot.restart()
+    again = await bot.fetch_n(3)
+    # only b's attempts are counted: a copy of a or c is no attempt of theirs
+    assert [d.deliveries for d in again] == [2, 3, 2]
+    for d in again:
+        await bot.inbound.ack(d)
+    await bot.restart()
+    assert await bot.fetch_n(1, timeout=0.5) == []
+
+
+async def test_an_unreadable_batch_is_dead_lettered(bot: DistributedBackend) -> None:
+    broker = bot.runtime.broker
+    await broker.publish(
+        b'[{"channel": "chat2desk"}]',
+        broker.inbound_queue(0),
+        message_id="batch:bad",
+        content_type=BATCH_CONTENT_TYPE,
+    )
+    assert await bot.fetch_n(1, timeout=1.0) == []
+    (letter,) = await bot.dead_letters.list()
+    assert letter.kind == "inbound" and letter.key == "batch:bad"
+    assert letter.last_error == "unreadable message body"
