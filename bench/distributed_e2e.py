@@ -91,6 +91,12 @@ def main() -> None:
     parser.add_argument(
         "--light-rate", type=float, default=20.0, help="also measure latency at this rate (0: no)"
     )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="measure the main latency at this rate instead of half the measured throughput",
+    )
     args = parser.parse_args()
     prefix = "bench" + uuid.uuid4().hex[:8]
     print(
@@ -144,9 +150,8 @@ def main() -> None:
                 for name, seconds in cpu_used.items():
                     cpu_ms.setdefault(name, []).append(1000 * seconds / t["messages"])
                 rates.append(t["rate"])
-                lat = asyncio.run(
-                    latency(bot_url, fake_url, t["rate"] / 2, args.latency_seconds, run)
-                )
+                rate = args.latency_rate or t["rate"] / 2
+                lat = asyncio.run(latency(bot_url, fake_url, rate, args.latency_seconds, run))
                 p50s.append(pct(lat, 0.5))
                 p99s.append(pct(lat, 0.99))
                 for name, proc in procs.items():
@@ -164,7 +169,7 @@ def main() -> None:
                 print(
                     f"  run {run} (load avg {load:.1f}): {t['rate']:.0f} messages/s end to end "
                     f"({t['messages']} in {t['seconds']:.1f} s; webhooks accepted at "
-                    f"{t['ingress_rate']:.0f}/s); at {t['rate'] / 2:.0f} msg/s: p50 "
+                    f"{t['ingress_rate']:.0f}/s); at {rate:.0f} msg/s: p50 "
                     f"{pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, p99 "
                     f"{pct(lat, 0.99):.1f} ms ({len(lat)} samples){light}",
                     flush=True,
