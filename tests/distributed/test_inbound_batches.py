@@ -114,3 +114,28 @@ async def test_an_unreadable_batch_is_dead_lettered(bot: DistributedBackend) -> 
     (letter,) = await bot.dead_letters.list()
     assert letter.kind == "inbound" and letter.key == "batch:bad"
     assert letter.last_error == "unreadable message body"
+
+
+async def test_a_processed_copy_that_keeps_coming_back_is_not_dead_lettered(
+    bot: DistributedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The siblings of a part that keeps crashing workers come back with every redelivery of
+    # their message; only started steps count toward MAX_INBOUND_DELIVERIES, and a copy of a
+    # processed message is not a started step.
+    async def ack_lost(delivery: object) -> None:
+        return None  # the worker dies before its ack reaches RabbitMQ
+
+    await bot.inbound.put(webhook(bot, "p", 1))
+    seen = []
+    for _ in range(bot.settings.max_inbound_deliveries + 2):
+        (delivery,) = await bot.fetch_n(1)
+        seen.append(delivery.deliveries)
+        monkeypatch.setattr(bot.inbound, "ack", ack_lost)
+        await bot.runtime.worker.handle(delivery)
+        await bot.restart()
+    assert seen == [1] + [2] * (bot.settings.max_inbound_deliveries + 1)
+    assert await bot.dead_letters.list() == []
+    (last,) = await bot.fetch_n(1)
+    await bot.runtime.worker.handle(last)  # acked this time
+    await bot.restart()
+    assert await bot.fetch_n(1, timeout=0.5) == []
