@@ -141,8 +141,9 @@ async def test_handoff_times_out_and_the_bot_resumes(profile: str, tmp_path: Pat
         await bot.say(erin, "manager")
         assert await bot.say(erin, "still there?") == []
         bot.clock.now += 61
-        back, asked = await bot.say(erin, "hello?")  # the next message notices the timeout
-        assert "operator has finished" in back["text"] and "phone" in asked["text"]
+        (back,) = await bot.say(erin, "hello?")  # the next message notices the timeout
+        assert "operator has finished" in back["text"] and "phone" in back["text"]
+        assert back["key"].startswith(f"handback:chat2desk:{erin}:")
         (next_step,) = await bot.say(erin, "0555 123 456")
         assert "bottles" in next_step["text"]
 
@@ -155,6 +156,32 @@ async def test_handoff_times_out_and_the_bot_resumes(profile: str, tmp_path: Pat
         assert await bot.admin.expire_handoffs() == 0
         (next_step,) = await bot.say(erin, "5")  # back with the bot, at the same step
         assert "correct" in next_step["text"]
+
+
+async def test_a_timeout_noticed_by_housekeeping_and_a_message_at_once_comes_back_once(
+    profile: str, tmp_path: Path
+) -> None:
+    # Housekeeping ends the expired handoff while the customer's message is being handled with
+    # what it read before: both say the bot is back, under the same key, so the outbox keeps
+    # (embedded) or the sender sends (distributed) one of them.
+    async with open_bot(profile, tmp_path, handoff_timeout=60) as bot:
+        erin = bot.client("erin")
+        await bot.say(erin, "Hello", "Chui avenue 120, apt 5", "manager")
+        key = f"chat2desk:{erin}"
+        stale = await bot.desk.handoff(key)  # type: ignore[attr-defined]
+        assert stale is not None
+        bot.clock.now += 61
+        assert await bot.admin.expire_handoffs() == 1
+        (by_housekeeping,) = (await bot.sent())[-1:]
+
+        async def read_before_the_handback(client_key: str) -> object:
+            return stale if client_key == key else None
+
+        bot.desk._store.handoff = read_before_the_handback  # type: ignore[attr-defined]
+        await bot.say(erin, "hello?")
+        comebacks = [e for e in await bot.sent() if "operator has finished" in e["text"]]
+        assert {e["key"] for e in comebacks} == {by_housekeeping["key"]}
+        assert {e["text"] for e in comebacks} == {by_housekeeping["text"]}
 
 
 async def test_without_anyone_to_hand_to_the_dialog_goes_on(profile: str, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ The worker asks :meth:`FrontDesk.intercept` first, for every message. It returns
   API: the bot then says so and re-asks the dialog's question at once) or the handoff times
   out (``HANDOFF_TIMEOUT``; noticed by housekeeping, or by the next message, which then gets
   the comeback text and the question instead of being read as an answer: it was likely meant
-  for the operator).
+  for the operator). Every way back sends the same message, :func:`comeback`, keyed by the
+  handoff (``handback:<client>:<since>``): when housekeeping and the next message notice the
+  same timeout at the same moment, the customer still gets it once.
 * **A request for a person** (:func:`orderbot.tracking.classify`): the customer is told they
   are being connected. On Chat2Desk a ``transfer`` outbox entry hands the dialog to
   ``CHAT2DESK_OPERATOR_ID`` or ``CHAT2DESK_GROUP_ID`` (without either, Chat2Desk's operators
@@ -29,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from orderbot.desk.base import DeskStore
+from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
 from orderbot.messages import InboundMessage, OutboundMessage
@@ -46,7 +48,7 @@ from orderbot.tracking import (
     render_order_list,
 )
 
-__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown"]
+__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback", "handback_key"]
 
 
 class Unknown:
@@ -58,6 +60,41 @@ UNKNOWN = Unknown()
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
 TRANSCRIPT_MESSAGES = 20
+
+
+def handback_key(client_key: str, since: float) -> str:
+    """The outbox key of the comeback that ends the handoff of ``client_key`` begun at
+    ``since``: the same for every way back, so the customer gets it once."""
+    return f"handback:{client_key}:{float(since)!r}"
+
+
+def comeback(
+    flow: Flow,
+    options: DialogOptions,
+    state: DialogState | None,
+    *,
+    channel: str,
+    client_id: str,
+    since: float,
+    route: dict[str, str],
+    now: float,
+    language: str | None = None,
+) -> OutboundMessage:
+    """The bot's message when a handoff ends: the resumed text and the dialog's current
+    question in one message (its buttons included), keyed by :func:`handback_key`."""
+    if language is None:
+        language = flow.language(state.language if state is not None else options.default_language)
+    text = flow_text(flow, "handoff_resumed", language)
+    asked = question(flow, state, now, options=options)
+    return OutboundMessage(
+        key=handback_key(f"{channel}:{client_id}", since),
+        channel=channel,
+        client_id=client_id,
+        text=text if asked is None else f"{text}\n\n{asked.text}",
+        buttons=() if asked is None else asked.buttons,
+        route=route,
+        created_at=now,
+    )
 
 
 class FrontDesk:
@@ -84,10 +121,10 @@ class FrontDesk:
         self._timeout = handoff_timeout
         self._clock = clock
 
-    async def handoff_until(self, client_key: str) -> float | None:
-        """Until when ``client_key`` is with an operator (None: with the bot). The worker asks
-        this together with reading the dialog state and passes it to :meth:`intercept`."""
-        return await self._store.handoff_until(client_key)
+    async def handoff(self, client_key: str) -> HandoffWindow | None:
+        """The handoff ``client_key`` is in (None: with the bot). The worker asks this together
+        with reading the dialog state and passes it to :meth:`intercept`."""
+        return await self._store.handoff(client_key)
 
     async def intercept(
         self,
@@ -95,29 +132,31 @@ class FrontDesk:
         state: DialogState | None,
         raw: bytes | None,
         *,
-        handoff_until: float | Unknown | None = UNKNOWN,
+        handoff: HandoffWindow | Unknown | None = UNKNOWN,
     ) -> StepCommit | None:
         """The commit for ``delivery`` when the front desk answers it, else None (the dialog
-        engine handles it). ``handoff_until``: :meth:`handoff_until`, when already asked."""
+        engine handles it). ``handoff``: :meth:`handoff`, when already asked."""
         message = delivery.message
         now = self._clock()
         key = message.client_key
-        until = (
-            await self._store.handoff_until(key)
-            if isinstance(handoff_until, Unknown)
-            else handoff_until
-        )
-        if until is not None:
-            if until > now:
+        window = await self._store.handoff(key) if isinstance(handoff, Unknown) else handoff
+        if window is not None:
+            if window.until > now:
                 return self._commit(delivery, raw, HANDED_OFF, ())
             self._store.note_handoff(key, active=False)
-            replies = self._with_question(
-                flow_text(self._flow, "handoff_resumed", self._language(state, message)),
+            back = comeback(
+                self._flow,
+                self._options,
                 state,
-                now,
+                channel=message.channel,
+                client_id=message.client_id,
+                since=window.since,
+                route=message.route,
+                now=now,
+                language=self._language(state, message),
             )
             return self._commit(
-                delivery, raw, _step_name(state), replies, HandoffChange(start=False)
+                delivery, raw, _step_name(state), (), HandoffChange(start=False), extra=(back,)
             )
         request = classify(message.text)
         if request is None:

@@ -24,7 +24,7 @@ import orjson
 
 from orderbot.desk.base import HandoffNotFound, OrderAdmin, OrderNotFound
 from orderbot.dialog import DialogOptions, DialogState, Flow
-from orderbot.dialog.engine import question
+from orderbot.frontdesk import comeback
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import Wakeup
@@ -34,7 +34,6 @@ from orderbot.tracking import (
     HistoryEntry,
     OrderSummary,
     check_transition,
-    flow_text,
     status_notification,
 )
 
@@ -211,23 +210,17 @@ def handback(
             state = DialogState.from_json(bytes(found[0]))
         except ValueError:
             log.warning("unreadable dialog state for %s at handback", client_id)
-    language = flow.language(state.language if state is not None else options.default_language)
-    route = _last_route(conn, channel, client_id)
-    text = flow_text(flow, "handoff_resumed", language)
-    asked = question(flow, state, now, options=options)
-    insert_outbox(
-        conn,
-        OutboundMessage(
-            key=f"handback:{client_key}:{since!r}",
-            channel=channel,
-            client_id=client_id,
-            text=text if asked is None else f"{text}\n\n{asked.text}",
-            buttons=() if asked is None else asked.buttons,
-            route=route,
-            created_at=now,
-        ),
-        now,
+    back = comeback(
+        flow,
+        options,
+        state,
+        channel=channel,
+        client_id=client_id,
+        since=float(since),
+        route=_last_route(conn, channel, client_id),
+        now=now,
     )
+    insert_outbox(conn, back, now)
     return True
 
 

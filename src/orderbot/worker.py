@@ -13,6 +13,7 @@ import time
 from collections import deque
 from typing import Any
 
+from orderbot.desk.base import HandoffWindow
 from orderbot.dialog import (
     CreateOrder,
     DialogEnded,
@@ -156,13 +157,13 @@ class Worker:
         if delivery.deliveries > self._max_deliveries:
             await self._give_up(delivery, started)
             return
-        handoff: float | Unknown | None = UNKNOWN
+        handoff: HandoffWindow | Unknown | None = UNKNOWN
         if self._front_desk is None:
             raw, processed = await self._store.load(message)
         else:
             # Both at once: on the distributed profile they share one Redis pipeline.
             (raw, processed), handoff = await asyncio.gather(
-                self._store.load(message), self._handoff_until(message.client_key)
+                self._store.load(message), self._handoff(message.client_key)
             )
         if processed:
             # A copy of a message already handled (a messenger or broker redelivery).
@@ -218,12 +219,12 @@ class Worker:
             elapsed * 1000,
         )
 
-    async def _handoff_until(self, client_key: str) -> float | Unknown | None:
+    async def _handoff(self, client_key: str) -> HandoffWindow | Unknown | None:
         """The front desk's handoff check; UNKNOWN when it failed (``intercept`` asks again
         and handles the failure)."""
         assert self._front_desk is not None
         try:
-            return await self._front_desk.handoff_until(client_key)
+            return await self._front_desk.handoff(client_key)
         except Exception:
             return UNKNOWN
 
@@ -232,13 +233,13 @@ class Worker:
         delivery: InboundDelivery,
         state: DialogState | None,
         raw: bytes | None,
-        handoff: float | Unknown | None,
+        handoff: HandoffWindow | Unknown | None,
     ) -> bool:
         """Let the front desk answer (tracking, handoff); True when it did and it is committed.
         If it fails, the message goes to the dialog as usual."""
         assert self._front_desk is not None
         try:
-            commit = await self._front_desk.intercept(delivery, state, raw, handoff_until=handoff)
+            commit = await self._front_desk.intercept(delivery, state, raw, handoff=handoff)
         except Exception:
             log.exception("front desk failed for message %s", delivery.message.message_id)
             return False

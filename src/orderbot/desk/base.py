@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from orderbot.errors import OrderbotError
 from orderbot.tracking import HistoryEntry, OrderSummary
 
-__all__ = ["DeskStore", "HandoffNotFound", "OrderAdmin", "OrderNotFound"]
+__all__ = ["DeskStore", "HandoffNotFound", "HandoffWindow", "OrderAdmin", "OrderNotFound"]
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffWindow:
+    """A client's time with an operator: from ``since`` (which names the handoff: the bot's
+    comeback is keyed by it) until ``until`` (unix times)."""
+
+    since: float
+    until: float
 
 
 class OrderNotFound(OrderbotError):
@@ -35,9 +45,9 @@ class DeskStore(ABC):
     (``StepCommit.handoff``); :meth:`note_handoff` tells the store one is being committed."""
 
     @abstractmethod
-    async def handoff_until(self, client_key: str) -> float | None:
-        """When the handoff of ``client_key`` ends (unix time), or None when the client is not
-        with an operator. Called for every message: the common "no" must be cheap."""
+    async def handoff(self, client_key: str) -> HandoffWindow | None:
+        """The handoff of ``client_key``, or None when the client is not with an operator.
+        Called for every message: the common "no" must be cheap."""
 
     def note_handoff(self, client_key: str, *, active: bool) -> None:  # noqa: B027 - optional
         """The front desk commits the start (``active``) or end of a handoff of ``client_key``

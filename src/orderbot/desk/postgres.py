@@ -26,7 +26,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orderbot.desk.base import DeskStore
+from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
@@ -88,7 +88,7 @@ class PostgresDeskStore(DeskStore):
         )  # the flag checks of concurrent steps: one pipeline
         self._keys = keys
 
-    async def handoff_until(self, client_key: str) -> float | None:
+    async def handoff(self, client_key: str) -> HandoffWindow | None:
         flag = self._keys.handoff(client_key)
         try:
             if not await self._batch.call(lambda pipe: pipe.exists(flag)):
@@ -97,20 +97,22 @@ class PostgresDeskStore(DeskStore):
             raise _unavailable("Redis", exc) from None
         try:
             async with self._engine.connect() as conn:
-                until = (
+                row = (
                     await conn.execute(
-                        select(handoffs.c.until).where(handoffs.c.client_key == client_key)
+                        select(handoffs.c.since, handoffs.c.until).where(
+                            handoffs.c.client_key == client_key
+                        )
                     )
-                ).scalar_one_or_none()
+                ).first()
         except (SQLAlchemyError, OSError) as exc:
             raise _unavailable("PostgreSQL", exc) from None
-        if until is None:  # handed back elsewhere, and the flag outlived the row
+        if row is None:  # handed back elsewhere, and the flag outlived the row
             try:
                 await self._redis.delete(flag)
             except RedisError:
                 log.warning("cannot clear a stale handoff flag; the next message will")
             return None
-        return float(until)
+        return HandoffWindow(since=float(row.since), until=float(row.until))
 
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         query = (

@@ -41,14 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orderbot.desk.base import HandoffNotFound, OrderAdmin, OrderNotFound
 from orderbot.desk.postgres import handoff_flag
 from orderbot.dialog import DialogOptions, DialogState, Flow
-from orderbot.dialog.engine import question
 from orderbot.errors import BackendUnavailable, StorageError
+from orderbot.frontdesk import comeback
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.queues.broker import RedisKeys
 from orderbot.queues.rabbit_outbox import RabbitOutbox
 from orderbot.schema import handoffs, order_files, order_items, order_status_history, orders
-from orderbot.tracking import check_transition, flow_text, status_notification
+from orderbot.tracking import check_transition, status_notification
 
 __all__ = ["NOTIFY_GRACE", "PostgresOrderAdmin"]
 
@@ -412,25 +412,18 @@ class PostgresOrderAdmin(OrderAdmin):
                 state = DialogState.from_json(raw_state)
             except ValueError:
                 log.warning("unreadable dialog state for %s at handback", row.client_id)
-        language = self._flow.language(
-            state.language if state is not None else self._options.default_language
+        back = comeback(
+            self._flow,
+            self._options,
+            state,
+            channel=row.channel,
+            client_id=row.client_id,
+            since=float(row.since),
+            route=_flag_route(raw_flag),
+            now=now,
         )
-        text = flow_text(self._flow, "handoff_resumed", language)
-        asked = question(self._flow, state, now, options=self._options)
         # Published before the row goes (confirmed by RabbitMQ): see the module docstring.
-        await self._outbox.put(
-            [
-                OutboundMessage(
-                    key=f"handback:{client_key}:{row.since!r}",
-                    channel=row.channel,
-                    client_id=row.client_id,
-                    text=text if asked is None else f"{text}\n\n{asked.text}",
-                    buttons=() if asked is None else asked.buttons,
-                    route=_flag_route(raw_flag),
-                    created_at=now,
-                )
-            ]
-        )
+        await self._outbox.put([back])
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(

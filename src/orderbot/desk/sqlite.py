@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from orderbot.desk.base import DeskStore
+from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.order_admin import SqliteOrderAdmin, customer_order, customer_orders
 from orderbot.sqlite import SqliteDatabase
 from orderbot.tracking import HistoryEntry, OrderSummary
@@ -24,15 +24,15 @@ class SqliteDeskStore(DeskStore):
         self._db = db
         self._maybe_handed_off: set[str] | None = None
 
-    async def handoff_until(self, client_key: str) -> float | None:
+    async def handoff(self, client_key: str) -> HandoffWindow | None:
         if self._maybe_handed_off is None:
             self._maybe_handed_off = set(await self._db.run(_handed_off_clients))
         if client_key not in self._maybe_handed_off:
             return None
-        until = await self._db.run(lambda conn: _handoff_until(conn, client_key))
-        if until is None:
+        window = await self._db.run(lambda conn: _handoff(conn, client_key))
+        if window is None:
             self._maybe_handed_off.discard(client_key)
-        return until
+        return window
 
     def note_handoff(self, client_key: str, *, active: bool) -> None:
         if self._maybe_handed_off is None:
@@ -68,6 +68,8 @@ def _handed_off_clients(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT client_key FROM handoffs").fetchall()]
 
 
-def _handoff_until(conn: sqlite3.Connection, client_key: str) -> float | None:
-    row = conn.execute("SELECT until FROM handoffs WHERE client_key = ?", (client_key,)).fetchone()
-    return None if row is None else float(row[0])
+def _handoff(conn: sqlite3.Connection, client_key: str) -> HandoffWindow | None:
+    row = conn.execute(
+        "SELECT since, until FROM handoffs WHERE client_key = ?", (client_key,)
+    ).fetchone()
+    return None if row is None else HandoffWindow(since=float(row[0]), until=float(row[1]))
