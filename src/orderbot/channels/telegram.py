@@ -10,33 +10,42 @@ an inline keyboard, splits texts over 4,096 characters, answers the callback que
 for, and paces itself within Telegram's limits: about one message a second per chat, 30 a
 second overall. Every HTTP outcome becomes an :mod:`orderbot.errors` channel error; no httpx
 exception, and never the bot token (it is part of every URL), leaves this module.
+
+This module is the adapter and its Bot API client. Reading updates (and long polling) is in
+:mod:`orderbot.channels.telegram_updates`; keyboards, callback data and text splitting are in
+:mod:`orderbot.channels.telegram_rendering`. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import html
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from orderbot.channels.base import Channel, invalid_field, json_type_name
+from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import parse_retry_after
+from orderbot.channels.telegram_rendering import (
+    MAX_CALLBACK_DATA,
+    MAX_TEXT,
+    callback_data,
+    inline_keyboard,
+    split_text,
+)
+from orderbot.channels.telegram_updates import parse_update, poll_updates
 from orderbot.errors import (
     ChannelError,
-    InvalidPayload,
     PermanentError,
     RateLimited,
     ServerError,
     Timeout,
 )
 from orderbot.loggers import mask_text
-from orderbot.messages import Attachment, InboundMessage, OutboundMessage
+from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.ratelimit import LocalRateLimiter, RateLimiter
 
 if TYPE_CHECKING:  # imported at the first Bot API call
@@ -60,8 +69,6 @@ log = logging.getLogger("orderbot.telegram")
 
 DEFAULT_API_URL = "https://api.telegram.org"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name, not a secret
-MAX_TEXT = 4096
-MAX_CALLBACK_DATA = 64
 ALLOWED_UPDATES = ("message", "callback_query")
 # The menu behind the "/" button, per language (the default list is the Russian one).
 BOT_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -88,190 +95,7 @@ DEFAULT_CHAT_INTERVAL = 1.0
 DEFAULT_GLOBAL_RATE_PER_MINUTE = 30 * 60
 _MAX_PACED_CHATS = 10_000
 _MAX_TRACKED_REPLIES = 10_000
-# Message kinds that carry a file, and the attachment kind each becomes. "animation" comes with a
-# "document" copy of the same file; the first match wins so it is not counted twice.
-_MEDIA = (
-    ("animation", "video"),
-    ("document", "document"),
-    ("audio", "audio"),
-    ("voice", "audio"),
-    ("video", "video"),
-    ("video_note", "video"),
-    ("sticker", "sticker"),
-)
-_CALLBACK = re.compile(r"(\d{1,2})([:#])(.*)", re.DOTALL)
-_SHORT_LABEL = 20
 _EXCERPT_CHARS = 200
-
-
-def _object(
-    parent: Mapping[str, Any], key: str, path: str, *, required: bool
-) -> dict[str, Any] | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise invalid_field(f"{path}.{key}" if path else key, "missing")
-        return None
-    if type(value) is not dict:
-        raise invalid_field(
-            f"{path}.{key}" if path else key, f"must be an object, not {json_type_name(value)}"
-        )
-    return value
-
-
-def _integer(parent: Mapping[str, Any], key: str, path: str) -> int:
-    value = parent.get(key)
-    # ``type(...) is`` on purpose: bool is an int subclass.
-    if type(value) is int:
-        return value
-    where = f"{path}.{key}" if path else key
-    if value is None:
-        raise invalid_field(where, "missing")
-    raise invalid_field(where, f"must be an integer, not {json_type_name(value)}")
-
-
-def _string(
-    parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
-) -> str | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise invalid_field(f"{path}.{key}", "missing")
-        return None
-    if type(value) is not str:
-        raise invalid_field(f"{path}.{key}", f"must be a string, not {json_type_name(value)}")
-    return value
-
-
-def _file(item: Mapping[str, Any], path: str, kind: str) -> Attachment:
-    file_id = _string(item, "file_id", path, required=True)
-    if not file_id:
-        raise invalid_field(f"{path}.file_id", "must not be empty")
-    name = _string(item, "file_name", path) or ""
-    mime_type = _string(item, "mime_type", path) or ""
-    size = item.get("file_size")
-    if size is not None and (type(size) is not int or size < 0):
-        raise invalid_field(f"{path}.file_size", f"must be a non-negative integer, not {size!r}")
-    return Attachment(
-        url=f"tg://file/{file_id}", name=name, mime_type=mime_type, size=size, kind=kind
-    )
-
-
-def _photo(sizes: object, path: str) -> Attachment:
-    if type(sizes) is not list or not sizes:
-        raise invalid_field(path, "must be a non-empty array of photo sizes")
-    best: tuple[int, int, int] | None = None
-    for index, size in enumerate(sizes):
-        if type(size) is not dict:
-            raise invalid_field(
-                f"{path}[{index}]", f"must be an object, not {json_type_name(size)}"
-            )
-        width, height, file_size = size.get("width"), size.get("height"), size.get("file_size")
-        area = width * height if type(width) is int and type(height) is int else 0
-        weight = (area, file_size if type(file_size) is int else 0, index)
-        if best is None or weight > best:
-            best = weight
-    assert best is not None
-    chosen = f"{path}[{best[2]}]"
-    return _file(sizes[best[2]], chosen, "photo")
-
-
-def _attachments(message: Mapping[str, Any]) -> list[Attachment]:
-    found: list[Attachment] = []
-    for key, kind in _MEDIA:
-        item = _object(message, key, "message", required=False)
-        if item is not None:
-            found.append(_file(item, f"message.{key}", kind))
-            break
-    if message.get("photo") is not None:
-        found.append(_photo(message["photo"], "message.photo"))
-    location = _object(message, "location", "message", required=False)
-    if location is not None:
-        lat, lon = location.get("latitude"), location.get("longitude")
-        if type(lat) not in (int, float) or type(lon) not in (int, float):
-            raise invalid_field("message.location", "latitude and longitude must be numbers")
-        found.append(Attachment(url=f"geo:{lat},{lon}", kind="location"))
-    return found
-
-
-def callback_data(index: int, label: str) -> str:
-    """The callback data of button ``index``: ``"<index>:<label>"`` when that fits in Telegram's
-    64 bytes, else ``"<index>#<hash of the label>"`` (the parser then reads the label from the
-    keyboard of the message the button belongs to, or falls back to the button's number)."""
-    data = f"{index}:{label}"
-    if len(data.encode()) <= MAX_CALLBACK_DATA:
-        return data
-    digest = hashlib.sha256(label.encode()).hexdigest()[:16]
-    return f"{index}#{digest}"
-
-
-def inline_keyboard(buttons: Sequence[str]) -> list[list[dict[str, str]]]:
-    """Buttons as inline keyboard rows: short labels side by side (3 a row when that fills
-    every row, else 2), long ones one a row."""
-    keys = [
-        {"text": label, "callback_data": callback_data(i, label)} for i, label in enumerate(buttons)
-    ]
-    if any(len(label) > _SHORT_LABEL for label in buttons):
-        per_row = 1
-    else:
-        per_row = 3 if len(keys) % 3 == 0 else 2
-    return [keys[i : i + per_row] for i in range(0, len(keys), per_row)]
-
-
-def _button_text(data: str, message: Mapping[str, Any] | None) -> str:
-    """What a pressed button means to the dialog: its label."""
-    markup = message.get("reply_markup") if message is not None else None
-    rows = markup.get("inline_keyboard") if type(markup) is dict else None
-    if type(rows) is list:
-        for row in rows:
-            for button in row if type(row) is list else ():
-                if (
-                    type(button) is dict
-                    and button.get("callback_data") == data
-                    and type(button.get("text")) is str
-                ):
-                    return str(button["text"])
-    match = _CALLBACK.fullmatch(data)
-    if match is None:
-        return data
-    index, kind, rest = match.groups()
-    if kind == ":":
-        return rest
-    # The keyboard is gone (Telegram leaves it out of old messages): the number stands for the
-    # label, as on channels without buttons.
-    return str(int(index) + 1)
-
-
-def _units(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Cut ``text`` into parts of at most ``limit`` UTF-16 units, at line breaks where possible,
-    else at spaces, else anywhere (never inside a surrogate pair)."""
-    if _units(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    rest = text
-    while _units(rest) > limit:
-        # The longest prefix within the limit, in code points.
-        cut = min(len(rest), limit)
-        while _units(rest[:cut]) > limit:
-            cut -= 1
-        window = rest[:cut]
-        at = window.rfind("\n")
-        if at <= 0:
-            at = window.rfind(" ")
-        if at <= 0:
-            parts.append(window)
-            rest = rest[cut:]
-            continue
-        parts.append(window[:at])
-        rest = rest[at + 1 :]
-    if rest:
-        parts.append(rest)
-    return [part for part in parts if part] or [text[:limit]]
 
 
 def _chat_id(client_id: str) -> int | str:
@@ -380,73 +204,7 @@ class TelegramChannel(Channel):
     def parse_webhook(self, payload: Any, *, received_at: float) -> InboundMessage | None:
         """Turn an ``Update`` into a message; None for updates the bot does not answer
         (edits, channel posts, membership changes, other bots, group chats)."""
-        if type(payload) is not dict:
-            raise invalid_field("$", f"must be a JSON object, not {json_type_name(payload)}")
-        update_id = _integer(payload, "update_id", "")
-        if update_id < 0:
-            raise invalid_field("update_id", "must not be negative")
-        message = _object(payload, "message", "", required=False)
-        if message is not None:
-            return self._parse_message(update_id, message, received_at)
-        query = _object(payload, "callback_query", "", required=False)
-        if query is not None:
-            return self._parse_callback(update_id, query, received_at)
-        return None
-
-    def _parse_message(
-        self, update_id: int, message: dict[str, Any], received_at: float
-    ) -> InboundMessage | None:
-        chat = _object(message, "chat", "message", required=True)
-        assert chat is not None
-        chat_id = _integer(chat, "id", "message.chat")
-        if _string(chat, "type", "message.chat") not in (None, "private"):
-            return None
-        sender = _object(message, "from", "message", required=False)
-        if sender is not None and sender.get("is_bot") is True:
-            return None
-        text = _string(message, "text", "message")
-        if text is None:
-            text = _string(message, "caption", "message")
-        contact = _object(message, "contact", "message", required=False)
-        if text is None and contact is not None:
-            text = _string(contact, "phone_number", "message.contact")
-        return InboundMessage(
-            channel=self.name,
-            client_id=str(chat_id),
-            message_id=str(update_id),
-            text=text or "",
-            received_at=received_at,
-            attachments=tuple(_attachments(message)),
-        )
-
-    def _parse_callback(
-        self, update_id: int, query: dict[str, Any], received_at: float
-    ) -> InboundMessage | None:
-        query_id = _string(query, "id", "callback_query", required=True)
-        if not query_id:
-            raise invalid_field("callback_query.id", "must not be empty")
-        sender = _object(query, "from", "callback_query", required=True)
-        assert sender is not None
-        user_id = _integer(sender, "id", "callback_query.from")
-        message = _object(query, "message", "callback_query", required=False)
-        chat_id = user_id
-        if message is not None:
-            chat = _object(message, "chat", "callback_query.message", required=True)
-            assert chat is not None
-            chat_id = _integer(chat, "id", "callback_query.message.chat")
-            if _string(chat, "type", "callback_query.message.chat") not in (None, "private"):
-                return None
-        data = _string(query, "data", "callback_query")
-        if data is None:  # a game button: nothing the dialog understands
-            return None
-        return InboundMessage(
-            channel=self.name,
-            client_id=str(chat_id),
-            message_id=str(update_id),
-            text=_button_text(data, message),
-            received_at=received_at,
-            route={"callback_query_id": query_id},
-        )
+        return parse_update(payload, channel=self.name, received_at=received_at)
 
     # outbound
 
@@ -610,51 +368,3 @@ def _remember(store: OrderedDict[str, Any], key: str, value: Any, limit: int) ->
 
 def _excerpt(body: str) -> str:
     return mask_text(" ".join(body.split()), keep=_EXCERPT_CHARS) if body else "(empty body)"
-
-
-async def poll_updates(
-    channel: TelegramChannel,
-    put: Callable[[InboundMessage], Awaitable[bool]],
-    stop: asyncio.Event,
-    *,
-    timeout: int = 25,
-    error_delay: float = 5.0,
-) -> int:
-    """Long polling for development: fetch updates, put each into the inbound queue (``put``
-    stores it durably), and only then move the offset past it, so an update is never lost;
-    one seen twice is dropped by the queue (``put`` returns False). Returns how many new
-    messages were stored, once ``stop`` is set. Updates that do not parse are logged and skipped."""
-    offset: int | None = None
-    queued = 0
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            fetch = asyncio.ensure_future(channel.get_updates(offset, timeout=timeout))
-            await asyncio.wait([fetch, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if not fetch.done():
-                fetch.cancel()
-                await asyncio.gather(fetch, return_exceptions=True)
-                break
-            try:
-                updates = fetch.result()
-            except PermanentError:
-                raise  # a wrong token, or a webhook is still set (409): polling cannot work
-            except ChannelError as exc:
-                delay = exc.retry_after if isinstance(exc, RateLimited) else error_delay
-                log.warning("getUpdates failed (%s); retrying in %.0fs", exc, delay)
-                await asyncio.wait([stopping], timeout=delay)
-                continue
-            for update in updates:
-                update_id = update.get("update_id")
-                try:
-                    message = channel.parse_webhook(update, received_at=time.time())
-                except InvalidPayload as exc:
-                    log.warning("skipping an update that does not parse: %s", exc.message)
-                    message = None
-                if message is not None and await put(message):
-                    queued += 1
-                if type(update_id) is int:
-                    offset = max(offset or 0, update_id + 1)
-    finally:
-        stopping.cancel()
-    return queued
