@@ -139,3 +139,23 @@ async def test_a_processed_copy_that_keeps_coming_back_is_not_dead_lettered(
     await bot.runtime.worker.handle(last)  # acked this time
     await bot.restart()
     assert await bot.fetch_n(1, timeout=0.5) == []
+
+
+async def test_a_dead_lettered_batch_is_replayed_as_its_webhooks(bot: DistributedBackend) -> None:
+    # A worker older than batching cannot read a batch and dead-letters it whole (a rolling
+    # upgrade that started with the servers); `orderbot dlq replay` puts back each webhook.
+    a, b = clients_of_one_shard(bot, 2)
+    batch = [webhook(bot, a, 1), webhook(bot, b, 1), webhook(bot, a, 2)]
+    await bot.runtime.broker.publish_dead_letter(
+        kind="inbound",
+        key="batch:old-worker",
+        channel="?",
+        client_id="?",
+        payload=b"[" + b",".join(m.to_json() for m in batch) + b"]",
+        attempts=1,
+        error="unreadable inbound message",
+    )
+    assert await bot.dead_letters.replay(None) == 1
+    got = await bot.fetch_n(3)
+    assert [d.message for d in got] == batch
+    assert await bot.dead_letters.list() == []

@@ -391,14 +391,23 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
 
     async def _replay_one(self, letter: DeadLetter) -> None:
         if letter.kind == "inbound":
-            message = InboundMessage.from_json(letter.payload)
-            await self._redis.delete(
-                self._keys.processed(message.dedupe_key), self._keys.deliveries(message.dedupe_key)
-            )
-            shard = shard_of(message.client_key, self._broker.shards)
-            await self._broker.publish(
-                letter.payload, self._broker.inbound_queue(shard), message_id=message.dedupe_key
-            )
+            # A whole batch is dead-lettered when a worker could not read it (one older than
+            # batching, during a rolling upgrade): its webhooks go back one by one, in order.
+            data = orjson.loads(letter.payload)
+            parts = [
+                InboundMessage.from_dict(d) for d in (data if isinstance(data, list) else [data])
+            ]
+            for message in parts:
+                await self._redis.delete(
+                    self._keys.processed(message.dedupe_key),
+                    self._keys.deliveries(message.dedupe_key),
+                )
+                shard = shard_of(message.client_key, self._broker.shards)
+                await self._broker.publish(
+                    message.to_json(),
+                    self._broker.inbound_queue(shard),
+                    message_id=message.dedupe_key,
+                )
         else:
             reply = OutboundMessage.from_json(letter.payload)
             shard = shard_of(f"{reply.channel}:{reply.client_id}", self._broker.shards)
