@@ -84,14 +84,18 @@ def dlq_replay(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
-    """Send dead replies again (fresh retries) and requeue dead inbound messages."""
+    """Send dead replies again (fresh retries) and requeue dead inbound messages. A dead
+    letter whose payload cannot be read stays in the queue (see `dlq list`)."""
     if not ids and not all_:
         raise fail("give one or more IDs, or --all", 2)
     if ids and all_:
         raise fail("give IDs or --all, not both", 2)
     count = _run(_with_dead_letters(lambda q: q.replay(None if all_ else list(ids or []))))
     if ids and count < len(ids):
-        typer.echo(f"replayed {count} of {len(ids)} (the others were not in the queue)")
+        typer.echo(
+            f"replayed {count} of {len(ids)} (the others were not in the queue, or unreadable"
+            " and kept there)"
+        )
     else:
         typer.echo(f"replayed {count}")
 

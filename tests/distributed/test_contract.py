@@ -117,6 +117,38 @@ async def test_poison_message_goes_to_the_dead_letter_queue_and_back(backend: Ba
     assert await backend.dead_letters.list() == []
 
 
+async def test_an_unreadable_dead_letter_is_kept_and_the_others_replayed(
+    backend: Backend,
+) -> None:
+    garbage = b'{"not": "a message"}'
+    if backend.name == "sqlite":
+        await backend.db.run(  # type: ignore[attr-defined]
+            lambda c: c.execute(
+                "INSERT INTO dead_letters (kind, key, channel, client_id, payload, attempts,"
+                " last_error, created_at) VALUES ('inbound', 'x', '?', '?', ?, 1, 'bad', 0)",
+                (garbage,),
+            )
+        )
+    else:
+        await backend.runtime.broker.publish_dead_letter(  # type: ignore[attr-defined]
+            kind="inbound",
+            key="x",
+            channel="?",
+            client_id="?",
+            payload=garbage,
+            attempts=1,
+            error="bad",
+        )
+    await backend.inbound.put(inbound(backend, "9", "poison"))
+    (delivery,) = await backend.fetch_n(1)
+    await backend.inbound.dead_letter(delivery, "crashed 6 times")
+    assert await backend.dead_letters.replay(None) == 1
+    (again,) = await backend.fetch_n(1)
+    assert again.message.message_id == delivery.message.message_id
+    (kept,) = await backend.dead_letters.list()
+    assert (kept.key, kept.payload) == ("x", garbage)
+
+
 async def test_step_commit_is_idempotent_when_redone(backend: Backend) -> None:
     await backend.inbound.put(inbound(backend, "5", "yes"))
     (delivery,) = await backend.fetch_n(1)

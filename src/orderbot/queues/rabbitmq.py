@@ -126,6 +126,10 @@ class _ShardPublisher(Batcher[InboundMessage, None]):
         return [None] * len(items)
 
 
+# What parsing a stored message body raises when the body is not one (JSON errors are ValueErrors).
+_UNREADABLE = (ValueError, KeyError, TypeError)
+
+
 @dataclass(eq=False, slots=True)
 class _Received:
     """An AMQP message in hand: acked when the last of its ``parts`` is."""
@@ -381,7 +385,12 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                 letter = _letter(raw)
                 if wanted is not None and letter.id not in wanted:
                     continue
-                await self._replay_one(letter)
+                try:
+                    await self._replay_one(letter)
+                except _UNREADABLE:
+                    # Nothing to put back: it stays (unacked, so back in the queue) for a look.
+                    log.warning("dead letter %s is unreadable; kept in the queue", letter.id)
+                    continue
                 await raw.ack()
                 count += 1
         finally:
@@ -390,6 +399,8 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
         return count
 
     async def _replay_one(self, letter: DeadLetter) -> None:
+        """Put ``letter`` back on its queue; raises one of ``_UNREADABLE`` before publishing
+        anything when its payload cannot be read."""
         if letter.kind == "inbound":
             # A whole batch is dead-lettered when a worker could not read it (one older than
             # batching, during a rolling upgrade): its webhooks go back one by one, in order.

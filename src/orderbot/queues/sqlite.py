@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import (
     DeadLetter,
@@ -359,7 +360,11 @@ class SqliteDeadLetterQueue(DeadLetterQueue):
                         (key,),
                     )
                 else:
-                    message = InboundMessage.from_json(payload)
+                    try:
+                        message = InboundMessage.from_json(payload)
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("dead letter %s is unreadable; kept in the queue", dl_id)
+                        continue
                     conn.execute("DELETE FROM inbound_queue WHERE dedupe_key = ?", (key,))
                     conn.execute(
                         "INSERT INTO inbound_queue"
