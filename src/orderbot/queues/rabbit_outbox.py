@@ -178,11 +178,6 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         finally:
             self._shards.leaving.discard(shard)
 
-    @property
-    def consuming(self) -> list[int]:
-        """The shards this process consumes now."""
-        return self._shards.open_shards
-
     def _on_message(self, shard: int, raw: AbstractIncomingMessage) -> None:
         # No awaits: arrival order per shard is the order replies must keep.
         if shard in self._shards.leaving:

@@ -200,11 +200,6 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         finally:
             self._shards.leaving.discard(shard)
 
-    @property
-    def consuming(self) -> list[int]:
-        """The shards this process consumes now."""
-        return self._shards.open_shards
-
     def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
         # No awaits here: callbacks may run as tasks, and arrival order must be kept.
         if shard in self._shards.leaving:

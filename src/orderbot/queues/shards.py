@@ -125,6 +125,11 @@ class _ShardConsumer:
             self._shards.lost.clear()
             self._all_started = True
 
+    @property
+    def consuming(self) -> list[int]:
+        """The shards this process consumes now."""
+        return self._shards.open_shards
+
     async def take_shard(self, shard: int) -> None:
         """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
         self.leased = True
