@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orderbot.errors import ConfigError
+from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
 
 __all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 
@@ -187,6 +187,5 @@ def require_distributed_packages() -> None:
         raise ConfigError(
             "the distributed profile needs its extra packages (missing: "
             + ", ".join(missing)
-            + "): pip install 'orderbot[distributed]'"
-            " (from a checkout: pip install -e '.[distributed]')"
+            + f"): {INSTALL_DISTRIBUTED}"
         )

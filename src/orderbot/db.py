@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orderbot.errors import ConfigError
+from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -89,10 +89,7 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 15) -> As
     import importlib.util
 
     if importlib.util.find_spec("asyncpg") is None:
-        raise ConfigError(
-            "DATABASE_URL is PostgreSQL, which needs asyncpg: pip install 'orderbot[distributed]'"
-            " (from a checkout: pip install -e '.[distributed]')"
-        )
+        raise ConfigError(f"DATABASE_URL is PostgreSQL, which needs asyncpg: {INSTALL_DISTRIBUTED}")
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow)
 
 

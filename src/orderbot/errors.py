@@ -24,6 +24,7 @@ on retries by type and never sees transport exceptions.
 from __future__ import annotations
 
 __all__ = [
+    "INSTALL_DISTRIBUTED",
     "BackendUnavailable",
     "ChannelError",
     "CircuitOpen",
@@ -49,6 +50,12 @@ class OrderbotError(Exception):
 
 class ConfigError(OrderbotError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+INSTALL_DISTRIBUTED = (
+    "pip install 'orderbot[distributed]' (from a checkout: pip install -e '.[distributed]')"
+)
+"""How to install the distributed profile's packages, for the errors that say they are missing."""
 
 
 class FlowError(OrderbotError):
