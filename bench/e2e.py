@@ -6,7 +6,8 @@ Throughput: CLIENTS whole water-delivery dialogs (5 messages, 5 replies each), e
 messages posted in order, CONCURRENCY clients at a time; messages/s = messages / (last reply
 received - first webhook sent). Latency: at half the measured throughput, new clients write
 "Здравствуйте" at a fixed rate (open loop); latency = first reply received by the fake - webhook
-sent. Prints medians over the runs; asserts nothing.
+sent, also split into "webhook -> 200" and "200 -> reply". Prints medians over the runs; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +90,34 @@ async def throughput(
     }
 
 
-async def latency(
-    bot_url: str, fake_url: str, rate: float, seconds: float, run: int
-) -> list[float]:
+@dataclass
+class Latencies:
+    """Per message, sorted, in ms: ``total`` = first reply received by the fake - webhook sent;
+    ``accepted`` = webhook answered 200 - sent (stored durably); ``after`` = total - accepted
+    (the reply does not wait for the 200: a negative value means it arrived first)."""
+
+    total: list[float]
+    accepted: list[float]
+    after: list[float]
+
+    def split(self) -> str:
+        return (
+            f"webhook -> 200 p50 {pct(self.accepted, 0.5):.1f} ms; 200 -> reply p50 "
+            f"{pct(self.after, 0.5):.1f} ms"
+        )
+
+
+async def latency(bot_url: str, fake_url: str, rate: float, seconds: float, run: int) -> Latencies:
     url = bot_url + "/webhook/chat2desk"
     count = int(rate * seconds)
     sent_at: dict[str, float] = {}
+    answered_at: dict[str, float] = {}
     before = replies_count(fake_url)
+
+    async def one(session: aiohttp.ClientSession, client: str, payload: dict[str, Any]) -> None:
+        await post(session, url, payload)
+        answered_at[client] = time.time()
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
         tasks = []
         start = time.time()
@@ -105,7 +128,7 @@ async def latency(
             client = f"l{run}-{i}"
             sent_at[client] = time.time()
             payload = {"message_id": f"l{run}-{i}", "client_id": client, "text": "Здравствуйте"}
-            tasks.append(asyncio.create_task(post(session, url, payload)))
+            tasks.append(asyncio.create_task(one(session, client, payload)))
         await asyncio.gather(*tasks)
     deadline = time.time() + 60
     while replies_count(fake_url) < before + count and time.time() < deadline:
@@ -118,7 +141,11 @@ async def latency(
         client = str(body["client_id"])
         if client in sent_at and client not in first:
             first[client] = at
-    return sorted((first[c] - sent_at[c]) * 1000 for c in first)
+    return Latencies(
+        total=sorted((first[c] - sent_at[c]) * 1000 for c in first),
+        accepted=sorted((answered_at[c] - sent_at[c]) * 1000 for c in first),
+        after=sorted((first[c] - answered_at[c]) * 1000 for c in first),
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -147,7 +174,10 @@ def main() -> None:
         for run in range(args.runs):
             t = asyncio.run(throughput(bot.url, fake_url, args.clients, args.concurrency, run))
             rates.append(t["rate"])
-            lat = asyncio.run(latency(bot.url, fake_url, t["rate"] / 2, args.latency_seconds, run))
+            found = asyncio.run(
+                latency(bot.url, fake_url, t["rate"] / 2, args.latency_seconds, run)
+            )
+            lat = found.total
             p50s.append(pct(lat, 0.5))
             p99s.append(pct(lat, 0.99))
             rss.append(rss_mb(bot.process.pid))  # type: ignore[union-attr]
@@ -155,7 +185,7 @@ def main() -> None:
                 f"  run {run}: {t['rate']:.0f} messages/s end to end ({t['messages']} in {t['seconds']:.1f} s; "
                 f"webhooks accepted at {t['ingress_rate']:.0f}/s); at {t['rate'] / 2:.0f} msg/s: "
                 f"p50 {pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
-                f"({len(lat)} samples); RSS {rss[-1]:.0f} MB"
+                f"({len(lat)} samples; {found.split()}); RSS {rss[-1]:.0f} MB"
             )
     print(
         f"orderbot run, end to end:  {median(rates):.0f} messages/s (median); latency at half load "
