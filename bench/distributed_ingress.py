@@ -3,6 +3,7 @@ confirmed the message (publisher confirms, persistent, durable shard queue). Bes
 limit it is measured against: a minimal ASGI app that only publishes each body with a confirm.
 
     python bench/distributed_ingress.py [--runs 3] [--seconds 10] [--connections 64]
+                                        [--one-at-a-time]
 
 Uses the shared RabbitMQ, Redis and PostgreSQL (ORDERBOT_TEST_* URLs, else the local defaults)
 under a throwaway queue prefix, removed afterwards. No worker runs, so the queues only grow.
@@ -96,6 +97,14 @@ def serve_reference(port: int, queue: str) -> None:
 
 def measure(url: str, args: argparse.Namespace, name: str, pid: int) -> list[dict[str, Any]]:
     run_wrk(url, seconds=2, connections=args.connections, run_id=f"{name}-warm")
+    if args.one_at_a_time:
+        # The floor: no queueing in the server, only its own work and the broker's confirm.
+        one = run_wrk(url, seconds=args.seconds, connections=1, run_id=f"{name}-one")
+        print(
+            f"  {name}, one request at a time (wrk -c1): {one['rps']:.0f} req/s, p50 "
+            f"{one['p50_us'] / 1000:.2f} ms, p99 {one['p99_us'] / 1000:.2f} ms",
+            flush=True,
+        )
     runs = []
     for i in range(args.runs):
         load = os.getloadavg()[0]
@@ -152,6 +161,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="also measure one request at a time (wrk -c1): the latency floor",
+    )
     parser.add_argument("--serve-reference", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
