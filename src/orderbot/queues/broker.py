@@ -2,8 +2,9 @@
 
 This module holds what the queues share: the broker (one connection, the topology, publishing),
 the shard of a client and the names of the Redis keys. The queues themselves are in
-:mod:`orderbot.queues.rabbitmq` (inbound, dead letters) and :mod:`orderbot.queues.rabbit_outbox`
-(replies); consuming shard queues is in :mod:`orderbot.queues.shards`.
+:mod:`orderbot.queues.rabbitmq` (inbound), :mod:`orderbot.queues.rabbit_outbox` (replies) and
+:mod:`orderbot.queues.rabbit_dead_letters`; consuming shard queues is in
+:mod:`orderbot.queues.shards`.
 
 Topology (``P`` is ``QUEUE_PREFIX``, ``N`` is ``QUEUE_SHARDS``; every queue durable, every
 message persistent, every publish confirmed by the broker before the call returns)::
