@@ -1,9 +1,10 @@
 """Distributed queues on RabbitMQ (aio-pika), with Redis for the few facts a broker cannot keep.
 
-This module holds what the queues share: the broker (one connection, the topology, publishing),
-the shard of a client and the names of the Redis keys. The queues themselves are in
-:mod:`orderbot.queues.rabbitmq` (inbound, dead letters) and :mod:`orderbot.queues.rabbit_outbox`
-(replies); consuming shard queues is in :mod:`orderbot.queues.shards`.
+This module holds what the queues share: the broker (one connection, the topology, publishing)
+and the shard of a client; the names of the Redis keys are in :mod:`orderbot.queues.redis_keys`
+(re-exported here). The queues themselves are in :mod:`orderbot.queues.rabbitmq` (inbound),
+:mod:`orderbot.queues.rabbit_outbox` (replies) and :mod:`orderbot.queues.rabbit_dead_letters`;
+consuming shard queues is in :mod:`orderbot.queues.shards`.
 
 Topology (``P`` is ``QUEUE_PREFIX``, ``N`` is ``QUEUE_SHARDS``; every queue durable, every
 message persistent, every publish confirmed by the broker before the call returns)::
@@ -30,7 +31,6 @@ import contextlib
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aio_pika
@@ -45,6 +45,7 @@ from aio_pika.abc import (
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
+from orderbot.queues.redis_keys import KEEP_SECONDS, RedisKeys
 
 __all__ = [
     "INBOUND_TTL_MS",
@@ -58,7 +59,6 @@ __all__ = [
 
 INBOUND_TTL_MS = 24 * 3600 * 1000
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000
-KEEP_SECONDS = 7 * 24 * 3600
 RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 300)
 
 _PERSISTENT_MODE = int(aio_pika.DeliveryMode.PERSISTENT)
@@ -67,52 +67,6 @@ _PERSISTENT_MODE = int(aio_pika.DeliveryMode.PERSISTENT)
 def shard_of(client_key: str, shards: int) -> int:
     """The shard of a client: stable across processes (``hash()`` is salted per process)."""
     return zlib.crc32(client_key.encode()) % shards
-
-
-@dataclass(frozen=True, slots=True)
-class RedisKeys:
-    """Names of the Redis keys of one deployment (``prefix`` keeps test runs apart)."""
-
-    prefix: str
-
-    def deliveries(self, dedupe_key: str) -> str:
-        return f"{self.prefix}:deliveries:{dedupe_key}"
-
-    def processed(self, dedupe_key: str) -> str:
-        return f"{self.prefix}:processed:{dedupe_key}"
-
-    def state(self, client_key: str) -> str:
-        return f"{self.prefix}:state:{client_key}"
-
-    def sent(self, reply_key: str) -> str:
-        return f"{self.prefix}:sent:{reply_key}"
-
-    def sending(self, reply_key: str) -> str:
-        return f"{self.prefix}:sending:{reply_key}"
-
-    def parked(self, reply_key: str) -> str:
-        return f"{self.prefix}:parked:{reply_key}"
-
-    @property
-    def parked_index(self) -> str:
-        """Sorted set of ``<client>\t<reply key>`` by the time each parked reply is due."""
-        return f"{self.prefix}:parked"
-
-    def hold(self, client_key: str) -> str:
-        return f"{self.prefix}:hold:{client_key}"
-
-    def rate_limit(self, name: str) -> str:
-        return f"{self.prefix}:ratelimit:{name}"
-
-    def handoff(self, client_key: str) -> str:
-        """Set while the client is with an operator: the cheap check of every message (the
-        ``handoffs`` row in PostgreSQL decides; see ``orderbot.desk.postgres``)."""
-        return f"{self.prefix}:handoff:{client_key}"
-
-    def pending_notifications(self) -> str:
-        """Status changes whose notification may not be published yet: a sorted set of
-        ``<order id>:<time>`` by time (``orderbot.desk.postgres``)."""
-        return f"{self.prefix}:notify-pending"
 
 
 def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
