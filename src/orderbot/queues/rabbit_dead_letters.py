@@ -17,7 +17,8 @@ from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
 from orderbot.queues.broker import RabbitBroker, RedisKeys, shard_of
-from orderbot.queues.rabbit_outbox import _int, _reply_headers
+from orderbot.queues.rabbit_outbox import _int
+from orderbot.queues.rabbit_outbox_marks import _reply_headers
 
 __all__ = ["RabbitDeadLetterQueue"]
 
