@@ -2,7 +2,7 @@
 confirmed the message (publisher confirms, persistent, durable shard queue). Beside it, the
 limit it is measured against: a minimal ASGI app that only publishes each body with a confirm.
 
-    python bench/distributed_ingress.py [--runs 3] [--seconds 10] [--connections 64]
+    python bench/distributed_ingress.py [--runs 3] [--seconds 10] [--connections 64] [--shards 8]
                                         [--one-at-a-time]
 
 Uses the shared RabbitMQ, Redis and PostgreSQL (ORDERBOT_TEST_* URLs, else the local defaults)
@@ -135,7 +135,7 @@ def orderbot_serve(args: argparse.Namespace, prefix: str, workers: int) -> list[
         "REDIS_URL": REDIS_URL,
         "RABBITMQ_URL": RABBIT_URL,
         "QUEUE_PREFIX": prefix,
-        "QUEUE_SHARDS": str(SHARDS),
+        "QUEUE_SHARDS": str(args.shards),
         "CHAT2DESK_API_URL": "http://127.0.0.1:9/v1",
         "CHAT2DESK_API_TOKEN": "bench",
         "LOG_LEVEL": "WARNING",
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--shards", type=int, default=SHARDS, help="QUEUE_SHARDS")
     parser.add_argument(
         "--one-at-a-time",
         action="store_true",
@@ -176,7 +177,7 @@ def main() -> None:
     prefix = "bench" + uuid.uuid4().hex[:8]
     print(
         f"distributed ingress: {args.runs} runs x {args.seconds} s, {args.connections} "
-        f"connections, wrk -t1, medians; {os.cpu_count()} CPUs, load average "
+        f"connections, wrk -t1, QUEUE_SHARDS={args.shards}, medians; {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f} at the start; {cpu_probe()}"
     )
     asyncio.run(migrate_postgres())
@@ -205,7 +206,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     finally:
-        asyncio.run(remove_namespace(prefix, shards=SHARDS))
+        asyncio.run(remove_namespace(prefix, shards=args.shards))
         asyncio.run(_delete_queue(f"{prefix}.reference"))
     print(f"load average at the end {os.getloadavg()[0]:.2f}; {cpu_probe()}")
 

@@ -24,6 +24,7 @@ from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.dialog import Flow, load_flow
 from orderbot.distributed_housekeeping import DistributedHousekeeping
+from orderbot.errors import ConfigError
 from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
 from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts
@@ -245,7 +246,21 @@ class DistributedRuntime(DistributedHousekeeping):
         await self.broker.open()
         self._opened = True
         if self.roles:
+            await self._refuse_stranded_shards()
             await self._warm_pool(self.settings.database_pool_min)
+
+    async def _refuse_stranded_shards(self) -> None:
+        """A worker or sender does not start while QUEUE_SHARDS is lower than the shards that
+        still hold messages: those would wait unread (README, "Changing QUEUE_SHARDS")."""
+        stranded = await self.broker.stranded_shards()
+        if stranded:
+            held = ", ".join(f"{name} holds {count}" for name, count in sorted(stranded.items()))
+            raise ConfigError(
+                f"QUEUE_SHARDS={self.settings.queue_shards} is lower than the shards in use: "
+                f"{held} message(s) that no process would read. Set QUEUE_SHARDS back to its "
+                "previous value everywhere, stop the server, let /health show inbound and "
+                "outbox at 0, then lower it (README: Changing QUEUE_SHARDS)"
+            )
 
     async def _warm_pool(self, count: int) -> None:
         """Open ``count`` database connections now rather than on the first steps (best

@@ -315,6 +315,26 @@ class RabbitBroker:
             with contextlib.suppress(Exception):
                 await channel.close()
 
+    async def stranded_shards(self) -> dict[str, int]:
+        """Shard queues left by a larger ``QUEUE_SHARDS`` that still hold messages (name ->
+        ready messages): no process reads them any more. Lowering the setting always leaves
+        shard ``shards`` behind, so that shard (inbound and outbox) is the one looked at."""
+        found: dict[str, int] = {}
+        for name in (self.inbound_queue(self.shards), self.outbox_queue(self.shards)):
+            # One channel each: asking for a queue that does not exist closes the channel.
+            channel = await self.connection.channel()
+            try:
+                underlay = await channel.get_underlay_channel()
+                ok = await underlay.queue_declare(queue=name, passive=True)
+                if ok.message_count:
+                    found[name] = int(ok.message_count)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                pass  # never declared: the setting was not lowered
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return found
+
     async def depths(self) -> QueueDepths:
         try:
             counts = await asyncio.wait_for(self.message_counts(self.all_queues()), 5.0)
