@@ -16,6 +16,7 @@ from orderbot.config import Settings
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.files import FileReceiver, remove_unlinked_files
 from orderbot.loggers import storage as log
+from orderbot.queues.broker import RabbitBroker
 from orderbot.schema import order_files
 from orderbot.state.redis import RedisStepStore
 
@@ -30,6 +31,7 @@ class DistributedHousekeeping:
     :class:`~orderbot.distributed_runtime.DistributedRuntime`, which sets the attributes."""
 
     settings: Settings
+    broker: RabbitBroker
     engine: AsyncEngine
     admin: PostgresOrderAdmin
     store: RedisStepStore
@@ -40,8 +42,9 @@ class DistributedHousekeeping:
         """Worker processes, every minute (or a quarter of HANDOFF_TIMEOUT): give back
         conversations whose handoff timed out, publish status notifications a crash left
         unpublished, restore handoff flags Redis lost, record dialogs idle past
-        DIALOG_IDLE_TIMEOUT as abandoned; hourly, delete uploaded files no order uses. Several
-        workers may run it at once: each part is safe to run twice."""
+        DIALOG_IDLE_TIMEOUT as abandoned, log shards a lower QUEUE_SHARDS leaves unread; hourly,
+        delete uploaded files no order uses. Several workers may run it at once: each part is
+        safe to run twice."""
         interval = min(HOUSEKEEPING_INTERVAL, self.settings.handoff_timeout / 4)
         files_due = 0.0
         while not self._stop.is_set():
@@ -62,6 +65,10 @@ class DistributedHousekeeping:
                 if time.monotonic() >= files_due:
                     files_due = time.monotonic() + FILE_CLEANUP_INTERVAL
                     await self._remove_unlinked_files()
+                # A server still running with a larger QUEUE_SHARDS (the start checked once).
+                stranded = await self.broker.stranded_shards()
+                if stranded:
+                    log.error("%s", self.broker.describe_stranded(stranded))
             except Exception:
                 log.exception("housekeeping failed")
             with contextlib.suppress(TimeoutError):

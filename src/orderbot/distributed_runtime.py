@@ -254,13 +254,7 @@ class DistributedRuntime(DistributedHousekeeping):
         still hold messages: those would wait unread (README, "Changing QUEUE_SHARDS")."""
         stranded = await self.broker.stranded_shards()
         if stranded:
-            held = ", ".join(f"{name} holds {count}" for name, count in sorted(stranded.items()))
-            raise ConfigError(
-                f"QUEUE_SHARDS={self.settings.queue_shards} is lower than the shards in use: "
-                f"{held} message(s) that no process would read. Set QUEUE_SHARDS back to its "
-                "previous value everywhere, stop the server, let /health show inbound and "
-                "outbox at 0, then lower it (README: Changing QUEUE_SHARDS)"
-            )
+            raise ConfigError(self.broker.describe_stranded(stranded))
 
     async def _warm_pool(self, count: int) -> None:
         """Open ``count`` database connections now rather than on the first steps (best

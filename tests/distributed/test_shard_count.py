@@ -1,9 +1,11 @@
 """QUEUE_SHARDS lowered while the shards above it still hold messages: workers and senders refuse
-to start (those messages would wait unread), with a one-line error and exit code 2."""
+to start (those messages would wait unread), with a one-line error and exit code 2; a shard
+stranded after the start is reported by the workers' housekeeping."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from tests.distributed.conftest import (
     RABBIT_URL,
     REDIS_URL,
     distributed_settings,
+    eventually,
     remove_namespace,
     require_services,
 )
@@ -79,6 +82,21 @@ async def test_empty_leftover_shards_and_the_server_do_not_stop_a_start(namespac
         assert server.broker.connected
     finally:
         await server.aclose()
+
+
+async def test_housekeeping_reports_a_shard_stranded_after_the_start(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server not yet restarted still publishes with the old, larger QUEUE_SHARDS.
+    runtime = DistributedRuntime(distributed_settings(namespace), roles=("worker",))
+    try:
+        await runtime.open()  # nothing stranded yet
+        await _declare_three_shards(namespace, message_in="inbound")
+        with caplog.at_level(logging.ERROR, logger="orderbot"):
+            runtime.start()  # the housekeeping runs at once, then every minute
+            await eventually(lambda: f"{namespace}.inbound.2 holds 1 message(s)" in caplog.text)
+    finally:
+        await runtime.aclose()
 
 
 def test_the_worker_command_says_why_it_will_not_start(namespace: str) -> None:

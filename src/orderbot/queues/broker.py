@@ -335,6 +335,16 @@ class RabbitBroker:
                     await channel.close()
         return found
 
+    def describe_stranded(self, stranded: dict[str, int]) -> str:
+        """What to tell an operator about :meth:`stranded_shards`' answer."""
+        held = ", ".join(f"{name} holds {count}" for name, count in sorted(stranded.items()))
+        return (
+            f"QUEUE_SHARDS={self.shards} is lower than the shards in use: {held} message(s) "
+            "that no process would read. Set QUEUE_SHARDS back to its previous value "
+            "everywhere, stop the server, let those queues drain, then lower it (README: "
+            "Changing QUEUE_SHARDS)"
+        )
+
     async def depths(self) -> QueueDepths:
         try:
             counts = await asyncio.wait_for(self.message_counts(self.all_queues()), 5.0)
