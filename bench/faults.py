@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=3.0, help="seconds each service is down")
     parser.add_argument("--slow-retry", type=int, default=5, help="SEND_RETRY_SLOW_DELAY")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--shards", type=int, default=8, help="QUEUE_SHARDS")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     plan = FaultPlan(
@@ -48,6 +49,7 @@ def main() -> None:
         outage_seconds=args.outage,
         slow_retry=args.slow_retry,
         drain_timeout=args.drain_timeout,
+        shards=args.shards,
         log=lambda line: print(f"  {time.strftime('%H:%M:%S')} {line}", flush=True),
     )
     print(f"fault run, {started}, load average {os.getloadavg()[0]:.2f}")
@@ -56,7 +58,8 @@ def main() -> None:
         f"{plan.kill_every:g}s; RabbitMQ down at {plan.rabbit_restart_at:g}s, Redis at "
         f"{plan.redis_restart_at:g}s, {plan.outage_seconds:g}s each; Chat2Desk 500 "
         f"{plan.fail_500:.0%} / 429 {plan.fail_429:.0%} / hang {plan.hang:.0%}; slow retry "
-        f"{plan.slow_retry}s, circuit cool-down {plan.circuit_cooldown:g}s"
+        f"{plan.slow_retry}s, circuit cool-down {plan.circuit_cooldown:g}s; QUEUE_SHARDS="
+        f"{plan.shards}"
     )
     report = asyncio.run(run_faults(plan))
     print("\n".join(report.lines()))

@@ -65,6 +65,7 @@ class FaultPlan:
     # Time-compressed retries (defaults: 300 s and 30 s), same rules.
     slow_retry: int = 5
     circuit_cooldown: float = 2.0
+    shards: int = SHARDS  # QUEUE_SHARDS
     drain_timeout: float = 240.0  # after the last webhook, wait this long for the replies
     workdir: Path | None = None
     log: Any = None  # callable(str) for progress lines
@@ -139,10 +140,11 @@ def _flaky_fake(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _broker(plan: FaultPlan) -> Iterator[tuple[str, Any, Any, str]]:
-    """(url, stop, start, kind): a private node when one can run here, else a proxy."""
+def _broker(plan: FaultPlan, workdir: Path) -> Iterator[tuple[str, Any, Any, str]]:
+    """(url, stop, start, kind): a private node when one can run here (its logs end up in
+    ``workdir/rabbitmq``), else a proxy."""
     if PrivateRabbit.available() and os.environ.get("ORDERBOT_FAULTS_PROXY", "") in ("", "0"):
-        rabbit = PrivateRabbit()
+        rabbit = PrivateRabbit(logs_to=workdir / "rabbitmq")
         try:
             rabbit.start()
         except Exception as exc:
@@ -174,7 +176,10 @@ async def run_faults(plan: FaultPlan) -> FaultReport:
     workdir.mkdir(parents=True, exist_ok=True)
     namespace = "f" + uuid.uuid4().hex[:10]
     report = FaultReport(conversations=plan.conversations)
-    with PrivateRedis() as redis, _broker(plan) as (rabbit_url, rabbit_stop, rabbit_start, kind):
+    with (
+        PrivateRedis() as redis,
+        _broker(plan, workdir) as (rabbit_url, rabbit_stop, rabbit_start, kind),
+    ):
         report.broker_fault = kind
         with _flaky_fake(workdir) as fake:
             try:
@@ -192,7 +197,7 @@ async def run_faults(plan: FaultPlan) -> FaultReport:
             finally:
                 if not os.environ.get("ORDERBOT_FAULTS_KEEP"):
                     with contextlib.suppress(Exception):
-                        await remove_namespace(namespace, shards=SHARDS)
+                        await remove_namespace(namespace, shards=plan.shards)
     return report
 
 
@@ -216,7 +221,7 @@ async def _run(
         "REDIS_URL": redis.url,
         "RABBITMQ_URL": rabbit_url,
         "QUEUE_PREFIX": namespace,
-        "QUEUE_SHARDS": str(SHARDS),
+        "QUEUE_SHARDS": str(plan.shards),
         "CHAT2DESK_API_URL": fake + "/v1",
         "CHAT2DESK_API_TOKEN": "faults-token",
         "CHAT2DESK_TIMEOUT": str(plan.chat2desk_timeout),
@@ -284,7 +289,9 @@ async def _run(
         report.orders_missing = sum(1 for n in orders.values() if n == 0)
         await _dead_letters(report, rabbit_url, namespace)
         if os.environ.get("ORDERBOT_FAULTS_DEBUG"):
-            await _debug(rabbit_url, redis.url, namespace, received["received"], clients)
+            await _debug(
+                rabbit_url, redis.url, namespace, received["received"], clients, plan.shards
+            )
     finally:
         for p in [*workers, *reversed(procs)]:
             with contextlib.suppress(Exception):
@@ -426,12 +433,13 @@ async def _debug(
     namespace: str,
     received: list[dict[str, Any]],
     clients: list[str],
+    shards: int,
 ) -> None:
     from redis.asyncio import Redis
 
     from orderbot.queues.broker import RabbitBroker
 
-    names = RabbitBroker(rabbit_url, prefix=namespace, shards=SHARDS, retry_delays=(1, 2, 4, 5))
+    names = RabbitBroker(rabbit_url, prefix=namespace, shards=shards, retry_delays=(1, 2, 4, 5))
     connection = await aio_pika.connect(rabbit_url)
     try:
         channel = await connection.channel()

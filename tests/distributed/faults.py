@@ -18,16 +18,42 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers import free_port
+__all__ = ["PrivateRabbit", "PrivateRedis", "TcpProxy", "quiet_port", "wait_port"]
 
-__all__ = ["PrivateRabbit", "PrivateRedis", "TcpProxy", "wait_port"]
+# Ports of the services a test stops and starts again: below the kernel's ephemeral range
+# (32768-60999 on Linux). While such a service is down, an outgoing connection could otherwise
+# be given its port as a source port (the restart then cannot listen), and a connection attempt
+# to it could meet itself (a TCP self-connect) and pass for the service being up.
+_QUIET_PORTS = range(10000, 12700)
+_handed_out: set[int] = set()
+
+
+def quiet_port(*offsets: int) -> int:
+    """A free port in ``_QUIET_PORTS``, with ``port + offset`` free too for each of ``offsets``;
+    never the same twice in this process."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.choice(_QUIET_PORTS)
+        if port in _handed_out:
+            continue
+        try:
+            for candidate in (port, *(port + offset for offset in offsets)):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_port(port: int, timeout: float = 30.0, *, up: bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                if conn.getsockname() == conn.getpeername():
+                    raise ConnectionRefusedError("connected to itself, not to a service")
                 if up:
                     return
         except OSError:
@@ -44,7 +70,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int, *, port: int | None = None) -> None:
         self.target_port = target_port
-        self.port = port or free_port()
+        self.port = port or quiet_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -128,7 +154,7 @@ class PrivateRedis:
     the same port with the same data."""
 
     def __init__(self, *, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or quiet_port()
         self.dir = Path(tempfile.mkdtemp(prefix="orderbot-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -182,27 +208,18 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _port_pair() -> int:
-    """A free port whose ``+20000`` (the node's distribution port) is free as well."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 40000)
-        try:
-            for candidate in (port, port + 20000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of ports for a private RabbitMQ node")
+# The node's distribution port is its AMQP port + this; its CLI tools (rabbitmqctl) use the
+# distribution port + 10000 to + 10010: all three below the ephemeral range.
+_DIST_OFFSET = 10000
 
 
 class PrivateRabbit:
     """A RabbitMQ node of our own (its own name, ports, data and config), restartable.
     ``available()`` says whether ``rabbitmq-server`` can run here."""
 
-    def __init__(self, *, port: int | None = None) -> None:
-        self.port = port or _port_pair()
+    def __init__(self, *, port: int | None = None, logs_to: Path | None = None) -> None:
+        self.port = port or quiet_port(_DIST_OFFSET)
+        self.logs_to = logs_to  # where the node's logs are copied when it is removed
         self.node = f"orderbot-faults-{self.port}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="orderbot-rabbit-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -222,7 +239,7 @@ class PrivateRabbit:
             **os.environ,
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.port + 20000),
+            "RABBITMQ_DIST_PORT": str(self.port + _DIST_OFFSET),
             "RABBITMQ_MNESIA_BASE": str(self.dir),
             "RABBITMQ_LOG_BASE": str(self.dir),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
@@ -284,4 +301,10 @@ class PrivateRabbit:
             self.stop()
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGKILL)
+        if self.logs_to is not None:
+            # What the node said (a failed run names this directory): kept, its data is not.
+            with contextlib.suppress(OSError):
+                self.logs_to.mkdir(parents=True, exist_ok=True)
+                for log in self.dir.glob("*.log"):
+                    shutil.copy(log, self.logs_to / log.name)
         shutil.rmtree(self.dir, ignore_errors=True)
