@@ -58,8 +58,7 @@ def make_sender(
         policy=policy,
         breaker_factory=breaker_factory or (lambda name: CircuitBreaker(name, cooldown=0.05)),
         poll_interval=0.05,
-        drain_timeout=1.0,
-        **kwargs,  # type: ignore[arg-type]
+        **{"drain_timeout": 1.0, **kwargs},  # type: ignore[arg-type]
     )
 
 
@@ -372,3 +371,34 @@ async def test_a_send_cut_off_by_a_crash_is_neither_repeated_nor_lost(
     await chat2desk.aclose()
     assert fake.texts("77") == ["delivered before", "never reached"]
     assert await restarted.claim(10, set()) == []
+
+
+class HangingChannel(Channel):
+    """A send that never returns (a call stuck beyond any timeout)."""
+
+    name = "chat2desk"
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        await self.never_answers()
+
+    async def never_answers(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_send_still_stuck_at_shutdown_is_left_in_the_outbox_and_says_where_it_waits(
+    outbox: MemoryOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox.add("chat2desk", "1", "hello")
+    sender = make_sender(outbox, {"chat2desk": HangingChannel()}, drain_timeout=0.2)
+    with caplog.at_level("WARNING", logger="orderbot"):
+        async with running(sender):
+            await eventually(lambda: sender.in_hand == 1)
+    assert "1 send(s) still in flight after 0.2s" in caplog.text
+    (where,) = [r.getMessage() for r in caplog.records if "a send waits at" in r.getMessage()]
+    # The chain of awaits down to the innermost one, customer text nowhere in it.
+    assert "_attempt -> " in where and "send -> " in where and "never_answers -> " in where
+    assert "locks.py" in where and "hello" not in where  # down to Event.wait
+    assert outbox.sent == [] and len(outbox.pending) == 1

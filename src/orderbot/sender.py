@@ -136,6 +136,9 @@ class Sender(SendAttempts):
                 self._drain_timeout,
             )
             for task in pending:
+                # Where each one waits (code locations only: nothing a customer sent).
+                log.warning("  a send waits at %s", _where(task))
+            for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
@@ -228,3 +231,20 @@ class Sender(SendAttempts):
     def _release(self, handle: int) -> None:
         self._in_hand.pop(handle, None)
         self._freed.set()
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` waits: the chain of awaits from its coroutine down to the innermost one,
+    as ``file:line function`` (the last few; asyncio's own ``get_stack`` shows only the
+    outermost frame of a suspended task)."""
+    places: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            places.append(type(awaited).__name__)  # a future, a task, a low-level awaitable
+            break
+        code = frame.f_code
+        places.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " -> ".join(places[-5:]) or "(finished)"

@@ -288,7 +288,7 @@ async def _run(
         report.orders_duplicated = sum(n - 1 for n in orders.values() if n > 1)
         report.orders_missing = sum(1 for n in orders.values() if n == 0)
         await _dead_letters(report, rabbit_url, namespace)
-        if os.environ.get("ORDERBOT_FAULTS_DEBUG"):
+        if os.environ.get("ORDERBOT_FAULTS_DEBUG") or not report.perfect:
             await _debug(
                 rabbit_url, redis.url, namespace, received["received"], clients, plan.shards
             )
