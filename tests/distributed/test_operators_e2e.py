@@ -335,7 +335,13 @@ async def test_handoff_timeout_gives_the_conversation_back(tmp_path: Path) -> No
                 lambda: any("operator has finished" in t for t in chat2desk.texts(client)[before:])
             )
             assert "address" in chat2desk.texts(client)[-1]
-            assert client not in [h["client_id"] for h in await runtime.admin.handoffs()]
+            # The comeback is published before the handoff row is deleted (a crash in between
+            # leaves the conversation with the operator): the row may outlive the message by
+            # a moment, as it did once in CI.
+            deadline = time.monotonic() + 10
+            while client in [h["client_id"] for h in await runtime.admin.handoffs()]:
+                assert time.monotonic() < deadline, "the handoff was not closed"
+                await asyncio.sleep(0.05)
             await say(2, "Chui avenue 120, apt 5", "phone")
         finally:
             await forget_clients(runtime.engine, namespace + "-")
