@@ -232,7 +232,8 @@ async def _run(
         "DATABASE_POOL_MAX": "5",
         "SEND_RETRY_SLOW_DELAY": str(plan.slow_retry),
         "CIRCUIT_COOLDOWN": str(plan.circuit_cooldown),
-        "LOG_LEVEL": "WARNING",
+        # INFO: shards taken and given back, copies dropped as sent: what a failed run needs.
+        "LOG_LEVEL": "INFO",
     }
     url = f"http://127.0.0.1:{port}"
     server = Process(["serve"], env, workdir / "serve.log")
