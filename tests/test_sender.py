@@ -402,3 +402,17 @@ async def test_a_send_still_stuck_at_shutdown_is_left_in_the_outbox_and_says_whe
     assert "_attempt -> " in where and "send -> " in where and "never_answers -> " in where
     assert "locks.py" in where and "hello" not in where  # down to Event.wait
     assert outbox.sent == [] and len(outbox.pending) == 1
+
+
+async def test_a_reply_in_progress_too_long_is_logged_once_with_where_it_waits(
+    outbox: MemoryOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox.add("chat2desk", "1", "hello")
+    sender = make_sender(outbox, {"chat2desk": HangingChannel()}, stuck_after=0.2)
+    with caplog.at_level("WARNING", logger="orderbot"):
+        async with running(sender):
+            await eventually(lambda: "has been in progress" in caplog.text)
+            await asyncio.sleep(0.3)  # more claim rounds: still one line for this attempt
+    stuck = [r.getMessage() for r in caplog.records if "has been in progress" in r.getMessage()]
+    assert len(stuck) == 1
+    assert "never_answers -> " in stuck[0] and "hello" not in stuck[0]

@@ -50,6 +50,8 @@ class _Lane:
     task: asyncio.Task[None] | None = None
     waiting_until: float = 0.0
     busy: bool = False
+    busy_since: float = 0.0  # monotonic time its head's attempt started
+    reported: bool = False  # that attempt was logged as stuck
 
 
 class Sender(SendAttempts):
@@ -57,7 +59,8 @@ class Sender(SendAttempts):
 
     ``clock`` is wall time, the clock of ``OutboxItem.not_before``. ``max_active_lanes`` bounds
     how many clients with sendable replies are held at once (default ``2 * concurrency``);
-    ``max_in_hand`` bounds the claimed items kept in memory, waiting ones included.
+    ``max_in_hand`` bounds the claimed items kept in memory, waiting ones included. A reply in
+    progress for longer than ``stuck_after`` seconds is logged once with where it waits.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Sender(SendAttempts):
         poll_interval: float = 1.0,
         max_active_lanes: int | None = None,
         max_in_hand: int = 50_000,
+        stuck_after: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -88,6 +92,7 @@ class Sender(SendAttempts):
         self._poll_interval = poll_interval
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
+        self._stuck_after = stuck_after
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lanes: dict[str, _Lane] = {}
         self._in_hand: dict[int, str] = {}
@@ -145,6 +150,7 @@ class Sender(SendAttempts):
     # claiming
 
     async def _claim_round(self, stop_waiter: asyncio.Future[Any]) -> None:
+        self._report_stuck()
         self._freed.clear()
         if self._active_lanes() >= self._max_active_lanes or not self._room():
             await self._wait_first(stop_waiter, self._freed.wait())
@@ -161,6 +167,26 @@ class Sender(SendAttempts):
             # Nothing more is pending now: sleep until the outbox signals new work. The timeout
             # covers outboxes fed by another process, whose notifications may not reach us.
             await self._wait_first(stop_waiter, self._outbox.wait(self._poll_interval))
+
+    def _report_stuck(self) -> None:
+        """Log, once per attempt, a reply in progress for longer than any send or outbox call
+        should take, with where it waits: it holds up its client's later replies, and nothing
+        else would say so (the loop itself is healthy)."""
+        now = time.monotonic()
+        for lane in self._lanes.values():
+            if (
+                lane.busy
+                and not lane.reported
+                and lane.task is not None
+                and now - lane.busy_since > self._stuck_after
+            ):
+                lane.reported = True
+                log.warning(
+                    "reply %s has been in progress for %.0fs; it waits at %s",
+                    lane.items[0].handle if lane.items else "?",
+                    now - lane.busy_since,
+                    _where(lane.task),
+                )
 
     def _room(self) -> int:
         return self._max_in_hand - len(self._in_hand)
@@ -210,6 +236,8 @@ class Sender(SendAttempts):
                         lane.waiting_until = 0.0
                     continue
                 lane.busy = True
+                lane.busy_since = time.monotonic()
+                lane.reported = False
                 try:
                     updated = await self._process(item)
                 finally:
