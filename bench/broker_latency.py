@@ -19,13 +19,9 @@ import time
 import uuid
 
 from _common import cpu_probe, median
+from e2e import pct
 
 from tests.distributed.conftest import RABBIT_URL
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def measure(messages: int, interval: float) -> None:
@@ -81,6 +77,8 @@ async def measure(messages: int, interval: float) -> None:
                 await declared.purge()
             else:
                 await queue.cancel(tag)
+            confirms.sort()
+            deliveries.sort()
             hop = (
                 f"; publish -> delivery p50 {median(deliveries):.2f} ms, p90 "
                 f"{pct(deliveries, 0.9):.2f} ms"

@@ -93,6 +93,7 @@ class Sender(SendAttempts):
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
         self._stuck_after = stuck_after
+        self._stuck_checked = 0.0  # monotonic time of the last look for stuck replies
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lanes: dict[str, _Lane] = {}
         self._in_hand: dict[int, str] = {}
@@ -171,8 +172,12 @@ class Sender(SendAttempts):
     def _report_stuck(self) -> None:
         """Log, once per attempt, a reply in progress for longer than any send or outbox call
         should take, with where it waits: it holds up its client's later replies, and nothing
-        else would say so (the loop itself is healthy)."""
+        else would say so (the loop itself is healthy). Looks at most once a second: claim
+        rounds come often under load, and lanes can be many."""
         now = time.monotonic()
+        if now - self._stuck_checked < 1.0:
+            return
+        self._stuck_checked = now
         for lane in self._lanes.values():
             if (
                 lane.busy
