@@ -38,6 +38,12 @@ def main() -> None:
     parser.add_argument("--slow-retry", type=int, default=5, help="SEND_RETRY_SLOW_DELAY")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--shards", type=int, default=8, help="QUEUE_SHARDS")
+    parser.add_argument(
+        "--talk-for",
+        type=float,
+        default=0.0,
+        help="spread the conversations' starts over at least this many seconds",
+    )
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     plan = FaultPlan(
@@ -50,6 +56,7 @@ def main() -> None:
         slow_retry=args.slow_retry,
         drain_timeout=args.drain_timeout,
         shards=args.shards,
+        talk_for=args.talk_for,
         log=lambda line: print(f"  {time.strftime('%H:%M:%S')} {line}", flush=True),
     )
     print(f"fault run, {started}, load average {os.getloadavg()[0]:.2f}")

@@ -52,6 +52,9 @@ SHARDS = 8
 class FaultPlan:
     conversations: int = 1000
     in_flight: int = 60  # conversations talking at once
+    # Start the conversations spread over at least this many seconds, so that webhooks keep
+    # arriving through the outages (0: as fast as ``in_flight`` allows).
+    talk_for: float = 0.0
     kill_every: float = 4.0  # SIGKILL a worker (the two in turn) this often, then restart it
     rabbit_restart_at: float | None = 10.0  # seconds into the run (None: no restart)
     redis_restart_at: float | None = 20.0
@@ -330,13 +333,14 @@ async def _talk(
             await asyncio.sleep(delay)  # Chat2Desk redelivers
             delay = min(delay * 2, 3.0)
 
-    async def conversation(client: str) -> None:
+    async def conversation(n: int, client: str) -> None:
+        await asyncio.sleep(n * plan.talk_for / len(clients))
         async with gate:
             for i in range(len(CONVERSATION)):
                 await post(client, i)
                 await asyncio.sleep(random.random() * 0.2)
 
-    await asyncio.gather(*(conversation(c) for c in clients))
+    await asyncio.gather(*(conversation(n, c) for n, c in enumerate(clients)))
 
 
 async def _inject(
@@ -351,12 +355,15 @@ async def _inject(
     talking: asyncio.Future[None],
 ) -> None:
     started = time.monotonic()
+    restarted = asyncio.Event()
 
     async def kill_workers() -> None:
+        # Until the webhooks are all in and the restarts are over: a run whose talking ends
+        # early (a fast machine) still has its workers killed through both outages.
         turn = 0
-        while not talking.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(talking), plan.kill_every)
+        while not (talking.done() and restarted.is_set()):
+            await asyncio.sleep(plan.kill_every)
+            if talking.done() and restarted.is_set():
                 return
             i = turn % len(workers)
             turn += 1
@@ -380,8 +387,11 @@ async def _inject(
 
     # Restarts one after the other (their times are apart), kills beside them.
     async def restarts() -> None:
-        await restart(plan.rabbit_restart_at, "RabbitMQ", rabbit_stop, rabbit_start)
-        await restart(plan.redis_restart_at, "Redis", redis.stop, redis.start)
+        try:
+            await restart(plan.rabbit_restart_at, "RabbitMQ", rabbit_stop, rabbit_start)
+            await restart(plan.redis_restart_at, "Redis", redis.stop, redis.start)
+        finally:
+            restarted.set()
 
     await asyncio.gather(kill_workers(), restarts())
 

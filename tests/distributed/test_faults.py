@@ -1,5 +1,6 @@
-"""The fault run in its short form (``bench/faults.py`` is the full one): 100 conversations while
-workers are SIGKILLed, RabbitMQ and Redis restart once each, and Chat2Desk fails 27% of sends."""
+"""The fault run in its short form (``bench/faults.py`` is the full one): 100 conversations, spread
+over 13 s so that webhooks keep arriving through the outages, while workers are SIGKILLed,
+RabbitMQ and Redis restart once each, and Chat2Desk fails 27% of sends."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def test_every_conversation_one_order_every_reply_once_in_order_under_faul
     plan = FaultPlan(
         conversations=100,
         in_flight=40,
+        talk_for=13.0,  # webhooks keep coming through both outages
         kill_every=3.0,
         rabbit_restart_at=4.0,
         redis_restart_at=10.0,
