@@ -387,9 +387,25 @@ class RabbitBroker:
         )
 
 
+# How long an ack may take before it is given up like a failed one. An ack is one frame put on
+# the connection's write queue (aiormq keeps 10). When the connection dies, the acks issued
+# before its channels are marked closed fill that queue and every later one waits on it forever:
+# nothing reads a dead connection's queue again (tests/distributed/test_acks.py shows it). Such
+# a wait held up a reply lane, and with it its client's later replies, until a restart.
+ACK_TIMEOUT = 5.0
+
+
 async def _ack(message: AbstractIncomingMessage) -> None:
-    """Ack, ignoring a channel that is gone: the message comes back and is recognised."""
+    """Ack, ignoring a channel that is gone or an ack that cannot be written within
+    ``ACK_TIMEOUT``: the message comes back and is recognised (processed, or sent)."""
     try:
-        await message.ack()
+        async with asyncio.timeout(ACK_TIMEOUT):
+            await message.ack()
+    except TimeoutError:
+        log.warning(
+            "ack not written within %.0fs (connection lost?); the message will be redelivered "
+            "and dropped",
+            ACK_TIMEOUT,
+        )
     except Exception as exc:
         log.debug("ack failed (%s); the message will be redelivered and dropped", exc)
