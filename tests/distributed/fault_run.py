@@ -361,7 +361,7 @@ async def _inject(
         # Until the webhooks are all in and the restarts are over: a run whose talking ends
         # early (a fast machine) still has its workers killed through both outages.
         turn = 0
-        while not (talking.done() and restarted.is_set()):
+        while True:
             await asyncio.sleep(plan.kill_every)
             if talking.done() and restarted.is_set():
                 return
