@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 
@@ -314,6 +315,42 @@ async def test_an_adapter_bug_is_dead_lettered_and_the_loop_survives(
     assert "RuntimeError" in outbox.dead[0].last_error
     assert "secret address" not in outbox.dead[0].last_error
     assert "secret address" not in caplog.text
+
+
+class BrokenCheckChannel(Channel):
+    """Sends fine, but its check of an earlier, cut-off send raises (a bug in the adapter)."""
+
+    name = "chat2desk"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        self.sent.append(message.text)
+
+    async def was_delivered(self, message: OutboundMessage, since: float) -> bool | None:
+        raise KeyError("bug in the delivery check")
+
+
+async def test_a_reply_in_doubt_whose_delivery_check_breaks_is_sent_again(
+    outbox: MemoryOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check cannot tell, so the reply is sent (at least once): not lost in a failed lane,
+    not dead-lettered for the adapter's fault."""
+    handle = outbox.add("chat2desk", "1", "in doubt")
+    outbox.pending[handle] = replace(outbox.pending[handle], in_doubt_since=time.time())
+    outbox.add("chat2desk", "1", "after it")
+    channel = BrokenCheckChannel()
+    sender = make_sender(outbox, {"chat2desk": channel})
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 2)
+    assert channel.sent == ["in doubt", "after it"]
+    assert outbox.dead == []
+    assert "the delivery check failed (KeyError); sending it again" in caplog.text
+    assert "lane failed" not in caplog.text
 
 
 async def test_logs_never_contain_the_text(

@@ -255,11 +255,12 @@ class Sender(SendAttempts):
         except Exception as exc:  # _process catches per item; this is the last line of defence
             log.error("lane failed: %s; its replies will be claimed again", _describe(exc))
         finally:
-            # Anything left is still pending in the outbox; forget it so it can be claimed again.
+            # Anything left is still pending in the outbox: give it back to be claimed again.
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
             for item in lane.items:
                 self._release(item.handle)
+                self._outbox.give_back(item.handle)
 
     def _release(self, handle: int) -> None:
         self._in_hand.pop(handle, None)

@@ -161,6 +161,15 @@ class SendAttempts:
                 except ChannelError as exc:
                     breaker.record(exc)
                     return exc
+                except Exception as exc:
+                    # A bug in the adapter's check: it cannot tell, so the reply is sent again
+                    # (at least once), as for a channel that keeps no record.
+                    log.warning(
+                        "reply %s: the delivery check failed (%s); sending it again",
+                        item.handle,
+                        type(exc).__name__,
+                    )
+                    delivered = None
                 if delivered:
                     breaker.record(None)
                     log.info("reply %s was already delivered; not sending it again", item.handle)

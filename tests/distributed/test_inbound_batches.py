@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from orderbot.errors import BackendUnavailable
 from orderbot.messages import InboundMessage
 from orderbot.queues.broker import shard_of
 from orderbot.queues.rabbitmq import BATCH_CONTENT_TYPE
 from tests.distributed.conftest import (
     DistributedBackend,
+    eventually,
     migrate_postgres,
     remove_namespace,
     require_services,
@@ -114,6 +116,42 @@ async def test_an_unreadable_batch_is_dead_lettered(bot: DistributedBackend) -> 
     (letter,) = await bot.dead_letters.list()
     assert letter.kind == "inbound" and letter.key == "batch:bad"
     assert letter.last_error == "unreadable message body"
+
+
+async def test_an_unreadable_message_met_while_the_broker_is_down_is_kept_for_later(
+    bot: DistributedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dead-lettering it fails: the messages taken before it still reach the worker, and it
+    # stays in the buffer to be dead-lettered by a later fetch (not lost in memory, unacked).
+    broker = bot.runtime.broker
+    (client,) = clients_of_one_shard(bot, 1)
+    good = webhook(bot, client, 1)
+    shard = shard_of(f"{good.channel}:{good.client_id}", bot.settings.queue_shards)
+    await bot.inbound.put(good)
+    await broker.publish(
+        b'[{"channel": "chat2desk"}]',
+        broker.inbound_queue(shard),
+        message_id="batch:bad",
+        content_type=BATCH_CONTENT_TYPE,
+    )
+    publish_dead_letter = broker.publish_dead_letter
+    failures: list[str] = []
+
+    async def down_once(**fields: object) -> None:
+        if not failures:
+            failures.append(str(fields["key"]))
+            raise BackendUnavailable("RabbitMQ unavailable")
+        await publish_dead_letter(**fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(broker, "publish_dead_letter", down_once)
+    await bot.inbound._start()
+    await eventually(lambda: len(bot.inbound._buffer) == 2)
+    got = await bot.inbound.fetch(10)
+    assert [d.message.message_id for d in got] == [good.message_id]
+    assert failures == ["batch:bad"]
+    assert await bot.inbound.fetch(10) == []
+    (letter,) = await bot.dead_letters.list()
+    assert letter.key == "batch:bad" and letter.last_error == "unreadable message body"
 
 
 async def test_a_processed_copy_that_keeps_coming_back_is_not_dead_lettered(

@@ -127,6 +127,11 @@ class Outbox(ABC):
         comes back ``in_doubt_since`` that time, so the sender can ask the channel whether it
         was delivered instead of sending it twice. Default: nothing recorded."""
 
+    def give_back(self, handle: int) -> None:  # noqa: B027 - optional hook
+        """The sender drops ``handle`` without an outcome (it stops, or its lane failed): the
+        item is still pending and must be handed out again. Default: nothing to do (SQLite
+        hands out again whatever is not in ``exclude``)."""
+
     @abstractmethod
     async def mark_sent(self, handle: int) -> None: ...
 

@@ -240,11 +240,19 @@ class RabbitOutbox(_ShardConsumer, OutboxMarks, Outbox):
                         pipe.exists(self._keys.sent(p.item.message.key))
                         pipe.get(self._keys.sending(p.item.message.key))
                     found = await pipe.execute()
-            except RedisError as exc:
+            except Exception as exc:
                 for client in reversed(clients):
-                    self._queued.add(client)
-                    self._ready.appendleft(client)
-                raise _unavailable("Redis unavailable for the outbox", exc) from None
+                    if client not in self._queued:
+                        self._queued.add(client)
+                        self._ready.appendleft(client)
+                if handed:
+                    # What an earlier round handed out is marked busy: it must reach the
+                    # sender, or those clients would wait forever.
+                    log.warning("outbox claim cut short: %s", exc)
+                    return handed
+                if isinstance(exc, RedisError):
+                    raise _unavailable("Redis unavailable for the outbox", exc) from None
+                raise
             for n, (p, hold_raw, sent, sending) in enumerate(
                 zip(heads, found[::3], found[1::3], found[2::3], strict=True)
             ):
@@ -327,6 +335,18 @@ class RabbitOutbox(_ShardConsumer, OutboxMarks, Outbox):
         line = self._lines.get(p.client)
         if line and line[0] is p:
             line.popleft()
+
+    def give_back(self, handle: int) -> None:
+        """The sender dropped ``handle`` without an outcome: it stays first in its client's
+        line and is handed out again (in doubt, if its send had started)."""
+        p = self._out.pop(handle, None)
+        if p is None:
+            return
+        self._settled.set()
+        if self._busy.get(p.client) is p:
+            del self._busy[p.client]
+        self._schedule(p.client)
+        self._wakeup.set()
 
     async def mark_sent(self, handle: int) -> None:
         p = self._parcel(handle)

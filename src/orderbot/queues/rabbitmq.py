@@ -217,15 +217,22 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
                 parts = _parts(raw)
             except Exception:
                 log.exception("unreadable inbound message; dead-lettering it")
-                await self._broker.publish_dead_letter(
-                    kind="inbound",
-                    key=raw.message_id or "?",
-                    channel="?",
-                    client_id="?",
-                    payload=raw.body,
-                    attempts=1,
-                    error="unreadable message body",
-                )
+                try:
+                    await self._broker.publish_dead_letter(
+                        kind="inbound",
+                        key=raw.message_id or "?",
+                        channel="?",
+                        client_id="?",
+                        payload=raw.body,
+                        attempts=1,
+                        error="unreadable message body",
+                    )
+                except Exception:
+                    # Kept for the next fetch; what was taken already is handed out.
+                    self._buffer.appendleft((shard, raw))
+                    if not taken:
+                        raise
+                    break
                 await _ack(raw)
                 continue
             taken.append((shard, raw, parts))
