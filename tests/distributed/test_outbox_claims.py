@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
 from orderbot.queues.broker import shard_of
+from orderbot.queues.leases import ShardLeases
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
 from orderbot.sender import Sender
@@ -164,5 +165,48 @@ async def test_a_reply_dropped_by_a_failed_lane_is_handed_out_again() -> None:
         stop.set()
         if running is not None:
             await running
+        await runtime.aclose()
+        await remove_namespace(namespace, shards=1)
+
+
+@pytest.mark.parametrize("leased", [False, True], ids=["all-shards", "leased"])
+async def test_a_channel_the_broker_closes_is_consumed_again(leased: bool) -> None:
+    """RabbitMQ closes a channel on its own (a consumer timeout, a channel error) while the
+    connection stays up. Nothing reopened it: the shard had no consumer until a restart."""
+    require_services()
+    await migrate_postgres()
+    namespace = "t" + uuid.uuid4().hex[:10]
+    settings = distributed_settings(namespace, queue_shards=1)
+    runtime = DistributedRuntime(settings, channels={}, flow=None)
+    await runtime.open()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        outbox = runtime.outbox
+        if leased:
+            outbox.leased = True
+            leases = ShardLeases(
+                runtime.redis, outbox, prefix=namespace, role="outbox", shards=1, interval=0.2
+            )
+            tasks.append(asyncio.create_task(leases.run(stop)))
+        client = f"{namespace}-a"
+        await outbox.put([_reply(client, 0)])
+        channel = RecordingChannel()
+        tasks.append(asyncio.create_task(_sender(runtime, channel).run(stop)))
+        await eventually(lambda: len(channel.sent) == 1, timeout=10)
+        consumer = outbox._shards._channels[0]
+        underlay = await consumer.get_underlay_channel()
+        # An ack of a delivery tag the channel never had: RabbitMQ closes the channel (406).
+        await underlay.basic_ack(delivery_tag=10**6)
+        await eventually(lambda: consumer.is_closed, timeout=10)
+        await outbox.put([_reply(client, 1)])
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: len(channel.sent) == 2, timeout=10)
+        assert channel.keys(client) == [f"{client}:0", f"{client}:1"]
+        assert outbox.consuming == [0]
+    finally:
+        stop.set()
+        for task in tasks:
+            await task
         await runtime.aclose()
         await remove_namespace(namespace, shards=1)

@@ -42,6 +42,14 @@ class _ShardChannels:
     def open_shards(self) -> list[int]:
         return sorted(self._channels)
 
+    def dropped(self) -> list[int]:
+        """Shards whose channel the broker closed while the connection stayed up (a consumer
+        timeout, a channel error): nothing else would open them again. After a lost
+        connection, the reconnect opens every channel afresh instead."""
+        if not self._broker.connected:
+            return []
+        return sorted(shard for shard, ch in self._channels.items() if ch.is_closed)
+
     def _lock(self, shard: int) -> asyncio.Lock:
         return self._locks.setdefault(shard, asyncio.Lock())
 
@@ -52,8 +60,16 @@ class _ShardChannels:
             await self._start(shard)
 
     async def _start(self, shard: int) -> None:
-        if shard in self._channels:
-            return
+        current = self._channels.get(shard)
+        if current is not None:
+            if shard not in self.dropped():
+                return
+            log.warning(
+                "the broker closed the channel of %s; consuming it again", self._queue_name(shard)
+            )
+            del self._channels[shard]
+            with contextlib.suppress(Exception):
+                await current.close()
         channel = await self._broker.consumer_channel(self._prefetch)
         try:
             queue = await channel.get_queue(self._queue_name(shard), ensure=False)
@@ -114,7 +130,9 @@ class _ShardConsumer:
     leased: bool
 
     async def _start(self) -> None:
-        if self.leased or (self._all_started and not self._shards.lost):
+        if self.leased or (
+            self._all_started and not self._shards.lost and not self._shards.dropped()
+        ):
             return
         async with self._starting:
             try:
@@ -127,8 +145,9 @@ class _ShardConsumer:
 
     @property
     def consuming(self) -> list[int]:
-        """The shards this process consumes now."""
-        return self._shards.open_shards
+        """The shards this process consumes now (a channel the broker closed is not)."""
+        dropped = self._shards.dropped()
+        return [shard for shard in self._shards.open_shards if shard not in dropped]
 
     async def take_shard(self, shard: int) -> None:
         """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
