@@ -197,3 +197,32 @@ async def test_a_dead_lettered_batch_is_replayed_as_its_webhooks(bot: Distribute
     got = await bot.fetch_n(3)
     assert [d.message for d in got] == batch
     assert await bot.dead_letters.list() == []
+
+
+async def test_a_replay_whose_acks_hang_still_returns(
+    bot: DistributedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `orderbot dlq replay` on a connection that dies under it: the acks are bounded (the
+    # letters come back to the queue and are replayed again next time, as copies).
+    from aio_pika.message import IncomingMessage
+
+    from orderbot.queues import broker as broker_module
+
+    for n in range(2):
+        await bot.runtime.broker.publish_dead_letter(
+            kind="inbound",
+            key=f"m{n}",
+            channel="chat2desk",
+            client_id="c",
+            payload=webhook(bot, "c", n).to_json(),
+            attempts=1,
+            error="crashed",
+        )
+
+    async def hangs(self: IncomingMessage, multiple: bool = False) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(broker_module, "ACK_TIMEOUT", 0.2)
+    monkeypatch.setattr(IncomingMessage, "ack", hangs)
+    assert await asyncio.wait_for(bot.dead_letters.replay(None), 10) == 2
+    assert len(await bot.fetch_n(2)) == 2

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
-from orderbot.queues.broker import RabbitBroker, RedisKeys, shard_of
+from orderbot.queues.broker import RabbitBroker, RedisKeys, _ack, shard_of
 from orderbot.queues.rabbit_outbox import _int
 from orderbot.queues.rabbit_outbox_marks import _reply_headers
 
@@ -89,7 +89,9 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                     # Nothing to put back: it stays (unacked, so back in the queue) for a look.
                     log.warning("dead letter %s is unreadable; kept in the queue", letter.id)
                     continue
-                await raw.ack()
+                # Bounded: a letter whose ack is lost stays and is replayed again next time
+                # (its copies are recognised: processed ids, sent marks).
+                await _ack(raw)
                 count += 1
         finally:
             with contextlib.suppress(Exception):
