@@ -35,7 +35,7 @@ from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
 from orderbot.messages import InboundMessage, OutboundMessage
-from orderbot.notify import transcript
+from orderbot.notify import question_alert, transcript
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 from orderbot.tracking import (
@@ -168,6 +168,25 @@ class FrontDesk:
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
         return await self._hand_off(delivery, state, raw, request, language, now)
+
+    def question_alerts(
+        self, message: InboundMessage, step: str, now: float
+    ) -> tuple[OutboundMessage, ...]:
+        """The operators' copy of a question the flow could not answer (the dialog goes on):
+        the Telegram admins get it; on Chat2Desk the operators see it in their inbox anyway."""
+        if message.channel == "chat2desk" or not self._admin_chats:
+            return ()
+        text = question_alert(message, step)
+        return tuple(
+            OutboundMessage(
+                key=f"{message.dedupe_key}:question:{chat}",
+                channel="telegram",
+                client_id=chat,
+                text=text,
+                created_at=now,
+            )
+            for chat in self._admin_chats
+        )
 
     def _language(self, state: DialogState | None, message: InboundMessage) -> str:
         if state is not None:

@@ -29,7 +29,13 @@ from orderbot.state.base import NewOrderAlerts, OrderRecord
 if TYPE_CHECKING:  # imported at the first alert sent: most processes never send one
     import httpx
 
-__all__ = ["ORDER_WEBHOOK", "OperatorAlerts", "OrderWebhookChannel", "transcript"]
+__all__ = [
+    "ORDER_WEBHOOK",
+    "OperatorAlerts",
+    "OrderWebhookChannel",
+    "question_alert",
+    "transcript",
+]
 
 ORDER_WEBHOOK = "order_webhook"
 _TRANSCRIPT_CHARS = 3500  # one Telegram message (4,096) with room for the header
@@ -136,6 +142,15 @@ class OperatorAlerts(NewOrderAlerts):
                 )
             )
         return tuple(found)
+
+
+def question_alert(message: InboundMessage, step: str) -> str:
+    """What admins get when a customer asks something the flow has no answer to; the dialog
+    goes on meanwhile, so the operator answers in the chat (or takes it over)."""
+    return (
+        f"❓ {message.channel}:{message.client_id} asks (at {step}), and the bot has no answer:\n"
+        f"👤 {message.text.strip()}"
+    )
 
 
 def transcript(message: InboundMessage, rows: Sequence[tuple[str, str]], *, hand_back: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from orderbot.desk.base import HandoffWindow
 from orderbot.dialog import (
+    AskOperator,
     CreateOrder,
     DialogEnded,
     DialogOptions,
@@ -189,8 +190,16 @@ class Worker:
                 options=self._options,
                 attachments=attachments,
                 buttons=message.channel in _BUTTON_CHANNELS,
+                language_hint=message.language or None,
             )
-            commit = _commit_for(delivery, result.state, result.replies, result.effects)
+            alerts: tuple[OutboundMessage, ...] = ()
+            if self._front_desk is not None:
+                for effect in result.effects:
+                    if isinstance(effect, AskOperator):
+                        alerts += self._front_desk.question_alerts(
+                            message, effect.step, time.time()
+                        )
+            commit = _commit_for(delivery, result.state, result.replies, result.effects, alerts)
         except Exception as exc:  # a step failure still answers the customer
             log.exception("dialog step failed for message %s", message.message_id)
             language = state.language if state is not None else self._options.default_language
@@ -351,7 +360,8 @@ def _commit_for(
     delivery: InboundDelivery,
     state: DialogState | None,
     replies: tuple[Reply, ...],
-    effects: tuple[CreateOrder | DialogEnded, ...],
+    effects: tuple[CreateOrder | DialogEnded | AskOperator, ...],
+    alerts: tuple[OutboundMessage, ...] = (),
 ) -> StepCommit:
     message = delivery.message
     order: OrderRecord | None = None
@@ -372,7 +382,7 @@ def _commit_for(
                 route={k: v for k, v in message.route.items() if k != "callback_query_id"},
                 **order_parts(effect.data),
             )
-        else:
+        elif isinstance(effect, DialogEnded):
             outcomes.append(
                 OutcomeRecord(
                     outcome=effect.outcome,
@@ -386,7 +396,7 @@ def _commit_for(
         delivery=delivery,
         state=state.to_json() if state is not None else None,
         state_name=state.step if state is not None else "-",
-        replies=_outbound(message, replies),
+        replies=_outbound(message, replies) + alerts,
         order=order,
         outcomes=tuple(outcomes),
     )

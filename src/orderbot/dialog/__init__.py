@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orderbot.dialog.engine import (
+    AskOperator,
     CreateOrder,
     DialogEnded,
     DialogOptions,
@@ -23,6 +24,7 @@ from orderbot.dialog.validators import VALIDATORS, Invalid, Valid, ValidationRes
 
 __all__ = [
     "VALIDATORS",
+    "AskOperator",
     "Catalog",
     "CatalogEntry",
     "CreateOrder",

@@ -41,6 +41,13 @@ Schema (see ``flows/water.yaml`` for a full example)::
                                    # length); without it one unit. Orders then get line items
                                    # and a total; texts may use {catalog}, {order_lines}, {total}
       page_size: 5                 # optional: items a /services page shows (default 5)
+    faq:                           # optional: questions the bot answers itself
+      - keywords: {ru: [цен, стоит], en: [price, cost]}   # word beginnings, by language
+        answer: {ru: ..., en: ...}
+    business_hours:                # optional: outside them the confirmation says when
+      timezone: Asia/Bishkek       # delivery can happen (orders are still taken)
+      week: {mon: "09:00-20:00", ..., sun: closed}        # a day left out is closed
+      holidays: ["2027-01-01"]
     steps:
       NAME:                        # a question step
         prompt: {ru: ..., en: ...}
@@ -59,6 +66,11 @@ Schema (see ``flows/water.yaml`` for a full example)::
                                    # changed in place and the dialog comes back to SUMMARY
         messages: {name: {ru: ..., en: ...}}   # texts the validator's step needs besides errors
                                    # (model_files: received, removed)
+        labels: {ru: [адрес], en: [address]}   # optional words naming the field in a message
+                                   # ("Адрес: ...", "change the address to ..."); the first is
+                                   # how replies name it
+        units: {ru: [бутыли, ...], en: [bottles]}  # optional, quantity/integer steps: a number
+                                   # next to one of these anywhere in a message answers the step
       NAME:                        # an end step
         end: completed | cancelled # completed stores the order
         text: {ru: ..., en: ...}   # completed: must hold {order_id}, and no other placeholder
@@ -89,9 +101,11 @@ from orderbot.dialog.flow_model import (
     placeholders,
 )
 from orderbot.dialog.flow_parts import (
+    _business_hours,
     _catalog,
     _check_branches,
     _check_placeholders,
+    _faq,
     _mapping,
     _placeholders_known,
     _Problem,
@@ -136,6 +150,8 @@ _TOP_KEYS = {
     "steps",
     "status_texts",
     "status_names",
+    "faq",
+    "business_hours",
 }
 
 
@@ -284,4 +300,10 @@ def _build(raw: object, base_dir: Path) -> Flow:
         catalog=catalog,
         status_texts=status_texts,
         status_names=status_names,
+        faq=_faq(top.get("faq", []), languages),
+        hours=(
+            _business_hours(top["business_hours"])
+            if top.get("business_hours") is not None
+            else None
+        ),
     )

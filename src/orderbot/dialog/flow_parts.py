@@ -9,7 +9,9 @@ the key, and ``load_flow`` puts the file name in front of it.
 
 from __future__ import annotations
 
+import datetime
 import re
+import zoneinfo
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -21,8 +23,10 @@ from orderbot.dialog.flow_model import (
     _DEFAULT_PAGE_SIZE,
     ORDER_ID,
     ORDER_STATUSES,
+    BusinessHours,
     Catalog,
     CatalogEntry,
+    FaqEntry,
     Step,
     Texts,
     placeholders,
@@ -43,6 +47,8 @@ _STEP_KEYS = {
     "help",
     "returns_to",
     "messages",
+    "labels",
+    "units",
 }
 # Texts a validator's step needs besides its errors, by validator.
 _STEP_MESSAGES = {"model_files": frozenset({"received", "removed"})}
@@ -281,6 +287,12 @@ def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog 
     skip = _word_lists(data.get("skip", {}), languages, f"{where}.skip")
     if skip and field_name is None:
         raise _Problem(f"{where}.skip: a skippable step needs a 'field'")
+    labels = _word_lists(data.get("labels", {}), languages, f"{where}.labels")
+    if labels and field_name is None:
+        raise _Problem(f"{where}.labels: only a step with a 'field' has a label")
+    units = _word_lists(data.get("units", {}), languages, f"{where}.units")
+    if units and validator_name not in ("quantity", "integer"):
+        raise _Problem(f"{where}.units: only a quantity or integer step counts units")
     return Step(
         name=name,
         prompt=_texts(data["prompt"], languages, f"{where}.prompt"),
@@ -294,6 +306,8 @@ def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog 
         help=_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
         returns_to=returns_to,
         messages=messages,
+        labels=labels,
+        units=units,
     )
 
 
@@ -363,3 +377,72 @@ def _check_placeholders(
     for key, by_language in groups:
         for language, text in by_language.items():
             _placeholders_known(text, known, f"{where}.{key}.{language}")
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def _faq(value: object, languages: tuple[str, ...]) -> tuple[FaqEntry, ...]:
+    """``faq``: a list of ``{keywords: {language: [word, ...]}, answer: {language: text}}``."""
+    if not isinstance(value, list):
+        raise _Problem("faq: must be a list of {keywords, answer}")
+    entries: list[FaqEntry] = []
+    for index, raw in enumerate(value):
+        where = f"faq[{index}]"
+        entry = _mapping(raw, where)
+        _unknown_keys(entry, {"keywords", "answer"}, where)
+        for key in ("keywords", "answer"):
+            if key not in entry:
+                raise _Problem(f"{where}: missing key {key!r}")
+        keywords = _word_lists(entry["keywords"], languages, f"{where}.keywords")
+        if not keywords:
+            raise _Problem(f"{where}.keywords: needs words in at least one language")
+        entries.append(FaqEntry(keywords, _texts(entry["answer"], languages, f"{where}.answer")))
+    return tuple(entries)
+
+
+def _business_hours(value: object) -> BusinessHours:
+    """``business_hours``: ``timezone`` (IANA), ``week`` ({mon: "09:00-20:00", ..., sun:
+    closed}; a day left out is closed) and optional ``holidays`` (ISO dates)."""
+    data = _mapping(value, "business_hours")
+    _unknown_keys(data, {"timezone", "week", "holidays"}, "business_hours")
+    for key in ("timezone", "week"):
+        if key not in data:
+            raise _Problem(f"business_hours: missing key {key!r}")
+    timezone = _string(data["timezone"], "business_hours.timezone")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _Problem(
+            f"business_hours.timezone: unknown time zone {timezone!r} (e.g. Asia/Bishkek)"
+        ) from None
+    week_raw = _mapping(data["week"], "business_hours.week")
+    _unknown_keys(week_raw, set(_WEEKDAYS), "business_hours.week")
+    week: list[tuple[int, int] | None] = []
+    for day in _WEEKDAYS:
+        hours = week_raw.get(day, "closed")
+        where = f"business_hours.week.{day}"
+        if hours is False or hours == "closed":  # YAML reads a bare "off" as False
+            week.append(None)
+            continue
+        match = _HOURS.fullmatch(str(hours).strip())
+        if match is None:
+            raise _Problem(f'{where}: must be like "09:00-20:00" or closed, got {hours!r}')
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        opens, closes = h1 * 60 + m1, h2 * 60 + m2
+        if not (h1 < 24 and h2 <= 24 and m1 < 60 and m2 < 60 and opens < closes <= 24 * 60):
+            raise _Problem(f"{where}: {hours!r} must open before it closes, within one day")
+        week.append((opens, closes))
+    holidays_raw = data.get("holidays", [])
+    if not isinstance(holidays_raw, list):
+        raise _Problem("business_hours.holidays: must be a list of dates like 2027-01-01")
+    holidays: set[str] = set()
+    for day in holidays_raw:
+        try:
+            holidays.add(datetime.date.fromisoformat(str(day)).isoformat())
+        except ValueError:
+            raise _Problem(
+                f"business_hours.holidays: {day!r} is not a date like 2027-01-01"
+            ) from None
+    return BusinessHours(timezone, tuple(week), frozenset(holidays))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "AskOperator",
     "CreateOrder",
     "DialogEnded",
     "DialogOptions",
@@ -144,7 +145,17 @@ class DialogEnded:
     ended_at: float
 
 
-Effect = CreateOrder | DialogEnded
+@dataclass(frozen=True, slots=True)
+class AskOperator:
+    """Effect: a question the flow has no answer to; the operators get it (as a handoff
+    transcript would reach them) while the dialog goes on."""
+
+    question: str
+    step: str
+    language: str
+
+
+Effect = CreateOrder | DialogEnded | AskOperator
 
 
 @dataclass(frozen=True, slots=True)
