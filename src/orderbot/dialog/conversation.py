@@ -70,7 +70,8 @@ def respond(
     if current.validator in _CHOICES:
         meant = _as_meant(flow, current, language, state, text, options)
         if meant is not None:
-            return _answer(flow, current, state, language, meant, options, effects)
+            result = _answer(flow, current, state, language, meant, options, effects)
+            return _onwards(flow, current, state, language, result)
     reading = read(
         flow,
         current,
@@ -87,7 +88,8 @@ def respond(
         return _apply(flow, current, state, language, reading.values, reading.change, effects)
     if not reading.values and reading.change is None:
         if reading.answer is not None:
-            return _answer(flow, current, state, language, reading.answer, options, effects)
+            result = _answer(flow, current, state, language, reading.answer, options, effects)
+            return _onwards(flow, current, state, language, result)
         if current.validator in FREE_TEXT:
             # Only a greeting, "I want water", or a photo: nothing to store, ask again.
             caption = media and current.validator == "address"
@@ -244,10 +246,18 @@ def _onwards(
         or before.return_to is not None
         or after.return_to is not None
         or after.step == current.name
+        or flow.steps[after.step].field not in after.data
     ):
         return result
-    name = _path(flow, after.data)[-1]
-    if name == after.step or flow.steps[name].end is not None:
+    path = _path(flow, after.data)
+    name = path[-1]
+    # Only forward: a flow that branches back ("no" -> the first question) means to ask again.
+    forward = (
+        current.name in path
+        and after.step in path
+        and path.index(after.step) > path.index(current.name)
+    )
+    if not forward or name == after.step or flow.steps[name].end is not None:
         return result
     data = _prune(flow, after.data) if name in _summaries(flow) else after.data
     moved = dataclasses.replace(after, step=name, data=data)
