@@ -74,6 +74,7 @@ _FILLER = frozenset(
         "email", "e-mail", "почта", "почту",
         # joints
         "и", "а", "на", "по", "вот", "это", "так", "ну", "ой", "and", "at", "is", "the", "it's",
+        "или", "or", "же",
         "мой адрес", "my address", "жана", "ал эми",
     }
 )  # fmt: skip
@@ -134,8 +135,11 @@ def _edge_pattern(words: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[st
 def _strip_words(text: str, words: frozenset[str]) -> str:
     """``text`` without ``words`` at its beginning and end (and the punctuation between)."""
     lead, trail = _edge_pattern(words)
-    text = lead.sub("", text)
-    return trail.sub("", text).strip(" \t,;:—–-")
+    stripped = lead.sub("", text)
+    if stripped != text:  # the punctuation after a greeting: "Здравствуйте! Манаса 40"
+        stripped = stripped.lstrip(" \t,;:—–-!.?)")
+    # A leading minus may be the customer's ("-5"); a trailing dash is left by a detail taken out.
+    return trail.sub("", stripped).strip(" \t,;:").rstrip(" \t—–-")
 
 
 def clean_rest(text: str) -> str:
@@ -144,9 +148,7 @@ def clean_rest(text: str) -> str:
     pieces = _SEPARATORS.split(text)
     kept = [_strip_words(piece, _FILLER | _CUES) for piece in pieces]
     kept = [piece for piece in kept if any(ch.isalnum() for ch in piece)]
-    if len(kept) == len(pieces) and all(
-        k == p.strip(" \t,;:—–-") for k, p in zip(kept, pieces, strict=True)
-    ):
+    if len(kept) == len(pieces) and all(k == p.strip() for k, p in zip(kept, pieces, strict=True)):
         return text.strip()
     return ", ".join(kept)
 
@@ -397,24 +399,24 @@ def read(
                 spans.append((start, stop))
 
     masked = _mask(text, spans)
-    # 2. Phone numbers anywhere.
+    # 2. Phone numbers anywhere (never part of an address, even in a flow that has no phone).
     phone_fields = [n for n, s in steps.items() if s.validator == "phone"]
-    if phone_fields and sum(ch.isdigit() for ch in masked) >= 6:
+    if sum(ch.isdigit() for ch in masked) >= 6:
         phones = _phones(masked, region)
         distinct = {e164 for e164, _, _ in phones}
-        if len(distinct) == 1 and phone_fields[0] not in values:
+        if len(distinct) == 1 and phone_fields and phone_fields[0] not in values:
             take(phone_fields[0], distinct.pop(), masked[phones[0][1] : phones[0][2]])
         for _, start, end in phones:
             spans.append((start, end))
-        if len(distinct) > 1:
+        if len(distinct) > 1 and phone_fields:
             ambiguous.add(phone_fields[0])
         masked = _mask(text, spans)
-    # 3. E-mail addresses.
+    # 3. E-mail addresses (likewise never part of an address).
     email_fields = [n for n, s in steps.items() if s.validator == "email"]
-    if email_fields and "@" in masked:
+    if "@" in masked:
         for token in re.finditer(r"\S*@\S*", masked):
             checked = parse_email(token.group())
-            if not isinstance(checked, Invalid) and email_fields[0] not in values:
+            if not isinstance(checked, Invalid) and email_fields and email_fields[0] not in values:
                 take(email_fields[0], checked.value, token.group())
             spans.append((token.start(), token.end()))
         masked = _mask(text, spans)
