@@ -245,6 +245,16 @@ def _build(raw: object, base_dir: Path) -> Flow:
         for key, field_name in counted:
             if field_name is not None and field_name not in fields:
                 raise _Problem(f"catalog.{key}: no step collects field {field_name!r}")
+    named: dict[str, str] = {}
+    for s in steps.values():
+        for words in s.labels.values():
+            for word in words:
+                key = word.lower().replace("ё", "е")
+                if named.setdefault(key, s.field or "") != s.field:
+                    # "Номер: ..." must say which detail it is, or it is not read at all.
+                    raise _Problem(
+                        f"steps.{s.name}.labels: {word!r} already names field {named[key]!r}"
+                    )
     extra = set(_CATALOG_VALUES) if catalog is not None else set()
     for s in steps.values():
         if s.returns_to is not None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from orderbot.dialog import browse
 from orderbot.dialog.flow import CatalogEntry, Flow, Step
+from orderbot.dialog.hours import next_opening, when_text
 from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
@@ -26,6 +27,7 @@ from orderbot.dialog.models import (
     StepResult,
 )
 from orderbot.dialog.navigation import _buttons, _next_step, _options, _path, _prune, _summaries
+from orderbot.dialog.notes import note
 from orderbot.dialog.rendering import (
     _line_total,
     _prompt,
@@ -323,7 +325,14 @@ def _answer(
             )
         )
         # Not rendered: {order_id} is the worker's to fill, and nothing else may be in it.
-        reply = Reply(target.text[language])
+        text = target.text[language]
+        if flow.hours is not None:
+            opening = next_opening(flow.hours, state.updated_at)
+            if opening is not None:
+                # Our own words only (no customer data), so still nothing but {order_id}.
+                when = when_text(opening, state.updated_at, language)
+                text += "\n" + note(flow, "closed_note", language, {"when": when})
+        reply = Reply(text)
     else:
         reply = Reply(_render(target.text[language], _values(flow, None, data, language)))
     effects.append(_ended(state, target.end, state.updated_at, last_step=target.name))
