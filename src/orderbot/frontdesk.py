@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
+from orderbot.loggers import worker as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.notify import question_alert, transcript
 from orderbot.queues.base import InboundDelivery
@@ -168,6 +170,15 @@ class FrontDesk:
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
         return await self._hand_off(delivery, state, raw, request, language, now)
+
+    async def known_customer(self, channel: str, client_id: str) -> dict[str, Any]:
+        """The data of the client's last order that was not cancelled ({} for none), for the
+        dialog to offer again; a failing store only costs the offer."""
+        try:
+            return await self._store.last_order_data(channel, client_id) or {}
+        except Exception:
+            log.warning("cannot read the last order of a %s client; no repeat offer", channel)
+            return {}
 
     def question_alerts(
         self, message: InboundMessage, step: str, now: float

@@ -180,6 +180,12 @@ class Worker:
             delivery, state, raw, handoff
         ):
             return
+        known: dict[str, Any] = {}
+        if self._front_desk is not None and (
+            state is None or state.updated_at + self._options.idle_timeout < time.time()
+        ):
+            # A dialog begins: what this customer ordered last, to offer it again.
+            known = await self._front_desk.known_customer(message.channel, message.client_id)
         try:
             attachments = await self._receive_files(state, message)
             result = step(
@@ -191,6 +197,7 @@ class Worker:
                 attachments=attachments,
                 buttons=message.channel in _BUTTON_CHANNELS,
                 language_hint=message.language or None,
+                known=known,
             )
             alerts: tuple[OutboundMessage, ...] = ()
             if self._front_desk is not None:

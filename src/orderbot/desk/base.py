@@ -53,6 +53,11 @@ class DeskStore(ABC):
         """The front desk commits the start (``active``) or end of a handoff of ``client_key``
         with the current message. Default: nothing to remember."""
 
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        """The collected data (``orders.data``) of the client's newest order that was not
+        cancelled, or None: what a returning customer is offered again."""
+        return None
+
     @abstractmethod
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         """The customer's newest orders (same channel and client id: nobody else's)."""

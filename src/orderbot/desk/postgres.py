@@ -114,6 +114,30 @@ class PostgresDeskStore(DeskStore):
             return None
         return HandoffWindow(since=float(row.since), until=float(row.until))
 
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        query = (
+            select(orders.c.data)
+            .where(
+                and_(
+                    orders.c.channel == channel,
+                    orders.c.client_id == client_id,
+                    orders.c.status != "cancelled",
+                )
+            )
+            .order_by(orders.c.id.desc())
+            .limit(1)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                raw = (await conn.execute(query)).scalar_one_or_none()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        try:
+            data = orjson.loads(raw) if raw is not None else None
+        except orjson.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         query = (
             select(*_SUMMARY_COLUMNS)

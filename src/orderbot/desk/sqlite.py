@@ -8,6 +8,9 @@ handback may have come from the CLI, another process).
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
+
+import orjson
 
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.order_admin import SqliteOrderAdmin, customer_order, customer_orders
@@ -42,6 +45,17 @@ class SqliteDeskStore(DeskStore):
         else:
             self._maybe_handed_off.discard(client_key)
 
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute(
+                "SELECT data FROM orders WHERE channel = ? AND client_id = ?"
+                " AND status != 'cancelled' ORDER BY id DESC LIMIT 1",
+                (channel, client_id),
+            ).fetchone()
+            return _data(row[0]) if row is not None else None
+
+        return await self._db.run(read)
+
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         return await self._db.run(lambda conn: customer_orders(conn, channel, client_id))
 
@@ -73,3 +87,11 @@ def _handoff(conn: sqlite3.Connection, client_key: str) -> HandoffWindow | None:
         "SELECT since, until FROM handoffs WHERE client_key = ?", (client_key,)
     ).fetchone()
     return None if row is None else HandoffWindow(since=float(row[0]), until=float(row[1]))
+
+
+def _data(raw: object) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(raw) if isinstance(raw, str | bytes) else None
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -35,11 +35,12 @@ from orderbot.dialog.understanding import (
     faq_answer,
     is_question,
     read,
+    wants_repeat,
 )
 from orderbot.dialog.validators import VALIDATORS, Invalid, ValidationContext
-from orderbot.dialog.wording import phrase
+from orderbot.dialog.wording import phrase, render
 
-__all__ = ["respond"]
+__all__ = ["repeat_offer", "respond"]
 
 _CHOICES = frozenset({"yes_no", "catalog_choice"})
 
@@ -59,6 +60,10 @@ def respond(
     """Handle ``text`` as the customer's message at ``current`` (``state`` already advanced
     for it). ``media``: it is the caption of a photo or file; ``first``: it opened the dialog
     (its greeting is added by the caller)."""
+    if state.known and wants_repeat(text):
+        # "Как обычно": the last order's details, straight to the summary.
+        data, _ = _merge(flow, state.data, state.known, language)
+        return _apply(flow, current, state, language, data, None, effects, quiet=True)
     if is_question(text):
         return _question(flow, current, state, language, text, effects)
     if _stale_button(flow, current, language, state, text):
@@ -81,6 +86,7 @@ def respond(
         language=language,
         first=first,
         media=media,
+        known=state.known,
     )
     if current.validator in _CHOICES:
         if not reading.values and reading.change is None:
@@ -106,6 +112,15 @@ def respond(
     merged = dataclasses.replace(state, data=data)
     result = _answer(flow, current, merged, language, reading.answer, options, effects)
     return _told(_onwards(flow, current, merged, language, result), told)
+
+
+def repeat_offer(flow: Flow, details: Mapping[str, Any], language: str) -> Reply | None:
+    """The flow's ``repeat_offer`` with the last order's ``details``, for a returning
+    customer; None without details or without the text."""
+    texts = flow.texts.get("repeat_offer")
+    if not details or texts is None:
+        return None
+    return Reply(render(texts[flow.language(language)], _values(flow, None, details, language)))
 
 
 def _as_meant(
@@ -206,10 +221,15 @@ def _apply(
     values: Mapping[str, Any],
     change: str | None,
     effects: list[Effect],
+    *,
+    quiet: bool = False,
 ) -> StepResult:
-    """Store details that do not answer the current question, say so, and ask what comes
-    next: the same question, the next one still open, or (all there) the summary again."""
+    """Store details that do not answer the current question, say so (unless ``quiet``), and
+    ask what comes next: the same question, the next one still open, or (all there) the
+    summary again."""
     data, told = _merge(flow, state.data, values, language)
+    if quiet:
+        told = ""
     steps = detail_steps(flow)
     if change is not None and change not in values and change in steps:
         # "адрес другой": ask that question, then come back here.
@@ -221,7 +241,9 @@ def _apply(
         return StepResult(moved, (reply,), tuple(effects))
     name = current.name
     return_to = state.return_to
-    if return_to is None:
+    if (
+        return_to is None and not (current.field is not None and current.field in data)
+    ) or return_to is None:
         name = _path(flow, data)[-1]
     target = flow.steps[name]
     if name in _summaries(flow) or target.field is None:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from orderbot.dialog import browse
-from orderbot.dialog.conversation import respond
+from orderbot.dialog.conversation import repeat_offer, respond
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.handlers import (
     _begin,
@@ -48,8 +49,13 @@ from orderbot.dialog.models import (
 )
 from orderbot.dialog.navigation import _back_target, _buttons, _prune, _summaries
 from orderbot.dialog.notes import note
-from orderbot.dialog.rendering import _prompt, _with_prompt, order_lines, render_buttons_as_text
-from orderbot.dialog.understanding import is_question, read
+from orderbot.dialog.rendering import (
+    _prompt,
+    _with_prompt,
+    order_lines,
+    render_buttons_as_text,
+)
+from orderbot.dialog.understanding import is_question, known_details, read, wants_repeat
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import phrases as _phrases
 from orderbot.messages import Attachment
@@ -206,6 +212,7 @@ def step(
     attachments: Sequence[Attachment | ReceivedFile] = (),
     buttons: bool = True,
     language_hint: str | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> StepResult:
     """Handle one customer message.
 
@@ -216,7 +223,10 @@ def step(
     channel shows buttons (Telegram) or numbered text (Chat2Desk); only the catalog listing
     differs (:mod:`orderbot.dialog.browse`). ``language_hint``: the language the customer's
     app is set to (Telegram's ``language_code``), used for a new dialog when the text itself
-    says nothing (a bare "/start"). Pure: the same arguments give the same result.
+    says nothing (a bare "/start"). ``known``: the data of the customer's last order, which
+    the worker reads for a message that begins a dialog; the dialog offers it again ("как
+    обычно") and keeps what it may reuse in its state. Pure: the same arguments give the same
+    result.
     """
     effects: list[Effect] = []
     if state is not None and (
@@ -253,6 +263,9 @@ def step(
         if isinstance(action, browse.PickItem):
             return _pick_item(flow, None, language, action.item, now, options, effects)
         new_state, replies = _begin(flow, language, now)
+        details = known_details(flow, known)
+        if details:
+            new_state = dataclasses.replace(new_state, known=details)
         if (
             command is None
             and text.strip()
@@ -262,6 +275,9 @@ def step(
             first = flow.steps[flow.start]
             result = respond(flow, first, new_state, language, text, options, effects, first=True)
             return StepResult(result.state, (replies[0], *result.replies), result.effects)
+        offer = repeat_offer(flow, details, language)
+        if offer is not None:
+            replies = (replies[0], offer, *replies[1:])
         return StepResult(new_state, replies, tuple(effects))
 
     language = flow.language(state.language)
@@ -269,6 +285,7 @@ def step(
         # The /start itself is the first message of the new dialog, not the last of the old one.
         effects.append(_ended(state, "abandoned", now))
         new_state, replies = _begin(flow, language, now)
+        new_state = dataclasses.replace(new_state, known=state.known)
         return StepResult(new_state, replies, tuple(effects))
     if command == "order" and not state.data:
         # Nothing collected yet (say, only the catalog was shown): the same dialog, from its
@@ -351,7 +368,7 @@ def _opens_with_details(
     (a phone, a quantity with its unit, an address that looks like one)."""
     if media:
         return False
-    if is_question(text):
+    if is_question(text) or (state.known and wants_repeat(text)):
         return True
     first = flow.steps[flow.start]
     if first.validator in (None, "model_files"):
@@ -364,6 +381,7 @@ def _opens_with_details(
         region=options.phone_region,
         language=state.language,
         first=True,
+        known=state.known,
     )
     return bool(reading.values) or reading.answer is not None
 

@@ -25,6 +25,10 @@ Schema (see ``flows/water.yaml`` for a full example)::
       # required in it: the button must tell the items apart), catalog_page ({page} {pages}),
       # catalog_prev, catalog_next, catalog_pick_numbers, catalog_pick_names, catalog_more,
       # catalog_chosen ({name} {price}), order_in_progress
+      # and for customers who write like people (see orderbot/dialog/notes.py): details_noted,
+      # details_changed ({details}), change_field ({field}), question_unknown, stale_button,
+      # media_caption, language_switched, closed_note ({when}), and repeat_offer (any
+      # {field}: offered to a returning customer with the last order's details)
     status_texts: {confirmed: {ru: ..., en: ...}, ...}   # optional: what the customer is told
                                    # when an order gets that status ({order_id} {status} {note})
     status_names: {in_progress: {ru: ..., en: ...}, ...} # optional: how a status is shown
@@ -274,6 +278,8 @@ def _build(raw: object, base_dir: Path) -> Flow:
         _check_placeholders(s, texts, fields | extra, set(variables))
     for key, by_language in texts.items():
         known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
+        if key == "repeat_offer":
+            known |= fields
         for language, text in by_language.items():
             _placeholders_known(text, known, f"texts.{key}.{language}")
     for language, text in texts.get("catalog_order_button", {}).items():

@@ -61,6 +61,8 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "media_caption": frozenset(),
     "language_switched": frozenset(),
     "closed_note": frozenset({"when"}),
+    # Offered to a returning customer after the greeting; may also use every {field}.
+    "repeat_offer": frozenset(),
 }
 ORDER_STATUSES = ("new", "confirmed", "in_progress", "ready", "delivered", "cancelled")
 """Every status an order can have (the transitions are in :mod:`orderbot.tracking`)."""

@@ -32,7 +32,16 @@ from orderbot.dialog.validation import Invalid, ValidationContext
 from orderbot.dialog.validators import VALIDATORS
 from orderbot.dialog.wording import phrase
 
-__all__ = ["FREE_TEXT", "Reading", "detail_steps", "faq_answer", "is_question", "read"]
+__all__ = [
+    "FREE_TEXT",
+    "Reading",
+    "detail_steps",
+    "faq_answer",
+    "is_question",
+    "known_details",
+    "read",
+    "wants_repeat",
+]
 
 FREE_TEXT = frozenset({"address", "person_name"})
 """Validators whose answer is free text: what remains of a message once the details are out."""
@@ -118,6 +127,28 @@ _LEADING = frozenset(
 _QUESTION_VERBS_AFTER_VY = frozenset(
     {"доставляете", "работаете", "принимаете", "привозите", "можете", "возите", "даете"}
 )
+# "Как обычно": the whole message asks for the last order again.
+_REPEAT = frozenset(
+    {
+        "как обычно", "как в прошлый раз", "как в прошлый", "как всегда", "повтори",
+        "повторить", "повторите", "повторить заказ", "повтори заказ", "повторите заказ",
+        "то же самое", "тоже самое", "то же", "да повторить", "same again", "same as last time",
+        "same as before", "repeat", "repeat the order", "repeat my order", "as usual",
+        "the usual", "баягыдай", "мурункудай", "кайтала", "кайталаңыз", "кайталоо",
+    }
+)  # fmt: skip
+# "номер прежний", "same number": one detail as last time.
+_SAME = re.compile(
+    r"(?<![^\W_])(?:прежн\w*|тот же|та же|тот же самый|старый|старого|same|as before|"
+    r"as last time|баягы|мурунку)(?![^\W_])",
+    re.I,
+)
+# "туда же": the address as last time, without naming it.
+_SAME_PLACE = re.compile(
+    r"(?<![^\W_])(?:туда же|по тому же адресу|на тот же адрес|same place|same address|"
+    r"ошол жерге|баягы жерге)(?![^\W_])",
+    re.I,
+)
 _NUMBER = "|".join(["\\d+", *(re.escape(w) for w in sorted(NUMBER_WORDS, key=len, reverse=True))])
 _WORD_EDGE_L = r"(?<![^\W_])"
 _WORD_EDGE_R = r"(?![^\W_])"
@@ -202,6 +233,31 @@ def faq_answer(flow: Flow, text: str, language: str) -> str | None:
         if hits and (best is None or hits > best[0]):
             best = (hits, entry.answer[flow.language(language)])
     return None if best is None else best[1]
+
+
+# --------------------------------------------------------------------------------------------
+# returning customers
+
+
+def known_details(flow: Flow, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What of a past order's ``data`` a new order may take again: the details the flow reads
+    from messages (address, phone, quantity, name, e-mail), not its files or catalog lines."""
+    if not data:
+        return {}
+    steps = detail_steps(flow)
+    return {
+        name: value
+        for name, value in data.items()
+        if name in steps
+        and steps[name].validator in _TYPED | FREE_TEXT
+        and isinstance(value, str | int)
+        and not isinstance(value, bool)
+    }
+
+
+def wants_repeat(text: str) -> bool:
+    """ "Как обычно", "повтори", "same again": the customer wants the last order again."""
+    return phrase(text) in _REPEAT
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,12 +395,14 @@ def read(
     language: str,
     first: bool = False,
     media: bool = False,
+    known: Mapping[str, Any] | None = None,
 ) -> Reading:
     """Every detail ``text`` gives, read at the question ``current`` with the answers ``data``.
 
     ``first``: the message opens a dialog (a remainder is an address only if it looks like
     one); ``media``: it came with a photo or a file, so its text is a caption: not an address
-    (a courier must not drive to "вот так выглядит наш подъезд"), though typed details count.
+    (a courier must not drive to "вот так выглядит наш подъезд"), though typed details count;
+    ``known``: the details of the customer's last order ("номер прежний", "туда же").
     """
     steps = detail_steps(flow)
     spans: list[tuple[int, int]] = []
@@ -397,6 +455,32 @@ def read(
             elif name == current.field:
                 sources[name] = segment  # the step re-asks with the reason
                 spans.append((start, stop))
+
+    # 1b. "номер прежний", "туда же": a detail as in the last order.
+    if known:
+        same_place = _SAME_PLACE.search(text)
+        address_fields = [n for n, s in steps.items() if s.validator == "address"]
+        if same_place is not None and address_fields and address_fields[0] in known:
+            value = known[address_fields[0]]
+            take(address_fields[0], value, str(value))
+            spans.append(same_place.span())
+        for same in _SAME.finditer(text):
+            spans.append(same.span())
+            named = [
+                name
+                for label, name in labels
+                if name in known
+                and re.search(rf"(?i){_WORD_EDGE_L}{re.escape(label)}{_WORD_EDGE_R}", text)
+            ]
+            if not named and current.field is not None and current.field in known:
+                named = [current.field]
+            for name in named:
+                take(name, known[name], str(known[name]))
+            for label, _name in labels:
+                for hit in re.finditer(
+                    rf"(?i){_WORD_EDGE_L}{re.escape(label)}{_WORD_EDGE_R}", text
+                ):
+                    spans.append(hit.span())
 
     masked = _mask(text, spans)
     # 2. Phone numbers anywhere (never part of an address, even in a flow that has no phone).
