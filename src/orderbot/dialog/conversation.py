@@ -167,19 +167,31 @@ def _stale_button(flow: Flow, current: Step, language: str, state: DialogState, 
     """``text`` is exactly a button of another question (pressed on an older message), not
     one of this question's."""
     said = phrase(text)
-    if not said:
+    if not said or said not in _all_labels(flow):
         return False
     shown = {phrase(label) for label in _buttons(flow, current, language, state.data, None)}
     shown |= {phrase(label) for labels in current.buttons.values() for label in labels}
-    if said in shown:
-        return False
-    return any(
-        said == phrase(label)
+    return said not in shown
+
+
+_LABELS: dict[int, tuple[Flow, frozenset[str]]] = {}
+
+
+def _all_labels(flow: Flow) -> frozenset[str]:
+    """Every button label of every question of ``flow``, as phrases; once per loaded flow."""
+    cached = _LABELS.get(id(flow))
+    if cached is not None and cached[0] is flow:
+        return cached[1]
+    if len(_LABELS) > 64:
+        _LABELS.clear()
+    labels = frozenset(
+        phrase(label)
         for other in flow.steps.values()
-        if other is not current
         for labels in other.buttons.values()
         for label in labels
     )
+    _LABELS[id(flow)] = (flow, labels)
+    return labels
 
 
 def _label(flow: Flow, name: str, language: str) -> str:

@@ -176,7 +176,7 @@ def _command(flow: Flow, text: str) -> str | None:
     if not phrase:
         return None
     found = _command_word(flow, phrase)
-    if found is None:
+    if found is None and len(phrase) <= 30 and not any(ch.isdigit() for ch in phrase):
         # "jnvtyf": "отмена" typed with the Latin layout on.
         swapped = other_layout(stripped)
         if swapped is not None:

@@ -280,9 +280,52 @@ class Reading:
     rest: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _FlowWords:
+    """What reading a message needs of a flow, worked out once per loaded flow."""
+
+    steps: dict[str, Step]
+    labels: tuple[tuple[str, str], ...]
+    units: dict[str, tuple[str, ...]]
+    by_validator: dict[str, list[str]]
+
+
+_FLOW_CACHE: dict[int, tuple[Flow, _FlowWords]] = {}
+
+
+def _flow_words(flow: Flow) -> _FlowWords:
+    # A flow is immutable and shared by every dialog; the cache holds the flow itself, so the
+    # id it is filed under cannot be reused by another object while it is there.
+    cached = _FLOW_CACHE.get(id(flow))
+    if cached is not None and cached[0] is flow:
+        return cached[1]
+    if len(_FLOW_CACHE) > 64:
+        _FLOW_CACHE.clear()
+    steps = _detail_steps(flow)
+    by_validator: dict[str, list[str]] = {}
+    for name, target in steps.items():
+        by_validator.setdefault(target.validator or "", []).append(name)
+    words = _FlowWords(
+        steps=steps,
+        labels=_labels(flow, steps),
+        units={
+            name: tuple(w for ws in target.units.values() for w in ws)
+            for name, target in steps.items()
+            if target.units
+        },
+        by_validator=by_validator,
+    )
+    _FLOW_CACHE[id(flow)] = (flow, words)
+    return words
+
+
 def detail_steps(flow: Flow) -> dict[str, Step]:
     """The first step collecting each field a message may give (edit menus and choice steps
     without labels are left out: their answers come from buttons)."""
+    return _flow_words(flow).steps
+
+
+def _detail_steps(flow: Flow) -> dict[str, Step]:
     found: dict[str, Step] = {}
     for candidate in flow.steps.values():
         if candidate.field is None or candidate.returns_to is not None:
@@ -345,28 +388,37 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
 
 
 def _phones(text: str, region: str) -> list[tuple[str, int, int]]:
+    """Valid phone numbers in ``text`` with their spans: runs of digits and the separators
+    people type in numbers ("0770 11 22 33", "+996 (555) 123-456"), each read by
+    ``phonenumbers`` (much cheaper than its ``PhoneNumberMatcher`` on every message)."""
     found: list[tuple[str, int, int]] = []
-    for match in phonenumbers.PhoneNumberMatcher(text, region):
-        if phonenumbers.is_valid_number(match.number):
-            e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-            found.append((e164, match.start, match.end))
-    for run in re.finditer(r"\+?\d[\d\s\-().]*\d", text):
-        if any(start <= run.start() < end for _, start, end in found):
-            continue
+    for run in _DIGIT_RUN.finditer(text):
         digits = re.sub(r"\D", "", run.group())
         if not 9 <= len(digits) <= 15:
             continue
-        candidates = ["+" + digits] if run.group().startswith("+") else [digits, "+" + digits]
-        for candidate in candidates:
-            try:
-                number = phonenumbers.parse(candidate, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                found.append((e164, run.start(), run.end()))
-                break
+        e164 = _phone_number(run.group(), region)
+        if e164 is not None:
+            found.append((e164, run.start(), run.end()))
     return found
+
+
+_DIGIT = re.compile(r"\d")
+_DIGIT_RUN = re.compile(r"\+?\(?\d[\d\s\-().]*\d")
+
+
+@functools.lru_cache(maxsize=4096)
+def _phone_number(run: str, region: str) -> str | None:
+    digits = re.sub(r"\D", "", run)
+    # A leading + means the customer gave the country code: never read it as local.
+    candidates = ["+" + digits] if run.startswith("+") else [digits, "+" + digits]
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
 @functools.cache
@@ -404,7 +456,8 @@ def read(
     (a courier must not drive to "вот так выглядит наш подъезд"), though typed details count;
     ``known``: the details of the customer's last order ("номер прежний", "туда же").
     """
-    steps = detail_steps(flow)
+    words = _flow_words(flow)
+    steps, labels = words.steps, words.labels
     spans: list[tuple[int, int]] = []
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -418,7 +471,6 @@ def read(
         sources[name] = source
 
     # 1. Labelled values and corrections that name their field.
-    labels = _labels(flow, steps)
     if labels:
         patterns = _label_patterns(labels)
         lookup = dict(labels)
@@ -459,7 +511,7 @@ def read(
     # 1b. "номер прежний", "туда же": a detail as in the last order.
     if known:
         same_place = _SAME_PLACE.search(text)
-        address_fields = [n for n, s in steps.items() if s.validator == "address"]
+        address_fields = words.by_validator.get("address", [])
         if same_place is not None and address_fields and address_fields[0] in known:
             value = known[address_fields[0]]
             take(address_fields[0], value, str(value))
@@ -484,8 +536,8 @@ def read(
 
     masked = _mask(text, spans)
     # 2. Phone numbers anywhere (never part of an address, even in a flow that has no phone).
-    phone_fields = [n for n, s in steps.items() if s.validator == "phone"]
-    if sum(ch.isdigit() for ch in masked) >= 6:
+    phone_fields = words.by_validator.get("phone", [])
+    if len(_DIGIT.findall(masked)) >= 6:
         phones = _phones(masked, region)
         distinct = {e164 for e164, _, _ in phones}
         if len(distinct) == 1 and phone_fields and phone_fields[0] not in values:
@@ -496,7 +548,7 @@ def read(
             ambiguous.add(phone_fields[0])
         masked = _mask(text, spans)
     # 3. E-mail addresses (likewise never part of an address).
-    email_fields = [n for n, s in steps.items() if s.validator == "email"]
+    email_fields = words.by_validator.get("email", [])
     if "@" in masked:
         for token in re.finditer(r"\S*@\S*", masked):
             checked = parse_email(token.group())
@@ -505,9 +557,9 @@ def read(
             spans.append((token.start(), token.end()))
         masked = _mask(text, spans)
     # 4. Quantities with their unit words.
-    for name, target in steps.items():
-        units = tuple(w for words in target.units.values() for w in words)
-        if not units or name in values:
+    for name, units in words.units.items():
+        target = steps[name]
+        if name in values:
             continue
         for pattern in _unit_patterns(units):
             for match in pattern.finditer(masked):
@@ -564,7 +616,7 @@ def read(
             answer = rest
     elif current.validator in _COUNTED and re.search(rf"(?i){_WORD_EDGE_L}(?:{_NUMBER})", rest):
         answer = rest
-    address_fields = [n for n, s in steps.items() if s.validator == "address"]
+    address_fields = words.by_validator.get("address", [])
     if (
         answer is None
         and values
