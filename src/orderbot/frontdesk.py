@@ -180,6 +180,10 @@ class FrontDesk:
             log.warning("cannot read the last order of a %s client; no repeat offer", channel)
             return {}
 
+    def note_order(self, client_key: str) -> None:
+        """The worker stored an order of ``client_key`` (see :meth:`known_customer`)."""
+        self._store.note_order(client_key)
+
     def question_alerts(
         self, message: InboundMessage, step: str, now: float
     ) -> tuple[OutboundMessage, ...]:

@@ -222,6 +222,8 @@ class Worker:
         DIALOG_STEP_SECONDS.observe(elapsed)
         if commit.order is not None and order_id is not None:
             ORDERS_CREATED.labels(message.channel).inc()
+            if self._front_desk is not None:
+                self._front_desk.note_order(message.client_key)
         self.handled += 1
         log.info(
             "handled %s client=%s msg=%s step=%s->%s replies=%d order=%s %.1fms",
