@@ -173,11 +173,24 @@ def _strip_words(text: str, words: frozenset[str]) -> str:
     return trail.sub("", stripped).strip(" \t,;:").rstrip(" \t—–-")
 
 
+_EDGE_WORDS = _FILLER | _CUES
+_EDGE_FIRST = frozenset(phrase(w).split()[0] for w in _EDGE_WORDS)
+_EDGE_LAST = frozenset(phrase(w).split()[-1] for w in _EDGE_WORDS)
+
+
+def _trimmed(piece: str) -> str:
+    said = phrase(piece).split()
+    if not said or (said[0] not in _EDGE_FIRST and said[-1] not in _EDGE_LAST):
+        # Neither end is a filler word: the regexes would change nothing (the common case).
+        return piece.strip(" \t,;:").rstrip(" \t—–-")
+    return _strip_words(piece, _EDGE_WORDS)
+
+
 def clean_rest(text: str) -> str:
     """What remains of a message as an answer: filler phrases and empty pieces taken out of
     each comma-separated piece; the text itself when nothing had to go."""
     pieces = _SEPARATORS.split(text)
-    kept = [_strip_words(piece, _FILLER | _CUES) for piece in pieces]
+    kept = [_trimmed(piece) for piece in pieces]
     kept = [piece for piece in kept if any(ch.isalnum() for ch in piece)]
     if len(kept) == len(pieces) and all(k == p.strip() for k, p in zip(kept, pieces, strict=True)):
         return text.strip()
@@ -288,6 +301,8 @@ class _FlowWords:
     labels: tuple[tuple[str, str], ...]
     units: dict[str, tuple[str, ...]]
     by_validator: dict[str, list[str]]
+    label_words: frozenset[str]
+    """Every word of every label, to skip the label patterns for most messages."""
 
 
 _FLOW_CACHE: dict[int, tuple[Flow, _FlowWords]] = {}
@@ -305,15 +320,17 @@ def _flow_words(flow: Flow) -> _FlowWords:
     by_validator: dict[str, list[str]] = {}
     for name, target in steps.items():
         by_validator.setdefault(target.validator or "", []).append(name)
+    labels = _labels(flow, steps)
     words = _FlowWords(
         steps=steps,
-        labels=_labels(flow, steps),
+        labels=labels,
         units={
             name: tuple(w for ws in target.units.values() for w in ws)
             for name, target in steps.items()
             if target.units
         },
         by_validator=by_validator,
+        label_words=frozenset(w for label, _ in labels for w in phrase(label).split()),
     )
     _FLOW_CACHE[id(flow)] = (flow, words)
     return words
@@ -470,8 +487,9 @@ def read(
         values[name] = value
         sources[name] = source
 
+    said = set(phrase(text).split())
     # 1. Labelled values and corrections that name their field.
-    if labels:
+    if labels and (said & words.label_words or (":" in text and words.label_words)):
         patterns = _label_patterns(labels)
         lookup = dict(labels)
         starts = sorted(
@@ -561,6 +579,9 @@ def read(
         target = steps[name]
         if name in values:
             continue
+        lowered = text.lower()
+        if not any(unit in lowered for unit in units):
+            continue
         for pattern in _unit_patterns(units):
             for match in pattern.finditer(masked):
                 source = match.group()
@@ -573,7 +594,7 @@ def read(
                 spans.append((match.start(), match.end()))
         masked = _mask(text, spans)
     # 5. "не 3, а 4", "not Manas but Chui 5": the field whose value holds the first part.
-    not_but = _NOT_BUT.search(masked)
+    not_but = _NOT_BUT.search(masked) if said & {"не", "not"} else None
     if not_but is not None:
         old, new = not_but.group(1).strip(), not_but.group(2).strip()
         holders = [
