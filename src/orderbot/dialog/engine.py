@@ -159,6 +159,7 @@ _COMMAND_WORDS = {
     "по кыргызски": "language:ky",
     "in kyrgyz": "language:ky",
 }
+_DIGIT = re.compile(r"\d")
 _BUTTON_NUMBER = re.compile(r"\s*(\d{1,2})\s*[.)]?\s*")
 
 
@@ -176,7 +177,7 @@ def _command(flow: Flow, text: str) -> str | None:
     if not phrase:
         return None
     found = _command_word(flow, phrase)
-    if found is None and len(phrase) <= 30 and not any(ch.isdigit() for ch in phrase):
+    if found is None and len(phrase) <= 30 and _DIGIT.search(phrase) is None:
         # "jnvtyf": "отмена" typed with the Latin layout on.
         swapped = other_layout(stripped)
         if swapped is not None:

@@ -119,7 +119,9 @@ _QUESTION_OPENINGS = frozenset(
     }
 )  # fmt: skip
 # "как обычно" is an order, not a question; "вы" opens a question only with a verb after it.
-_NOT_QUESTIONS = frozenset({"как обычно", "как в прошлый раз", "вы знаете", "what ever"})
+_NOT_QUESTIONS = frozenset(
+    {"как обычно", "как в прошлый раз", "как всегда", "вы знаете", "what ever"}
+)
 _LEADING = frozenset(
     {"а", "и", "ну", "так", "ой", "извините", "простите", "and", "but", "so", "sorry", "ok",
      "hi", "hello", "здравствуйте", "привет", "салам", "добрый день", "добрый вечер"}
@@ -213,14 +215,14 @@ def is_question(text: str) -> bool:
     стоит", "do you deliver", "канча турат")."""
     if "?" in text or "？" in text:
         return any(ch.isalpha() for ch in text)
-    said = phrase(text)
-    for opening in _LEADING:
-        if said.startswith(opening + " "):
-            said = said[len(opening) + 1 :]
-    if any(said == n or said.startswith(n + " ") for n in _NOT_QUESTIONS):
-        return False
-    words = said.split()
+    words = phrase(text).split()
     if not words:
+        return False
+    while len(words) > 1 and (words[0] in _LEADING or " ".join(words[:2]) in _LEADING):
+        words = words[2:] if " ".join(words[:2]) in _LEADING else words[1:]
+    if not words:
+        return False
+    if " ".join(words[:2]) in _NOT_QUESTIONS or " ".join(words[:4]) in _NOT_QUESTIONS:
         return False
     if words[0] == "вы":
         return len(words) > 1 and words[1] in _QUESTION_VERBS_AFTER_VY
