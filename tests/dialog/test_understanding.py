@@ -217,6 +217,8 @@ def test_printing_messages(
         ("ул. Кто-то 5", False),
         ("do it", False),
         ("0555 123 456", False),
+        ("где-то возле ЦУМа, Чуй 100", False),
+        ("Как-нибудь после обеда", False),
     ],
 )
 def test_questions(text: str, question: bool) -> None:

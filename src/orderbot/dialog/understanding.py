@@ -126,6 +126,7 @@ _LEADING = frozenset(
     {"а", "и", "ну", "так", "ой", "извините", "простите", "and", "but", "so", "sorry", "ok",
      "hi", "hello", "здравствуйте", "привет", "салам", "добрый день", "добрый вечер"}
 )  # fmt: skip
+_INDEFINITE = re.compile(r"([^\W\d_])-(то|нибудь|либо)(?![^\W_])", re.I)
 _QUESTION_VERBS_AFTER_VY = frozenset(
     {"доставляете", "работаете", "принимаете", "привозите", "можете", "возите", "даете"}
 )
@@ -215,7 +216,8 @@ def is_question(text: str) -> bool:
     стоит", "do you deliver", "канча турат")."""
     if "?" in text or "？" in text:
         return any(ch.isalpha() for ch in text)
-    words = phrase(text).split()
+    # "где-то", "как-нибудь": indefinite, not interrogative.
+    words = phrase(_INDEFINITE.sub(r"\1\2", text)).split()
     if not words:
         return False
     while len(words) > 1 and (words[0] in _LEADING or " ".join(words[:2]) in _LEADING):
