@@ -52,7 +52,7 @@ def test_shipped_water_flow_loads_by_name_and_by_path() -> None:
     by_path = load_flow(FLOWS_DIR / "water.yaml")
     assert by_name == by_path
     assert by_name.name == "water"
-    assert by_name.languages == ("ru", "en", "ky")  # issue 16: the Bishkek shop speaks Kyrgyz
+    assert by_name.languages == ("ru", "en")
     assert by_name.start == "WAITING_ADDRESS"
     assert by_name.steps["WAITING_QUANTITY"].params == {"min": 1, "max": 50}
     assert by_name.steps["WAITING_CONFIRMATION"].next == {"yes": "COMPLETED", "no": "DECLINED"}

@@ -162,3 +162,37 @@ def test_a_label_names_one_field(tmp_path: Path) -> None:
     raw["steps"]["WAITING_QUANTITY"]["labels"] = {"ru": ["номер"]}
     with pytest.raises(FlowError, match="'номер' already names field 'phone'"):
         load_flow(write(tmp_path, raw))
+
+
+def test_a_partial_language_may_lack_texts(tmp_path: Path) -> None:
+    raw = water_raw()
+    del raw["texts"]["help"]["ky"]
+    del raw["steps"]["WAITING_CONFIRMATION"]["buttons"]["ky"]
+    flow = load_flow(write(tmp_path, raw))
+    assert flow.languages == ("ru", "en")
+    assert flow.spoken == ("ru", "en", "ky")
+    assert flow.language("ky") == "ky"
+    assert flow.texts["help"]["ky"] == flow.texts["help"]["ru"]  # shown in the first language
+    assert flow.steps["WAITING_CONFIRMATION"].buttons["ky"] == ("Да", "Нет")
+    del raw["texts"]["help"]["en"]
+    with pytest.raises(FlowError, match=r"texts\.help: missing text for language 'en'"):
+        load_flow(write(tmp_path, raw))
+
+
+def test_a_language_listed_twice(tmp_path: Path) -> None:
+    raw = water_raw() | {"partial_languages": ["en"]}
+    with pytest.raises(FlowError, match="listed twice"):
+        load_flow(write(tmp_path, raw))
+
+
+def test_the_printing_flow_speaks_kyrgyz() -> None:
+    printing = load_flow("printing")
+    first = step(printing, None, "Саламатсызбы", 1.0, options=DialogOptions())
+    assert first.state is not None and first.state.language == "ky"
+    greeting, question = first.replies
+    assert "3D-басып чыгаруу студиясы" in greeting.text
+    assert "Сизге кайсы кызмат керек?" in question.text
+    assert "FDM-басуу" in question.text
+    named = step(printing, first.state, "1", 2.0, options=DialogOptions())
+    assert named.state is not None and named.state.step == "NAME"
+    assert "Атыңызды жазыңыз" in named.replies[0].text

@@ -248,11 +248,11 @@ def step(
         if options.detect_language:
             hint = (language_hint or "").split("-")[0].lower()
             wanted = detect_language(
-                text, hint if hint in flow.languages else options.default_language
+                text, hint if hint in flow.spoken else options.default_language
             )
         if command is not None and command.startswith("language:"):
             wanted = command.split(":", 1)[1]
-        language = flow.language(wanted if wanted in flow.languages else options.default_language)
+        language = flow.language(wanted if wanted in flow.spoken else options.default_language)
         if command == "cancel":
             return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
         if command == "services":

@@ -11,6 +11,8 @@ Schema (see ``flows/water.yaml`` for a full example)::
 
     name: water
     languages: [ru, en]            # the first is the fallback
+    partial_languages: [ky]        # optional: also spoken, but a text may be missing in them
+                                   # (the first language's is shown), so adding one is gradual
     start: WAITING_ADDRESS         # the first question, asked right after the greeting
     vars: {manager_phone: "..."}   # optional constants usable as {placeholders} in any text
     texts:                         # global texts, each {language: text}
@@ -110,6 +112,7 @@ from orderbot.dialog.flow_parts import (
     _check_branches,
     _check_placeholders,
     _faq,
+    _Languages,
     _mapping,
     _placeholders_known,
     _Problem,
@@ -144,6 +147,7 @@ _NAV_KEYS = {"back", "cancel", "back_words"}
 _TOP_KEYS = {
     "name",
     "languages",
+    "partial_languages",
     "start",
     "vars",
     "texts",
@@ -197,9 +201,14 @@ def _build(raw: object, base_dir: Path) -> Flow:
     name = _string(top["name"], "name")
     if not isinstance(top["languages"], list) or not top["languages"]:
         raise _Problem("languages: must be a non-empty list such as [ru, en]")
-    languages = tuple(_string(lang, "languages") for lang in top["languages"])
+    declared = tuple(_string(lang, "languages") for lang in top["languages"])
+    partial_raw = top.get("partial_languages", [])
+    if not isinstance(partial_raw, list):
+        raise _Problem("partial_languages: must be a list such as [ky]")
+    partial = tuple(_string(lang, "partial_languages") for lang in partial_raw)
+    languages = _Languages(declared, partial)
     if len(set(languages)) != len(languages):
-        raise _Problem("languages: listed twice")
+        raise _Problem("languages: listed twice (in languages or partial_languages)")
 
     variables = {k: str(v) for k, v in _mapping(top.get("vars", {}), "vars").items()}
     texts_raw = _mapping(top["texts"], "texts")
@@ -303,7 +312,8 @@ def _build(raw: object, base_dir: Path) -> Flow:
     restart = _word_lists(top.get("restart_words", {}), languages, "restart_words")
     return Flow(
         name=name,
-        languages=languages,
+        languages=declared,
+        partial_languages=partial,
         start=start,
         steps=steps,
         texts=texts,

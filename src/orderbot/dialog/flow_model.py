@@ -171,10 +171,18 @@ class Flow:
     status_names: Mapping[str, Texts] = _default(default_factory=dict)
     faq: tuple[FaqEntry, ...] = ()
     hours: BusinessHours | None = None
+    partial_languages: tuple[str, ...] = ()
+    """Languages the flow speaks besides ``languages`` whose texts may be missing in the file
+    (the loader fills them with the first language's): every text has them all."""
+
+    @property
+    def spoken(self) -> tuple[str, ...]:
+        """Every language the flow answers in: ``languages`` then ``partial_languages``."""
+        return self.languages + self.partial_languages
 
     def language(self, wanted: str) -> str:
         """``wanted`` if the flow speaks it, else the flow's first language."""
-        return wanted if wanted in self.languages else self.languages[0]
+        return wanted if wanted in self.spoken else self.languages[0]
 
     def text(self, key: str, language: str) -> str:
         """The global text ``key`` in ``language`` (or the flow's first language)."""

@@ -88,15 +88,36 @@ def _unknown_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> Non
         )
 
 
+class _Languages(tuple[str, ...]):
+    """A flow's languages as the checks see them: the declared ones (every text required),
+    then the partial ones (a missing text is the first language's)."""
+
+    partial: frozenset[str]
+
+    def __new__(cls, declared: tuple[str, ...], partial: tuple[str, ...] = ()) -> _Languages:
+        made = super().__new__(cls, (*declared, *partial))
+        made.partial = frozenset(partial)
+        return made
+
+
+def _partial(languages: tuple[str, ...]) -> frozenset[str]:
+    return languages.partial if isinstance(languages, _Languages) else frozenset()
+
+
 def _texts(value: object, languages: tuple[str, ...], where: str) -> dict[str, str]:
     data = _mapping(value, where)
+    partial = _partial(languages)
     for language in languages:
-        if language not in data:
+        if language not in data and language not in partial:
             raise _Problem(f"{where}: missing text for language {language!r}")
     extra = sorted(set(data) - set(languages))
     if extra:
         raise _Problem(f"{where}: language {extra[0]!r} is not in the flow's languages")
-    return {language: _string(data[language], f"{where}.{language}") for language in languages}
+    first = languages[0]
+    return {
+        language: _string(data[language if language in data else first], f"{where}.{language}")
+        for language in languages
+    }
 
 
 def _word_lists(
@@ -269,6 +290,10 @@ def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog 
     returns_to = data.get("returns_to")
     if returns_to is not None:
         returns_to = _string(returns_to, f"{where}.returns_to")
+    if buttons and languages[0] in buttons:
+        # A partial language without its own labels shows the first language's.
+        for lang in _partial(languages) - set(buttons):
+            buttons[lang] = buttons[languages[0]]
     if buttons:
         if set(buttons) != set(languages):
             missing_lang = sorted(set(languages) - set(buttons))[0]
