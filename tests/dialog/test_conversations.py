@@ -356,3 +356,20 @@ def test_switching_language(water: Flow, word: str, language: str, prompt: str) 
     assert chat.state is not None and chat.state.language == language
     assert prompt in reply
     assert chat.data == {}
+
+
+def test_changing_a_detail_at_the_water_summary_by_words(water: Flow) -> None:
+    chat = Chat(water)
+    chat.say("3 бутыли на Манаса 40, 0770 11 22 33")
+    hint = chat.say("изменить").replies[0]
+    assert "«адрес …», «телефон …», «количество …»" in hint.text
+    assert hint.buttons == ("Да", "Нет")  # still the summary: "1" keeps meaning "Да"
+    assert chat.at == "WAITING_CONFIRMATION"
+    assert "Адрес: Чуй 5" in chat.text("адрес Чуй 5")
+    assert "Телефон: +996555123456" in chat.text("телефон 0555 123 456")
+    assert "Бутылей: 4" in chat.text("количество 4")
+    assert "изменим: адрес" in chat.text("адрес")
+    assert chat.at == "WAITING_ADDRESS"
+    assert "Адрес: Жибек Жолу 1" in chat.text("Жибек Жолу 1")
+    order = order_of(chat.say("1"))
+    assert (order.address, order.phone, order.quantity) == ("Жибек Жолу 1", "+996555123456", 4)

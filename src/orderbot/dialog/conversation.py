@@ -35,6 +35,7 @@ from orderbot.dialog.understanding import (
     faq_answer,
     is_question,
     read,
+    wants_edit,
     wants_repeat,
 )
 from orderbot.dialog.validators import VALIDATORS, Invalid, ValidationContext
@@ -89,9 +90,19 @@ def respond(
         known=state.known,
     )
     if current.validator in _CHOICES:
-        if not reading.values and reading.change is None:
+        change = reading.change
+        if not reading.values and change is None and _is_summary(current):
+            if wants_edit(text):
+                # "Изменить" at a summary without an edit menu: say how to change a detail.
+                fields = [n for n in detail_steps(flow) if n in _path_fields(flow, state.data)]
+                examples = ", ".join(f"«{_label(flow, n, language)} …»" for n in fields)
+                before = note(flow, "edit_hint", language, {"fields": examples})
+                reply = _with_prompt(flow, current, language, state.data, before, None)
+                return StepResult(state, (reply,), tuple(effects))
+            change = _named_field(flow, state.data, text)
+        if not reading.values and change is None:
             return _answer(flow, current, state, language, text, options, effects)
-        return _apply(flow, current, state, language, reading.values, reading.change, effects)
+        return _apply(flow, current, state, language, reading.values, change, effects)
     if not reading.values and reading.change is None:
         if reading.answer is not None:
             result = _answer(flow, current, state, language, reading.answer, options, effects)
@@ -192,6 +203,27 @@ def _all_labels(flow: Flow) -> frozenset[str]:
     )
     _LABELS[id(flow)] = (flow, labels)
     return labels
+
+
+def _is_summary(current: Step) -> bool:
+    """A question that collects nothing and is no edit menu: the summary before the order."""
+    return current.field is None and current.returns_to is None
+
+
+def _path_fields(flow: Flow, data: Mapping[str, Any]) -> set[str]:
+    return {f for f in (flow.steps[name].field for name in _path(flow, data)) if f is not None}
+
+
+def _named_field(flow: Flow, data: Mapping[str, Any], text: str) -> str | None:
+    """The detail whose label is the whole message ("адрес", "phone"): at a summary, the
+    customer wants to change it."""
+    said = phrase(text)
+    for name, target in detail_steps(flow).items():
+        if name in data and any(
+            said == phrase(label) for labels in target.labels.values() for label in labels
+        ):
+            return name
+    return None
 
 
 def _label(flow: Flow, name: str, language: str) -> str:

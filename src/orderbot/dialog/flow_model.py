@@ -56,6 +56,7 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "details_noted": frozenset({"details"}),
     "details_changed": frozenset({"details"}),
     "change_field": frozenset({"field"}),
+    "edit_hint": frozenset({"fields"}),
     "question_unknown": frozenset(),
     "stale_button": frozenset(),
     "media_caption": frozenset(),

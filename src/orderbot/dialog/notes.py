@@ -1,4 +1,5 @@
-"""What the bot says about how it read a message: the details it took or changed, a question
+"""What the bot says about how it read a message: the details it took or changed, how to
+change one at a summary without an edit menu, a question
 it cannot answer, a button from an older message, a photo where text was wanted, a language
 switch, and when a shop that is closed now can deliver.
 
@@ -30,6 +31,11 @@ DEFAULT_TEXTS: Mapping[str, Texts] = {
         "ru": "Хорошо, изменим: {field}.",
         "en": "All right, let's change the {field}.",
         "ky": "Макул, өзгөртөбүз: {field}.",
+    },
+    "edit_hint": {
+        "ru": "Что изменить? Напишите, например: {fields} — с новым значением.",
+        "en": "What shall we change? Write e.g. {fields} with the new value.",
+        "ky": "Эмнени өзгөртөбүз? Мисалы, жаңы маани менен жазыңыз: {fields}.",
     },
     "question_unknown": {
         "ru": "Хороший вопрос — передал его оператору, он ответит вам здесь. А пока продолжим.",

@@ -40,6 +40,7 @@ __all__ = [
     "is_question",
     "known_details",
     "read",
+    "wants_edit",
     "wants_repeat",
 ]
 
@@ -272,6 +273,20 @@ def known_details(flow: Flow, data: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+_EDIT = frozenset(
+    {
+        "изменить", "исправить", "поменять", "редактировать", "изменить заказ",
+        "исправить заказ", "хочу изменить", "edit", "change", "modify", "edit order",
+        "change order", "өзгөртүү", "оңдоо", "өзгөртөм",
+    }
+)  # fmt: skip
+
+
+def wants_edit(text: str) -> bool:
+    """ "Изменить", "edit": the customer wants to change something, not saying what."""
+    return phrase(text) in _EDIT
+
+
 def wants_repeat(text: str) -> bool:
     """ "Как обычно", "повтори", "same again": the customer wants the last order again."""
     return phrase(text) in _REPEAT
@@ -390,6 +405,12 @@ def _label_patterns(
     return plain, change, other
 
 
+@functools.cache
+def _opening_label_pattern(labels: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    names = _alternation(tuple(label for label, _ in labels))
+    return re.compile(rf"^\W*({names}){_WORD_EDGE_R}\s*[:：=]?\s*(?=\S)", re.I)
+
+
 def _labels(flow: Flow, steps: Mapping[str, Step]) -> tuple[tuple[str, str], ...]:
     pairs: dict[str, str] = {}
     for name, target in steps.items():
@@ -494,8 +515,12 @@ def read(
     said = set(phrase(text).split())
     # 1. Labelled values and corrections that name their field.
     if labels and (said & words.label_words or (":" in text and words.label_words)):
-        patterns = _label_patterns(labels)
+        patterns: tuple[re.Pattern[str], ...] = _label_patterns(labels)
         lookup = dict(labels)
+        at_summary = current.field is None and current.returns_to is None
+        if at_summary:
+            # At the summary "адрес Чуй 5" changes the address: a label opening the message.
+            patterns = (*patterns, _opening_label_pattern(labels))
         starts = sorted(
             (m.start(), m.end(), lookup[m.group(1).lower().replace("ё", "е")])
             for pattern in patterns
