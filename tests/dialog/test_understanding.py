@@ -110,6 +110,11 @@ WATER_CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], str | None]] =
     (CONFIRM, GIVEN, "number is wrong: 0555 123 456", {"phone": "+996555123456"}, None),
     # too many bottles outside the quantity step: not stored, asked at its step
     (ADDRESS, {}, "100 бутылей на Манаса 40", {}, "Манаса 40"),
+    # a house number, a phone, then the count: each its own
+    (ADDRESS, {}, "Чуй 100 0770 11 22 33 4 бутыли", {"phone": "+996770112233", "quantity": 4},
+     "Чуй 100"),
+    (ADDRESS, {}, "Манаса 40 0555123456", {"phone": "+996555123456"}, "Манаса 40"),
+    (ADDRESS, {}, "00996 555 123 456, Манаса 40", {"phone": "+996555123456"}, "Манаса 40"),
 ]  # fmt: skip
 
 

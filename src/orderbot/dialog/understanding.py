@@ -153,7 +153,11 @@ _SAME_PLACE = re.compile(
     r"ошол жерге|баягы жерге)(?![^\W_])",
     re.I,
 )
-_NUMBER = "|".join(["\\d+", *(re.escape(w) for w in sorted(NUMBER_WORDS, key=len, reverse=True))])
+_NUMBER_WORDS = "|".join(re.escape(w) for w in sorted(NUMBER_WORDS, key=len, reverse=True))
+_NUMBER = rf"\d+|{_NUMBER_WORDS}"
+# A count before its unit: digits, or number words ("двадцать пять", "он бир"); never two
+# runs of digits ("100 4 бутыли" is a house number and a count).
+_COUNT = rf"\d+|(?:{_NUMBER_WORDS})(?:[\s-]+(?:{_NUMBER_WORDS}))?"
 _WORD_EDGE_L = r"(?<![^\W_])"
 _WORD_EDGE_R = r"(?![^\W_])"
 _SEPARATORS = re.compile(r"[,;\n]+")
@@ -432,18 +436,34 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
 def _phones(text: str, region: str) -> list[tuple[str, int, int]]:
     """Valid phone numbers in ``text`` with their spans: runs of digits and the separators
     people type in numbers ("0770 11 22 33", "+996 (555) 123-456"), each read by
-    ``phonenumbers`` (much cheaper than its ``PhoneNumberMatcher`` on every message)."""
+    ``phonenumbers`` (much cheaper than its ``PhoneNumberMatcher`` on every message). A run
+    that is no number as a whole may hold one after a house number ("Манаса 40 0555123456"):
+    its space-separated parts are tried too, the longest first."""
     found: list[tuple[str, int, int]] = []
     for run in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"\D", "", run.group())
-        if not 9 <= len(digits) <= 15:
+        if len(_DIGIT.findall(run.group())) < 9:
             continue
-        e164 = _phone_number(run.group(), region)
-        if e164 is not None:
-            found.append((e164, run.start(), run.end()))
+        parts = [
+            (m.start() + run.start(), m.end() + run.start()) for m in _PART.finditer(run.group())
+        ]
+        spans = [
+            (parts[i][0], parts[j][1])
+            for size in range(len(parts), 0, -1)
+            for i in range(len(parts) - size + 1)
+            for j in (i + size - 1,)
+        ]
+        for start, end in spans:
+            piece = text[start:end]
+            if not 9 <= len(_DIGIT.findall(piece)) <= 15:
+                continue
+            e164 = _phone_number(piece, region)
+            if e164 is not None:
+                found.append((e164, start, end))
+                break
     return found
 
 
+_PART = re.compile(r"\S+")
 _DIGIT = re.compile(r"\d")
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d\s\-().]*\d")
 
@@ -458,7 +478,15 @@ def _phone_number(run: str, region: str) -> str | None:
             number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        national = phonenumbers.national_significant_number(number)
+        prefix = digits[: len(digits) - len(national)]
+        code = str(number.country_code)
+        # Every digit typed belongs to the number: "0770 11 22 33 4" is no phone plus a 4.
+        if (
+            phonenumbers.is_valid_number(number)
+            and digits.endswith(national)
+            and prefix in ("", "0", code, "00" + code)
+        ):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
 
@@ -467,7 +495,7 @@ def _phone_number(run: str, region: str) -> str | None:
 def _unit_patterns(units: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     names = _alternation(units)
     before = re.compile(
-        rf"{_WORD_EDGE_L}((?:{_NUMBER})(?:[\s-]+(?:{_NUMBER}))?)\s*({names}){_WORD_EDGE_R}",
+        rf"{_WORD_EDGE_L}({_COUNT})\s*({names}){_WORD_EDGE_R}",
         re.I,
     )
     after = re.compile(rf"{_WORD_EDGE_L}({names})\s*[:\-]?\s*(\d+){_WORD_EDGE_R}", re.I)
@@ -617,6 +645,8 @@ def read(
                 if target is current:
                     take(name, None, source)
                 else:
+                    # "100 бутылей" at another question is not kept (its own question asks
+                    # again and says why), but it is no part of an address either.
                     ok, value = _validate(target, source, region, language, flow)
                     if ok:
                         take(name, value, source)
