@@ -334,3 +334,97 @@ def test_a_mistyped_catalog_name_picks_the_one_close_item() -> None:
     assert parse_catalog_choice("подтвердаю", items) == Valid("confirm")
     assert parse_catalog_choice("измнить", items) == Valid("edit")
     assert parse_catalog_choice("удалить", items) == Invalid("unknown_choice")
+
+
+# More of what customers really write: (message at the address question of a new dialog,
+# phone, quantity, address) with None where the message does not give it.
+FIRST_MESSAGES: list[tuple[str, str | None, int | None, str | None]] = [
+    ("Добрый день! Нужно 2 бутыли воды на ул. Ахунбаева 97, кв 14. Тел: 0555 11 22 33",
+     "+996555112233", 2, "ул. Ахунбаева 97, кв 14."),
+    ("здравствуйте 3 бутылки на Токтогула 125/1 кв 7 0700123456",
+     "+996700123456", 3, "Токтогула 125/1 кв 7"),
+    ("Привет, привезите 4 бутыли, мкр Джал 29, дом 3, кв 45", None, 4, "мкр Джал 29, дом 3, кв 45"),
+    ("5 бутылей, Исанова 42", None, 5, "Исанова 42"),
+    ("Воду 2 штуки на Боконбаева 110", None, 2, "Боконбаева 110"),
+    ("Мне нужна вода. Адрес: Киевская 150, кв 3", None, None, "Киевская 150, кв 3"),
+    ("Адрес: Московская 12\nНомер: 0777 654 321", "+996777654321", None, "Московская 12"),
+    ("Телефон 0555 998 877, Манаса 101", "+996555998877", None, "Манаса 101"),
+    ("0555998877", "+996555998877", None, None),
+    ("+996 555 998 877 три бутыли", "+996555998877", 3, None),
+    ("десять бутылей пожалуйста", None, 10, None),
+    ("одну бутыль на Жибек Жолу 55", None, 1, "Жибек Жолу 55"),
+    ("Hi! 3 bottles to 45 Chui Ave, apt 12, my number is 0555 123 456",
+     "+996555123456", 3, "45 Chui Ave, apt 12"),
+    ("Hello, I need two bottles", None, 2, None),
+    ("good morning, water to 12 Manas St please", None, None, "12 Manas St"),
+    ("Phone: +996 700 111 222\nAddress: 7 Kievskaya St", "+996700111222", None,
+     "7 Kievskaya St"),
+    ("Саламатсызбы, эки бөтөлкө суу керек, Ахунбаева 100", None, 2, "Ахунбаева 100"),
+    ("Салам, беш бөтөлкө, 0555 111 222, Чүй 50", "+996555111222", 5, "Чүй 50"),
+    ("Дарек: Манас көчөсү 12", None, None, "Манас көчөсү 12"),
+    ("суу керек", None, None, None),
+    ("Здравствуйте!", None, None, None),
+    ("Добрый вечер", None, None, None),
+    ("hello", None, None, None),
+    ("Салам", None, None, None),
+    ("хочу воду", None, None, None),
+    ("ещё воды", None, None, None),
+    ("Как заказать?", None, None, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "phone", "quantity", "address"), FIRST_MESSAGES)
+def test_first_messages(
+    water: Flow, text: str, phone: str | None, quantity: int | None, address: str | None
+) -> None:
+    reading = read(water, water.steps[ADDRESS], {}, text, region="KG", language="ru", first=True)
+    if "?" in text:
+        assert is_question(text)
+        return
+    assert reading.values.get("phone") == phone
+    assert reading.values.get("quantity") == quantity
+    assert reading.answer == address
+
+
+# Corrections at the summary of the water flow, given GIVEN: the new values.
+SUMMARY_MESSAGES: list[tuple[str, dict[str, Any]]] = [
+    ("нет, давайте 4", {"quantity": 4}),
+    ("Нет, 5 бутылей", {"quantity": 5}),
+    ("ой, не 3 а 2", {"quantity": 2}),
+    ("лучше 6", {"quantity": 6}),
+    ("давайте 7 бутылей", {"quantity": 7}),
+    ("no, 4 bottles", {"quantity": 4}),
+    ("make it 5 bottles", {"quantity": 5}),
+    ("не 3, а 10", {"quantity": 10}),
+    ("төрт бөтөлкө", {"quantity": 4}),
+    ("жок, эки бөтөлкө", {"quantity": 2}),
+    ("номер другой: 0700 123 456", {"phone": "+996700123456"}),
+    ("телефон не тот, 0700 123 456", {"phone": "+996700123456"}),
+    ("ой, номер 0700 123 456", {"phone": "+996700123456"}),
+    ("change the phone to 0700 123 456", {"phone": "+996700123456"}),
+    ("phone is wrong: +996 700 123 456", {"phone": "+996700123456"}),
+    ("адрес другой: Чуй 5", {"address": "Чуй 5"}),
+    ("адрес не тот — Чуй 5", {"address": "Чуй 5"}),
+    ("измените адрес на Чуй 5", {"address": "Чуй 5"}),
+    ("поменяй адрес на Чуй 5", {"address": "Чуй 5"}),
+    ("change the address to 5 Chui Ave", {"address": "5 Chui Ave"}),
+    ("адрес: Чуй 5", {"address": "Чуй 5"}),
+    ("Адрес Чуй 5", {"address": "Чуй 5"}),
+    ("дарек: Чүй 5", {"address": "Чүй 5"}),
+    ("не Манаса, а Ахунбаева", {"address": "Ахунбаева 40"}),
+    ("не 40, а 42", {"address": "Манаса 42"}),  # 40 is only in the address
+    ("не 2, а 4", {}),  # no detail holds a 2: asked again
+    ("адрес Чуй 5 и 4 бутыли", {"address": "Чуй 5", "quantity": 4}),
+    ("Адрес: Чуй 5, 0700 123 456", {"address": "Чуй 5", "phone": "+996700123456"}),
+    ("да", {}),
+    ("нет", {}),
+    ("ок", {}),
+    ("не знаю", {}),
+    ("всё верно", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "values"), SUMMARY_MESSAGES)
+def test_summary_messages(water: Flow, text: str, values: dict[str, Any]) -> None:
+    reading = read(water, water.steps[CONFIRM], GIVEN, text, region="KG", language="ru")
+    assert dict(reading.values) == values

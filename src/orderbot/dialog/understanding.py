@@ -409,6 +409,22 @@ def _label_patterns(
     return plain, change, other
 
 
+def _detail_start(segment: str, words: _FlowWords, region: str) -> int:
+    """Where the first phone number, e-mail or counted quantity in ``segment`` starts (its
+    length if none)."""
+    starts = [len(segment)]
+    starts += [start for _, start, _ in _phones(segment, region)] if _DIGIT.search(segment) else []
+    at = segment.find("@")
+    if at >= 0:
+        starts.append(segment.rfind(" ", 0, at) + 1)
+    for units in words.units.values():
+        for pattern in _unit_patterns(units):
+            match = pattern.search(segment)
+            if match is not None:
+                starts.append(match.start())
+    return min(starts)
+
+
 @functools.cache
 def _opening_label_pattern(labels: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
     names = _alternation(tuple(label for label, _ in labels))
@@ -567,8 +583,11 @@ def read(
             newline = text.find("\n", end)
             if 0 <= newline < stop and newline > end:
                 stop = newline
-            segment = text[end:stop].strip(" \t,;.—–-")
             target = steps[name]
+            if target.validator in FREE_TEXT:
+                # "адрес Чуй 5 и 4 бутыли": the address ends where another detail begins.
+                stop = end + _detail_start(text[end:stop], words, region)
+            segment = text[end:stop].strip(" \t,;.—–-")
             if not segment:
                 change = name
                 spans.append((start, stop))
