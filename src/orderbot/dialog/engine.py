@@ -9,8 +9,11 @@ Files are I/O, so they never reach this module as bytes: the worker fetches, che
 what the customer attached *before* the step (see :mod:`orderbot.files`) and passes each result as
 a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps the list.
 
-The conversation is decided in four modules: this one reads what a message is (a command, a
-button, an answer) and routes it; :mod:`~orderbot.dialog.handlers` acts on each kind;
+The conversation is decided in these modules: this one reads what a message is (a command, a
+button, an answer) and routes it; :mod:`~orderbot.dialog.conversation` handles a message
+written as people write (every detail read by :mod:`~orderbot.dialog.understanding`,
+corrections, questions, the wrong keyboard layout) and hands the current question's answer to
+:mod:`~orderbot.dialog.handlers`, which acts on each kind;
 :mod:`~orderbot.dialog.navigation` knows where the answers lead; :mod:`~orderbot.dialog.rendering`
 words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`, and are
 re-exported here, where callers have always imported them.
