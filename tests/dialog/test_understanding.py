@@ -308,7 +308,8 @@ def test_yes_no_still_unclear(text: str) -> None:
         ("бир", 1), ("эки", 2), ("үч", 3), ("төрт", 4), ("беш", 5), ("алты бөтөлкө", 6),
         ("жети", 7), ("сегиз", 8), ("тогуз", 9), ("он", 10), ("он бир", 11), ("он беш", 15),
         ("жыйырма", 20), ("жыйырма эки", 22), ("отуз", 30), ("отуз үч", 33), ("кырк", 40),
-        ("кырк тогуз", 49), ("элүү", 50),
+        ("кырк тогуз", 49), ("элүү", 50), ("бешти", 5), ("үчтү алып келиңиз", 3),
+        ("экини", 2),
     ],
 )  # fmt: skip
 def test_kyrgyz_number_words(text: str, value: int) -> None:
@@ -428,3 +429,98 @@ SUMMARY_MESSAGES: list[tuple[str, dict[str, Any]]] = [
 def test_summary_messages(water: Flow, text: str, values: dict[str, Any]) -> None:
     reading = read(water, water.steps[CONFIRM], GIVEN, text, region="KG", language="ru")
     assert dict(reading.values) == values
+
+
+PRINTING_MORE: list[tuple[str, dict[str, Any], str, dict[str, Any], str | None]] = [
+    # the name question
+    ("NAME", {"service": "fdm_standard"}, "Айгуль", {}, "Айгуль"),
+    ("NAME", {"service": "fdm_standard"}, "Меня зовут Айгуль", {}, "Меня зовут Айгуль"),
+    ("NAME", {"service": "fdm_standard"}, "Айгуль, aigul@mail.kg", {"email": "aigul@mail.kg"},
+     "Айгуль"),
+    ("NAME", {"service": "fdm_standard"}, "Bakyt, +996 555 111 222",
+     {"phone": "+996555111222"}, "Bakyt"),
+    ("NAME", {"service": "fdm_standard"}, "Имя: Азамат\nПочта: az@x.kg\nТелефон: 0700 111 222",
+     {"email": "az@x.kg", "phone": "+996700111222"}, "Азамат"),
+    ("NAME", {"service": "fdm_standard"}, "Здравствуйте", {}, None),
+    # the e-mail question
+    ("EMAIL", {"service": "fdm_standard", "name": "Иван"}, "ivan@example.com", {},
+     "ivan@example.com"),
+    ("EMAIL", {"service": "fdm_standard", "name": "Иван"}, "почта: ivan@example.com", {},
+     "ivan@example.com"),
+    ("EMAIL", {"service": "fdm_standard", "name": "Иван"}, "my email is john@x.com", {},
+     "john@x.com"),
+    ("EMAIL", {"service": "fdm_standard", "name": "Иван"}, "0555 123 456",
+     {"phone": "+996555123456"}, None),
+    ("EMAIL", {"service": "fdm_standard", "name": "Иван"}, "нет почты", {}, None),
+    # the phone question (skippable)
+    ("PHONE", {"service": "fdm_standard", "name": "Иван", "email": "i@x.kg"},
+     "мой номер +996 (555) 123-456", {}, "+996 (555) 123-456"),
+    ("PHONE", {"service": "fdm_standard", "name": "Иван", "email": "i@x.kg"}, "Пропустить",
+     {}, None),
+    # the address after choosing delivery
+    ("ADDRESS", {"delivery": "delivery"}, "Чуй 100, офис 5", {}, "Чуй 100, офис 5"),
+    ("ADDRESS", {"delivery": "delivery"}, "на Токтогула 5, звоните 0700 123 456",
+     {"phone": "+996700123456"}, "Токтогула 5, звоните"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("at", "data", "text", "values", "answer"), PRINTING_MORE)
+def test_printing_more_messages(
+    printing: Flow,
+    at: str,
+    data: dict[str, Any],
+    text: str,
+    values: dict[str, Any],
+    answer: str | None,
+) -> None:
+    reading = read(printing, printing.steps[at], data, text, region="KG", language="ru")
+    assert dict(reading.values) == values
+    assert reading.answer == answer
+
+
+def test_a_printing_summary_change_in_words(printing: Flow) -> None:
+    data = {
+        "service": "fdm_standard", "name": "Иван", "email": "i@x.kg", "phone": None,
+        "files": [], "material": "pla", "layer_height": "0.2", "infill": "15",
+        "delivery": "pickup",
+    }  # fmt: skip
+    summary = printing.steps["SUMMARY"]
+    reading = read(printing, summary, data, "почта другая: new@x.kg", region="KG", language="ru")
+    assert dict(reading.values) == {"email": "new@x.kg"}
+    reading = read(printing, summary, data, "ой, телефон 0555 123 456", region="KG", language="ru")
+    assert dict(reading.values) == {"phone": "+996555123456"}
+
+
+ENGLISH_AND_KYRGYZ: list[tuple[str, dict[str, Any], str, dict[str, Any], str | None]] = [
+    (ADDRESS, {}, "5 bottles please, 12 Manas Ave apt 3", {"quantity": 5}, "12 Manas Ave apt 3"),
+    (ADDRESS, {}, "twenty bottles to 1 Chui St", {"quantity": 20}, "1 Chui St"),
+    (ADDRESS, {}, "Deliver to 77 Ibraimova St, call +996 700 000 111",
+     {"phone": "+996700000111"}, "77 Ibraimova St, call"),
+    (ADDRESS, {}, "Чүй проспекти 120, 3 бөтөлкө", {"quantity": 3}, "Чүй проспекти 120"),
+    (ADDRESS, {}, "он бир бөтөлкө, Манас 5", {"quantity": 11}, "Манас 5"),
+    (ADDRESS, {}, "жыйырма бөтөлкө", {"quantity": 20}, None),
+    (ADDRESS, {}, "телефон: 0555 010 203", {"phone": "+996555010203"}, None),
+    (PHONE, {"address": "Chui 1"}, "it's 0555 123 456", {}, "0555 123 456"),
+    (PHONE, {"address": "Chui 1"}, "номерим 0555 123 456", {}, "0555 123 456"),
+    (PHONE, {"address": "Chui 1"}, "0555 123 456, 2 bottles", {"quantity": 2}, "0555 123 456"),
+    (QUANTITY, GIVEN, "two", {}, "two"),
+    (QUANTITY, GIVEN, "twenty-five bottles", {}, "twenty-five bottles"),
+    (QUANTITY, GIVEN, "үч", {}, "үч"),
+    (QUANTITY, GIVEN, "бешти алып келиңиз", {}, "бешти"),  # "bring five": 5
+    (QUANTITY, GIVEN, "the address is wrong: 9 Frunze St", {"address": "9 Frunze St"}, None),
+    (CONFIRM, GIVEN, "change the quantity to 6", {"quantity": 6}, None),
+    (CONFIRM, GIVEN, "update the number to 0555 000 111", {"phone": "+996555000111"}, None),
+    (CONFIRM, GIVEN, "дарек башка: Чүй 7", {"address": "Чүй 7"}, None),
+    (CONFIRM, GIVEN, "телефон туура эмес: 0555 000 111", {"phone": "+996555000111"}, None),
+    (CONFIRM, GIVEN, "yes", {}, None),
+    (CONFIRM, GIVEN, "ооба", {}, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("at", "data", "text", "values", "answer"), ENGLISH_AND_KYRGYZ)
+def test_english_and_kyrgyz_messages(
+    water: Flow, at: str, data: dict[str, Any], text: str, values: dict[str, Any], answer: str
+) -> None:
+    reading = read(water, water.steps[at], data, text, region="KG", language="en")
+    assert dict(reading.values) == values
+    assert reading.answer == answer

@@ -61,13 +61,24 @@ _DECIMAL = re.compile(r"\d[.,]\d|\d/\d")
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
 
 
+# Kyrgyz case endings on a number ("бешти алып келиңиз": bring five): the number is the stem.
+_KY_ENDINGS = ("ни", "ны", "ну", "нү", "ти", "ты", "ту", "тү", "ди", "ды", "ду", "дү")
+_KY_NUMBERS = frozenset(_KY_UNITS) | frozenset(_KY_TENS)
+
+
+def _kyrgyz_stem(word: str) -> str:
+    if word in _UNITS or word in _TENS or not word.endswith(_KY_ENDINGS):
+        return word
+    return word[:-2] if word[:-2] in _KY_NUMBERS else word
+
+
 def _numbers(text: str) -> list[tuple[int, int]]:
     """(value, start offset) of every number in ``text``, digits or words; a tens word directly
     followed by a unit word is one number ("двадцать пять", "twenty-five")."""
     found: list[tuple[int, int]] = []
     pending_tens: tuple[int, int, int] | None = None  # value, start, end
     for token in _TOKEN.finditer(text):
-        word = token.group()
+        word = _kyrgyz_stem(token.group())
         if pending_tens is not None:
             tens, start, end = pending_tens
             pending_tens = None
