@@ -161,14 +161,16 @@ async def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
     a gzip bomb is inflated a piece at a time, and the caller stops at its size limit."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
-        async for piece in response.aiter_bytes(CHUNK):  # nothing to decode
-            yield piece
+        # As it arrives (a chunk size here would wait for 64 KB of a trickle), cut to CHUNK.
+        async for data in response.aiter_bytes():  # nothing to decode
+            for start in range(0, len(data), CHUNK):
+                yield data[start : start + CHUNK]
         return
     if encoding not in _DECODERS:
         raise FetchError(f"content encoding {encoding[:20]!r}")
     decoder = zlib.decompressobj(_DECODERS[encoding])
     try:
-        async for raw in response.aiter_raw(CHUNK):
+        async for raw in response.aiter_raw():
             data = raw
             while data:
                 piece = decoder.decompress(data, CHUNK)

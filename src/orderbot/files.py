@@ -65,8 +65,6 @@ __all__ = [
 ]
 
 _TEMP_PREFIX = ".part-"
-# Seconds a download may take to get going before its average rate is held to the minimum.
-_RATE_GRACE = 10.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +83,7 @@ class FileReceiver:
       :data:`~orderbot.file_fetchers.CHUNK` decoded bytes (the file goes to disk as it comes),
       so in total about ``max_downloads`` x 64 KB plus the checks' bounded reads;
     - ``download_timeout`` (``DOWNLOAD_TIMEOUT``) seconds for a whole download, and after the
-      first ``_RATE_GRACE`` seconds at least ``min_rate`` (``DOWNLOAD_MIN_RATE``) bytes a
+      first ``rate_grace`` seconds at least ``min_rate`` (``DOWNLOAD_MIN_RATE``) bytes a
       second on average: a link that trickles is given up early;
     - the size limit counts decoded bytes as they arrive (a gzip-encoded body stops at the
       limit, it is never inflated whole);
@@ -102,6 +100,7 @@ class FileReceiver:
         min_rate: int = 8 * 1024,
         max_downloads: int = 2,
         check_time_limit: float = CHECK_TIME_LIMIT,
+        rate_grace: float = 10.0,
     ) -> None:
         self.upload_dir = upload_dir
         self.max_bytes = max_bytes
@@ -109,6 +108,7 @@ class FileReceiver:
         self._download_timeout = download_timeout
         self._min_rate = min_rate
         self._check_time_limit = check_time_limit
+        self._rate_grace = rate_grace
         self._downloads = asyncio.Semaphore(max_downloads)
 
     @classmethod
@@ -164,6 +164,14 @@ class FileReceiver:
         async with self._downloads:
             return await self._receive(fetcher, attachment, name, limit, reason)
 
+    def _give_up_at(self, started: float, size: int) -> float:
+        """The loop time at which a download that began at ``started`` (monotonic, as the
+        event loop's clock) and has ``size`` bytes is given up."""
+        overall = started + self._download_timeout
+        if self._min_rate <= 0:
+            return overall
+        return min(overall, started + max(self._rate_grace, size / self._min_rate))
+
     async def _receive(
         self, fetcher: FileFetcher, attachment: Attachment, name: str, limit: int, reason: str
     ) -> ReceivedFile:
@@ -172,21 +180,21 @@ class FileReceiver:
         try:
             digest = hashlib.sha256()
             size = 0
-            started = time.monotonic()
+            started = asyncio.get_running_loop().time()
             with temp.open("wb") as out:
+                # One deadline, moved as bytes arrive: the overall limit, or the moment the
+                # average rate would fall below the minimum (silence included).
                 async with (
-                    asyncio.timeout(self._download_timeout),
+                    asyncio.timeout_at(self._give_up_at(started, 0)) as budget,
                     contextlib.aclosing(fetcher.chunks(attachment)) as chunks,
                 ):
                     async for chunk in chunks:
                         size += len(chunk)
                         if size > limit:
                             return ReceivedFile(name=name, refused=reason, limit=limit)
-                        elapsed = time.monotonic() - started
-                        if elapsed > _RATE_GRACE and size < self._min_rate * elapsed:
-                            raise FetchError(f"slower than {self._min_rate} bytes/s")
                         digest.update(chunk)
                         out.write(chunk)
+                        budget.reschedule(self._give_up_at(started, size))
             checked = await asyncio.to_thread(
                 detect_model_format, temp, name, time_limit=self._check_time_limit
             )
@@ -200,7 +208,11 @@ class FileReceiver:
             log.warning("cannot fetch attachment: %s", exc)
             return ReceivedFile(name=name, refused="download_failed")
         except TimeoutError:
-            log.warning("attachment download took longer than %.0f s", self._download_timeout)
+            log.warning(
+                "attachment download too slow (over %.0f s, or under %d bytes/s)",
+                self._download_timeout,
+                self._min_rate,
+            )
             return ReceivedFile(name=name, refused="download_failed")
         except OSError:
             log.exception("cannot store an uploaded file")
