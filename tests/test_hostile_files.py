@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gzip
 import ipaddress
+import ssl
 import time
 import tracemalloc
 import zipfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from orderbot.config import Settings
 from orderbot.dialog import DialogOptions, load_flow
@@ -46,15 +48,18 @@ class Canary:
     """A local HTTP/1.1 server: ``routes`` maps a path to what it answers (404 otherwise);
     ``connections`` counts every TCP connection, ``paths`` every request line's path."""
 
-    def __init__(self, routes: dict[str, Handler] | None = None) -> None:
+    def __init__(
+        self, routes: dict[str, Handler] | None = None, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes = routes or {}
+        self.tls = tls
         self.connections = 0
         self.paths: list[str] = []
         self.port = 0
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Canary:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -348,6 +353,41 @@ async def test_a_listed_host_that_resolves_inward_is_refused(tmp_path: Path) -> 
         received = await receiver(tmp_path, allowed).receive(link, channel="chat2desk")
         assert (received.refused, received.format) == (None, "stl")
         assert canary.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("certified", "fetched"), [("storage.chat2desk.com", True), ("x.test", False)]
+)
+async def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
+    tmp_path: Path, certified: str, fetched: bool
+) -> None:
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(certified).configure_cert(server)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+
+    async def loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async with Canary({"/cube.stl": serve(binary_stl())}, tls=server) as canary:
+        policy = LinkPolicy(
+            hosts=(f"storage.chat2desk.com:{canary.port}",),
+            trusted_networks=LOOPBACK,
+            resolver=loopback,
+        )
+        client = httpx.AsyncClient(verify=client_context, trust_env=False)
+        files = FileReceiver(
+            tmp_path / "uploads",
+            max_bytes=MB,
+            fetchers=(HttpFileFetcher(client, policy=policy),),
+        )
+        link = Attachment(url=f"https://storage.chat2desk.com:{canary.port}/cube.stl")
+        result = await files.receive(link, channel="chat2desk")
+        await client.aclose()
+    # The TLS name is the link's host (not the address), and the certificate must match it.
+    assert (result.format == "stl") is fetched
+    assert canary.paths == (["/cube.stl"] if fetched else [])
 
 
 async def test_every_redirect_hop_is_checked(tmp_path: Path) -> None:

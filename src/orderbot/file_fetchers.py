@@ -233,12 +233,14 @@ class HttpFileFetcher(FileFetcher):
         if self._client is None:
             import httpx
 
-            # No redirects (each hop is checked here) and no proxies from the environment
-            # (the connection must go to the address that was checked).
+            # No redirects (each hop is checked here), no proxies from the environment (the
+            # connection must go to the address that was checked), and no kept-alive
+            # connections (pooled by address, one could carry a request for another name).
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._read_timeout, connect=10.0),
                 follow_redirects=False,
                 trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
             )
         return self._client
 
