@@ -227,6 +227,21 @@ def test_a_zip_whose_directory_is_too_big_is_refused(tmp_path: Path) -> None:
     assert detect_model_format(write(tmp_path, "cube.3mf", three_mf())) == "3mf"
 
 
+def test_a_3mf_part_in_a_compression_without_output_bound_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.3mf"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as archive:
+        archive.writestr("3D/3dmodel.model", b"<model>" + b"\0" * (64 * MB))
+    tracemalloc.start()
+    try:
+        refused = detect_model_format(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(refused, Refusal)
+    assert refused.reason == "unsupported"
+    assert peak < 16 * MB, f"peak {peak / MB:.1f} MB"
+
+
 @pytest.mark.timeout(30)
 async def test_a_gzip_bomb_is_inflated_a_piece_at_a_time(tmp_path: Path) -> None:
     bomb = gzip.compress(b"\0" * (64 * MB), compresslevel=9)  # ~64 KB on the wire

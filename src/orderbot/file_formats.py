@@ -242,6 +242,12 @@ def _check_3mf(path: Path) -> str | Refusal:
             parts = [info for info in entries if _is_model_part(info.filename)]
             if not parts:
                 return Refusal("unsupported", "a zip without a 3D/*.model part")
+            if parts[0].compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # 3MF allows only these two; zipfile inflates the others (bzip2, LZMA) without
+                # an output bound, so one read could fill memory.
+                return Refusal(
+                    "unsupported", f"3D/*.model compressed with {parts[0].compress_type}"
+                )
             # Bounded read: only the start of the model part, never the whole (maybe huge) XML.
             with archive.open(parts[0]) as part:
                 start = part.read(_CHUNK)
