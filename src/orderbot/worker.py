@@ -1,8 +1,10 @@
 """The worker: takes inbound messages, runs the dialog step for each client, commits the result.
 
 One client's messages are handled one at a time in arrival order (a lane per client); different
-clients run concurrently, at most ``concurrency`` steps at once. The worker never talks to a
-messenger: replies go to the outbox in the same commit as the new state.
+clients run concurrently, at most ``concurrency`` steps at once; a step that downloads model
+files gives its slot up while the files download (the file receiver bounds those on its own).
+The worker never talks to a messenger: replies go to the outbox in the same commit as the new
+state.
 """
 
 from __future__ import annotations
