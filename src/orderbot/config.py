@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
+from orderbot.file_fetchers import DEFAULT_ATTACHMENT_HOSTS, LinkPolicy
 
 __all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 
@@ -90,6 +91,32 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a file no order uses (cancelled dialog) is deleted",
     )
+    attachment_hosts: str = Field(
+        ",".join(DEFAULT_ATTACHMENT_HOSTS),
+        description="hosts Chat2Desk attachment links may point to: host, *.domain, host:port",
+    )
+    attachment_trusted_networks: str = Field(
+        "",
+        description="non-public networks (CIDR, comma-separated) links may still resolve to",
+    )
+    download_timeout: float = Field(300.0, gt=0, description="seconds for one whole download")
+    download_min_rate: int = Field(
+        8 * 1024, ge=0, description="bytes/s a download must average after its first 10 s"
+    )
+    download_concurrency: int = Field(
+        2, ge=1, le=64, description="attachments downloaded and checked at once, per process"
+    )
+
+    @field_validator("attachment_trusted_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        LinkPolicy.parse("", value)  # ValueError names the malformed network
+        return value
+
+    @property
+    def link_policy(self) -> LinkPolicy:
+        """``ATTACHMENT_HOSTS`` and ``ATTACHMENT_TRUSTED_NETWORKS`` as a link policy."""
+        return LinkPolicy.parse(self.attachment_hosts, self.attachment_trusted_networks)
 
     @field_validator("log_level", mode="before")
     @classmethod

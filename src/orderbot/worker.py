@@ -1,8 +1,10 @@
 """The worker: takes inbound messages, runs the dialog step for each client, commits the result.
 
 One client's messages are handled one at a time in arrival order (a lane per client); different
-clients run concurrently, at most ``concurrency`` steps at once. The worker never talks to a
-messenger: replies go to the outbox in the same commit as the new state.
+clients run concurrently, at most ``concurrency`` steps at once; a step that downloads model
+files gives its slot up while the files download (the file receiver bounds those on its own).
+The worker never talks to a messenger: replies go to the outbox in the same commit as the new
+state.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from orderbot.dialog import (
     ReceivedFile,
     Reply,
     error_reply,
+    file_room,
     step,
     wants_files,
 )
 from orderbot.errors import StorageError
-from orderbot.files import FileReceiver
+from orderbot.files import FileReceiver, display_name
 from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
@@ -124,8 +127,7 @@ class Worker:
         try:
             while lane:
                 try:
-                    async with self._slots:
-                        await self.handle(lane[0])
+                    await self.handle(lane[0])
                 except StorageError as exc:
                     # A backing service is down (Redis, the database): the message stays at
                     # the head of its client's lane, unacked, and is tried again when it is back.
@@ -151,12 +153,42 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle(self, delivery: InboundDelivery) -> None:
-        """Run one step and commit it; never raises for a bad message."""
+        """Run one step and commit it; never raises for a bad message.
+
+        The step holds one of the ``concurrency`` slots, except while it downloads files: the
+        downloads (bounded by the file receiver: a deadline, a minimum rate, a few at a time)
+        happen between two slot holds, so a slow link never keeps other customers waiting.
+        The client's lane still runs this message to its end before the next one (order), and
+        nothing is committed before the files are in (a crash redoes the step; stored files
+        are named by checksum, so a second download stores nothing new)."""
         started = time.perf_counter()
+        message = delivery.message
+        async with self._slots:
+            loaded = await self._load(delivery, started)
+            if loaded is None:
+                return
+            state, raw = loaded
+            if not self._downloads_files(state, message):
+                await self._step(delivery, state, raw, message.attachments, None, started)
+                return
+        failure: Exception | None = None
+        attachments: tuple[Attachment | ReceivedFile, ...] = message.attachments
+        try:
+            attachments = await self._receive_files(state, message)
+        except Exception as exc:  # answered as a failed step below
+            failure = exc
+        async with self._slots:
+            await self._step(delivery, state, raw, attachments, failure, started)
+
+    async def _load(
+        self, delivery: InboundDelivery, started: float
+    ) -> tuple[DialogState | None, bytes | None] | None:
+        """The client's state, or ``None`` when the message needs no step (a copy of one
+        already processed, dead-lettered, or answered by the front desk)."""
         message = delivery.message
         if delivery.deliveries > self._max_deliveries:
             await self._give_up(delivery, started)
-            return
+            return None
         handoff: HandoffWindow | Unknown | None = UNKNOWN
         if self._front_desk is None:
             raw, processed = await self._store.load(message)
@@ -170,17 +202,30 @@ class Worker:
             log.info("message %s was already processed; dropping the copy", message.message_id)
             await self._inbound.ack(delivery)
             self.handled += 1
-            return
+            return None
         # An attempt starts (counted for a redelivery; a processed copy is not an attempt).
         await self._inbound.begin(delivery)
         state = _decode_state(raw, message)
-        before = state.step if state is not None else "-"
         if self._front_desk is not None and await self._at_front_desk(
             delivery, state, raw, handoff
         ):
-            return
+            return None
+        return state, raw
+
+    async def _step(
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        attachments: tuple[Attachment | ReceivedFile, ...],
+        failure: Exception | None,
+        started: float,
+    ) -> None:
+        message = delivery.message
+        before = state.step if state is not None else "-"
         try:
-            attachments = await self._receive_files(state, message)
+            if failure is not None:
+                raise failure
             result = step(
                 self._flow,
                 state,
@@ -249,19 +294,31 @@ class Worker:
         self.handled += 1
         return True
 
+    def _downloads_files(self, state: DialogState | None, message: InboundMessage) -> bool:
+        # Only a step that wants files gets them downloaded: a photo at the address step is not.
+        return (
+            self._files is not None
+            and any(a.kind != "location" for a in message.attachments)
+            and wants_files(self._flow, state)
+        )
+
     async def _receive_files(
         self, state: DialogState | None, message: InboundMessage
     ) -> tuple[Attachment | ReceivedFile, ...]:
-        # Only a step that wants files gets them downloaded: a photo at the address step is not.
-        if not message.attachments or self._files is None or not wants_files(self._flow, state):
-            return message.attachments
-        files = self._files
-        return tuple(
-            [
-                attachment if attachment.kind == "location" else await files.receive(attachment)
-                for attachment in message.attachments
-            ]
-        )
+        """Download what the step takes; no more files than it has room for are fetched (the
+        others are refused as ``too_many`` without a request)."""
+        assert self._files is not None
+        room = file_room(self._flow, state)
+        received: list[Attachment | ReceivedFile] = []
+        for attachment in message.attachments:
+            if attachment.kind == "location":
+                received.append(attachment)
+            elif room <= 0:
+                received.append(ReceivedFile(name=display_name(attachment), refused="too_many"))
+            else:
+                room -= 1  # an attempt counts, refused or not: one link, one request at most
+                received.append(await self._files.receive(attachment, channel=message.channel))
+        return tuple(received)
 
     async def _commit(self, commit: StepCommit, *, ack: bool = True) -> int | None:
         """Commit, then (with ``ack``) tell the queue the message is done: a broker may only
