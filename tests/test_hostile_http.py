@@ -1,0 +1,161 @@
+"""Hostile input at the HTTP edge (issue 18): ids and text are validated and normalised at
+ingress, so nothing that cannot be stored, logged or sent back is ever acknowledged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.channels.telegram import TelegramChannel
+from orderbot.config import Settings
+from orderbot.errors import InvalidPayload
+from orderbot.messages import OutboundMessage
+from orderbot.runtime import EmbeddedRuntime
+from orderbot.web.app import create_app
+from tests.fakes.chat2desk import FakeChat2Desk
+from tests.servers import serving
+
+chat2desk = Chat2DeskChannel(api_url="http://127.0.0.1:9/v1", token="t")
+telegram = TelegramChannel(token="1:x", api_url="http://127.0.0.1:9")
+
+
+def c2d(**fields: Any) -> Any:
+    return chat2desk.parse_webhook({"text": "hi", **fields}, received_at=1.0)
+
+
+def c2d_problem(**fields: Any) -> dict[str, str]:
+    with pytest.raises(InvalidPayload) as info:
+        c2d(**fields)
+    assert info.value.status == 422
+    [detail] = info.value.details
+    return detail
+
+
+def tg_update(chat_id: Any = 42, update_id: Any = 7, text: str = "hi") -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "message": {"chat": {"id": chat_id, "type": "private"}, "text": text},
+    }
+
+
+def test_control_characters_leave_text_but_newline_and_tab_stay() -> None:
+    message = c2d(client_id=1, message_id=2, text="a\x00b\x1b[31mc\x7f\x85\td\r\ne\rf")
+    assert message.text == "ab[31mc\td\ne\nf"
+    update = telegram.parse_webhook(tg_update(text="x\x00y\nz"), received_at=1.0)
+    assert update.text == "xy\nz"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("a" * 65, "longer than 64 characters"),
+        ("a" * 101, "longer than 64 characters"),  # 101-128 characters failed the PostgreSQL write
+        ("1" * 65, "longer than 64 characters"),
+        ("ab\x00c", "may hold only letters, digits and _ . : @ -"),
+        ("ab\ncd", "may hold only letters, digits and _ . : @ -"),
+        ("a b", "may hold only letters, digits and _ . : @ -"),
+        ("", "must not be empty"),
+        ("18446744073709551617", "out of range (a signed 64-bit integer)"),  # 2**64 + 1
+        (2**64 + 1, "out of range (a signed 64-bit integer)"),
+        (-5, "must not be negative"),
+    ],
+)
+def test_bad_ids_are_a_422_naming_the_field(value: Any, problem: str) -> None:
+    assert c2d_problem(client_id=value, message_id=1) == {"field": "client_id", "problem": problem}
+    assert c2d_problem(client_id=1, message_id=value) == {"field": "message_id", "problem": problem}
+
+
+def test_route_ids_are_checked_too() -> None:
+    assert c2d_problem(client_id=1, message_id=1, channel_id="9" * 25)["field"] == "channel_id"
+    assert c2d_problem(client_id=1, message_id=1, transport="wa\x00")["field"] == "transport"
+
+
+def test_chat2desk_digit_ids_are_one_client_however_written() -> None:
+    # Chat2Desk's ids are integers (its inbox webhook: "client_id": 12568, "message_id": 28780;
+    # tests/test_chat2desk.py REAL_INBOX), so "07001", " 7001 " and 7001 are the same client.
+    keys = {c2d(client_id=v, message_id="0028780").client_key for v in ("07001", " 7001 ", 7001)}
+    assert keys == {"chat2desk:7001"}
+    assert c2d(client_id=1, message_id="0028780").dedupe_key == "chat2desk:28780"
+    assert c2d(client_id=1, message_id=1, channel_id="001").route == {"channel_id": "1"}
+    assert c2d(client_id="m-1.x@y:z_", message_id=1).client_id == "m-1.x@y:z_"
+
+
+def test_attachment_links_with_control_characters_are_refused() -> None:
+    problem = c2d_problem(client_id=1, message_id=1, attachments=[{"link": "http://x/\x00a"}])
+    assert problem["field"] == "attachments[0].link"
+    message = c2d(
+        client_id=1, message_id=1, attachments=[{"link": "http://x/a", "name": "a\x00.stl"}]
+    )
+    assert message.attachments[0].name == "a.stl"
+
+
+@pytest.mark.parametrize("bad", [2**63, -(2**63), 2**64 + 1])
+def test_telegram_ids_past_64_bits_are_refused(bad: int) -> None:
+    for update, field in (
+        (tg_update(chat_id=bad), "message.chat.id"),
+        (tg_update(update_id=bad), "update_id"),
+    ):
+        with pytest.raises(InvalidPayload) as info:
+            telegram.parse_webhook(update, received_at=1.0)
+        assert info.value.details[0]["field"] == field
+
+
+async def test_a_digit_id_past_64_bits_in_an_old_queued_reply_is_sent_as_a_string() -> None:
+    # Ingress refuses such ids now; a reply queued before must still not die with a TypeError.
+    async with (
+        FakeChat2Desk() as fake,
+        Chat2DeskChannel(api_url=fake.url, token="t", timeout=2) as channel,
+    ):
+        for client_id in ("18446744073709551617", "7001"):
+            await channel.send(
+                OutboundMessage(key="k", channel="chat2desk", client_id=client_id, text="x")
+            )
+    assert [body["client_id"] for body in fake.received] == ["18446744073709551617", 7001]
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, EmbeddedRuntime]]:
+    runtime = EmbeddedRuntime(settings)
+    async with (
+        serving(create_app(runtime, run_background=False)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        yield client, runtime
+
+
+async def test_ingress_answers_422_and_stores_nothing_for_a_poisoned_webhook(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
+    client, runtime = api
+    for body in (
+        {"client_id": "a" * 110, "message_id": 1, "text": "hi"},
+        {"client_id": "1\x002", "message_id": 1, "text": "hi"},
+        {"client_id": 1, "message_id": "18446744073709551617", "text": "hi"},
+        {"client_id": "x\nINFO forged", "message_id": 1, "text": "hi"},
+    ):
+        r = await client.post(
+            "/webhook/chat2desk",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, body
+        assert r.json()["error"] == "invalid_payload"
+        assert r.json()["message"]
+    rows = await runtime.db.run(
+        lambda c: c.execute("SELECT count(*) FROM inbound_queue").fetchone()
+    )
+    assert rows[0] == 0
+    r = await client.post(
+        "/webhook/chat2desk", json={"client_id": "07001", "message_id": 1, "text": "a\x00b"}
+    )
+    assert r.status_code == 200
+    raw = await runtime.db.run(
+        lambda c: c.execute("SELECT payload FROM inbound_queue").fetchone()[0]
+    )
+    stored = orjson.loads(raw)
+    assert (stored["client_id"], stored["text"]) == ("7001", "ab")
