@@ -159,3 +159,44 @@ async def test_ingress_answers_422_and_stores_nothing_for_a_poisoned_webhook(
     )
     stored = orjson.loads(raw)
     assert (stored["client_id"], stored["text"]) == ("7001", "ab")
+
+
+ADMIN = {"Authorization": "Bearer s3cret-admin"}
+HUGE = "9223372036854775808"  # 2**63: past SQLite's and PostgreSQL's BIGINT
+
+
+@pytest.fixture
+async def admin_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    runtime = EmbeddedRuntime(settings.model_copy(update={"admin_token": "s3cret-admin"}))
+    async with (
+        serving(create_app(runtime, run_background=False)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        yield client
+
+
+async def test_admin_numbers_past_64_bits_are_a_422(admin_api: httpx.AsyncClient) -> None:
+    for r in (
+        await admin_api.get(f"/api/orders?offset={HUGE}", headers=ADMIN),
+        await admin_api.get(f"/api/orders/{HUGE}", headers=ADMIN),
+        await admin_api.patch(f"/api/orders/{HUGE}", json={"status": "confirmed"}, headers=ADMIN),
+    ):
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["error"] == "invalid_request" and HUGE[:5] not in body["error"]
+        assert "less than or equal to 9223372036854775807" in body["message"]
+    assert (await admin_api.get("/api/orders?offset=0", headers=ADMIN)).status_code == 200
+
+
+async def test_admin_authenticates_before_it_validates(admin_api: httpx.AsyncClient) -> None:
+    json_type = {"content-type": "application/json"}
+    for headers in (json_type, {**json_type, "Authorization": "Bearer wrong"}):
+        for r in (
+            await admin_api.patch("/api/orders/1", content=b"{not json", headers=headers),
+            await admin_api.patch("/api/orders/x", json={"status": "lost"}, headers=headers),
+            await admin_api.get(f"/api/orders?offset={HUGE}&limit=0", headers=headers),
+        ):
+            assert r.status_code == 401, r.text
+            assert r.json()["error"] == "unauthorized"
+    r = await admin_api.patch("/api/orders/1", content=b"{not json", headers={**json_type, **ADMIN})
+    assert r.status_code == 422
