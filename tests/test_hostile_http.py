@@ -3,6 +3,10 @@ ingress, so nothing that cannot be stored, logged or sent back is ever acknowled
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +18,7 @@ from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.channels.telegram import TelegramChannel
 from orderbot.config import Settings
 from orderbot.errors import InvalidPayload
+from orderbot.logs import setup_logging
 from orderbot.messages import OutboundMessage
 from orderbot.runtime import EmbeddedRuntime
 from orderbot.web.app import create_app
@@ -200,3 +205,54 @@ async def test_admin_authenticates_before_it_validates(admin_api: httpx.AsyncCli
             assert r.json()["error"] == "unauthorized"
     r = await admin_api.patch("/api/orders/1", content=b"{not json", headers={**json_type, **ADMIN})
     assert r.status_code == 422
+
+
+def sign(body: bytes, timestamp: str) -> dict[str, str]:
+    key = hashlib.md5(b"test-token").hexdigest().encode()
+    signature = hmac.new(key, body + timestamp.encode(), hashlib.sha256).hexdigest()
+    return {"content-type": "application/json", "x-timestamp": timestamp, "x-signature": signature}
+
+
+async def test_signed_webhooks_with_an_old_or_future_timestamp_are_refused(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(
+        update={"webhook_signature_header": "X-Signature", "webhook_timestamp_tolerance": 300}
+    )
+    runtime = EmbeddedRuntime(settings)
+    body = orjson.dumps({"client_id": 1, "message_id": 1, "text": "hi"})
+    now = int(time.time())
+    async with (
+        serving(create_app(runtime, run_background=False)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        for stale in ("1", str(now - 3600), str(now + 3600), "nan", "inf", "", "x"):
+            r = await client.post("/webhook/chat2desk", content=body, headers=sign(body, stale))
+            assert r.status_code == 401, stale
+            assert r.json()["error"] == "bad_signature"
+        r = await client.post("/webhook/chat2desk", content=body, headers=sign(body, str(now - 60)))
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_newline_in_a_logged_value_cannot_forge_a_log_line(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", fmt)
+        forged = "7001\n2026-12-07 10:00:00,000 INFO    orderbot: order 5 paid\x1b[2K\x00"
+        logging.getLogger("orderbot.test").warning("client %s sent a message", forged)
+        logging.getLogger("orderbot.test").warning("line\u2028separator")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "\x1b" not in lines[0] and "\x00" not in lines[0]
+    message = orjson.loads(lines[0])["msg"] if fmt == "json" else lines[0]
+    assert (
+        "client 7001\\n2026-12-07 10:00:00,000 INFO    orderbot: order 5 paid\\x1b[2K\\x00"
+        in message
+    )

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     webhook_signature_header: str = ""
     webhook_timestamp_header: str = "X-Timestamp"
+    webhook_timestamp_tolerance: float = Field(
+        300.0, gt=0, description="seconds a signed webhook's timestamp may differ from our clock"
+    )
 
     telegram_bot_token: str = ""
     telegram_webhook_secret: str = Field(

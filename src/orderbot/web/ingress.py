@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -55,22 +56,39 @@ class WebhookResponse:
 
 @dataclass(frozen=True, slots=True)
 class SignatureCheck:
-    """Chat2Desk's optional HMAC: hex HMAC-SHA256, key md5(api token), over raw body + timestamp."""
+    """Chat2Desk's optional HMAC: hex HMAC-SHA256, key md5(api token), over raw body + timestamp.
+    The timestamp (unix seconds) must be within ``tolerance`` seconds of our clock, either way,
+    so a captured request cannot be replayed later."""
 
     header: str
     timestamp_header: str
     key: bytes
+    tolerance: float = 300.0
 
     @classmethod
-    def for_token(cls, token: str, header: str, timestamp_header: str) -> SignatureCheck:
+    def for_token(
+        cls, token: str, header: str, timestamp_header: str, *, tolerance: float = 300.0
+    ) -> SignatureCheck:
         key = hashlib.md5(token.encode(), usedforsecurity=False).hexdigest().encode()
-        return cls(header=header.lower(), timestamp_header=timestamp_header.lower(), key=key)
+        return cls(
+            header=header.lower(),
+            timestamp_header=timestamp_header.lower(),
+            key=key,
+            tolerance=tolerance,
+        )
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> bool:
         signature = headers.get(self.header, "")
         timestamp = headers.get(self.timestamp_header, "")
         expected = hmac.new(self.key, body + timestamp.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.strip().lower(), expected)
+        if not hmac.compare_digest(signature.strip().lower(), expected):
+            return False
+        try:
+            moment = float(timestamp)
+        except ValueError:
+            return False
+        current = time.time() if now is None else now
+        return math.isfinite(moment) and abs(current - moment) <= self.tolerance
 
 
 class WebhookIngress:
