@@ -3,6 +3,8 @@ ingress, so nothing that cannot be stored, logged or sent back is ever acknowled
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -22,6 +24,7 @@ from orderbot.logs import setup_logging
 from orderbot.messages import OutboundMessage
 from orderbot.runtime import EmbeddedRuntime
 from orderbot.web.app import create_app
+from orderbot.web.server import http_options
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.servers import serving
 
@@ -256,3 +259,92 @@ def test_a_newline_in_a_logged_value_cannot_forge_a_log_line(
         "client 7001\\n2026-12-07 10:00:00,000 INFO    orderbot: order 5 paid\\x1b[2K\\x00"
         in message
     )
+
+
+@contextlib.asynccontextmanager
+async def guarded_server(settings: Settings, **limits: Any) -> AsyncIterator[tuple[str, int]]:
+    """``orderbot run``'s app and HTTP options (web.server.http_options) with tiny limits."""
+    settings = settings.model_copy(update={"admin_token": "s3cret-admin", **limits})
+    runtime = EmbeddedRuntime(settings)
+    async with serving(create_app(runtime, run_background=False), **http_options(settings)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection (the test's own timeout
+    fails the test if it never does)."""
+    chunks = []
+    while chunk := await reader.read(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (
+            b"POST /webhook/chat2desk HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n",
+            b"408",
+        ),
+        (
+            b"PATCH /api/orders/1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer s3cret-admin\r\n",
+            b"408",
+        ),
+    ],
+)
+@pytest.mark.timeout(20)
+async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes(
+    settings: Settings, request_head: bytes, status: bytes
+) -> None:
+    async with guarded_server(settings, http_body_timeout=0.3) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request_head + b'content-length: 100\r\n\r\n{"client_id": 1')
+        await writer.drain()
+        answer = await read_until_closed(reader)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+    assert b"connection: close" in answer.lower()
+    assert b'"request_timeout"' in answer
+
+
+@pytest.mark.timeout(20)
+async def test_headers_that_never_end_are_cut_off(settings: Settings) -> None:
+    async with guarded_server(settings, http_header_timeout=0.3) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /webhook/chat2desk HTTP/1.1\r\nhost: x\r\nx-slow: a")
+        await writer.drain()
+        assert await read_until_closed(reader) == b""
+        writer.close()
+        # A silent connection is cut off too; a normal request still works.
+        reader, writer = await asyncio.open_connection(host, port)
+        assert await read_until_closed(reader) == b""
+        writer.close()
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            assert (await client.get("/live")).status_code == 200
+
+
+@pytest.mark.timeout(20)
+async def test_huge_headers_get_431(settings: Settings) -> None:
+    async with guarded_server(settings, http_max_header_bytes=4096) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /live HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 10_000)
+        await writer.drain()
+        answer = await read_until_closed(reader)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert answer.endswith(b'"headers_too_large", "message": "request headers are too large"}')
+
+
+@pytest.mark.timeout(20)
+async def test_connections_past_the_cap_get_503(settings: Settings) -> None:
+    async with guarded_server(settings, http_max_connections=2) as (host, port):
+        idle = [await asyncio.open_connection(host, port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        answer = await read_until_closed(reader)
+        writer.close()
+        for _, w in idle:
+            w.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer

@@ -7,7 +7,8 @@
     │   ├── MalformedPayload     400: not JSON, or not an object
     │   ├── InvalidPayload       422: a field is missing or has the wrong type
     │   ├── PayloadTooLarge      413
-    │   └── UnsupportedMediaType 415
+    │   ├── UnsupportedMediaType 415
+    │   └── BodyTimeout          408: the body did not arrive within HTTP_BODY_TIMEOUT
     ├── StorageError             the database or a queue failed
     │   └── BackendUnavailable   a backing service cannot be reached right now (503)
     └── ChannelError             sending through a messenger API failed
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "INSTALL_DISTRIBUTED",
     "BackendUnavailable",
+    "BodyTimeout",
     "ChannelError",
     "CircuitOpen",
     "ConfigError",
@@ -98,6 +100,11 @@ class PayloadTooLarge(PayloadError):
 class UnsupportedMediaType(PayloadError):
     status = 415
     code = "unsupported_media_type"
+
+
+class BodyTimeout(PayloadError):
+    status = 408
+    code = "request_timeout"
 
 
 class StorageError(OrderbotError):

@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
+from orderbot.config import Settings
 from orderbot.dialog import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
 from orderbot.web.admin import install_admin_api
-from orderbot.web.ingress import IngressApp, WebhookIngress
+from orderbot.web.ingress import HttpLimits, IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
 
@@ -205,4 +206,13 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
             log.warning("metrics: queue depths unavailable")
         return Response(_metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
-    return IngressApp(app, lambda: state["ingress"])
+    limits = (
+        HttpLimits(
+            header_timeout=settings.http_header_timeout,
+            body_timeout=settings.http_body_timeout,
+            max_header_bytes=settings.http_max_header_bytes,
+        )
+        if isinstance(settings, Settings)
+        else HttpLimits()
+    )
+    return IngressApp(app, lambda: state["ingress"], limits)
