@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -348,3 +349,25 @@ async def test_connections_past_the_cap_get_503(settings: Settings) -> None:
         for _, w in idle:
             w.close()
     assert answer.startswith(b"HTTP/1.1 503"), answer
+
+
+async def test_docs_work_offline_and_load_nothing_from_another_host(
+    api: tuple[httpx.AsyncClient, EmbeddedRuntime],
+) -> None:
+    client, _ = api
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    html = page.text
+    assert "SwaggerUIBundle" in html
+    # Every URL the page loads is on this server: no scheme-qualified or protocol-relative link.
+    loads = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html) + re.findall(
+        r"""url:\s*['"]([^'"]+)""", html
+    )
+    assert loads, html
+    for url in loads:
+        assert url.startswith("/") and not url.startswith("//"), url
+        assert (await client.get(url)).status_code == 200, url
+    assert not re.search(r"https?://|//cdn", html)
+    assert '"validatorUrl": null' in html
+    license_text = (await client.get("/static/swagger-ui/LICENSE")).text
+    assert "Apache License" in license_text

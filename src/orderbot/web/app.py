@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
@@ -22,6 +25,11 @@ from orderbot.web.admin import install_admin_api
 from orderbot.web.ingress import HttpLimits, IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
+
+# Swagger UI (swagger-ui-dist from npm, Apache 2.0, its LICENSE beside it) is served from the
+# package, so /docs works without the internet and loads nothing from another host.
+_STATIC = Path(__file__).parent / "static"
+_SWAGGER = "/static/swagger-ui"
 
 _WEBHOOK_BODY: dict[str, Any] = {
     "requestBody": {
@@ -119,7 +127,23 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         version=__version__,
         description="Takes shop orders through chat. Webhooks in, replies out, orders stored.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package, not from a CDN
+        redoc_url=None,  # ReDoc would load from a CDN; /docs describes the same API
     )
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{_SWAGGER}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_SWAGGER}/swagger-ui.css",
+            swagger_favicon_url=f"{_SWAGGER}/favicon-32x32.png",
+            # No badge from validator.swagger.io: nothing leaves the page.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
     settings = getattr(runtime, "settings", None)
     install_admin_api(
         app,
