@@ -7,8 +7,7 @@
     │   ├── MalformedPayload     400: not JSON, or not an object
     │   ├── InvalidPayload       422: a field is missing or has the wrong type
     │   ├── PayloadTooLarge      413
-    │   ├── UnsupportedMediaType 415
-    │   └── BodyTimeout          408: the body did not arrive within HTTP_BODY_TIMEOUT
+    │   └── UnsupportedMediaType 415
     ├── StorageError             the database or a queue failed
     │   └── BackendUnavailable   a backing service cannot be reached right now (503)
     └── ChannelError             sending through a messenger API failed
@@ -27,7 +26,6 @@ from __future__ import annotations
 __all__ = [
     "INSTALL_DISTRIBUTED",
     "BackendUnavailable",
-    "BodyTimeout",
     "ChannelError",
     "CircuitOpen",
     "ConfigError",
@@ -100,11 +98,6 @@ class PayloadTooLarge(PayloadError):
 class UnsupportedMediaType(PayloadError):
     status = 415
     code = "unsupported_media_type"
-
-
-class BodyTimeout(PayloadError):
-    status = 408
-    code = "request_timeout"
 
 
 class StorageError(OrderbotError):

@@ -8,8 +8,6 @@ in OpenAPI and serves them through the same :meth:`WebhookIngress.handle`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import math
@@ -23,7 +21,6 @@ import orjson
 from orderbot.channels.base import Channel
 from orderbot.errors import (
     BackendUnavailable,
-    BodyTimeout,
     MalformedPayload,
     PayloadError,
     PayloadTooLarge,
@@ -59,10 +56,8 @@ _NOT_FOUND = orjson.dumps({"success": False, "error": "not_found", "message": "n
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """How long and how much a client may take to send a request (HTTP_* settings).
-
-    ``body_timeout`` is kept by :class:`IngressApp`; the header limits by the server's protocol
-    (:mod:`orderbot.web.server`), which finds them on the app."""
+    """How long and how much a client may take to send a request (HTTP_* settings), kept by
+    the server's protocol (:mod:`orderbot.web.server`), which finds them on the app."""
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -212,9 +207,8 @@ def _json(status: int, body: dict[str, Any]) -> WebhookResponse:
 
 
 class IngressApp:
-    """ASGI entry: ``POST /webhook/...`` on the lean path, the rest to ``app``. Every request
-    body must arrive within ``limits.body_timeout`` seconds of its headers, or the answer is 408
-    and the connection is closed."""
+    """ASGI entry: ``POST /webhook/...`` on the lean path, the rest to ``app``. ``limits`` are
+    the HTTP limits of this app, kept by the server's protocol (:mod:`orderbot.web.server`)."""
 
     def __init__(
         self,
@@ -227,12 +221,8 @@ class IngressApp:
         self.limits = limits or HttpLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope["path"].startswith("/webhook/"):
             await self.app(scope, receive, send)
-            return
-        receive = _BodyDeadline(receive, self.limits.body_timeout)
-        if not scope["path"].startswith("/webhook/"):
-            await self._other(scope, receive, send)
             return
         ingress = self._ingress()
         if ingress is None:
@@ -240,40 +230,6 @@ class IngressApp:
                 send, WebhookResponse(503, orjson.dumps({"success": False, "error": "starting"}))
             )
             return
-        try:
-            await self._webhook(ingress, scope, receive, send)
-        except BodyTimeout as exc:
-            await _respond(send, _error(exc, _CLOSE))
-
-    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The FastAPI app, with a 408 of our own if its request body is too slow (FastAPI would
-        turn the error into a 400); what the app sends after that is dropped."""
-        started = answered = False
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if answered:
-                return
-            started = True
-            await send(message)
-
-        async def guarded_receive() -> Message:
-            nonlocal answered
-            try:
-                return await receive()
-            except BodyTimeout as exc:
-                if not started and not answered:
-                    answered = True
-                    body = {"error": exc.code, "message": exc.message}
-                    await _respond(send, WebhookResponse(exc.status, orjson.dumps(body), _CLOSE))
-                raise
-
-        with contextlib.suppress(BodyTimeout):  # answered in guarded_receive
-            await self.app(scope, guarded_receive, guarded_send)
-
-    async def _webhook(
-        self, ingress: WebhookIngress, scope: Scope, receive: Receive, send: Send
-    ) -> None:
         name = ingress.route(scope["path"])
         if name is None:
             await _drain(receive)
@@ -307,55 +263,35 @@ class IngressApp:
             await _respond(send, _error(PayloadTooLarge(f"body is over {ingress.max_body} bytes")))
             return
         body = await _read_body(receive, ingress.max_body)
+        if body is _GONE:
+            return  # the client left (or was cut off by the body deadline): nothing to answer
         if body is None:
             await _respond(send, _error(PayloadTooLarge(f"body is over {ingress.max_body} bytes")))
             return
         await _respond(send, await ingress.handle(name, content_type, headers, body))
 
 
-_CLOSE = ((b"connection", b"close"),)
+def _error(exc: PayloadError) -> WebhookResponse:
+    return WebhookResponse(exc.status, orjson.dumps(exc.to_json()))
 
 
-class _BodyDeadline:
-    """``receive`` that raises BodyTimeout once the request body has taken longer than
-    ``seconds`` since the request began; after the last body chunk it is plain ``receive``."""
-
-    __slots__ = ("_deadline", "_receive", "_seconds", "_whole")
-
-    def __init__(self, receive: Receive, seconds: float) -> None:
-        self._receive = receive
-        self._seconds = seconds
-        self._deadline = asyncio.get_running_loop().time() + seconds
-        self._whole = False
-
-    async def __call__(self) -> Message:
-        if self._whole:
-            return await self._receive()
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                message = await self._receive()
-        except TimeoutError:
-            raise BodyTimeout(
-                f"the request body did not arrive within {self._seconds:g} s"
-            ) from None
-        if message.get("type") != "http.request" or not message.get("more_body", False):
-            self._whole = True
-        return message
-
-
-def _error(exc: PayloadError, headers: tuple[tuple[bytes, bytes], ...] = ()) -> WebhookResponse:
-    return WebhookResponse(exc.status, orjson.dumps(exc.to_json()), headers)
+_GONE = b"\x00gone"  # a sentinel no JSON body can be
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body; None past ``limit``; ``_GONE`` when the client disconnected first."""
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            return _GONE
         return body if len(body) <= limit else None
     chunks = [body]
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
