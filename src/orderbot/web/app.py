@@ -60,9 +60,13 @@ _WEBHOOK_BODY: dict[str, Any] = {
         "400": {"description": "The body is not JSON."},
         "401": {"description": "The signature does not match."},
         "404": {"description": "No such channel, or the secret path is wrong."},
+        "408": {"description": "The body did not arrive within HTTP_BODY_TIMEOUT seconds."},
         "413": {"description": "The body is over 64 KiB."},
         "415": {"description": "Content-Type is not application/json."},
-        "422": {"description": "A required field is missing or has the wrong type."},
+        "422": {
+            "description": "A required field is missing or has the wrong type, or an id is "
+            "out of range (integers: 64 bits; strings: 1-64 of A-Z a-z 0-9 _ . : @ -)."
+        },
         "503": {"description": "Storage is unavailable; retry after Retry-After seconds."},
     },
 }
