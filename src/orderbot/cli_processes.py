@@ -48,6 +48,7 @@ def run(
     from orderbot.logs import setup_logging
     from orderbot.runtime import EmbeddedRuntime
     from orderbot.web.app import create_app
+    from orderbot.web.server import http_options
 
     settings = _settings(host=host, port=port)
     _require_sqlite(settings)
@@ -67,13 +68,13 @@ def run(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
         backlog=4096,
         proxy_headers=False,  # nothing here reads the client address; saves work per request
+        **http_options(settings),  # deadlines for headers and bodies, a cap on connections
     )
     server = _server_class()(config)
     server.run()
@@ -143,19 +144,20 @@ def serve(
     require_distributed(settings)
     require_distributed_packages()
     from orderbot.distributed import create_server_app
+    from orderbot.web.server import http_options
 
     setup_logging(settings.log_level, settings.log_format)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
         "timeout_graceful_shutdown": int(settings.shutdown_timeout) or None,
         "backlog": 4096,
         "proxy_headers": False,  # nothing here reads the client address; saves work per request
+        **http_options(settings),  # deadlines for headers and bodies, a cap on connections
     }
     if workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

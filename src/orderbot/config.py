@@ -25,6 +25,22 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
+    # Slow or greedy clients (run and serve): deadlines, sizes and a cap on connections.
+    http_header_timeout: float = Field(
+        10.0, gt=0, description="seconds to send a request's headers, then the connection closes"
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="seconds to send a request's body after its headers, then 408"
+    )
+    http_keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    http_max_connections: int = Field(
+        2048, ge=1, description="open connections (or requests in flight) before 503s"
+    )
+    http_max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request line and headers, bytes (then 431)"
+    )
     database_url: str = "sqlite:///orderbot.db"
     sqlite_synchronous: Literal["normal", "full"] = Field(
         "normal",
@@ -38,6 +54,9 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     webhook_signature_header: str = ""
     webhook_timestamp_header: str = "X-Timestamp"
+    webhook_timestamp_tolerance: float = Field(
+        300.0, gt=0, description="seconds a signed webhook's timestamp may differ from our clock"
+    )
 
     telegram_bot_token: str = ""
     telegram_webhook_secret: str = Field(

@@ -162,6 +162,7 @@ class EmbeddedRuntime:
                 settings.chat2desk_api_token,
                 settings.webhook_signature_header,
                 settings.webhook_timestamp_header,
+                tolerance=settings.webhook_timestamp_tolerance,
             )
         self.ingress = WebhookIngress(
             self.inbound,
