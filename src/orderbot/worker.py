@@ -192,7 +192,9 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle(self, delivery: InboundDelivery) -> None:
-        """Run one step and commit it; never raises for a bad message."""
+        """Run one step and commit it. A step that raises answers with an apology; what
+        raises here is a commit that failed (storage down, or data it refuses), which the
+        lane retries (see :meth:`_run_lane`)."""
         started = time.perf_counter()
         message = delivery.message
         if delivery.deliveries > self._max_deliveries:
