@@ -6,11 +6,12 @@ pending notification left by a change for an impossible order id (``PATCH
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,12 +38,16 @@ JOBS = (
 )
 
 
+RECORDED = ("handoff_timeouts", "unpublished_notifications", "handoff_flags", "idle_dialogs")
+
+
 @pytest.fixture
-async def runtime() -> AsyncIterator[DistributedRuntime]:
+async def runtime(tmp_path: Path) -> AsyncIterator[DistributedRuntime]:
     require_services()
     await migrate_postgres()
     namespace = "h" + uuid.uuid4().hex[:10]
-    found = DistributedRuntime(distributed_settings(namespace), roles=("worker",), channels={})
+    settings = distributed_settings(namespace, upload_dir=tmp_path, upload_retention=60)
+    found = DistributedRuntime(settings, roles=("worker",), channels={})
     await found.open()
     try:
         yield found
@@ -55,15 +60,15 @@ def failures(job: str) -> float:
     return REGISTRY.get_sample_value("orderbot_housekeeping_failures_total", {"job": job}) or 0.0
 
 
-def record_calls(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Note each job's call (under its metric label) as the job runs."""
+def record_calls(runtime: DistributedRuntime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Note each job's call (under its metric label) as the job runs; the upload cleanup shows
+    by the file it removes (see :func:`unused_upload`)."""
     called: list[str] = []
-    targets = {
+    targets: dict[str, tuple[Any, str]] = {
         "handoff_timeouts": (runtime.admin, "expire_handoffs"),
         "unpublished_notifications": (runtime.admin, "republish_notifications"),
         "handoff_flags": (runtime.admin, "restore_handoff_flags"),
         "idle_dialogs": (runtime.store, "abandon_idle"),
-        "upload_cleanup": (runtime, "_remove_unlinked_files"),
         "stranded_shards": (runtime.broker, "stranded_shards"),
     }
     for job, (owner, name) in targets.items():
@@ -77,13 +82,21 @@ def record_calls(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return called
 
 
-async def one_round(runtime: Any, called: list[str]) -> None:
-    task = asyncio.create_task(runtime._housekeeping())
+def unused_upload(runtime: DistributedRuntime) -> Path:
+    """An uploaded file no order uses, older than UPLOAD_RETENTION: the cleanup removes it."""
+    path = runtime.settings.upload_dir / ("0" * 64 + ".stl")
+    path.write_bytes(b"solid x\nendsolid x\n")
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    return path
+
+
+async def one_round(runtime: DistributedRuntime, called: list[str]) -> None:
+    runtime.start()  # the housekeeping runs at once, then every minute
     try:
-        await eventually(lambda: len(called) >= len(JOBS))
+        await eventually(lambda: "stranded_shards" in called)  # the last job of a round
     finally:
-        runtime._stop.set()
-        await task
+        await runtime.stop()
 
 
 async def test_a_failing_job_is_logged_and_counted_and_the_others_still_run(
@@ -92,6 +105,7 @@ async def test_a_failing_job_is_logged_and_counted_and_the_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     called = record_calls(runtime, monkeypatch)
+    upload = unused_upload(runtime)
     before = {job: failures(job) for job in JOBS}
     recorded_expire = runtime.admin.expire_handoffs
 
@@ -102,7 +116,9 @@ async def test_a_failing_job_is_logged_and_counted_and_the_others_still_run(
     monkeypatch.setattr(runtime.admin, "expire_handoffs", broken)
     with caplog.at_level(logging.ERROR, logger="orderbot"):
         await one_round(runtime, called)
-    assert called == list(JOBS)  # the first failed, every other one ran after it
+    # The first job failed; every other one ran after it.
+    assert called == [*RECORDED, "stranded_shards"]
+    assert not upload.exists()
     assert "housekeeping job handoff_timeouts failed" in caplog.text
     assert "RuntimeError: housekeeping bug (test)" in caplog.text
     assert failures("handoff_timeouts") - before["handoff_timeouts"] == 1
@@ -118,7 +134,10 @@ async def test_a_pending_notification_for_an_impossible_order_id_is_dropped(
     noted = time.time() - 60
     await runtime.redis.zadd(pending, {f"9223372036854775808:{noted!r}": noted})
     called = record_calls(runtime, monkeypatch)
-    before = failures("unpublished_notifications")
+    upload = unused_upload(runtime)
+    before = {job: failures(job) for job in JOBS}
     await one_round(runtime, called)
-    assert failures("unpublished_notifications") == before
+    assert called == [*RECORDED, "stranded_shards"]
+    assert not upload.exists()
+    assert all(failures(job) == before[job] for job in JOBS)
     assert await runtime.redis.zcard(pending) == 0  # dropped, not tried again every minute
