@@ -94,7 +94,7 @@ class Worker:
         self._room = asyncio.Event()
         # The last error of a delivery that failed in a way waiting does not cure, by handle:
         # the dead letter says why.
-        self._failures: dict[int, str] = {}
+        self._failures: dict[int, Exception] = {}
         self.handled = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,14 +171,13 @@ class Worker:
         (see :meth:`handle`) instead of holding up its client for ever."""
         delivery = lane[0]
         STEP_FAILURES.labels(delivery.message.channel).inc()
-        self._failures[delivery.handle] = f"{type(exc).__name__}: {exc}"
+        self._failures[delivery.handle] = exc
         log.warning(
             "message %s failed (try %d of %d): %s",
             delivery.message.message_id,
             delivery.deliveries,
             self._max_deliveries,
-            # Ours names only error classes; another may quote values (the traceback is logged).
-            exc if isinstance(exc, DataRejected) else type(exc).__name__,
+            _shown(exc),
         )
         lane[0] = dataclasses.replace(delivery, deliveries=delivery.deliveries + 1)
 
@@ -330,10 +329,17 @@ class Worker:
     async def _give_up(self, delivery: InboundDelivery, started: float) -> None:
         message = delivery.message
         error = f"delivered {delivery.deliveries} times without completing its step"
-        last = self._failures.pop(delivery.handle, None)
+        last = self._failures.get(delivery.handle)
         if last is not None:
-            error += f"; last error: {last}"
-        log.error("dead-lettering message %s: %s", message.message_id, error)
+            log.error(
+                "dead-lettering message %s: %s; last error: %s",
+                message.message_id,
+                error,
+                _shown(last),
+            )
+            error += f"; last error: {type(last).__name__}: {last}"  # the dead letter's record
+        else:
+            log.error("dead-lettering message %s: %s", message.message_id, error)
         language = self._options.default_language
         raw = await self._store.load_state(message.client_key)
         state = _decode_state(raw, message)
@@ -355,8 +361,15 @@ class Worker:
             # the dead letter keeps the message; the apology may not have been published.
             log.warning("message %s is dead-lettered unlogged: %s", message.message_id, exc)
         await self._inbound.dead_letter(delivery, error)
+        self._failures.pop(delivery.handle, None)
         INBOUND_DEAD_LETTERS.labels(message.channel).inc()
         self.handled += 1
+
+
+def _shown(exc: Exception) -> str:
+    """An error for a log line: ours name only error classes; another's message may quote
+    values, personal data included (its traceback is logged where it is caught)."""
+    return str(exc) if isinstance(exc, DataRejected) else type(exc).__name__
 
 
 def _decode_state(raw: bytes | None, message: InboundMessage) -> DialogState | None:
