@@ -430,6 +430,7 @@ class Figures:
     customer_ms: list[float] = field(default_factory=list)
     customers_sent: int = 0
     rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_start_mb: dict[str, float] = field(default_factory=dict)
     accepted: int = 0
     posted: int = 0
     answered: int = 0
@@ -450,7 +451,10 @@ class Figures:
             f"{max(self.customer_ms, default=0):.0f} ms ({self.customers_sent} sent, "
             f"{unanswered} unanswered)"
         )
-        rss = ", ".join(f"{p} {mb:.0f} MB" for p, mb in self.rss_mb.items())
+        rss = ", ".join(
+            f"{p} {mb:.0f} MB (from {self.rss_start_mb.get(p, float('nan')):.0f})"
+            for p, mb in self.rss_mb.items()
+        )
         statuses = " ".join(f"{k or 'none'}x{v}" for k, v in sorted(self.statuses.items()))
         parts = [
             health,
@@ -549,6 +553,9 @@ async def run_attack(
     clients = Clients(bot, servers, session)
     ready = await clients.to_files_step(needs) if needs else []
     f = Figures()
+    for name, pid in bot.pids.items():
+        with suppress(OSError):
+            f.rss_start_mb[name] = rss_mb(pid)
     canary_before = len(servers.canary)
     hits_before = dict(servers.hits)
     stop = asyncio.Event()
