@@ -109,7 +109,12 @@ def refused_data(exc: BaseException) -> bool:
     """True when ``exc`` is PostgreSQL (or asyncpg, before sending) refusing the values of a
     statement: SQLSTATE class 22, "data exception" (a string too long for its column, a number
     out of range, a character the encoding cannot hold). The same statement with the same
-    values fails the same way every time; an outage does not have this class."""
+    values fails the same way every time; an outage does not have this class. So is an error
+    SQLAlchemy raises while it turns the values into parameters, before the database is asked."""
+    from sqlalchemy.exc import DBAPIError, StatementError
+
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate.startswith("22")

@@ -189,3 +189,23 @@ async def test_one_refused_outbound_log_row_is_dropped_alone(
         ]
     assert "dropped an outbound message log row" in caplog.text
     assert TOO_LONG_CLIENT_ID not in caplog.text  # masked: only its length
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_refused_data_tells_a_writes_values_from_an_outage() -> None:
+    from sqlalchemy.exc import DBAPIError as Wrapped
+    from sqlalchemy.exc import OperationalError, StatementError
+
+    from orderbot.db import refused_data
+
+    assert refused_data(Wrapped("INSERT", {}, _DriverError("22001")))  # too long for its column
+    assert refused_data(Wrapped("INSERT", {}, _DriverError("22021")))  # NUL in text
+    assert refused_data(StatementError("bind", "INSERT", {}, TypeError("not a number")))
+    assert not refused_data(OperationalError("INSERT", {}, _DriverError("08006")))  # link lost
+    assert not refused_data(Wrapped("INSERT", {}, _DriverError("57P01")))  # server shutting down
+    assert not refused_data(OSError("connection refused"))
