@@ -5,12 +5,20 @@ clients run concurrently, at most ``concurrency`` steps at once; a step that dow
 files gives its slot up while the files download (the file receiver bounds those on its own).
 The worker never talks to a messenger: replies go to the outbox in the same commit as the new
 state.
+
+A step that cannot be stored because a backing service is down waits at the head of its lane
+and is tried again, for as long as the outage lasts. A step that fails the same way every time
+(the database refuses the message's data, or a bug past the dialog's own error handling) is
+tried again too, with the same backoff, but each try counts as a delivery: after
+``max_deliveries`` the message goes to the dead-letter queue and its client's next messages
+are handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from typing import Any
@@ -29,12 +37,17 @@ from orderbot.dialog import (
     step,
     wants_files,
 )
-from orderbot.errors import StorageError
+from orderbot.errors import DataRejected, StorageError
 from orderbot.files import FileReceiver, display_name
 from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
-from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
+from orderbot.metrics import (
+    DIALOG_STEP_SECONDS,
+    INBOUND_DEAD_LETTERS,
+    ORDERS_CREATED,
+    STEP_FAILURES,
+)
 from orderbot.queues.base import InboundDelivery, InboundQueue
 from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore, order_parts
 
@@ -82,6 +95,9 @@ class Worker:
         self._buffered = 0
         self._max_buffered = max(1000, concurrency * 50)
         self._room = asyncio.Event()
+        # The last error of a delivery that failed in a way waiting does not cure, by handle:
+        # the dead letter says why.
+        self._failures: dict[int, Exception] = {}
         self.handled = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -128,20 +144,44 @@ class Worker:
             while lane:
                 try:
                     await self.handle(lane[0])
+                except DataRejected as exc:
+                    self._failed(lane, exc)
                 except StorageError as exc:
                     # A backing service is down (Redis, the database): the message stays at
                     # the head of its client's lane, unacked, and is tried again when it is back.
                     log.warning("client %s waits for storage (%s); retrying", key, exc)
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, _OUTAGE_PAUSE[1])
+                except Exception as exc:
+                    log.exception("step of message %s failed", lane[0].message.message_id)
+                    self._failed(lane, exc)
+                else:
+                    pause = _OUTAGE_PAUSE[0]
+                    self._failures.pop(lane.popleft().handle, None)
+                    self._buffered -= 1
+                    self._room.set()
                     continue
-                pause = _OUTAGE_PAUSE[0]
-                lane.popleft()
-                self._buffered -= 1
-                self._room.set()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _OUTAGE_PAUSE[1])
         finally:
+            for delivery in lane:
+                self._failures.pop(delivery.handle, None)
             self._buffered -= len(lane)
             del self._lanes[key]
+
+    def _failed(self, lane: deque[InboundDelivery], exc: Exception) -> None:
+        """The step at the head of ``lane`` failed in a way waiting does not cure: count the
+        try as a delivery, so that the message is dead-lettered after ``max_deliveries``
+        (see :meth:`handle`) instead of holding up its client for ever."""
+        delivery = lane[0]
+        STEP_FAILURES.labels(delivery.message.channel).inc()
+        self._failures[delivery.handle] = exc
+        log.warning(
+            "message %s failed (try %d of %d): %s",
+            delivery.message.message_id,
+            delivery.deliveries,
+            self._max_deliveries,
+            _shown(exc),
+        )
+        lane[0] = dataclasses.replace(delivery, deliveries=delivery.deliveries + 1)
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -153,7 +193,9 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle(self, delivery: InboundDelivery) -> None:
-        """Run one step and commit it; never raises for a bad message.
+        """Run one step and commit it; a step that raises answers with an apology;
+        what raises here is a commit that failed (storage down, or data it refuses), which the
+        lane retries (see :meth:`_run_lane`).
 
         The step holds one of the ``concurrency`` slots, except while it downloads files: the
         downloads (bounded by the file receiver: a deadline, a minimum rate, a few at a time)
@@ -326,6 +368,8 @@ class Worker:
         for delay in (*_COMMIT_RETRIES, None):
             try:
                 order_id = await self._store.commit_step(commit)
+            except DataRejected:
+                raise  # the same on every try: the lane counts it (see _failed)
             except StorageError:
                 if delay is None:
                     # Not done: the lane tries the message again (its step redone is a no-op
@@ -342,24 +386,47 @@ class Worker:
     async def _give_up(self, delivery: InboundDelivery, started: float) -> None:
         message = delivery.message
         error = f"delivered {delivery.deliveries} times without completing its step"
-        log.error("dead-lettering message %s: %s", message.message_id, error)
+        last = self._failures.get(delivery.handle)
+        if last is not None:
+            log.error(
+                "dead-lettering message %s: %s; last error: %s",
+                message.message_id,
+                error,
+                _shown(last),
+            )
+            error += f"; last error: {type(last).__name__}: {last}"  # the dead letter's record
+        else:
+            log.error("dead-lettering message %s: %s", message.message_id, error)
         language = self._options.default_language
         raw = await self._store.load_state(message.client_key)
         state = _decode_state(raw, message)
         if state is not None:
             language = state.language
-        await self._commit(
-            StepCommit(
-                delivery=delivery,
-                state=raw,
-                state_name=state.step if state is not None else "-",
-                replies=_outbound(message, (error_reply(language),)),
-                error=error,
-            ),
-            ack=False,  # dead_letter takes it off the queue, after the copy is stored
-        )
+        try:
+            await self._commit(
+                StepCommit(
+                    delivery=delivery,
+                    state=raw,
+                    state_name=state.step if state is not None else "-",
+                    replies=_outbound(message, (error_reply(language),)),
+                    error=error,
+                ),
+                ack=False,  # dead_letter takes it off the queue, after the copy is stored
+            )
+        except DataRejected as exc:
+            # The message's own data is what the database refuses (its log row carries it):
+            # the dead letter keeps the message; the apology may not have been published.
+            log.warning("message %s is dead-lettered unlogged: %s", message.message_id, exc)
         await self._inbound.dead_letter(delivery, error)
+        self._failures.pop(delivery.handle, None)
+        INBOUND_DEAD_LETTERS.labels(message.channel).inc()
         self.handled += 1
+
+
+def _shown(exc: Exception) -> str:
+    """An error for a log line: ours name only error classes; another's message may quote
+    values, personal data included (its traceback is logged where it is caught)."""
+    return str(exc) if isinstance(exc, DataRejected) else type(exc).__name__
 
 
 def _decode_state(raw: bytes | None, message: InboundMessage) -> DialogState | None:

@@ -29,6 +29,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot.db import refused_data
 from orderbot.desk.postgres_orders import _unavailable
 from orderbot.dialog import Flow
 from orderbot.errors import StorageError
@@ -163,4 +164,9 @@ class PostgresNotifications:
             async with self._engine.connect() as conn:
                 return (await conn.execute(query)).first()
         except (SQLAlchemyError, OSError) as exc:
+            if refused_data(exc):
+                # An id no order can have (a change refused for it left its entry): it never
+                # committed, and must not stop the entries after it for ever.
+                log.warning("dropping a pending notification of an impossible order id")
+                return None
             raise _unavailable("PostgreSQL", exc) from None

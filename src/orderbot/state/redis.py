@@ -43,8 +43,9 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot.db import driver_error_name, refused_data
 from orderbot.desk.postgres import handoff_flag
-from orderbot.errors import BackendUnavailable
+from orderbot.errors import BackendUnavailable, DataRejected
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
 from orderbot.msglog import InboundLogBatcher
@@ -282,6 +283,11 @@ class RedisStepStore(StepStore):
         try:
             return await self._write(commit, now)
         except (SQLAlchemyError, OSError) as exc:
+            if refused_data(exc):
+                # The message's own values (an over-long id, say): no wait makes it pass.
+                raise DataRejected(
+                    f"PostgreSQL refused the data: {driver_error_name(exc)}"
+                ) from None
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
     async def _write(self, commit: StepCommit, now: float) -> int | None:
