@@ -113,7 +113,7 @@ def fake_chat2desk() -> Iterator[str]:
 @contextmanager
 def orderbot(fake_url: str, workdir: Path, **extra: str) -> Iterator[BotProcess]:
     env = {
-        "DATABASE_URL": f"sqlite:///{workdir / 'orderbot.db'}",
+        "DATABASE_URL": f"sqlite:///{workdir / 'orderbot.storage.sql'}",
         "CHAT2DESK_API_URL": fake_url,
         "CHAT2DESK_API_TOKEN": "bench",
         "OUTBOUND_RATE_LIMIT": "6000000",

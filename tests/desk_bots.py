@@ -19,20 +19,20 @@ import aio_pika
 import orjson
 from sqlalchemy import delete, select
 
-from orderbot import db
 from orderbot.desk.base import OrderAdmin
+from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
-from orderbot.desk.sqlite import SqliteDeskStore
-from orderbot.dialog import DialogOptions, load_flow
-from orderbot.frontdesk import FrontDesk
+from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
 from orderbot.messages import InboundMessage, OutboundMessage
-from orderbot.order_admin import SqliteOrderAdmin
 from orderbot.queues.base import InboundQueue
 from orderbot.queues.sqlite import SqliteInboundQueue
-from orderbot.schema import handoffs, message_logs, orders
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage import sql as db
+from orderbot.storage.schema import handoffs, message_logs, orders
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.worker import Worker
 from tests.test_worker import run_until_idle
 
@@ -163,7 +163,7 @@ class DistributedBot(Bot):
     profile = "distributed"
 
     def __init__(self, namespace: str, **desk: Any) -> None:
-        from orderbot.distributed import DistributedRuntime
+        from orderbot.runtime.distributed import DistributedRuntime
         from tests.distributed.conftest import distributed_settings
 
         super().__init__()

@@ -17,12 +17,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.channels.telegram import TelegramChannel
+from orderbot.channels.telegram.client import TelegramChannel
 from orderbot.config import Settings
-from orderbot.dialog import load_flow
-from orderbot.notify import OrderWebhookChannel
-from orderbot.runtime import EmbeddedRuntime
-from orderbot.tracking import status_notification
+from orderbot.dialog.loader import load_flow
+from orderbot.orders.alerts import OrderWebhookChannel
+from orderbot.orders.status import status_notification
+from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.telegram import TOKEN, FakeTelegram, text_update

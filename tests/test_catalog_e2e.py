@@ -15,16 +15,18 @@ import httpx
 import orjson
 import pytest
 
-from orderbot.channels.telegram import MAX_CALLBACK_DATA, TelegramChannel
+from orderbot.channels.telegram.client import TelegramChannel
+from orderbot.channels.telegram.rendering import MAX_CALLBACK_DATA
 from orderbot.config import Settings
-from orderbot.dialog import DialogOptions, DialogState, Flow, load_flow
-from orderbot.dialog.flow import FLOWS_DIR
-from orderbot.files import FileReceiver
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
+from orderbot.dialog.models import DialogOptions, DialogState
+from orderbot.files.receiver import FileReceiver
 from orderbot.messages import Attachment, InboundMessage
 from orderbot.queues.sqlite import SqliteInboundQueue
-from orderbot.runtime import EmbeddedRuntime
-from orderbot.sqlite import SqliteDatabase
+from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.web.app import create_app
 from orderbot.worker import Worker
 from tests.fakes.telegram import TOKEN, FakeTelegram, text_update

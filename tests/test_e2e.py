@@ -27,7 +27,7 @@ def fake() -> Iterator[ThreadedFakeChat2Desk]:
 @pytest.fixture
 def env(tmp_path: Path, fake: ThreadedFakeChat2Desk) -> dict[str, str]:
     return {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.db'}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.storage.sql'}",
         "CHAT2DESK_API_URL": fake.url,
         "CHAT2DESK_API_TOKEN": "e2e-token",
         "OUTBOUND_RATE_LIMIT": "60000",

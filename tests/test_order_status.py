@@ -12,12 +12,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from orderbot import db
 from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.desk.base import OrderNotFound
-from orderbot.sqlite import SqliteDatabase
-from orderbot.tracking import InvalidTransition, status_notification
+from orderbot.orders.status import InvalidTransition, status_notification
+from orderbot.storage import sql as db
+from orderbot.storage.sqlite import SqliteDatabase
 from tests.desk_bots import FLOW, PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
 from tests.test_handoff import distributed_env
 

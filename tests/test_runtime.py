@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from orderbot.config import Settings
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.runtime.embedded import EmbeddedRuntime
 from tests.test_sqlite_queues import inbound
 
 

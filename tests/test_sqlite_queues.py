@@ -16,9 +16,9 @@ from orderbot.queues.sqlite import (
     SqliteOutbox,
     Wakeup,
 )
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 
 
 def inbound(client: str, mid: str, text: str = "hi", channel: str = "chat2desk") -> InboundMessage:

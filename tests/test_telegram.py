@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orderbot.channels.telegram import (
+from orderbot.channels.telegram.client import TelegramChannel
+from orderbot.channels.telegram.rendering import (
     MAX_CALLBACK_DATA,
-    TelegramChannel,
     callback_data,
     inline_keyboard,
     split_text,
@@ -25,7 +25,7 @@ from orderbot.errors import (
     Timeout,
 )
 from orderbot.messages import OutboundMessage
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.telegram import (
     TOKEN,

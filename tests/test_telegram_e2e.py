@@ -14,10 +14,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orderbot.channels.telegram import TelegramChannel, poll_updates
+from orderbot.channels.telegram.client import TelegramChannel
+from orderbot.channels.telegram.updates import poll_updates
 from orderbot.cli import app
 from orderbot.config import Settings
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.telegram import TOKEN, FakeTelegram, ThreadedFakeTelegram, text_update
 from tests.servers import serving

@@ -10,10 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orderbot.cli import app
-from orderbot.dialog import load_flow
-from orderbot.dialog.flow import FLOWS_DIR
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
 from orderbot.errors import FlowError
-from orderbot.tracking import (
+from orderbot.orders.status import (
     STATUSES,
     HandoffRequest,
     HistoryEntry,

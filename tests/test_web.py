@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from orderbot.config import Settings
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.servers import serving
 from tests.test_chat2desk import REAL_INBOX

@@ -14,21 +14,19 @@ from collections import deque
 from typing import Any
 
 from orderbot.desk.base import HandoffWindow
-from orderbot.dialog import (
+from orderbot.desk.front import UNKNOWN, FrontDesk, Unknown
+from orderbot.dialog.engine import error_reply, step, wants_files
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     Reply,
-    error_reply,
-    step,
-    wants_files,
 )
 from orderbot.errors import StorageError
-from orderbot.files import FileReceiver
-from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
+from orderbot.files.receiver import FileReceiver
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED

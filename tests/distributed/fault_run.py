@@ -448,7 +448,7 @@ async def _debug(
 ) -> None:
     from redis.asyncio import Redis
 
-    from orderbot.queues.broker import RabbitBroker
+    from orderbot.queues.rabbitmq.broker import RabbitBroker
 
     names = RabbitBroker(rabbit_url, prefix=namespace, shards=shards, retry_delays=(1, 2, 4, 5))
     connection = await aio_pika.connect(rabbit_url)

@@ -17,12 +17,12 @@ import uuid
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
-from orderbot.queues import broker as broker_module
-from orderbot.queues.broker import RabbitBroker, _ack
+from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack
+from orderbot.queues.rabbitmq.inbound import broker as broker_module
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
+from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.sender import Sender
 from tests.distributed.conftest import (
     RABBIT_URL,

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 
-from orderbot.dialog import DialogState
+from orderbot.dialog.models import DialogState
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import InboundDelivery, OutboxItem
 from orderbot.retry import RetryPolicy
@@ -249,8 +249,8 @@ async def test_distributed_step_redone_after_a_crash_before_the_redis_mark(
         return  # one SQLite transaction has no such point
     from sqlalchemy import func, select
 
-    from orderbot.schema import order_items
     from orderbot.state.base import OrderItem
+    from orderbot.storage.schema import order_items
 
     await backend.inbound.put(inbound(backend, "9", "confirm"))
     (delivery,) = await backend.fetch_n(1)

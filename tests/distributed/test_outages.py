@@ -230,7 +230,7 @@ async def test_broker_open_starts_over_when_the_connection_drops_while_declaring
     # A worker starting while RabbitMQ goes away: connected, then lost mid-declare.
     import aiormq
 
-    from orderbot.queues.broker import RabbitBroker
+    from orderbot.queues.rabbitmq.broker import RabbitBroker
 
     real = RabbitBroker._declare
     calls = 0

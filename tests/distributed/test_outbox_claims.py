@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
-from orderbot.queues.broker import shard_of
-from orderbot.queues.leases import ShardLeases
+from orderbot.queues.rabbitmq.broker import shard_of
+from orderbot.queues.rabbitmq.leases import ShardLeases
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
+from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.sender import Sender
 from tests.distributed.conftest import (
     RecordingChannel,

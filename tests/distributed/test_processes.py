@@ -19,9 +19,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from orderbot import db
-from orderbot.dialog import DialogOptions, load_flow, step
-from orderbot.schema import orders
+from orderbot.dialog.engine import step
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
+from orderbot.storage import sql as db
+from orderbot.storage.schema import orders
 from orderbot.worker import merge_replies
 from tests.distributed.conftest import (
     PG_URL,

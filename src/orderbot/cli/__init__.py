@@ -2,11 +2,11 @@
 
 This module is the one Typer app: it adds every command and command group, in the order
 ``orderbot --help`` lists them, and :func:`main` turns errors a user can fix into one line and an
-exit code. The commands live in modules named after what they work on: :mod:`orderbot.cli_processes`
-(run, serve, worker, sender, chat), :mod:`orderbot.cli_orders` (orders, handback),
-:mod:`orderbot.cli_dead_letters` (dlq) and :mod:`orderbot.cli_channels` (chat2desk, telegram);
+exit code. The commands live in modules named after what they work on: :mod:`orderbot.cli.processes`
+(run, serve, worker, sender, chat), :mod:`orderbot.cli.orders` (orders, handback),
+:mod:`orderbot.cli.dead_letters` (dlq) and :mod:`orderbot.cli.channels` (chat2desk, telegram);
 the two small groups below (db, flow) stay here. What they share (settings, exit codes) is in
-:mod:`orderbot.cli_common`.
+:mod:`orderbot.cli.common`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Annotated
 import typer
 
 from orderbot import __version__
-from orderbot.cli_channels import chat2desk_app, telegram_app
-from orderbot.cli_common import _settings
-from orderbot.cli_dead_letters import dlq_app
-from orderbot.cli_orders import handback, orders_app
-from orderbot.cli_processes import chat, run, sender, serve, worker
+from orderbot.cli.channels import chat2desk_app, telegram_app
+from orderbot.cli.common import _settings
+from orderbot.cli.dead_letters import dlq_app
+from orderbot.cli.orders import handback, orders_app
+from orderbot.cli.processes import chat, run, sender, serve, worker
 from orderbot.errors import ChannelError, ConfigError, FlowError, OrderbotError
 
 __all__ = ["app", "main"]
@@ -74,7 +74,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply database migrations (Alembic) to DATABASE_URL."""
-    from orderbot import db
+    from orderbot.storage import sql as db
 
     settings = _settings()
     db.upgrade(settings.database_url, revision)
@@ -86,7 +86,7 @@ def flow_check(
     file: Annotated[str, typer.Argument(help="Flow YAML file, or a shipped flow name.")],
 ) -> None:
     """Load and validate a flow file; print its steps."""
-    from orderbot.dialog import load_flow
+    from orderbot.dialog.loader import load_flow
 
     flow = load_flow(file)
     typer.echo(f"flow {flow.name}: ok")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli_common import _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import _require_sqlite, _run, _settings, fail
 from orderbot.config import Settings
 from orderbot.errors import ConfigError
 
@@ -86,7 +86,7 @@ def _telegram_settings() -> Settings:
 
 
 async def _with_telegram(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from orderbot.channels.telegram import TelegramChannel
+    from orderbot.channels.telegram.client import TelegramChannel
 
     async with TelegramChannel(
         token=settings.telegram_bot_token,
@@ -153,9 +153,10 @@ def telegram_poll(
     """
     import signal
 
-    from orderbot.channels.telegram import TelegramChannel, poll_updates
-    from orderbot.logs import setup_logging
-    from orderbot.runtime import EmbeddedRuntime
+    from orderbot.channels.telegram.client import TelegramChannel
+    from orderbot.channels.telegram.updates import poll_updates
+    from orderbot.logconfig import setup_logging
+    from orderbot.runtime.embedded import EmbeddedRuntime
 
     settings = _telegram_settings()
     _require_sqlite(settings)

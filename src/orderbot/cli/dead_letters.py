@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli_common import _require_database, _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import _require_database, _require_sqlite, _run, _settings, fail
 from orderbot.config import require_distributed_packages
 
 __all__ = ["dlq_app", "dlq_list", "dlq_purge", "dlq_replay"]
@@ -28,12 +28,12 @@ dlq_app = typer.Typer(
 
 async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
     from orderbot.queues.sqlite import SqliteDeadLetterQueue
-    from orderbot.sqlite import SqliteDatabase
+    from orderbot.storage.sqlite import SqliteDatabase
 
     settings = _settings()
     if settings.is_distributed:
         require_distributed_packages()
-        from orderbot.distributed import open_dead_letters
+        from orderbot.runtime.processes import open_dead_letters
 
         async with open_dead_letters(settings) as queue:
             return await fn(queue)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli_common import _require_database, _run, _settings, fail
+from orderbot.cli.common import _require_database, _run, _settings, fail
 from orderbot.config import Settings, require_distributed_packages
 from orderbot.errors import ConfigError
 
@@ -30,8 +30,8 @@ orders_app = typer.Typer(
 
 
 async def _with_repository(fn: Callable[[Any], Awaitable[T]]) -> T:
-    from orderbot.db import create_engine
-    from orderbot.repository import OrderRepository
+    from orderbot.orders.repository import OrderRepository
+    from orderbot.storage.sql import create_engine
 
     settings = _settings()
     _require_database(settings)
@@ -102,14 +102,14 @@ def orders_show(
 async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``fn`` with the order admin of the configured profile: PostgreSQL + RabbitMQ +
     Redis when all three are set (the notification is published at once), else SQLite."""
-    from orderbot.dialog import load_flow
-    from orderbot.order_admin import SqliteOrderAdmin
-    from orderbot.runtime import dialog_options
-    from orderbot.sqlite import SqliteDatabase
+    from orderbot.desk.sqlite import SqliteOrderAdmin
+    from orderbot.dialog.loader import load_flow
+    from orderbot.runtime.embedded import dialog_options
+    from orderbot.storage.sqlite import SqliteDatabase
 
     if settings.is_distributed:
         require_distributed_packages()
-        from orderbot.distributed import DistributedRuntime
+        from orderbot.runtime.distributed import DistributedRuntime
 
         async with DistributedRuntime(settings, channels={}) as runtime:
             return await fn(runtime.admin)
@@ -143,8 +143,8 @@ def orders_set_status(
     status, 3 the change is not allowed from the order's status. Works on both profiles (with
     RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one).
     """
-    from orderbot.order_admin import OrderNotFound
-    from orderbot.tracking import STATUSES, InvalidTransition
+    from orderbot.desk.base import OrderNotFound
+    from orderbot.orders.status import STATUSES, InvalidTransition
 
     if status not in STATUSES:
         raise fail(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})", 2)
@@ -170,7 +170,7 @@ def handback(
     """Give a conversation an operator took over back to the bot. The customer is told and
     asked the question the dialog was at. Exit code 1 when it was not handed off. Works on both
     profiles (with RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one)."""
-    from orderbot.order_admin import HandoffNotFound
+    from orderbot.desk.base import HandoffNotFound
 
     settings = _settings()
     try:

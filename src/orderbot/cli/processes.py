@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orderbot.cli_common import _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import _require_sqlite, _run, _settings, fail
 from orderbot.config import (
     Settings,
     require_distributed,
@@ -45,8 +45,8 @@ def run(
     """
     import uvicorn
 
-    from orderbot.logs import setup_logging
-    from orderbot.runtime import EmbeddedRuntime
+    from orderbot.logconfig import setup_logging
+    from orderbot.runtime.embedded import EmbeddedRuntime
     from orderbot.web.app import create_app
 
     settings = _settings(host=host, port=port)
@@ -102,7 +102,7 @@ def _migrate_in_child(settings: Settings) -> None:
     long-running server (about 30 MB it would keep for nothing)."""
     import subprocess
 
-    from orderbot import db
+    from orderbot.storage import sql as db
 
     if db.schema_is_current(settings.database_url):
         return
@@ -137,12 +137,12 @@ def serve(
 
     import uvicorn
 
-    from orderbot.logs import setup_logging
+    from orderbot.logconfig import setup_logging
 
     settings = _settings(host=host, port=port)
     require_distributed(settings)
     require_distributed_packages()
-    from orderbot.distributed import create_server_app
+    from orderbot.runtime.processes import create_server_app
 
     setup_logging(settings.log_level, settings.log_format)
     options: dict[str, Any] = {
@@ -162,7 +162,7 @@ def serve(
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orderbot-metrics-")
         # The processes build their app from the environment, as this one did.
         uvicorn.run(
-            "orderbot.distributed:create_server_app", factory=True, workers=workers, **options
+            "orderbot.runtime.processes:create_server_app", factory=True, workers=workers, **options
         )
         return
     server = _server_class()(uvicorn.Config(create_server_app(settings), **options))
@@ -181,12 +181,12 @@ def worker(
     (handoff timeouts, notifications left unpublished, unused model files); UPLOAD_DIR must be
     shared by all of them. SIGTERM finishes in-flight steps (within SHUTDOWN_TIMEOUT) and returns
     the rest to RabbitMQ."""
-    from orderbot.logs import setup_logging
+    from orderbot.logconfig import setup_logging
 
     settings = _settings(worker_concurrency=concurrency)
     require_distributed(settings)
     require_distributed_packages()
-    from orderbot.distributed import run_process
+    from orderbot.runtime.processes import run_process
 
     setup_logging(settings.log_level, settings.log_format)
     run_process(settings, ("worker",))
@@ -195,12 +195,12 @@ def worker(
 def sender() -> None:
     """Distributed profile: send replies from RabbitMQ through the channel APIs. Any number at
     once; they share OUTBOUND_RATE_LIMIT through Redis. SIGTERM finishes in-flight sends."""
-    from orderbot.logs import setup_logging
+    from orderbot.logconfig import setup_logging
 
     settings = _settings()
     require_distributed(settings)
     require_distributed_packages()
-    from orderbot.distributed import run_process
+    from orderbot.runtime.processes import run_process
 
     setup_logging(settings.log_level, settings.log_format)
     run_process(settings, ("sender",))
@@ -218,7 +218,7 @@ def chat(
     the number or the text. Ctrl-D or /quit leaves (the dialog state is kept).
     """
     from orderbot.channels.local import LocalChannel
-    from orderbot.runtime import EmbeddedRuntime
+    from orderbot.runtime.embedded import EmbeddedRuntime
 
     settings = _settings()
     _require_sqlite(settings)

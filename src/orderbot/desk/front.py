@@ -11,7 +11,7 @@ The worker asks :meth:`FrontDesk.intercept` first, for every message. It returns
   for the operator). Every way back sends the same message, :func:`comeback`, keyed by the
   handoff (``handback:<client>:<since>``): when housekeeping and the next message notice the
   same timeout at the same moment, the customer still gets it once.
-* **A request for a person** (:func:`orderbot.tracking.classify`): the customer is told they
+* **A request for a person** (:func:`orderbot.orders.status.classify`): the customer is told they
   are being connected. On Chat2Desk a ``transfer`` outbox entry hands the dialog to
   ``CHAT2DESK_OPERATOR_ID`` or ``CHAT2DESK_GROUP_ID`` (without either, Chat2Desk's operators
   still see the conversation in their inbox); elsewhere the Telegram admins
@@ -32,13 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from orderbot.desk.base import DeskStore, HandoffWindow
-from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
-from orderbot.dialog.engine import question
+from orderbot.dialog.engine import detect_language, question
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions, DialogState, Reply
 from orderbot.messages import InboundMessage, OutboundMessage
-from orderbot.notify import transcript
-from orderbot.queues.base import InboundDelivery
-from orderbot.state.base import HandoffChange, StepCommit
-from orderbot.tracking import (
+from orderbot.orders.alerts import transcript
+from orderbot.orders.status import (
     HandoffRequest,
     Track,
     classify,
@@ -47,6 +46,8 @@ from orderbot.tracking import (
     render_order,
     render_order_list,
 )
+from orderbot.queues.base import InboundDelivery
+from orderbot.state.base import HandoffChange, StepCommit
 
 __all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback", "handback_key"]
 

@@ -25,15 +25,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.base import OrderAdmin, OrderNotFound
 from orderbot.desk.postgres_handbacks import PostgresHandbacks
-from orderbot.desk.postgres_notifications import NOTIFY_GRACE, PostgresNotifications
+from orderbot.desk.postgres_notifications import PostgresNotifications
 from orderbot.desk.postgres_orders import _ORDER_COLUMNS, _details, _iso, _order_dict, _unavailable
-from orderbot.dialog import DialogOptions, Flow
-from orderbot.queues.broker import RedisKeys
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.schema import handoffs, order_status_history, orders
-from orderbot.tracking import check_transition
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions
+from orderbot.orders.status import check_transition
+from orderbot.queues.rabbitmq.outbox import RabbitOutbox
+from orderbot.storage.redis import RedisKeys
+from orderbot.storage.schema import handoffs, order_status_history, orders
 
-__all__ = ["NOTIFY_GRACE", "PostgresOrderAdmin"]
+__all__ = ["PostgresOrderAdmin"]
 
 
 class PostgresOrderAdmin(PostgresNotifications, PostgresHandbacks, OrderAdmin):

@@ -24,14 +24,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.base import HandoffNotFound
+from orderbot.desk.front import comeback
 from orderbot.desk.postgres import handoff_flag
 from orderbot.desk.postgres_orders import _unavailable
-from orderbot.dialog import DialogOptions, DialogState, Flow
-from orderbot.frontdesk import comeback
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.loggers import storage as log
-from orderbot.queues.broker import RedisKeys
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.schema import handoffs
+from orderbot.queues.rabbitmq.outbox import RabbitOutbox
+from orderbot.storage.redis import RedisKeys
+from orderbot.storage.schema import handoffs
 
 __all__ = ["PostgresHandbacks"]
 

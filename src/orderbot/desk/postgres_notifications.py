@@ -30,14 +30,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.postgres_orders import _unavailable
-from orderbot.dialog import Flow
+from orderbot.dialog.flow import Flow
 from orderbot.errors import StorageError
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.queues.broker import RedisKeys
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.schema import order_status_history, orders
-from orderbot.tracking import status_notification
+from orderbot.orders.status import status_notification
+from orderbot.queues.rabbitmq.outbox import RabbitOutbox
+from orderbot.storage.redis import RedisKeys
+from orderbot.storage.schema import order_status_history, orders
 
 __all__ = ["NOTIFY_GRACE", "PostgresNotifications"]
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orderbot.errors import BackendUnavailable
-from orderbot.schema import order_files, order_items, order_status_history, orders
+from orderbot.storage.schema import order_files, order_items, order_status_history, orders
 
 __all__: list[str] = []
 

@@ -1,4 +1,11 @@
-"""What operators do to orders and conversations, on the embedded SQLite store.
+"""The front desk's reads and what operators do to orders and conversations, on the embedded
+SQLite store.
+
+:class:`SqliteDeskStore` is what the front desk reads. Only this process starts handoffs, so the
+clients that may be handed off are kept in memory and the common message costs no query; a client
+in that set is checked in the database (a handback may have come from the CLI, another process).
+
+:class:`SqliteOrderAdmin` is what operators do.
 
 Each change is one transaction with what it sends: a status change writes the order, its
 ``order_status_history`` row and the customer's notification (an outbox entry keyed
@@ -22,24 +29,24 @@ from typing import Any
 
 import orjson
 
-from orderbot.desk.base import HandoffNotFound, OrderAdmin, OrderNotFound
-from orderbot.dialog import DialogOptions, DialogState, Flow
-from orderbot.frontdesk import comeback
+from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow, OrderAdmin, OrderNotFound
+from orderbot.desk.front import comeback
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.queues.sqlite import Wakeup
-from orderbot.sqlite import SqliteDatabase
-from orderbot.tracking import (
+from orderbot.orders.status import (
     TRACK_LIMIT,
     HistoryEntry,
     OrderSummary,
     check_transition,
     status_notification,
 )
+from orderbot.queues.sqlite import Wakeup
+from orderbot.storage.sqlite import SqliteDatabase
 
 __all__ = [
-    "HandoffNotFound",
-    "OrderNotFound",
+    "SqliteDeskStore",
     "SqliteOrderAdmin",
     "customer_order",
     "customer_orders",
@@ -381,3 +388,61 @@ class SqliteOrderAdmin(OrderAdmin):
             ]
 
         return await self._db.run(read)
+
+
+class SqliteDeskStore(DeskStore):
+    """Handoffs, orders and the message log in the embedded database."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        self._maybe_handed_off: set[str] | None = None
+
+    async def handoff(self, client_key: str) -> HandoffWindow | None:
+        if self._maybe_handed_off is None:
+            self._maybe_handed_off = set(await self._db.run(_handed_off_clients))
+        if client_key not in self._maybe_handed_off:
+            return None
+        window = await self._db.run(lambda conn: _handoff(conn, client_key))
+        if window is None:
+            self._maybe_handed_off.discard(client_key)
+        return window
+
+    def note_handoff(self, client_key: str, *, active: bool) -> None:
+        if self._maybe_handed_off is None:
+            return  # read from the database at the next message, after this commit
+        if active:
+            self._maybe_handed_off.add(client_key)
+        else:
+            self._maybe_handed_off.discard(client_key)
+
+    async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
+        return await self._db.run(lambda conn: customer_orders(conn, channel, client_id))
+
+    async def customer_order(
+        self, channel: str, client_id: str, order_id: int
+    ) -> tuple[OrderSummary, list[HistoryEntry]] | None:
+        return await self._db.run(lambda conn: customer_order(conn, channel, client_id, order_id))
+
+    async def recent_messages(
+        self, channel: str, client_id: str, limit: int
+    ) -> list[tuple[str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT direction, text FROM message_logs WHERE channel = ? AND client_id = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (channel, client_id, limit),
+            ).fetchall()
+            return [(str(r[0]), str(r[1])) for r in reversed(rows)]
+
+        return await self._db.run(read)
+
+
+def _handed_off_clients(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT client_key FROM handoffs").fetchall()]
+
+
+def _handoff(conn: sqlite3.Connection, client_key: str) -> HandoffWindow | None:
+    row = conn.execute(
+        "SELECT since, until FROM handoffs WHERE client_key = ?", (client_key,)
+    ).fetchone()
+    return None if row is None else HandoffWindow(since=float(row[0]), until=float(row[1]))

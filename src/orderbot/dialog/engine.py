@@ -6,14 +6,14 @@ replies that come back, and saves the new state; everything about the conversati
 is decided here, from the flow's data.
 
 Files are I/O, so they never reach this module as bytes: the worker fetches, checks and stores
-what the customer attached *before* the step (see :mod:`orderbot.files`) and passes each result as
-a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps the list.
+what the customer attached *before* the step (see :mod:`orderbot.files.receiver`) and passes
+each result as a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps
+the list.
 
 The conversation is decided in four modules: this one reads what a message is (a command, a
 button, an answer) and routes it; :mod:`~orderbot.dialog.handlers` acts on each kind;
 :mod:`~orderbot.dialog.navigation` knows where the answers lead; :mod:`~orderbot.dialog.rendering`
-words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`, and are
-re-exported here, where callers have always imported them.
+words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from orderbot.dialog.handlers import (
     _show_catalog,
 )
 from orderbot.dialog.models import (
-    CreateOrder,
-    DialogEnded,
     DialogOptions,
     DialogState,
     Effect,
@@ -45,28 +43,12 @@ from orderbot.dialog.models import (
     StepResult,
 )
 from orderbot.dialog.navigation import _back_target, _buttons, _prune, _summaries
-from orderbot.dialog.rendering import _prompt, _with_prompt, order_lines, render_buttons_as_text
+from orderbot.dialog.rendering import _prompt, _with_prompt
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import phrases as _phrases
 from orderbot.messages import Attachment
 
-__all__ = [
-    "CreateOrder",
-    "DialogEnded",
-    "DialogOptions",
-    "DialogState",
-    "Effect",
-    "ReceivedFile",
-    "Reply",
-    "StepResult",
-    "detect_language",
-    "error_reply",
-    "order_lines",
-    "question",
-    "render_buttons_as_text",
-    "step",
-    "wants_files",
-]
+__all__ = ["detect_language", "error_reply", "question", "step", "wants_files"]
 
 
 _ERROR_TEXTS = {

@@ -2,7 +2,7 @@
 optional :class:`Catalog`, the order statuses, the optional global texts, and the ``{name}``
 placeholders texts may hold.
 
-Separate from loading (:mod:`orderbot.dialog.flow`, :mod:`orderbot.dialog.flow_parts`): the
+Separate from loading (:mod:`orderbot.dialog.loader`, :mod:`orderbot.dialog.flow_parts`): the
 dialog only reads these immutable objects and never needs the YAML checks behind them.
 """
 
@@ -52,7 +52,7 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "order_in_progress": frozenset(),
 }
 ORDER_STATUSES = ("new", "confirmed", "in_progress", "ready", "delivered", "cancelled")
-"""Every status an order can have (the transitions are in :mod:`orderbot.tracking`)."""
+"""Every status an order can have (the transitions are in :mod:`orderbot.orders.status`)."""
 _DEFAULT_PAGE_SIZE = 5
 
 Texts = Mapping[str, str]

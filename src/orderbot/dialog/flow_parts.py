@@ -2,8 +2,8 @@
 every language, word lists), the status texts, the catalog, each step, a branching ``next`` and
 the placeholders a step's texts may use.
 
-Separate from :mod:`orderbot.dialog.flow`, which reads the file and puts the parts together
-(:func:`~orderbot.dialog.flow.load_flow`): each check here reports a :class:`_Problem` naming
+Separate from :mod:`orderbot.dialog.loader`, which reads the file and puts the parts together
+(:func:`~orderbot.dialog.loader.load_flow`): each check here reports a :class:`_Problem` naming
 the key, and ``load_flow`` puts the file name in front of it.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from orderbot.dialog.flow_model import (
+from orderbot.dialog.flow import (
     _DEFAULT_PAGE_SIZE,
     ORDER_ID,
     ORDER_STATUSES,
@@ -27,7 +27,7 @@ from orderbot.dialog.flow_model import (
     Texts,
     placeholders,
 )
-from orderbot.dialog.validators import VALIDATORS
+from orderbot.dialog.validators.registry import VALIDATORS
 
 __all__: list[str] = []
 

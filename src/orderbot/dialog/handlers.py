@@ -33,12 +33,9 @@ from orderbot.dialog.rendering import (
     _with_prompt,
     order_lines,
 )
-from orderbot.dialog.validators import (
-    FILES_REMOVE_LAST,
-    VALIDATORS,
-    Invalid,
-    ValidationContext,
-)
+from orderbot.dialog.validators.base import Invalid, ValidationContext
+from orderbot.dialog.validators.choices import FILES_REMOVE_LAST
+from orderbot.dialog.validators.registry import VALIDATORS
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import render as _render
 from orderbot.messages import Attachment

@@ -4,8 +4,7 @@ Everything that can be wrong with a flow is found here, at load time, and report
 ``FlowError`` line naming the file, the step and the key, so a typo never reaches a customer.
 This module reads the file and checks the flow as a whole; the checks of each part (texts,
 catalog, steps, branches, placeholders) are in :mod:`orderbot.dialog.flow_parts`, and the loaded
-objects (:class:`Flow`, :class:`Step`, :class:`Catalog`) in :mod:`orderbot.dialog.flow_model`,
-re-exported here.
+objects (:class:`Flow`, :class:`Step`, :class:`Catalog`) in :mod:`orderbot.dialog.flow`.
 
 Schema (see ``flows/water.yaml`` for a full example)::
 
@@ -79,13 +78,9 @@ from pathlib import Path
 
 import yaml
 
-from orderbot.dialog.flow_model import (
+from orderbot.dialog.flow import (
     OPTIONAL_TEXTS,
-    ORDER_STATUSES,
-    Catalog,
-    CatalogEntry,
     Flow,
-    Step,
     placeholders,
 )
 from orderbot.dialog.flow_parts import (
@@ -104,17 +99,7 @@ from orderbot.dialog.flow_parts import (
 )
 from orderbot.errors import FlowError
 
-__all__ = [
-    "FLOWS_DIR",
-    "OPTIONAL_TEXTS",
-    "ORDER_STATUSES",
-    "Catalog",
-    "CatalogEntry",
-    "Flow",
-    "Step",
-    "load_flow",
-    "placeholders",
-]
+__all__ = ["FLOWS_DIR", "load_flow"]
 
 FLOWS_DIR = Path(__file__).parent / "flows"
 """Where the shipped flows live; ``load_flow("water")`` reads ``FLOWS_DIR / "water.yaml"``."""

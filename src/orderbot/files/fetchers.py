@@ -1,7 +1,7 @@
 """Downloading attachments: a :class:`FileFetcher` per kind of link, :class:`HttpFileFetcher`
 for ``http(s)://`` (Chat2Desk) and :class:`TelegramFileFetcher` for ``tg://file/<file_id>`` (Bot
 API ``getFile``, limited to :data:`TELEGRAM_DOWNLOAD_LIMIT`). Used by
-:class:`~orderbot.files.FileReceiver`; re-exported by :mod:`orderbot.files`.
+:class:`~orderbot.files.receiver.FileReceiver`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from orderbot.errors import OrderbotError
-from orderbot.file_formats import _CHUNK
+from orderbot.files.formats import _CHUNK
 from orderbot.messages import Attachment
 
 if TYPE_CHECKING:  # imported at the first download: most processes never download

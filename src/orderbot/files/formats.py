@@ -1,7 +1,6 @@
 """Model files checked by content, never by name: :func:`detect_model_format` says whether a file
 is a binary or ASCII STL, an OBJ or a 3MF (a zip read with bounded reads), and otherwise why not
-(a :class:`Refusal`). Used by :class:`~orderbot.files.FileReceiver`; re-exported by
-:mod:`orderbot.files`.
+(a :class:`Refusal`). Used by :class:`~orderbot.files.receiver.FileReceiver`.
 """
 
 from __future__ import annotations

@@ -2,24 +2,24 @@
 
 This is the I/O that must not happen in the dialog engine. The worker calls
 :meth:`FileReceiver.receive` for each attachment *before* the dialog step, and hands the engine
-the resulting :class:`~orderbot.dialog.ReceivedFile`: stored (name, checksum, size, format,
+the resulting :class:`~orderbot.dialog.models.ReceivedFile`: stored (name, checksum, size, format,
 path) or refused with a reason code the flow has a text for.
 
 - **Fetching** is a :class:`FileFetcher`: :class:`HttpFileFetcher` for links (Chat2Desk gives
   attachment URLs), :class:`TelegramFileFetcher` for ``tg://file/<file_id>`` (Bot API
   ``getFile``, which refuses files over 20 MB: :data:`TELEGRAM_DOWNLOAD_LIMIT`); in
-  :mod:`orderbot.file_fetchers`.
+  :mod:`orderbot.files.fetchers`.
 - **Checking** is :func:`detect_model_format`, by content, never by name: binary STL (size is
   84 + 50 x facets from the header), ASCII STL (``solid`` ... ``facet normal`` ...
   ``endsolid``), OBJ (``v x y z`` vertices and ``f`` faces), 3MF (a zip with ``3D/*.model``,
   read with bounded reads). Anything else, a renamed JPEG included, is refused. In
-  :mod:`orderbot.file_formats`.
+  :mod:`orderbot.files.formats`.
 - **Storing**: ``UPLOAD_DIR/<sha256>.<format>``; the same content uploaded twice is one file.
   Files get linked to an order (``order_files``) when it is stored; :func:`remove_unlinked_files`
   deletes those of dialogs that never became an order, after a grace period.
 
-This module holds the receiving (:class:`FileReceiver`) and the housekeeping, and re-exports the
-public names of the other two.
+This module holds the receiving (:class:`FileReceiver`) and the housekeeping; downloading is in
+:mod:`orderbot.files.fetchers`, checking formats in :mod:`orderbot.files.formats`.
 """
 
 from __future__ import annotations
@@ -34,32 +34,18 @@ import uuid
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from orderbot.dialog import ReceivedFile
-from orderbot.file_fetchers import (
-    TELEGRAM_DOWNLOAD_LIMIT,
+from orderbot.dialog.models import ReceivedFile
+from orderbot.files.fetchers import (
     FetchError,
     FileFetcher,
     HttpFileFetcher,
-    TelegramFileFetcher,
 )
-from orderbot.file_formats import MODEL_FORMATS, Refusal, detect_model_format
+from orderbot.files.formats import Refusal, detect_model_format
 from orderbot.loggers import storage as log
 from orderbot.messages import Attachment
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage.sqlite import SqliteDatabase
 
-__all__ = [
-    "MODEL_FORMATS",
-    "TELEGRAM_DOWNLOAD_LIMIT",
-    "FetchError",
-    "FileFetcher",
-    "FileReceiver",
-    "HttpFileFetcher",
-    "Refusal",
-    "TelegramFileFetcher",
-    "cleanup_unlinked_files",
-    "detect_model_format",
-    "remove_unlinked_files",
-]
+__all__ = ["FileReceiver", "cleanup_unlinked_files", "remove_unlinked_files"]
 
 _TEMP_PREFIX = ".part-"
 

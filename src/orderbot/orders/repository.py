@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orderbot.schema import orders
+from orderbot.storage.schema import orders
 
 __all__ = ["Order", "OrderRepository"]
 

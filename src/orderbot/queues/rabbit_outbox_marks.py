@@ -10,8 +10,8 @@
   copy in Redis (``claim`` looks for such replies every ``_RECOVER_EVERY`` seconds).
 
 Why holds live in Redis and how a client's replies keep their order is in the docstring of
-:mod:`orderbot.queues.rabbit_outbox`. A part of
-:class:`~orderbot.queues.rabbit_outbox.RabbitOutbox`, mixed in.
+:mod:`orderbot.queues.rabbitmq.outbox`. A part of
+:class:`~orderbot.queues.rabbitmq.outbox.RabbitOutbox`, mixed in.
 """
 
 from __future__ import annotations
@@ -29,16 +29,9 @@ from redis.exceptions import RedisError
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.queues.base import OutboxItem
-from orderbot.queues.broker import (
-    KEEP_SECONDS,
-    RabbitBroker,
-    RedisKeys,
-    _ack,
-    _unavailable,
-    shard_of,
-)
-from orderbot.queues.shards import _ShardChannels
-from orderbot.redisbatch import RedisBatcher
+from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, _unavailable, shard_of
+from orderbot.queues.rabbitmq.shards import _ShardChannels
+from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
 
 __all__ = ["OutboxMarks"]
 
@@ -78,7 +71,7 @@ def _reply_headers(attempts: int, not_before: float, error: str) -> dict[str, An
 
 class OutboxMarks:
     """The Redis marks of a reply and parking; mixed into
-    :class:`~orderbot.queues.rabbit_outbox.RabbitOutbox`, which sets the attributes."""
+    :class:`~orderbot.queues.rabbitmq.outbox.RabbitOutbox`, which sets the attributes."""
 
     _broker: RabbitBroker
     _redis: Redis

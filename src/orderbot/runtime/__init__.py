@@ -1,1 +1,2 @@
-"""The two profiles' runtimes: embedded (one SQLite file, one process) and distributed (PostgreSQL, Redis, RabbitMQ)."""
+"""The two profiles' runtimes: embedded (one SQLite file, one process) and distributed
+(PostgreSQL, Redis, RabbitMQ)."""

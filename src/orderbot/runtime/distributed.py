@@ -1,7 +1,7 @@
 """The distributed profile's runtime: :class:`DistributedRuntime` builds the RabbitMQ queues,
 Redis state and rate limit, PostgreSQL orders, worker and sender of one process from settings,
-and opens, starts, stops and closes them (see :mod:`orderbot.distributed` for how shutdown keeps
-per-client order). The workers' housekeeping is in :mod:`orderbot.distributed_housekeeping`,
+and opens, starts, stops and closes them (see :mod:`orderbot.runtime.processes` for how shutdown
+keeps per-client order). The workers' housekeeping is in :mod:`orderbot.runtime.housekeeping`,
 mixed in.
 """
 
@@ -17,28 +17,30 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
-from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.config import Settings, require_distributed
+from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
-from orderbot.dialog import Flow, load_flow
-from orderbot.distributed_housekeeping import DistributedHousekeeping
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import load_flow
 from orderbot.errors import ConfigError
-from orderbot.frontdesk import FrontDesk
 from orderbot.loggers import storage as log
-from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts
+from orderbot.orders.alerts import ORDER_WEBHOOK, OperatorAlerts
 from orderbot.queues.base import QueueDepths
-from orderbot.queues.broker import RETRY_DELAYS, RabbitBroker, RedisKeys
-from orderbot.queues.leases import ShardLeases
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.queues.rabbitmq import RabbitDeadLetterQueue, RabbitInboundQueue
+from orderbot.queues.rabbitmq.broker import RETRY_DELAYS, RabbitBroker
+from orderbot.queues.rabbitmq.dead_letters import RabbitDeadLetterQueue
+from orderbot.queues.rabbitmq.inbound import RabbitInboundQueue
+from orderbot.queues.rabbitmq.leases import ShardLeases
+from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.ratelimit import RedisRateLimiter
-from orderbot.redisbatch import RedisBatcher
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime import build_channels, build_file_receiver, dialog_options
+from orderbot.runtime.embedded import build_channels, build_file_receiver, dialog_options
+from orderbot.runtime.housekeeping import DistributedHousekeeping
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
+from orderbot.storage import sql as database
+from orderbot.storage.redis import RedisBatcher, RedisKeys
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
 

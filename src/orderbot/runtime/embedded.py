@@ -14,17 +14,18 @@ import time
 from collections.abc import Mapping
 from types import TracebackType
 
-from orderbot import db as database
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.config import Settings
-from orderbot.desk.sqlite import SqliteDeskStore
-from orderbot.dialog import DialogOptions, Flow, load_flow
-from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
-from orderbot.frontdesk import FrontDesk
+from orderbot.desk.front import FrontDesk
+from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
+from orderbot.files.fetchers import TelegramFileFetcher
+from orderbot.files.receiver import FileReceiver, cleanup_unlinked_files
 from orderbot.loggers import storage as log
-from orderbot.notify import ORDER_WEBHOOK, OperatorAlerts, OrderWebhookChannel
-from orderbot.order_admin import SqliteOrderAdmin
+from orderbot.orders.alerts import ORDER_WEBHOOK, OperatorAlerts, OrderWebhookChannel
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.sqlite import (
     SqliteDeadLetterQueue,
@@ -35,8 +36,9 @@ from orderbot.queues.sqlite import (
 )
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.sender import Sender
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage import sql as database
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
 
@@ -76,7 +78,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         )
     }
     if settings.telegram_bot_token:
-        from orderbot.channels.telegram import TelegramChannel
+        from orderbot.channels.telegram.client import TelegramChannel
 
         channels["telegram"] = TelegramChannel(
             token=settings.telegram_bot_token,

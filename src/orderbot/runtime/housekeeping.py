@@ -1,6 +1,6 @@
 """The housekeeping of worker processes on the distributed profile: handoff timeouts,
 notifications a crash left unpublished, lost handoff flags, idle dialogs and uploaded files no
-order uses. A part of :class:`~orderbot.distributed_runtime.DistributedRuntime`, mixed in.
+order uses. A part of :class:`~orderbot.runtime.distributed.DistributedRuntime`, mixed in.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.config import Settings
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
-from orderbot.files import FileReceiver, remove_unlinked_files
+from orderbot.files.receiver import FileReceiver, remove_unlinked_files
 from orderbot.loggers import storage as log
-from orderbot.queues.broker import RabbitBroker
-from orderbot.schema import order_files
+from orderbot.queues.rabbitmq.broker import RabbitBroker
 from orderbot.state.redis import RedisStepStore
+from orderbot.storage.schema import order_files
 
 __all__ = ["FILE_CLEANUP_INTERVAL", "HOUSEKEEPING_INTERVAL", "DistributedHousekeeping"]
 
@@ -28,7 +28,7 @@ FILE_CLEANUP_INTERVAL = 3600.0
 
 class DistributedHousekeeping:
     """The periodic housekeeping a worker process runs; mixed into
-    :class:`~orderbot.distributed_runtime.DistributedRuntime`, which sets the attributes."""
+    :class:`~orderbot.runtime.distributed.DistributedRuntime`, which sets the attributes."""
 
     settings: Settings
     broker: RabbitBroker

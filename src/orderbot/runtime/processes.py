@@ -2,7 +2,7 @@
 PostgreSQL orders. Each process (``orderbot serve``, ``worker``, ``sender``) builds one
 :class:`DistributedRuntime` and starts only its own role.
 
-The surface matches :class:`~orderbot.runtime.EmbeddedRuntime` (``ingress``, ``inbound``,
+The surface matches :class:`~orderbot.runtime.embedded.EmbeddedRuntime` (``ingress``, ``inbound``,
 ``store``, ``outbox``, ``dead_letters``, ``worker``, ``sender``, ``admin``, ``files``,
 ``depths()``, ``open/start/stop/aclose``, ``running``), so the HTTP app, the CLI and the tests
 drive either one. Tracking, operator handoff, the admin API and new-order alerts work as in the
@@ -19,8 +19,8 @@ then close the connection; whatever was delivered but not handled goes back to i
 order, and the standby starts after it.
 
 This module holds the entry points of those processes (and of ``orderbot dlq``);
-:class:`DistributedRuntime` is in :mod:`orderbot.distributed_runtime` (re-exported here), the
-workers' housekeeping in :mod:`orderbot.distributed_housekeeping` (mixed into it).
+:class:`DistributedRuntime` is in :mod:`orderbot.runtime.distributed`, the workers' housekeeping
+in :mod:`orderbot.runtime.housekeeping`.
 """
 
 from __future__ import annotations
@@ -35,21 +35,14 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from orderbot.config import Settings, require_distributed
-from orderbot.distributed_runtime import DistributedRuntime
+from orderbot.config import Settings
 from orderbot.loggers import storage as log
-from orderbot.queues.broker import RabbitBroker, RedisKeys
-from orderbot.queues.rabbitmq import RabbitDeadLetterQueue
+from orderbot.queues.rabbitmq.broker import RabbitBroker
+from orderbot.queues.rabbitmq.dead_letters import RabbitDeadLetterQueue
+from orderbot.runtime.distributed import DistributedRuntime
+from orderbot.storage.redis import RedisKeys
 
-__all__ = [
-    "DistributedRuntime",
-    "Role",
-    "create_server_app",
-    "open_dead_letters",
-    "require_distributed",
-    "run_process",
-    "serve_roles",
-]
+__all__ = ["Role", "create_server_app", "open_dead_letters", "run_process", "serve_roles"]
 
 Role = Literal["worker", "sender"]
 
@@ -76,7 +69,7 @@ def create_server_app(settings: Settings | None = None) -> Any:
     """The ASGI app of ``orderbot serve`` (also the uvicorn factory of ``--workers N``, which
     reads the settings from the environment in each process)."""
     from orderbot.config import load_settings
-    from orderbot.logs import setup_logging
+    from orderbot.logconfig import setup_logging
     from orderbot.web.app import create_app
 
     if settings is None:

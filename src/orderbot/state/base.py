@@ -62,7 +62,8 @@ class OrderItem:
 
 @dataclass(frozen=True, slots=True)
 class OrderFile:
-    """A stored model file linked to an order (``path`` is where ``orderbot.files`` put it)."""
+    """A stored model file linked to an order (``path`` is where ``orderbot.files.receiver``
+    put it)."""
 
     name: str
     checksum: str

@@ -15,9 +15,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orderbot.msglog import log_inbound
-from orderbot.schema import dialog_outcomes, handoffs, order_files, order_items, orders
 from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.storage.message_log import log_inbound
+from orderbot.storage.schema import dialog_outcomes, handoffs, order_files, order_items, orders
 
 __all__: list[str] = []
 

@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orderbot.batching import Batcher
 from orderbot.loggers import storage as log
-from orderbot.schema import message_logs
+from orderbot.storage.batching import Batcher
+from orderbot.storage.schema import message_logs
 
 __all__ = ["InboundLogBatcher", "MessageLogWriter", "log_inbound"]
 

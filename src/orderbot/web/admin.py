@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
-from orderbot.order_admin import HandoffNotFound, OrderNotFound
-from orderbot.tracking import InvalidTransition
+from orderbot.orders.status import InvalidTransition
 
 __all__ = ["OrderAdmin", "install_admin_api"]
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
-from orderbot.dialog import Flow
+from orderbot.dialog.flow import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths

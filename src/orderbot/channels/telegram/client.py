@@ -12,8 +12,8 @@ second overall. Every HTTP outcome becomes an :mod:`orderbot.errors` channel err
 exception, and never the bot token (it is part of every URL), leaves this module.
 
 This module is the adapter and its Bot API client. Reading updates (and long polling) is in
-:mod:`orderbot.channels.telegram_updates`; keyboards, callback data and text splitting are in
-:mod:`orderbot.channels.telegram_rendering`. Their public names are re-exported here.
+:mod:`orderbot.channels.telegram.updates`; keyboards, callback data and text splitting are in
+:mod:`orderbot.channels.telegram.rendering`.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import parse_retry_after
-from orderbot.channels.telegram_rendering import (
-    MAX_CALLBACK_DATA,
-    MAX_TEXT,
-    callback_data,
+from orderbot.channels.telegram.rendering import (
     inline_keyboard,
     split_text,
 )
-from orderbot.channels.telegram_updates import parse_update, poll_updates
+from orderbot.channels.telegram.updates import parse_update
 from orderbot.errors import (
     ChannelError,
     PermanentError,
@@ -51,19 +48,7 @@ from orderbot.ratelimit import LocalRateLimiter, RateLimiter
 if TYPE_CHECKING:  # imported at the first Bot API call
     import httpx
 
-__all__ = [
-    "ALLOWED_UPDATES",
-    "BOT_COMMANDS",
-    "DEFAULT_API_URL",
-    "MAX_CALLBACK_DATA",
-    "MAX_TEXT",
-    "SECRET_HEADER",
-    "TelegramChannel",
-    "callback_data",
-    "inline_keyboard",
-    "poll_updates",
-    "split_text",
-]
+__all__ = ["ALLOWED_UPDATES", "BOT_COMMANDS", "DEFAULT_API_URL", "SECRET_HEADER", "TelegramChannel"]
 
 log = logging.getLogger("orderbot.telegram")
 

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orderbot.channels.base import invalid_field, json_type_name
-from orderbot.channels.telegram_rendering import _button_text
+from orderbot.channels.telegram.rendering import _button_text
 from orderbot.errors import ChannelError, InvalidPayload, PermanentError, RateLimited
 from orderbot.messages import Attachment, InboundMessage
 
 if TYPE_CHECKING:
-    from orderbot.channels.telegram import TelegramChannel
+    from orderbot.channels.telegram.client import TelegramChannel
 
 __all__ = ["parse_update", "poll_updates"]
 

@@ -2,9 +2,10 @@
 :class:`Invalid`), what a validator may know besides the text (:class:`ValidationContext`), a
 validator as flows see it (:class:`Validator`), and the text folding all word matching uses.
 
-Separate from :mod:`orderbot.dialog.validators` (the registry) so that the parsers in
-:mod:`orderbot.dialog.contacts`, :mod:`orderbot.dialog.quantities` and
-:mod:`orderbot.dialog.choices` can use these without importing the registry that names them.
+Separate from :mod:`orderbot.dialog.validators.registry` (the registry) so that the parsers in
+:mod:`orderbot.dialog.validators.contacts`, :mod:`orderbot.dialog.validators.quantities` and
+:mod:`orderbot.dialog.validators.choices` can use these without importing the registry that
+names them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Answers picked from a fixed set: yes or no, an item of a catalog, a command of the model
 files step. Typing a button's label counts as pressing it.
 
-Separate from the free-form readers (:mod:`orderbot.dialog.contacts`,
-:mod:`orderbot.dialog.quantities`): these map a message onto one of a few known values, which
-flows may branch on.
+Separate from the free-form readers (:mod:`orderbot.dialog.validators.contacts`,
+:mod:`orderbot.dialog.validators.quantities`): these map a message onto one of a few known
+values, which flows may branch on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orderbot.dialog.validation import (
+from orderbot.dialog.validators.base import (
     _EMOJI_NOISE,
     Invalid,
     Valid,

@@ -1,9 +1,10 @@
 """Contact details a customer types: a delivery address (or a person's name, read the same way),
 a phone number and an e-mail address. Each ``parse_*`` trims what it can and rejects the rest.
 
-Separate from the registry (:mod:`orderbot.dialog.validators`) and from the word-based readers
-(:mod:`orderbot.dialog.quantities`, :mod:`orderbot.dialog.choices`): these read free-form
-values with their own libraries (``phonenumbers``, ``email-validator``).
+Separate from the registry (:mod:`orderbot.dialog.validators.registry`) and from the
+word-based readers (:mod:`orderbot.dialog.validators.quantities`,
+:mod:`orderbot.dialog.validators.choices`): these read free-form values with their own
+libraries (``phonenumbers``, ``email-validator``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from orderbot.dialog.validation import _SPACES, Invalid, Valid, ValidationResult
+from orderbot.dialog.validators.base import _SPACES, Invalid, Valid, ValidationResult
 
 __all__ = ["parse_address", "parse_email", "parse_phone"]
 

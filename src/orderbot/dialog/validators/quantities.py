@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from orderbot.dialog.validation import Invalid, Valid, ValidationResult, _fold, _words
+from orderbot.dialog.validators.base import Invalid, Valid, ValidationResult, _fold, _words
 
 __all__ = ["parse_integer"]
 

@@ -8,10 +8,10 @@ Flows refer to validators by name through :data:`VALIDATORS`; the plain ``parse_
 are usable on their own (and are what the table tests exercise).
 
 This module is the registry: each validator's params check and how it runs a parser. The
-parsers live by kind in :mod:`orderbot.dialog.contacts` (address, phone, e-mail),
-:mod:`orderbot.dialog.quantities` (whole numbers) and :mod:`orderbot.dialog.choices` (yes/no,
-catalog choice, model files commands); the shared types in :mod:`orderbot.dialog.validation`.
-All are importable from here as before.
+parsers live by kind in :mod:`orderbot.dialog.validators.contacts` (address, phone, e-mail),
+:mod:`orderbot.dialog.validators.quantities` (whole numbers) and
+:mod:`orderbot.dialog.validators.choices` (yes/no, catalog choice, model files commands); the
+shared types in :mod:`orderbot.dialog.validators.base`.
 """
 
 from __future__ import annotations
@@ -19,44 +19,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orderbot.dialog.choices import (
+from orderbot.dialog.validators.base import (
+    ValidationContext,
+    ValidationResult,
+    Validator,
+)
+from orderbot.dialog.validators.choices import (
     FILE_REASONS,
-    FILES_CONTINUE,
-    FILES_REMOVE_LAST,
     CatalogItem,
     parse_catalog_choice,
     parse_files_command,
     parse_yes_no,
 )
-from orderbot.dialog.contacts import parse_address, parse_email, parse_phone
-from orderbot.dialog.quantities import parse_integer
-from orderbot.dialog.validation import (
-    Invalid,
-    Valid,
-    ValidationContext,
-    ValidationResult,
-    Validator,
-)
+from orderbot.dialog.validators.contacts import parse_address, parse_email, parse_phone
+from orderbot.dialog.validators.quantities import parse_integer
 
-__all__ = [
-    "FILES_CONTINUE",
-    "FILES_REMOVE_LAST",
-    "FILE_REASONS",
-    "VALIDATORS",
-    "CatalogItem",
-    "Invalid",
-    "Valid",
-    "ValidationContext",
-    "ValidationResult",
-    "Validator",
-    "parse_address",
-    "parse_catalog_choice",
-    "parse_email",
-    "parse_files_command",
-    "parse_integer",
-    "parse_phone",
-    "parse_yes_no",
-]
+__all__ = ["VALIDATORS"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,1 +1,2 @@
-"""Distributed queues on RabbitMQ: the broker and topology, shard consumers and leases, inbound, outbox, dead letters."""
+"""Distributed queues on RabbitMQ: the broker and topology, shard consumers and leases, the
+inbound queue, the outbox, the dead-letter queue."""

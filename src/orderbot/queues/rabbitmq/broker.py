@@ -1,10 +1,10 @@
 """Distributed queues on RabbitMQ (aio-pika), with Redis for the few facts a broker cannot keep.
 
 This module holds what the queues share: the broker (one connection, the topology, publishing)
-and the shard of a client; the names of the Redis keys are in :mod:`orderbot.queues.redis_keys`
-(re-exported here). The queues themselves are in :mod:`orderbot.queues.rabbitmq` (inbound),
-:mod:`orderbot.queues.rabbit_outbox` (replies) and :mod:`orderbot.queues.rabbit_dead_letters`;
-consuming shard queues is in :mod:`orderbot.queues.shards`.
+and the shard of a client; the names of the Redis keys are in :mod:`orderbot.storage.redis`.
+The queues themselves are in :mod:`orderbot.queues.rabbitmq.inbound` (inbound),
+:mod:`orderbot.queues.rabbitmq.outbox` (replies) and :mod:`orderbot.queues.rabbitmq.dead_letters`;
+consuming shard queues is in :mod:`orderbot.queues.rabbitmq.shards`.
 
 Topology (``P`` is ``QUEUE_PREFIX``, ``N`` is ``QUEUE_SHARDS``; every queue durable, every
 message persistent, every publish confirmed by the broker before the call returns)::
@@ -45,17 +45,8 @@ from aio_pika.abc import (
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
-from orderbot.queues.redis_keys import KEEP_SECONDS, RedisKeys
 
-__all__ = [
-    "INBOUND_TTL_MS",
-    "KEEP_SECONDS",
-    "OUTBOX_TTL_MS",
-    "RETRY_DELAYS",
-    "RabbitBroker",
-    "RedisKeys",
-    "shard_of",
-]
+__all__ = ["INBOUND_TTL_MS", "OUTBOX_TTL_MS", "RETRY_DELAYS", "RabbitBroker", "shard_of"]
 
 INBOUND_TTL_MS = 24 * 3600 * 1000
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000

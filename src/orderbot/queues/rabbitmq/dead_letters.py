@@ -1,7 +1,6 @@
 """The dead-letter queue on RabbitMQ (``P.dead_letter``, declared by
-:class:`~orderbot.queues.broker.RabbitBroker`): what could not be sent or processed, listed,
-replayed onto the queue each came from, and purged by ``orderbot dlq``. Re-exported by
-:mod:`orderbot.queues.rabbitmq`.
+:class:`~orderbot.queues.rabbitmq.broker.RabbitBroker`): what could not be sent or processed,
+listed, replayed onto the queue each came from, and purged by ``orderbot dlq``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ from redis.asyncio import Redis
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
-from orderbot.queues.broker import RabbitBroker, RedisKeys, _ack, shard_of
-from orderbot.queues.rabbit_outbox import _int
 from orderbot.queues.rabbit_outbox_marks import _reply_headers
+from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, shard_of
+from orderbot.queues.rabbitmq.outbox import _int
+from orderbot.storage.redis import RedisKeys
 
 __all__ = ["RabbitDeadLetterQueue"]
 

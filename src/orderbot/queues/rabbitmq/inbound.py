@@ -1,9 +1,8 @@
 """The inbound queue on RabbitMQ.
 
-The broker, the topology and the Redis keys are in :mod:`orderbot.queues.broker`, the outbox in
-:mod:`orderbot.queues.rabbit_outbox`, the dead-letter queue in
-:mod:`orderbot.queues.rabbit_dead_letters`; their public names are re-exported here for existing
-importers.
+The broker and the topology are in :mod:`orderbot.queues.rabbitmq.broker`, the outbox in
+:mod:`orderbot.queues.rabbitmq.outbox`, the dead-letter queue in
+:mod:`orderbot.queues.rabbitmq.dead_letters`, the Redis keys in :mod:`orderbot.storage.redis`.
 
 Manual acks. The worker acks an inbound message only after its step is committed
 (:meth:`RabbitInboundQueue.ack`); a crash before that redelivers it, and the step store
@@ -46,7 +45,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orderbot.batching import Batcher
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
 from orderbot.queues.base import (
@@ -54,33 +52,16 @@ from orderbot.queues.base import (
     InboundQueue,
     QueueDepths,
 )
-from orderbot.queues.broker import (
-    INBOUND_TTL_MS,
-    KEEP_SECONDS,
-    OUTBOX_TTL_MS,
-    RETRY_DELAYS,
+from orderbot.queues.rabbitmq.broker import (
     RabbitBroker,
-    RedisKeys,
     _ack,
     shard_of,
 )
-from orderbot.queues.rabbit_dead_letters import RabbitDeadLetterQueue
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.queues.shards import _ShardChannels, _ShardConsumer
+from orderbot.queues.rabbitmq.shards import _ShardChannels, _ShardConsumer
+from orderbot.storage.batching import Batcher
+from orderbot.storage.redis import KEEP_SECONDS, RedisKeys
 
-__all__ = [
-    "BATCH_CONTENT_TYPE",
-    "INBOUND_TTL_MS",
-    "KEEP_SECONDS",
-    "OUTBOX_TTL_MS",
-    "RETRY_DELAYS",
-    "RabbitBroker",
-    "RabbitDeadLetterQueue",
-    "RabbitInboundQueue",
-    "RabbitOutbox",
-    "RedisKeys",
-    "shard_of",
-]
+__all__ = ["BATCH_CONTENT_TYPE", "RabbitInboundQueue"]
 
 
 # -- inbound ---------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The outbox on RabbitMQ: replies on ``P.outbox.<shard>`` (the topology and the broker are in
-:mod:`orderbot.queues.broker`).
+:mod:`orderbot.queues.rabbitmq.broker`).
 
 Replies in order, with retries that leave the sender. The outbox hands a sender at most one
 reply per client at a time (the next one only after the previous is sent, dead-lettered or
@@ -43,12 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.msglog import MessageLogWriter
 from orderbot.queues.base import Outbox, OutboxItem
-from orderbot.queues.broker import RabbitBroker, RedisKeys, _ack, _unavailable, shard_of
 from orderbot.queues.rabbit_outbox_marks import _FINISH_REPLY, OutboxMarks, _Parcel, _reply_headers
-from orderbot.queues.shards import _ShardChannels, _ShardConsumer
-from orderbot.redisbatch import RedisBatcher
+from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, _unavailable, shard_of
+from orderbot.queues.rabbitmq.shards import _ShardChannels, _ShardConsumer
+from orderbot.storage.message_log import MessageLogWriter
+from orderbot.storage.redis import RedisBatcher, RedisKeys
 
 __all__ = ["RabbitOutbox"]
 

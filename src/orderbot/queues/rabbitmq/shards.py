@@ -1,7 +1,7 @@
 """Consuming the shard queues of RabbitMQ, shared by the inbound queue and the outbox.
 
 Each shard queue gets its own consumer channel, so that a shard can be given up alone (see
-"Per-client order across processes" in :mod:`orderbot.queues.broker`).
+"Per-client order across processes" in :mod:`orderbot.queues.rabbitmq.broker`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from orderbot.loggers import storage as log
-from orderbot.queues.broker import RabbitBroker, _unavailable
+from orderbot.queues.rabbitmq.broker import RabbitBroker, _unavailable
 
 
 class _ShardChannels:
@@ -121,7 +121,7 @@ class _ShardChannels:
 
 class _ShardConsumer:
     """What the inbound queue and the outbox share: consume every shard (no leases), or only the
-    shards a :class:`~orderbot.queues.leases.ShardLeases` hands over."""
+    shards a :class:`~orderbot.queues.rabbitmq.leases.ShardLeases` hands over."""
 
     _broker: RabbitBroker
     _shards: _ShardChannels
@@ -150,6 +150,7 @@ class _ShardConsumer:
         return [shard for shard in self._shards.open_shards if shard not in dropped]
 
     async def take_shard(self, shard: int) -> None:
-        """Consume ``shard`` (its own channel; see :class:`~orderbot.queues.leases.ShardLeases`)."""
+        """Consume ``shard`` (its own channel; see
+        :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
         self.leased = True
         await self._shards.start(shard)

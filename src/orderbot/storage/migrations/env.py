@@ -1,11 +1,12 @@
-"""Alembic environment: the URL comes from the Config built by ``orderbot.db.alembic_config``."""
+"""Alembic environment: the URL comes from the Config built by
+``orderbot.storage.sql.alembic_config``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from orderbot.schema import metadata
+from orderbot.storage.schema import metadata
 
 config = context.config
 
