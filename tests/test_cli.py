@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.messages import OutboundMessage
+from orderbot.orders.models import OrderRecord
 from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
-from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.state.base import StepCommit
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase

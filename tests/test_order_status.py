@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.desk.base import OrderNotFound
-from orderbot.orders.status import InvalidTransition, status_notification
+from orderbot.desk.texts import status_notification
+from orderbot.orders.status import InvalidTransition
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase
 from tests.desk_bots import FLOW, PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot

@@ -10,23 +10,17 @@ import pytest
 from typer.testing import CliRunner
 
 from orderbot.cli import app
-from orderbot.dialog.loader import FLOWS_DIR, load_flow
-from orderbot.errors import FlowError
-from orderbot.orders.status import (
-    STATUSES,
-    HandoffRequest,
-    HistoryEntry,
-    InvalidTransition,
-    OrderSummary,
-    Track,
-    allowed_next,
-    check_transition,
-    classify,
+from orderbot.desk.requests import HandoffRequest, Track, classify
+from orderbot.desk.texts import (
     render_not_found,
     render_order,
     render_order_list,
     status_notification,
 )
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
+from orderbot.errors import FlowError
+from orderbot.orders.models import HistoryEntry, OrderSummary
+from orderbot.orders.status import STATUSES, InvalidTransition, allowed_next, check_transition
 
 WATER = load_flow("water")
 PRINTING = load_flow("printing")

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from orderbot.outbound import client_key, message_key
+
 __all__ = ["Attachment", "InboundMessage", "OutboundMessage"]
 
 
@@ -62,11 +64,11 @@ class InboundMessage:
 
     @property
     def dedupe_key(self) -> str:
-        return f"{self.channel}:{self.message_id}"
+        return message_key(self.channel, self.message_id)
 
     @property
     def client_key(self) -> str:
-        return f"{self.channel}:{self.client_id}"
+        return client_key(self.channel, self.client_id)
 
     def to_json(self) -> bytes:
         return orjson.dumps(

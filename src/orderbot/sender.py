@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orderbot import outbound
 from orderbot.channels.base import Channel
 from orderbot.loggers import sender as log
 from orderbot.queues.base import Outbox, OutboxItem
@@ -215,7 +216,7 @@ class Sender(SendAttempts):
         for item in items:
             if item.handle in self._in_hand:  # an outbox that ignored ``exclude``
                 continue
-            key = f"{item.message.channel}:{item.message.client_id}"
+            key = outbound.client_key(item.message.channel, item.message.client_id)
             self._in_hand[item.handle] = key
             lane = self._lanes.get(key)
             if lane is not None:

@@ -30,8 +30,10 @@ from orderbot.files.receiver import FileReceiver
 from orderbot.loggers import worker as log
 from orderbot.messages import Attachment, InboundMessage, OutboundMessage
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
+from orderbot.orders.models import OrderRecord, order_parts
+from orderbot.outbound import order_idempotency_key, reply_key
 from orderbot.queues.base import InboundDelivery, InboundQueue
-from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore, order_parts
+from orderbot.state.base import OutcomeRecord, StepCommit, StepStore
 
 __all__ = ["Worker"]
 
@@ -333,7 +335,7 @@ def _outbound(message: InboundMessage, replies: tuple[Reply, ...]) -> tuple[Outb
     now = time.time()
     return tuple(
         OutboundMessage(
-            key=f"{message.dedupe_key}:{index}",
+            key=reply_key(message.dedupe_key, index),
             channel=message.channel,
             client_id=message.client_id,
             text=reply.text,
@@ -357,7 +359,9 @@ def _commit_for(
     for effect in effects:
         if isinstance(effect, CreateOrder):
             order = OrderRecord(
-                idempotency_key=f"{message.channel}:{message.client_id}:{message.message_id}",
+                idempotency_key=order_idempotency_key(
+                    message.channel, message.client_id, message.message_id
+                ),
                 channel=message.channel,
                 client_id=message.client_id,
                 source=message.route.get("transport", message.channel),

@@ -9,9 +9,10 @@ from collections import defaultdict
 
 from orderbot.dialog.models import DialogState
 from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.orders.models import OrderRecord
 from orderbot.queues.base import InboundDelivery, OutboxItem
 from orderbot.retry import RetryPolicy
-from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.state.base import StepCommit
 from tests.distributed.conftest import Backend, RecordingChannel, eventually
 
 
@@ -249,7 +250,7 @@ async def test_distributed_step_redone_after_a_crash_before_the_redis_mark(
         return  # one SQLite transaction has no such point
     from sqlalchemy import func, select
 
-    from orderbot.state.base import OrderItem
+    from orderbot.orders.models import OrderItem
     from orderbot.storage.schema import order_items
 
     await backend.inbound.put(inbound(backend, "9", "confirm"))

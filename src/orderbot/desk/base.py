@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orderbot.errors import OrderbotError
-from orderbot.orders.status import HistoryEntry, OrderSummary
+from orderbot.orders.models import HistoryEntry, OrderSummary
 
 __all__ = ["DeskStore", "HandoffNotFound", "HandoffWindow", "OrderAdmin", "OrderNotFound"]
 

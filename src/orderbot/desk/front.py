@@ -11,7 +11,7 @@ The worker asks :meth:`FrontDesk.intercept` first, for every message. It returns
   for the operator). Every way back sends the same message, :func:`comeback`, keyed by the
   handoff (``handback:<client>:<since>``): when housekeeping and the next message notice the
   same timeout at the same moment, the customer still gets it once.
-* **A request for a person** (:func:`orderbot.orders.status.classify`): the customer is told they
+* **A request for a person** (:func:`orderbot.desk.requests.classify`): the customer is told they
   are being connected. On Chat2Desk a ``transfer`` outbox entry hands the dialog to
   ``CHAT2DESK_OPERATOR_ID`` or ``CHAT2DESK_GROUP_ID`` (without either, Chat2Desk's operators
   still see the conversation in their inbox); elsewhere the Telegram admins
@@ -32,24 +32,18 @@ import time
 from collections.abc import Callable, Sequence
 
 from orderbot.desk.base import DeskStore, HandoffWindow
+from orderbot.desk.requests import HandoffRequest, Track, classify
+from orderbot.desk.texts import flow_text, render_not_found, render_order, render_order_list
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.orders.alerts import transcript
-from orderbot.orders.status import (
-    HandoffRequest,
-    Track,
-    classify,
-    flow_text,
-    render_not_found,
-    render_order,
-    render_order_list,
-)
+from orderbot.outbound import client_key, handback_key, handoff_alert_key, reply_key, transfer_key
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 
-__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback", "handback_key"]
+__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback"]
 
 
 class Unknown:
@@ -61,12 +55,6 @@ UNKNOWN = Unknown()
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
 TRANSCRIPT_MESSAGES = 20
-
-
-def handback_key(client_key: str, since: float) -> str:
-    """The outbox key of the comeback that ends the handoff of ``client_key`` begun at
-    ``since``: the same for every way back, so the customer gets it once."""
-    return f"handback:{client_key}:{float(since)!r}"
 
 
 def comeback(
@@ -82,13 +70,15 @@ def comeback(
     language: str | None = None,
 ) -> OutboundMessage:
     """The bot's message when a handoff ends: the resumed text and the dialog's current
-    question in one message (its buttons included), keyed by :func:`handback_key`."""
+    question in one message (its buttons included), keyed by
+    :func:`~orderbot.outbound.handback_key` (the same for every way back, so the customer gets it
+    once)."""
     if language is None:
         language = flow.language(state.language if state is not None else options.default_language)
     text = flow_text(flow, "handoff_resumed", language)
     asked = question(flow, state, now, options=options)
     return OutboundMessage(
-        key=handback_key(f"{channel}:{client_id}", since),
+        key=handback_key(client_key(channel, client_id), since),
         channel=channel,
         client_id=client_id,
         text=text if asked is None else f"{text}\n\n{asked.text}",
@@ -210,7 +200,7 @@ class FrontDesk:
             if target:
                 extra.append(
                     OutboundMessage(
-                        key=f"{message.dedupe_key}:transfer",
+                        key=transfer_key(message.dedupe_key),
                         channel=message.channel,
                         client_id=message.client_id,
                         text="",
@@ -231,7 +221,7 @@ class FrontDesk:
             )
             extra += [
                 OutboundMessage(
-                    key=f"{message.dedupe_key}:handoff:{chat}",
+                    key=handoff_alert_key(message.dedupe_key, chat),
                     channel="telegram",
                     client_id=chat,
                     text=text,
@@ -267,7 +257,7 @@ class FrontDesk:
         now = self._clock()
         outbound = tuple(
             OutboundMessage(
-                key=f"{message.dedupe_key}:{index}",
+                key=reply_key(message.dedupe_key, index),
                 channel=message.channel,
                 client_id=message.client_id,
                 text=reply.text,

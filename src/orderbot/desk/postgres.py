@@ -27,9 +27,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.base import DeskStore, HandoffWindow
+from orderbot.desk.requests import TRACK_LIMIT
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
-from orderbot.orders.status import TRACK_LIMIT, HistoryEntry, OrderSummary
+from orderbot.orders.models import HistoryEntry, OrderSummary
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
 from orderbot.storage.schema import handoffs, message_logs, order_status_history, orders
 

@@ -30,6 +30,7 @@ from orderbot.desk.postgres_orders import _ORDER_COLUMNS, _details, _iso, _order
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions
 from orderbot.orders.status import check_transition
+from orderbot.outbound import pending_notification_member
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.storage.redis import RedisKeys
 from orderbot.storage.schema import handoffs, order_status_history, orders
@@ -114,7 +115,7 @@ class PostgresOrderAdmin(PostgresNotifications, PostgresHandbacks, OrderAdmin):
     ) -> dict[str, Any]:
         now = self._clock()
         # Before the change: a crash after its commit leaves this entry for housekeeping.
-        pending = f"{order_id}:{now!r}"
+        pending = pending_notification_member(order_id, now)
         try:
             await self._redis.zadd(self._keys.pending_notifications(), {pending: now})
         except RedisError as exc:

@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot import outbound
 from orderbot.desk.base import HandoffNotFound
 from orderbot.desk.front import comeback
 from orderbot.desk.postgres import handoff_flag
@@ -62,7 +63,7 @@ class PostgresHandbacks:
     # -- handoffs ------------------------------------------------------------------------
 
     async def handback(self, channel: str, client_id: str) -> None:
-        key = f"{channel}:{client_id}"
+        key = outbound.client_key(channel, client_id)
         if not await self._hand_back(key, self._clock(), expired_only=False):
             raise HandoffNotFound(f"{key} is not with an operator")
 

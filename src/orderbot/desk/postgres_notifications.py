@@ -30,11 +30,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.postgres_orders import _unavailable
+from orderbot.desk.texts import status_notification
 from orderbot.dialog.flow import Flow
 from orderbot.errors import StorageError
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.orders.status import status_notification
+from orderbot.outbound import status_notification_key
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.storage.redis import RedisKeys
 from orderbot.storage.schema import order_status_history, orders
@@ -70,7 +71,7 @@ class PostgresNotifications:
         route: str | None,
     ) -> OutboundMessage:
         return OutboundMessage(
-            key=f"status:{order_id}:{history_id}",
+            key=status_notification_key(order_id, history_id),
             channel=channel,
             client_id=client_id,
             text=status_notification(self._flow, status, language, order_id=order_id, note=note),

@@ -29,19 +29,18 @@ from typing import Any
 
 import orjson
 
+from orderbot import outbound
 from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow, OrderAdmin, OrderNotFound
 from orderbot.desk.front import comeback
+from orderbot.desk.requests import TRACK_LIMIT
+from orderbot.desk.texts import status_notification
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.orders.status import (
-    TRACK_LIMIT,
-    HistoryEntry,
-    OrderSummary,
-    check_transition,
-    status_notification,
-)
+from orderbot.orders.models import HistoryEntry, OrderSummary
+from orderbot.orders.status import check_transition
+from orderbot.outbound import status_notification_key
 from orderbot.queues.sqlite import Wakeup
 from orderbot.storage.sqlite import SqliteDatabase
 
@@ -172,7 +171,7 @@ def _set_status(
     insert_outbox(
         conn,
         OutboundMessage(
-            key=f"status:{order_id}:{history_id}",
+            key=status_notification_key(order_id, history_id),
             channel=channel,
             client_id=client_id,
             text=status_notification(flow, status, language, order_id=order_id, note=note),
@@ -235,7 +234,7 @@ def _last_route(conn: sqlite3.Connection, channel: str, client_id: str) -> dict[
     """How the client wrote last (Chat2Desk transport and channel), from the inbound queue."""
     row = conn.execute(
         "SELECT payload FROM inbound_queue WHERE client_key = ? ORDER BY id DESC LIMIT 1",
-        (f"{channel}:{client_id}",),
+        (outbound.client_key(channel, client_id),),
     ).fetchone()
     if row is None:
         return {}
@@ -341,7 +340,7 @@ class SqliteOrderAdmin(OrderAdmin):
         """Give the conversation back to the bot; raises HandoffNotFound when it was not
         handed off."""
         now = self._clock()
-        key = f"{channel}:{client_id}"
+        key = outbound.client_key(channel, client_id)
         done = await self._db.run(lambda conn: handback(conn, self._flow, self._options, key, now))
         if not done:
             raise HandoffNotFound(f"{key} is not with an operator")

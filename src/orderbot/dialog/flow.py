@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 __all__ = [
     "OPTIONAL_TEXTS",
-    "ORDER_STATUSES",
     "Catalog",
     "CatalogEntry",
     "Flow",
@@ -51,8 +50,6 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "catalog_chosen": frozenset({"name", "price"}),
     "order_in_progress": frozenset(),
 }
-ORDER_STATUSES = ("new", "confirmed", "in_progress", "ready", "delivered", "cancelled")
-"""Every status an order can have (the transitions are in :mod:`orderbot.orders.status`)."""
 _DEFAULT_PAGE_SIZE = 5
 
 Texts = Mapping[str, str]

@@ -20,7 +20,6 @@ import yaml
 from orderbot.dialog.flow import (
     _DEFAULT_PAGE_SIZE,
     ORDER_ID,
-    ORDER_STATUSES,
     Catalog,
     CatalogEntry,
     Step,
@@ -28,6 +27,7 @@ from orderbot.dialog.flow import (
     placeholders,
 )
 from orderbot.dialog.validators.registry import VALIDATORS
+from orderbot.orders.status import STATUSES
 
 __all__: list[str] = []
 
@@ -111,7 +111,7 @@ def _status_texts(
     value: object, languages: tuple[str, ...], where: str
 ) -> dict[str, dict[str, str]]:
     data = _mapping(value, where)
-    _unknown_keys(data, set(ORDER_STATUSES), where)
+    _unknown_keys(data, set(STATUSES), where)
     return {status: _texts(t, languages, f"{where}.{status}") for status, t in data.items()}
 
 

@@ -24,7 +24,9 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import parse_retry_after
 from orderbot.errors import PermanentError, RateLimited, ServerError, Timeout
 from orderbot.messages import InboundMessage, OutboundMessage
-from orderbot.state.base import NewOrderAlerts, OrderRecord
+from orderbot.orders.models import OrderRecord
+from orderbot.outbound import new_order_alert_key, new_order_webhook_key
+from orderbot.state.base import NewOrderAlerts
 
 if TYPE_CHECKING:  # imported at the first alert sent: most processes never send one
     import httpx
@@ -117,7 +119,7 @@ class OperatorAlerts(NewOrderAlerts):
             text = _alert_text(order_id, order)
             found += [
                 OutboundMessage(
-                    key=f"new-order:{order_id}:telegram:{chat}",
+                    key=new_order_alert_key(order_id, chat),
                     channel="telegram",
                     client_id=chat,
                     text=text,
@@ -128,7 +130,7 @@ class OperatorAlerts(NewOrderAlerts):
         if self._webhook:
             found.append(
                 OutboundMessage(
-                    key=f"new-order:{order_id}:webhook",
+                    key=new_order_webhook_key(order_id),
                     channel=ORDER_WEBHOOK,
                     client_id=str(order_id),
                     text=orjson.dumps(order_json(order_id, order, now)).decode(),

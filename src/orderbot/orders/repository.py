@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,28 +9,10 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot.orders.models import Order
 from orderbot.storage.schema import orders
 
-__all__ = ["Order", "OrderRepository"]
-
-
-@dataclass(frozen=True, slots=True)
-class Order:
-    id: int
-    client_id: str
-    channel: str
-    source: str
-    phone: str | None
-    address: str | None
-    quantity: int | None
-    status: str
-    language: str
-    created_at: str  # ISO 8601, UTC
-    updated_at: str
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["OrderRepository"]
 
 
 def _iso(ts: float) -> str:

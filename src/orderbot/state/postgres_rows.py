@@ -15,7 +15,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.orders.models import OrderRecord
+from orderbot.state.base import StepCommit
 from orderbot.storage.message_log import log_inbound
 from orderbot.storage.schema import dialog_outcomes, handoffs, order_files, order_items, orders
 

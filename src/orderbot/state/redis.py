@@ -47,13 +47,9 @@ from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
+from orderbot.orders.models import ORDER_ID_PLACEHOLDER
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
-from orderbot.state.base import (
-    ORDER_ID_PLACEHOLDER,
-    NewOrderAlerts,
-    StepCommit,
-    StepStore,
-)
+from orderbot.state.base import NewOrderAlerts, StepCommit, StepStore
 from orderbot.state.postgres_rows import _inbound_row, _write_rows
 from orderbot.storage.message_log import InboundLogBatcher
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys

@@ -12,15 +12,9 @@ from decimal import Decimal
 import orjson
 
 from orderbot.messages import OutboundMessage
+from orderbot.orders.models import ORDER_ID_PLACEHOLDER, OrderRecord
 from orderbot.queues.sqlite import Wakeup
-from orderbot.state.base import (
-    ORDER_ID_PLACEHOLDER,
-    NewOrderAlerts,
-    OrderRecord,
-    OutcomeRecord,
-    StepCommit,
-    StepStore,
-)
+from orderbot.state.base import NewOrderAlerts, OutcomeRecord, StepCommit, StepStore
 from orderbot.storage.sqlite import SqliteDatabase
 
 __all__ = ["SqliteStepStore"]

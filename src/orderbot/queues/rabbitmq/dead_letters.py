@@ -12,6 +12,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from redis.asyncio import Redis
 
+from orderbot import outbound
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
@@ -121,7 +122,9 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                 )
         else:
             reply = OutboundMessage.from_json(letter.payload)
-            shard = shard_of(f"{reply.channel}:{reply.client_id}", self._broker.shards)
+            shard = shard_of(
+                outbound.client_key(reply.channel, reply.client_id), self._broker.shards
+            )
             await self._broker.publish(
                 letter.payload,
                 self._broker.outbox_queue(shard),

@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orderbot import outbound
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.queues.base import Outbox, OutboxItem
@@ -113,7 +114,9 @@ class RabbitOutbox(_ShardConsumer, OutboxMarks, Outbox):
         """Publish replies in order, each confirmed before the next (a client's replies must
         reach its shard in this order)."""
         for reply in replies:
-            shard = shard_of(f"{reply.channel}:{reply.client_id}", self._broker.shards)
+            shard = shard_of(
+                outbound.client_key(reply.channel, reply.client_id), self._broker.shards
+            )
             await self._broker.publish(
                 reply.to_json(),
                 self._broker.outbox_queue(shard),
@@ -162,7 +165,7 @@ class RabbitOutbox(_ShardConsumer, OutboxMarks, Outbox):
             not_before=float(str(headers.get("x-orderbot-not-before", "0") or 0)),
             last_error=str(headers.get("x-orderbot-error", "") or ""),
         )
-        client = f"{message.channel}:{message.client_id}"
+        client = outbound.client_key(message.channel, message.client_id)
         parcel = _Parcel(item.handle, client, item, raw, shard)
         line = self._lines.setdefault(client, deque())
         line.append(parcel)
