@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.channels.order_webhook import OrderWebhookChannel
 from orderbot.channels.telegram.client import TelegramChannel
 from orderbot.config import Settings
 from orderbot.desk.texts import status_notification
 from orderbot.dialog.loader import load_flow
-from orderbot.orders.alerts import OrderWebhookChannel
 from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.chat2desk import FakeChat2Desk

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.channels.order_webhook import OrderWebhookChannel
 from orderbot.channels.telegram.client import TelegramChannel
 from orderbot.config import Settings
 from orderbot.desk.texts import status_notification
-from orderbot.orders.alerts import OrderWebhookChannel
 from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.storage.schema import message_logs
 from tests.desk_bots import FLOW, forget_clients

@@ -104,7 +104,7 @@ async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]
     Redis when all three are set (the notification is published at once), else SQLite."""
     from orderbot.desk.sqlite import SqliteOrderAdmin
     from orderbot.dialog.loader import load_flow
-    from orderbot.runtime.embedded import dialog_options
+    from orderbot.runtime.base import dialog_options
     from orderbot.storage.sqlite import SqliteDatabase
 
     if settings.is_distributed:

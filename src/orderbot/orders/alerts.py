@@ -4,8 +4,7 @@
   (channel ``telegram``, key ``new-order:<order id>:telegram:<chat>``) and posted as JSON to
   ``ORDER_WEBHOOK_URL`` (channel ``order_webhook``, key ``new-order:<order id>:webhook``). The
   step store builds them inside the order's own transaction, once, when the row is inserted.
-* :class:`OrderWebhookChannel`: the "channel" whose ``send`` POSTs an alert's JSON body; HTTP
-  outcomes become our channel errors (429 waits, 5xx and timeouts retry, other 4xx are final).
+  The webhook's channel is :class:`~orderbot.channels.order_webhook.OrderWebhookChannel`.
 * :func:`transcript`: the conversation so far, for admins when a customer asks for a person.
 
 Texts for operators are plain text: the Telegram channel escapes them (customer data included).
@@ -15,25 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from orderbot import __version__
-from orderbot.channels.base import Channel
-from orderbot.channels.chat2desk import parse_retry_after
-from orderbot.errors import PermanentError, RateLimited, ServerError, Timeout
+from orderbot.channels.order_webhook import ORDER_WEBHOOK
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.orders.models import OrderRecord
 from orderbot.outbound import new_order_alert_key, new_order_webhook_key
 from orderbot.state.base import NewOrderAlerts
 
-if TYPE_CHECKING:  # imported at the first alert sent: most processes never send one
-    import httpx
+__all__ = ["OperatorAlerts", "order_json", "transcript"]
 
-__all__ = ["ORDER_WEBHOOK", "OperatorAlerts", "OrderWebhookChannel", "transcript"]
-
-ORDER_WEBHOOK = "order_webhook"
 _TRANSCRIPT_CHARS = 3500  # one Telegram message (4,096) with room for the header
 
 
@@ -157,63 +149,3 @@ def transcript(message: InboundMessage, rows: Sequence[tuple[str, str]], *, hand
     if len(text) > _TRANSCRIPT_CHARS:
         text = "…" + text[-_TRANSCRIPT_CHARS:]
     return "\n".join(lines) + text
-
-
-class OrderWebhookChannel(Channel):
-    """Posts new-order alerts to ``url`` (``ORDER_WEBHOOK_URL``): the alert's text is the JSON
-    body. Only outbound; there is no webhook to parse."""
-
-    name = ORDER_WEBHOOK
-
-    def __init__(
-        self, url: str, *, client: httpx.AsyncClient | None = None, timeout: float = 10.0
-    ) -> None:
-        self._url = url
-        self._timeout = timeout
-        self._owns_client = client is None
-        self._client = client
-
-    def _http(self) -> httpx.AsyncClient:
-        # Made (and httpx imported) at the first alert: the server and workers never send.
-        if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout))
-        return self._client
-
-    def parse_webhook(self, payload: Any, *, received_at: float) -> InboundMessage | None:
-        return None
-
-    async def send(self, message: OutboundMessage) -> None:
-        what = "order webhook POST"
-        client = self._http()
-        import httpx
-
-        try:
-            response = await client.post(
-                self._url,
-                content=message.text.encode(),
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": f"orderbot/{__version__}",
-                    "Idempotency-Key": message.key,
-                },
-            )
-        except httpx.TimeoutException:
-            raise Timeout(f"{what}: no answer within {self._timeout:g}s") from None
-        except httpx.InvalidURL:
-            raise PermanentError(f"{what}: invalid URL") from None
-        except httpx.HTTPError as exc:
-            raise ServerError(f"{what}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(f"{what}: 429, retry after {retry_after:g}s", retry_after=retry_after)
-        if status >= 500 or status == 408:
-            raise ServerError(f"{what}: {status}")
-        if not 200 <= status < 300:
-            raise PermanentError(f"{what}: {status}")
-
-    async def aclose(self) -> None:
-        if self._owns_client and self._client is not None and not self._client.is_closed:
-            await self._client.aclose()

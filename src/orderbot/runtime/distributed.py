@@ -1,8 +1,9 @@
 """The distributed profile's runtime: :class:`DistributedRuntime` builds the RabbitMQ queues,
 Redis state and rate limit, PostgreSQL orders, worker and sender of one process from settings,
 and opens, starts, stops and closes them (see :mod:`orderbot.runtime.processes` for how shutdown
-keeps per-client order). The workers' housekeeping is in :mod:`orderbot.runtime.housekeeping`,
-mixed in.
+keeps per-client order). The workers' housekeeping is
+:class:`~orderbot.runtime.housekeeping.Housekeeping`; the lifecycle and the wiring both profiles
+share are in :mod:`orderbot.runtime.base`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -19,14 +19,11 @@ from sqlalchemy import text
 
 from orderbot.channels.base import Channel
 from orderbot.config import Settings, require_distributed
-from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.dialog.flow import Flow
-from orderbot.dialog.loader import load_flow
 from orderbot.errors import ConfigError
 from orderbot.loggers import storage as log
-from orderbot.orders.alerts import ORDER_WEBHOOK, OperatorAlerts
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.rabbitmq.broker import RETRY_DELAYS, RabbitBroker
 from orderbot.queues.rabbitmq.dead_letters import RabbitDeadLetterQueue
@@ -35,21 +32,19 @@ from orderbot.queues.rabbitmq.leases import ShardLeases
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime.embedded import build_channels, build_file_receiver, dialog_options
-from orderbot.runtime.housekeeping import DistributedHousekeeping
+from orderbot.runtime.base import Runtime
+from orderbot.runtime.housekeeping import Housekeeping
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
 from orderbot.storage import sql as database
 from orderbot.storage.redis import RedisBatcher, RedisKeys
-from orderbot.web.ingress import SignatureCheck, WebhookIngress
-from orderbot.worker import Worker
 
 __all__ = ["REDIS_POOL_SIZE", "DistributedRuntime"]
 
 REDIS_POOL_SIZE = 64  # connections per process
 
 
-class DistributedRuntime(DistributedHousekeeping):
+class DistributedRuntime(Runtime):
     """Everything one distributed process needs. ``roles`` says what ``start()`` runs:
     ``worker``, ``sender``, both, or neither (the HTTP server only publishes)."""
 
@@ -73,12 +68,8 @@ class DistributedRuntime(DistributedHousekeeping):
         unknown = set(roles) - {"worker", "sender"}
         if unknown:
             raise ValueError(f"unknown roles: {sorted(unknown)}")
-        self.settings = settings
+        super().__init__(settings, channels=channels, flow=flow)
         self.roles = frozenset(roles)
-        self.flow = flow or load_flow(settings.flow)
-        self.channels: dict[str, Channel] = (
-            dict(channels) if channels is not None else build_channels(settings)
-        )
         # A bounded pool that waits for a free connection: the default pool raises "Too many
         # connections" past 100 commands in flight, which a busy ingress or worker reaches.
         self.redis: Redis = Redis.from_pool(
@@ -120,10 +111,8 @@ class DistributedRuntime(DistributedHousekeeping):
             self.broker, self.redis, keys=self.keys, engine=self.engine, batcher=self.redis_batch
         )
         self.dead_letters = RabbitDeadLetterQueue(self.broker, self.redis, keys=self.keys)
-        # New orders are told to operators with the step's replies (Telegram admins only when
-        # the Telegram channel is configured; the order webhook when its URL is).
-        admin_chats = settings.admin_chats if "telegram" in self.channels else ()
-        alerts = OperatorAlerts(admin_chats=admin_chats, webhook=ORDER_WEBHOOK in self.channels)
+        # New orders are told to operators with the step's replies.
+        alerts = self.operator_alerts()
         self.store = RedisStepStore(
             self.redis,
             self.engine,
@@ -132,33 +121,14 @@ class DistributedRuntime(DistributedHousekeeping):
             alerts=alerts if alerts else None,
             batcher=self.redis_batch,
         )
-        options = dialog_options(settings)
         self.admin = PostgresOrderAdmin(
-            self.engine, self.redis, self.outbox, self.flow, options, keys=self.keys
+            self.engine, self.redis, self.outbox, self.flow, self.options, keys=self.keys
         )
-        # Model files: UPLOAD_DIR must be one volume shared by every worker process.
-        self.files = build_file_receiver(settings)
-        self.worker = Worker(
+        self.worker = self.build_worker(
             self.inbound,
             self.store,
-            self.flow,
-            options=dialog_options(settings),
-            concurrency=settings.worker_concurrency,
-            max_deliveries=settings.max_inbound_deliveries,
-            shutdown_timeout=settings.shutdown_timeout,
+            PostgresDeskStore(self.engine, self.redis, keys=self.keys, batcher=self.redis_batch),
             poll_interval=poll_interval,
-            files=self.files,
-            front_desk=FrontDesk(
-                PostgresDeskStore(
-                    self.engine, self.redis, keys=self.keys, batcher=self.redis_batch
-                ),
-                self.flow,
-                options,
-                admin_chats=admin_chats,
-                chat2desk_operator_id=settings.chat2desk_operator_id,
-                chat2desk_group_id=settings.chat2desk_group_id,
-                handoff_timeout=settings.handoff_timeout,
-            ),
         )
         # One budget per API token: every sender process shares it.
         token_id = hashlib.sha256(settings.chat2desk_api_token.encode()).hexdigest()[:16]
@@ -185,23 +155,7 @@ class DistributedRuntime(DistributedHousekeeping):
             poll_interval=poll_interval,
             **sender_options,
         )
-        signatures = {}
-        if settings.webhook_signature_header:
-            signatures["chat2desk"] = SignatureCheck.for_token(
-                settings.chat2desk_api_token,
-                settings.webhook_signature_header,
-                settings.webhook_timestamp_header,
-            )
-        self.ingress = WebhookIngress(
-            self.inbound,
-            {
-                name: ch
-                for name, ch in self.channels.items()
-                if name not in ("local", ORDER_WEBHOOK)  # outbound only
-            },
-            secret=settings.webhook_secret,
-            signatures=signatures,
-        )
+        self.ingress = self.build_ingress(self.inbound)
         # Workers share the inbound shards, senders the outbox shards (evenly, rebalanced as
         # processes come and go); a process that runs neither role consumes nothing.
         self.leases: list[ShardLeases] = [
@@ -223,22 +177,14 @@ class DistributedRuntime(DistributedHousekeeping):
         # Consume only leased shards (without leases, a queue consumes every shard).
         self.inbound.leased = "worker" in self.roles
         self.outbox.leased = "sender" in self.roles
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._opened = False
-        self._closed = False
-
-    async def __aenter__(self) -> DistributedRuntime:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self.housekeeping = Housekeeping(
+            self.settings,
+            broker=self.broker,
+            engine=self.engine,
+            admin=self.admin,
+            store=self.store,
+            files=self.files,
+        )
 
     async def open(self) -> None:
         """Connect to RabbitMQ and declare the topology (Redis and PostgreSQL connect lazily
@@ -283,7 +229,7 @@ class DistributedRuntime(DistributedHousekeeping):
                 asyncio.create_task(self.worker.run(self._stop), name="orderbot-worker")
             )
             self._tasks.append(
-                asyncio.create_task(self._housekeeping(), name="orderbot-housekeeping")
+                asyncio.create_task(self.housekeeping.run(self._stop), name="orderbot-housekeeping")
             )
         if "sender" in self.roles:
             self._tasks.append(
@@ -292,29 +238,9 @@ class DistributedRuntime(DistributedHousekeeping):
         for lease in self.leases:
             self._tasks.append(asyncio.create_task(lease.run(self._stop), name="orderbot-leases"))
 
-    async def stop(self) -> None:
-        """Stop taking work; let in-flight steps and sends finish within their bounds."""
-        self._stop.set()
-        if self._tasks:
-            done, _ = await asyncio.wait(self._tasks)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "background task %s failed", task.get_name(), exc_info=task.exception()
-                    )
-            self._tasks = []
-
-    async def aclose(self) -> None:
-        """Stop, then close channels, the broker (unacked messages return to their queues),
-        Redis and the database pool. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self.stop()
-        for channel in self.channels.values():
-            with contextlib.suppress(Exception):
-                await channel.aclose()
-        await self.files.aclose()
+    async def close_backends(self) -> None:
+        """After the tasks, channels and downloads: the broker (unacked messages return to their
+        queues), the leases, Redis and the database pool."""
         await self.broker.aclose()
         for lease in self.leases:  # after the close returned what was unacked
             await lease.release()
@@ -329,15 +255,6 @@ class DistributedRuntime(DistributedHousekeeping):
             await self.redis.aclose()
         with contextlib.suppress(Exception):
             await self.engine.dispose()
-
-    async def wait_stopped(self) -> None:
-        """Return when a background task ends by itself (a crash of the worker loop)."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-
-    @property
-    def running(self) -> bool:
-        return bool(self._tasks) and not self._stop.is_set()
 
     async def depths(self) -> QueueDepths:
         return await self.broker.depths()

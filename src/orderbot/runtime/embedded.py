@@ -12,20 +12,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from types import TracebackType
 
 from orderbot.channels.base import Channel
-from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.config import Settings
-from orderbot.desk.front import FrontDesk
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
 from orderbot.dialog.flow import Flow
-from orderbot.dialog.loader import load_flow
-from orderbot.dialog.models import DialogOptions
-from orderbot.files.fetchers import TelegramFileFetcher
-from orderbot.files.receiver import FileReceiver, cleanup_unlinked_files
+from orderbot.files.receiver import cleanup_unlinked_files
 from orderbot.loggers import storage as log
-from orderbot.orders.alerts import ORDER_WEBHOOK, OperatorAlerts, OrderWebhookChannel
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.sqlite import (
     SqliteDeadLetterQueue,
@@ -35,63 +28,19 @@ from orderbot.queues.sqlite import (
     queue_depths,
 )
 from orderbot.ratelimit import LocalRateLimiter
+from orderbot.runtime.base import Runtime, dialog_options
 from orderbot.sender import Sender
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as database
 from orderbot.storage.sqlite import SqliteDatabase
-from orderbot.web.ingress import SignatureCheck, WebhookIngress
-from orderbot.worker import Worker
 
-__all__ = ["EmbeddedRuntime", "build_channels", "build_file_receiver", "dialog_options"]
+__all__ = ["EmbeddedRuntime"]
 
 PRUNE_INTERVAL = 3600.0
 HANDOFF_CHECK_INTERVAL = 60.0
 
 
-def dialog_options(settings: Settings) -> DialogOptions:
-    return DialogOptions(
-        default_language=settings.default_language,
-        detect_language=settings.detect_language,
-        phone_region=settings.default_phone_region,
-        idle_timeout=settings.dialog_idle_timeout,
-    )
-
-
-def build_file_receiver(settings: Settings) -> FileReceiver:
-    """Model-file downloads: links (Chat2Desk) always, Telegram files when a bot is set up."""
-    receiver = FileReceiver.with_http(
-        settings.upload_dir, max_bytes=settings.max_upload_mb * 1024 * 1024
-    )
-    if settings.telegram_bot_token:
-        receiver.add_fetcher(
-            TelegramFileFetcher(settings.telegram_bot_token, api_url=settings.telegram_api_url)
-        )
-    return receiver
-
-
-def build_channels(settings: Settings) -> dict[str, Channel]:
-    channels: dict[str, Channel] = {
-        "chat2desk": Chat2DeskChannel(
-            api_url=settings.chat2desk_api_url,
-            token=settings.chat2desk_api_token,
-            timeout=settings.chat2desk_timeout,
-        )
-    }
-    if settings.telegram_bot_token:
-        from orderbot.channels.telegram.client import TelegramChannel
-
-        channels["telegram"] = TelegramChannel(
-            token=settings.telegram_bot_token,
-            api_url=settings.telegram_api_url,
-            webhook_secret=settings.telegram_webhook_secret,
-            timeout=settings.telegram_timeout,
-        )
-    if settings.order_webhook_url:
-        channels[ORDER_WEBHOOK] = OrderWebhookChannel(settings.order_webhook_url)
-    return channels
-
-
-class EmbeddedRuntime:
+class EmbeddedRuntime(Runtime):
     """Everything ``orderbot run`` needs, on SQLite, in this process."""
 
     def __init__(
@@ -102,11 +51,7 @@ class EmbeddedRuntime:
         flow: Flow | None = None,
         migrate: bool = True,
     ) -> None:
-        self.settings = settings
-        self.flow = flow or load_flow(settings.flow)
-        self.channels: dict[str, Channel] = (
-            dict(channels) if channels is not None else build_channels(settings)
-        )
+        super().__init__(settings, channels=channels, flow=flow)
         self._migrate = migrate
         self.db = SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
         inbound_wakeup, outbox_wakeup = Wakeup(), Wakeup()
@@ -116,76 +61,22 @@ class EmbeddedRuntime:
         self.dead_letters = SqliteDeadLetterQueue(
             self.db, outbox_wakeup=outbox_wakeup, inbound_wakeup=inbound_wakeup
         )
-        # New orders are told to operators in the order's transaction (Telegram admins only
-        # when the Telegram channel is configured; the order webhook when its URL is).
-        alerts = OperatorAlerts(
-            admin_chats=settings.admin_chats if "telegram" in self.channels else (),
-            webhook=ORDER_WEBHOOK in self.channels,
-        )
+        # New orders are told to operators in the order's transaction.
+        alerts = self.operator_alerts()
         self.store = SqliteStepStore(
             self.db, outbox_wakeup=outbox_wakeup, alerts=alerts if alerts else None
         )
         self.admin = SqliteOrderAdmin(
             self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
         )
-        self.files = build_file_receiver(settings)
-        self.worker = Worker(
-            self.inbound,
-            self.store,
-            self.flow,
-            options=dialog_options(settings),
-            concurrency=settings.worker_concurrency,
-            max_deliveries=settings.max_inbound_deliveries,
-            shutdown_timeout=settings.shutdown_timeout,
-            files=self.files,
-            front_desk=FrontDesk(
-                SqliteDeskStore(self.db),
-                self.flow,
-                dialog_options(settings),
-                admin_chats=settings.admin_chats if "telegram" in self.channels else (),
-                chat2desk_operator_id=settings.chat2desk_operator_id,
-                chat2desk_group_id=settings.chat2desk_group_id,
-                handoff_timeout=settings.handoff_timeout,
-            ),
-        )
+        self.worker = self.build_worker(self.inbound, self.store, SqliteDeskStore(self.db))
         self.sender = Sender(
             self.outbox,
             self.channels,
             rate_limiter=LocalRateLimiter(settings.outbound_rate_limit),
+            drain_timeout=settings.shutdown_timeout,
         )
-        signatures = {}
-        if settings.webhook_signature_header:
-            signatures["chat2desk"] = SignatureCheck.for_token(
-                settings.chat2desk_api_token,
-                settings.webhook_signature_header,
-                settings.webhook_timestamp_header,
-            )
-        self.ingress = WebhookIngress(
-            self.inbound,
-            {
-                name: ch
-                for name, ch in self.channels.items()
-                if name not in ("local", ORDER_WEBHOOK)  # outbound only
-            },
-            secret=settings.webhook_secret,
-            signatures=signatures,
-        )
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._opened = False
-        self._closed = False
-
-    async def __aenter__(self) -> EmbeddedRuntime:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self.ingress = self.build_ingress(self.inbound)
 
     async def open(self) -> None:
         if self._opened:
@@ -205,33 +96,8 @@ class EmbeddedRuntime:
             asyncio.create_task(self._handoff_timeouts(), name="orderbot-handoffs"),
         ]
 
-    async def stop(self) -> None:
-        """Stop taking work, let worker and sender finish within their bounds."""
-        self._stop.set()
-        if self._tasks:
-            done, _ = await asyncio.wait(self._tasks)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "background task %s failed", task.get_name(), exc_info=task.exception()
-                    )
-            self._tasks = []
-
-    async def aclose(self) -> None:
-        """Stop background work, close channels, then the database. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self.stop()
-        for channel in self.channels.values():
-            with contextlib.suppress(Exception):
-                await channel.aclose()
-        await self.files.aclose()
+    async def close_backends(self) -> None:
         await self.db.aclose()
-
-    @property
-    def running(self) -> bool:
-        return bool(self._tasks) and not self._stop.is_set()
 
     async def depths(self) -> QueueDepths:
         return await self.db.run(queue_depths)

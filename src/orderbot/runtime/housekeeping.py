@@ -1,6 +1,7 @@
 """The housekeeping of worker processes on the distributed profile: handoff timeouts,
 notifications a crash left unpublished, lost handoff flags, idle dialogs and uploaded files no
-order uses. A part of :class:`~orderbot.runtime.distributed.DistributedRuntime`, mixed in.
+order uses. A collaborator of :class:`~orderbot.runtime.distributed.DistributedRuntime` with its own
+constructor; it runs in worker processes only.
 """
 
 from __future__ import annotations
@@ -20,25 +21,33 @@ from orderbot.queues.rabbitmq.broker import RabbitBroker
 from orderbot.state.redis import RedisStepStore
 from orderbot.storage.schema import order_files
 
-__all__ = ["FILE_CLEANUP_INTERVAL", "HOUSEKEEPING_INTERVAL", "DistributedHousekeeping"]
+__all__ = ["FILE_CLEANUP_INTERVAL", "HOUSEKEEPING_INTERVAL", "Housekeeping"]
 
 HOUSEKEEPING_INTERVAL = 60.0  # handoff timeouts, unpublished notifications, handoff flags
 FILE_CLEANUP_INTERVAL = 3600.0
 
 
-class DistributedHousekeeping:
-    """The periodic housekeeping a worker process runs; mixed into
-    :class:`~orderbot.runtime.distributed.DistributedRuntime`, which sets the attributes."""
+class Housekeeping:
+    """The periodic housekeeping a worker process runs (see :meth:`run`)."""
 
-    settings: Settings
-    broker: RabbitBroker
-    engine: AsyncEngine
-    admin: PostgresOrderAdmin
-    store: RedisStepStore
-    files: FileReceiver
-    _stop: asyncio.Event
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker: RabbitBroker,
+        engine: AsyncEngine,
+        admin: PostgresOrderAdmin,
+        store: RedisStepStore,
+        files: FileReceiver,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.engine = engine
+        self.admin = admin
+        self.store = store
+        self.files = files
 
-    async def _housekeeping(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         """Worker processes, every minute (or a quarter of HANDOFF_TIMEOUT): give back
         conversations whose handoff timed out, publish status notifications a crash left
         unpublished, restore handoff flags Redis lost, record dialogs idle past
@@ -47,7 +56,7 @@ class DistributedHousekeeping:
         safe to run twice."""
         interval = min(HOUSEKEEPING_INTERVAL, self.settings.handoff_timeout / 4)
         files_due = 0.0
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 resumed = await self.admin.expire_handoffs()
                 if resumed:
@@ -64,7 +73,7 @@ class DistributedHousekeeping:
                     log.info("%d idle dialogs recorded as abandoned", abandoned)
                 if time.monotonic() >= files_due:
                     files_due = time.monotonic() + FILE_CLEANUP_INTERVAL
-                    await self._remove_unlinked_files()
+                    await self.remove_unlinked_files()
                 # A server still running with a larger QUEUE_SHARDS (the start checked once).
                 stranded = await self.broker.stranded_shards()
                 if stranded:
@@ -72,9 +81,9 @@ class DistributedHousekeeping:
             except Exception:
                 log.exception("housekeeping failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+                await asyncio.wait_for(stop.wait(), interval)
 
-    async def _remove_unlinked_files(self) -> int:
+    async def remove_unlinked_files(self) -> int:
         async with self.engine.connect() as conn:
             linked = set((await conn.execute(select(order_files.c.checksum).distinct())).scalars())
         removed = await asyncio.to_thread(
