@@ -18,8 +18,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from orderbot.messages import OutboundMessage
+from orderbot.queues.rabbitmq import broker as broker_module
 from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack
-from orderbot.queues.rabbitmq.inbound import broker as broker_module
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
 from orderbot.runtime.distributed import DistributedRuntime

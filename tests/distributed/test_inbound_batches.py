@@ -206,7 +206,7 @@ async def test_a_replay_whose_acks_hang_still_returns(
     # letters come back to the queue and are replayed again next time, as copies).
     from aio_pika.message import IncomingMessage
 
-    from orderbot.queues.rabbitmq.inbound import broker as broker_module
+    from orderbot.queues.rabbitmq import broker as broker_module
 
     for n in range(2):
         await bot.runtime.broker.publish_dead_letter(

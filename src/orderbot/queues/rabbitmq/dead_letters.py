@@ -16,9 +16,8 @@ from orderbot import outbound
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
-from orderbot.queues.rabbit_outbox_marks import _reply_headers
 from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, shard_of
-from orderbot.queues.rabbitmq.outbox import _int
+from orderbot.queues.rabbitmq.outbox import header_int, reply_headers
 from orderbot.storage.redis import RedisKeys
 
 __all__ = ["RabbitDeadLetterQueue"]
@@ -31,13 +30,13 @@ def _letter(raw: AbstractIncomingMessage) -> DeadLetter:
     h = raw.headers or {}
     kind = str(h.get("x-orderbot-kind", "outbox"))
     return DeadLetter(
-        id=_int(h.get("x-orderbot-id")),
+        id=header_int(h.get("x-orderbot-id")),
         kind="inbound" if kind == "inbound" else "outbox",
         key=str(h.get("x-orderbot-key", "")),
         channel=str(h.get("x-orderbot-channel", "")),
         client_id=str(h.get("x-orderbot-client", "")),
         payload=bytes(raw.body),
-        attempts=_int(h.get("x-orderbot-attempts")),
+        attempts=header_int(h.get("x-orderbot-attempts")),
         last_error=str(h.get("x-orderbot-error", "")),
         created_at=float(str(h.get("x-orderbot-created", "0") or 0)),
     )
@@ -129,7 +128,7 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                 letter.payload,
                 self._broker.outbox_queue(shard),
                 message_id=reply.key,
-                headers=_reply_headers(0, 0.0, ""),
+                headers=reply_headers(0, 0.0, ""),
             )
 
     async def purge(self) -> int:
