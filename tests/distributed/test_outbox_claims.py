@@ -109,7 +109,7 @@ async def test_replies_handed_out_before_redis_fails_in_the_same_claim_are_sent(
         await runtime.redis.set(outbox._keys.sent(f"{copied}:0"), "1", ex=60)
         await outbox.put([_reply(copied, 0), _reply(copied, 1)])
         await outbox.put([_reply(other, 0), _reply(other, 1)])
-        await outbox._start()
+        await outbox._consumer.start()
         await eventually(lambda: sum(len(line) for line in outbox._lines.values()) == 4)
         failing = _FailingPipelines(outbox._redis, fail={2})
         monkeypatch.setattr(outbox, "_redis", failing)

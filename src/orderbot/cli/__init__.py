@@ -18,7 +18,7 @@ import typer
 
 from orderbot import __version__
 from orderbot.cli.channels import chat2desk_app, telegram_app
-from orderbot.cli.common import _settings
+from orderbot.cli.common import read_settings
 from orderbot.cli.dead_letters import dlq_app
 from orderbot.cli.orders import handback, orders_app
 from orderbot.cli.processes import chat, run, sender, serve, worker
@@ -76,7 +76,7 @@ def db_upgrade(
     """Apply database migrations (Alembic) to DATABASE_URL."""
     from orderbot.storage import sql as db
 
-    settings = _settings()
+    settings = read_settings()
     db.upgrade(settings.database_url, revision)
     typer.echo(f"database at {revision}")
 

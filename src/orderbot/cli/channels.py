@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli.common import _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import fail, read_settings, require_sqlite, run_async
 from orderbot.config import Settings
 from orderbot.errors import ConfigError
 
@@ -41,7 +41,7 @@ telegram_app = typer.Typer(help="Telegram Bot API: webhook, long polling.", no_a
 async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
     from orderbot.channels.chat2desk import Chat2DeskChannel
 
-    settings = _settings()
+    settings = read_settings()
     if not settings.chat2desk_api_token:
         raise ConfigError("CHAT2DESK_API_TOKEN: not set (the token from Chat2Desk's API settings)")
     channel = Chat2DeskChannel(
@@ -64,14 +64,14 @@ def chat2desk_set_webhook(
     """Register the webhook with Chat2Desk (POST /v1/webhooks, events: inbox)."""
     if not url.startswith(("http://", "https://")):
         raise fail("URL must start with http:// or https://", 2)
-    answer = _run(_with_chat2desk(lambda c: c.set_webhook(url)))
+    answer = run_async(_with_chat2desk(lambda c: c.set_webhook(url)))
     typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
 
 @chat2desk_app.command("info")
 def chat2desk_info() -> None:
     """What the Chat2Desk API reports about this token (requests used this month, limits)."""
-    answer = _run(_with_chat2desk(lambda c: c.api_info()))
+    answer = run_async(_with_chat2desk(lambda c: c.api_info()))
     typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -79,7 +79,7 @@ def chat2desk_info() -> None:
 
 
 def _telegram_settings() -> Settings:
-    settings = _settings()
+    settings = read_settings()
     if not settings.telegram_bot_token:
         raise fail("TELEGRAM_BOT_TOKEN: not set (the token @BotFather gave your bot)", 2)
     return settings
@@ -115,7 +115,7 @@ def telegram_set_webhook(
         await channel.set_webhook(url, secret_token=settings.telegram_webhook_secret)
         await channel.set_my_commands()
 
-    _run(_with_telegram(settings, register))
+    run_async(_with_telegram(settings, register))
     typer.echo(f"webhook set to {url}; commands registered")
     if not settings.telegram_webhook_secret:
         typer.echo(
@@ -133,7 +133,7 @@ def telegram_delete_webhook(
 ) -> None:
     """Remove the webhook (deleteWebhook), e.g. before `orderbot telegram poll`."""
     settings = _telegram_settings()
-    _run(
+    run_async(
         _with_telegram(
             settings, lambda c: c.delete_webhook(drop_pending_updates=drop_pending_updates)
         )
@@ -159,7 +159,7 @@ def telegram_poll(
     from orderbot.runtime.embedded import EmbeddedRuntime
 
     settings = _telegram_settings()
-    _require_sqlite(settings)
+    require_sqlite(settings)
     setup_logging(settings.log_level, settings.log_format)
 
     async def session() -> int:
@@ -180,5 +180,5 @@ def telegram_poll(
             for signum in signals:
                 loop.remove_signal_handler(signum)
 
-    queued = _run(session())
+    queued = run_async(session())
     typer.echo(f"stopped; {queued} message(s) taken")

@@ -17,7 +17,7 @@ import typer
 from orderbot.config import Settings, load_settings
 from orderbot.errors import ConfigError
 
-__all__ = ["fail"]
+__all__ = ["fail", "read_settings", "require_database", "require_sqlite", "run_async"]
 
 T = TypeVar("T")
 
@@ -27,11 +27,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(**overrides: Any) -> Settings:
+def read_settings(**overrides: Any) -> Settings:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _run(coro: Awaitable[T]) -> T:
+def run_async(coro: Awaitable[T]) -> T:
     return asyncio.run(_wrap(coro))
 
 
@@ -39,14 +39,14 @@ async def _wrap(coro: Awaitable[T]) -> T:
     return await coro
 
 
-def _require_sqlite(settings: Settings) -> None:
+def require_sqlite(settings: Settings) -> None:
     if not settings.is_sqlite:
         raise ConfigError(
             "DATABASE_URL: `orderbot run` is the embedded profile and needs sqlite:///FILE"
         )
 
 
-def _require_database(settings: Settings) -> None:
+def require_database(settings: Settings) -> None:
     if settings.is_sqlite and not settings.sqlite_path.exists():
         raise fail(
             f"no database at {settings.sqlite_path} (run `orderbot run` or `orderbot db upgrade`)"

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli.common import _require_database, _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import fail, read_settings, require_database, require_sqlite, run_async
 from orderbot.config import require_distributed_packages
 
 __all__ = ["dlq_app", "dlq_list", "dlq_purge", "dlq_replay"]
@@ -30,15 +30,15 @@ async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
     from orderbot.queues.sqlite import SqliteDeadLetterQueue
     from orderbot.storage.sqlite import SqliteDatabase
 
-    settings = _settings()
+    settings = read_settings()
     if settings.is_distributed:
         require_distributed_packages()
         from orderbot.runtime.processes import open_dead_letters
 
         async with open_dead_letters(settings) as queue:
             return await fn(queue)
-    _require_sqlite(settings)
-    _require_database(settings)
+    require_sqlite(settings)
+    require_database(settings)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
         return await fn(SqliteDeadLetterQueue(db))
 
@@ -49,7 +49,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """What could not be sent (or processed), with the last error."""
-    letters = _run(_with_dead_letters(lambda q: q.list(limit)))
+    letters = run_async(_with_dead_letters(lambda q: q.list(limit)))
     if as_json:
         rows = [
             {
@@ -90,7 +90,7 @@ def dlq_replay(
         raise fail("give one or more IDs, or --all", 2)
     if ids and all_:
         raise fail("give IDs or --all, not both", 2)
-    count = _run(_with_dead_letters(lambda q: q.replay(None if all_ else list(ids or []))))
+    count = run_async(_with_dead_letters(lambda q: q.replay(None if all_ else list(ids or []))))
     if ids and count < len(ids):
         typer.echo(
             f"replayed {count} of {len(ids)} (the others were not in the queue, or unreadable"
@@ -107,5 +107,5 @@ def dlq_purge(
     """Delete every dead letter for good."""
     if not yes and not typer.confirm("Delete every dead letter?"):
         raise typer.Exit(1)
-    count = _run(_with_dead_letters(lambda q: q.purge()))
+    count = run_async(_with_dead_letters(lambda q: q.purge()))
     typer.echo(f"purged {count}")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from orderbot.cli.common import _require_database, _run, _settings, fail
+from orderbot.cli.common import fail, read_settings, require_database, run_async
 from orderbot.config import Settings, require_distributed_packages
 from orderbot.errors import ConfigError
 
@@ -33,8 +33,8 @@ async def _with_repository(fn: Callable[[Any], Awaitable[T]]) -> T:
     from orderbot.orders.repository import OrderRepository
     from orderbot.storage.sql import create_engine
 
-    settings = _settings()
-    _require_database(settings)
+    settings = read_settings()
+    require_database(settings)
     engine = create_engine(settings.database_url)
     try:
         return await fn(OrderRepository(engine))
@@ -53,7 +53,7 @@ def orders_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List orders, newest first."""
-    found = _run(_with_repository(lambda repo: repo.list(status=status, limit=limit)))
+    found = run_async(_with_repository(lambda repo: repo.list(status=status, limit=limit)))
     if as_json:
         typer.echo(orjson.dumps([o.to_dict() for o in found], option=orjson.OPT_INDENT_2).decode())
         return
@@ -77,13 +77,13 @@ def orders_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one order, with its status history."""
-    order = _run(_with_repository(lambda repo: repo.get(order_id)))
+    order = run_async(_with_repository(lambda repo: repo.get(order_id)))
     if order is None:
         raise fail(f"no order {order_id}")
     shown = order.to_dict()
-    settings = _settings()
+    settings = read_settings()
     if settings.is_sqlite or settings.is_distributed:
-        details = _run(_with_order_admin(settings, lambda admin: admin.get(order_id)))
+        details = run_async(_with_order_admin(settings, lambda admin: admin.get(order_id)))
         if details is not None:
             shown["history"] = details["history"]
     if as_json:
@@ -118,7 +118,7 @@ async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]
             "DATABASE_URL is PostgreSQL: set RABBITMQ_URL and REDIS_URL as well (the customer's "
             "notification goes out through RabbitMQ), or use sqlite:///FILE"
         )
-    _require_database(settings)
+    require_database(settings)
     flow = load_flow(settings.flow)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
         return await fn(SqliteOrderAdmin(db, flow, dialog_options(settings)))
@@ -148,9 +148,9 @@ def orders_set_status(
 
     if status not in STATUSES:
         raise fail(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})", 2)
-    settings = _settings()
+    settings = read_settings()
     try:
-        order = _run(
+        order = run_async(
             _with_order_admin(
                 settings,
                 lambda admin: admin.set_status(order_id, status, note=note, actor="cli"),
@@ -172,9 +172,9 @@ def handback(
     profiles (with RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one)."""
     from orderbot.desk.base import HandoffNotFound
 
-    settings = _settings()
+    settings = read_settings()
     try:
-        _run(_with_order_admin(settings, lambda admin: admin.handback(channel, client)))
+        run_async(_with_order_admin(settings, lambda admin: admin.handback(channel, client)))
     except HandoffNotFound as exc:
         raise fail(str(exc), 1) from None
     typer.echo(f"{channel}:{client} is back with the bot")

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orderbot.cli.common import _require_sqlite, _run, _settings, fail
+from orderbot.cli.common import fail, read_settings, require_sqlite, run_async
 from orderbot.config import (
     Settings,
     require_distributed,
@@ -49,8 +49,8 @@ def run(
     from orderbot.runtime.embedded import EmbeddedRuntime
     from orderbot.web.app import create_app
 
-    settings = _settings(host=host, port=port)
-    _require_sqlite(settings)
+    settings = read_settings(host=host, port=port)
+    require_sqlite(settings)
     setup_logging(settings.log_level, settings.log_format)
     _migrate_in_child(settings)
     if not settings.chat2desk_api_token:
@@ -139,7 +139,7 @@ def serve(
 
     from orderbot.logconfig import setup_logging
 
-    settings = _settings(host=host, port=port)
+    settings = read_settings(host=host, port=port)
     require_distributed(settings)
     require_distributed_packages()
     from orderbot.runtime.processes import create_server_app
@@ -183,7 +183,7 @@ def worker(
     the rest to RabbitMQ."""
     from orderbot.logconfig import setup_logging
 
-    settings = _settings(worker_concurrency=concurrency)
+    settings = read_settings(worker_concurrency=concurrency)
     require_distributed(settings)
     require_distributed_packages()
     from orderbot.runtime.processes import run_process
@@ -197,7 +197,7 @@ def sender() -> None:
     once; they share OUTBOUND_RATE_LIMIT through Redis. SIGTERM finishes in-flight sends."""
     from orderbot.logconfig import setup_logging
 
-    settings = _settings()
+    settings = read_settings()
     require_distributed(settings)
     require_distributed_packages()
     from orderbot.runtime.processes import run_process
@@ -220,8 +220,8 @@ def chat(
     from orderbot.channels.local import LocalChannel
     from orderbot.runtime.embedded import EmbeddedRuntime
 
-    settings = _settings()
-    _require_sqlite(settings)
+    settings = read_settings()
+    require_sqlite(settings)
     channel = LocalChannel(lambda text: typer.echo(typer.style("bot> ", fg="green") + text))
 
     async def session() -> None:
@@ -251,7 +251,7 @@ def chat(
                 )
                 await _quiet(channel)
 
-    _run(session())
+    run_async(session())
 
 
 async def _quiet(channel: Any) -> None:

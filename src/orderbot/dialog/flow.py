@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "OPTIONAL_TEXTS",
     "Catalog",
     "CatalogEntry",
@@ -50,7 +51,7 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "catalog_chosen": frozenset({"name", "price"}),
     "order_in_progress": frozenset(),
 }
-_DEFAULT_PAGE_SIZE = 5
+DEFAULT_PAGE_SIZE = 5
 
 Texts = Mapping[str, str]
 """One text in every language of the flow: ``{"ru": ..., "en": ...}``."""
@@ -101,7 +102,7 @@ class Catalog:
     currency_name: Texts
     field: str
     quantity_field: str | None = None
-    page_size: int = _DEFAULT_PAGE_SIZE
+    page_size: int = DEFAULT_PAGE_SIZE
     """How many items one page of the /services listing shows."""
 
     def get(self, item_id: object) -> CatalogEntry | None:

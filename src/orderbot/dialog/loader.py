@@ -84,18 +84,18 @@ from orderbot.dialog.flow import (
     placeholders,
 )
 from orderbot.dialog.flow_parts import (
-    _catalog,
-    _check_branches,
-    _check_placeholders,
-    _mapping,
-    _placeholders_known,
-    _Problem,
-    _status_texts,
-    _step,
-    _string,
-    _texts,
-    _unknown_keys,
-    _word_lists,
+    Problem,
+    check_branches,
+    check_placeholders,
+    parse_catalog,
+    parse_status_texts,
+    parse_step,
+    parse_texts,
+    placeholders_known,
+    require_mapping,
+    require_string,
+    unknown_keys,
+    word_lists,
 )
 from orderbot.errors import FlowError
 
@@ -149,111 +149,111 @@ def load_flow(source: str | Path) -> Flow:
         raise FlowError(f"{path}: YAML syntax error{where}: {problem}") from exc
     try:
         return _build(raw, path.parent)
-    except _Problem as exc:
+    except Problem as exc:
         raise FlowError(f"{path}: {exc}") from None
 
 
 def _build(raw: object, base_dir: Path) -> Flow:
-    top = _mapping(raw, "top level")
-    _unknown_keys(top, _TOP_KEYS, "top level")
+    top = require_mapping(raw, "top level")
+    unknown_keys(top, _TOP_KEYS, "top level")
     for key in ("name", "languages", "start", "texts", "steps"):
         if key not in top:
-            raise _Problem(f"missing top-level key {key!r}")
-    name = _string(top["name"], "name")
+            raise Problem(f"missing top-level key {key!r}")
+    name = require_string(top["name"], "name")
     if not isinstance(top["languages"], list) or not top["languages"]:
-        raise _Problem("languages: must be a non-empty list such as [ru, en]")
-    languages = tuple(_string(lang, "languages") for lang in top["languages"])
+        raise Problem("languages: must be a non-empty list such as [ru, en]")
+    languages = tuple(require_string(lang, "languages") for lang in top["languages"])
     if len(set(languages)) != len(languages):
-        raise _Problem("languages: listed twice")
+        raise Problem("languages: listed twice")
 
-    variables = {k: str(v) for k, v in _mapping(top.get("vars", {}), "vars").items()}
-    texts_raw = _mapping(top["texts"], "texts")
-    _unknown_keys(texts_raw, set(_GLOBAL_TEXTS) | set(OPTIONAL_TEXTS), "texts")
+    variables = {k: str(v) for k, v in require_mapping(top.get("vars", {}), "vars").items()}
+    texts_raw = require_mapping(top["texts"], "texts")
+    unknown_keys(texts_raw, set(_GLOBAL_TEXTS) | set(OPTIONAL_TEXTS), "texts")
     texts: dict[str, dict[str, str]] = {}
     for key in _GLOBAL_TEXTS:
         if key not in texts_raw:
-            raise _Problem(f"texts: missing text {key!r}")
-        texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
+            raise Problem(f"texts: missing text {key!r}")
+        texts[key] = parse_texts(texts_raw[key], languages, f"texts.{key}")
     for key in OPTIONAL_TEXTS:
         if key in texts_raw:
-            texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
-    status_texts = _status_texts(top.get("status_texts", {}), languages, "status_texts")
-    status_names = _status_texts(top.get("status_names", {}), languages, "status_names")
+            texts[key] = parse_texts(texts_raw[key], languages, f"texts.{key}")
+    status_texts = parse_status_texts(top.get("status_texts", {}), languages, "status_texts")
+    status_names = parse_status_texts(top.get("status_names", {}), languages, "status_names")
     for key, by_status in (("status_texts", status_texts), ("status_names", status_names)):
         allowed = _STATUS_TEXT_VALUES if key == "status_texts" else frozenset()
         for status, by_language in by_status.items():
             for language, text in by_language.items():
-                _placeholders_known(text, set(variables) | allowed, f"{key}.{status}.{language}")
+                placeholders_known(text, set(variables) | allowed, f"{key}.{status}.{language}")
 
     catalog = (
-        _catalog(top["catalog"], languages, base_dir) if top.get("catalog") is not None else None
+        parse_catalog(top["catalog"], languages, base_dir)
+        if top.get("catalog") is not None
+        else None
     )
-    steps_raw = _mapping(top["steps"], "steps")
+    steps_raw = require_mapping(top["steps"], "steps")
     if not steps_raw:
-        raise _Problem("steps: a flow needs at least one step")
+        raise Problem("steps: a flow needs at least one step")
     steps = {
-        step_name: _step(step_name, body, languages, catalog)
+        step_name: parse_step(step_name, body, languages, catalog)
         for step_name, body in steps_raw.items()
     }
 
-    start = _string(top["start"], "start")
+    start = require_string(top["start"], "start")
     if start not in steps:
-        raise _Problem(f"start: step {start!r} does not exist")
+        raise Problem(f"start: step {start!r} does not exist")
     if steps[start].end is not None:
-        raise _Problem(f"start: step {start!r} is an end step; the flow must ask something")
+        raise Problem(f"start: step {start!r} is an end step; the flow must ask something")
 
     fields: set[str] = {s.field for s in steps.values() if s.field}
     if catalog is not None:
         reserved = sorted(fields & {"items", "total", "currency"})
         if reserved:
-            raise _Problem(f"field {reserved[0]!r} is reserved for the order of a catalog flow")
+            raise Problem(f"field {reserved[0]!r} is reserved for the order of a catalog flow")
         counted: tuple[tuple[str, str | None], ...] = (
             ("field", catalog.field),
             ("quantity", catalog.quantity_field),
         )
         for key, field_name in counted:
             if field_name is not None and field_name not in fields:
-                raise _Problem(f"catalog.{key}: no step collects field {field_name!r}")
+                raise Problem(f"catalog.{key}: no step collects field {field_name!r}")
     extra = set(_CATALOG_VALUES) if catalog is not None else set()
     for s in steps.values():
         if s.returns_to is not None:
             summary = steps.get(s.returns_to)
             if summary is None or summary.end is not None:
-                raise _Problem(
-                    f"steps.{s.name}.returns_to: {s.returns_to!r} is not a question step"
-                )
+                raise Problem(f"steps.{s.name}.returns_to: {s.returns_to!r} is not a question step")
             if not isinstance(s.next, Mapping):
-                raise _Problem(f"steps.{s.name}.returns_to: an edit menu needs a branching next")
+                raise Problem(f"steps.{s.name}.returns_to: an edit menu needs a branching next")
         targets = [s.next] if isinstance(s.next, str) else list((s.next or {}).values())
         for target in targets:
             if target not in steps:
-                raise _Problem(f"steps.{s.name}.next: step {target!r} does not exist")
+                raise Problem(f"steps.{s.name}.next: step {target!r} does not exist")
         if isinstance(s.next, Mapping):
-            _check_branches(s)
-        _check_placeholders(s, texts, fields | extra, set(variables))
+            check_branches(s)
+        check_placeholders(s, texts, fields | extra, set(variables))
     for key, by_language in texts.items():
         known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
         for language, text in by_language.items():
-            _placeholders_known(text, known, f"texts.{key}.{language}")
+            placeholders_known(text, known, f"texts.{key}.{language}")
     for language, text in texts.get("catalog_order_button", {}).items():
         # A pressed button comes back as its label: without the name, every card's button
         # would read the same and the item could not be told.
         if "name" not in placeholders(text):
-            raise _Problem(f"texts.catalog_order_button.{language}: must contain {{name}}")
-    navigation = _mapping(top.get("navigation", {}), "navigation")
-    _unknown_keys(navigation, _NAV_KEYS, "navigation")
+            raise Problem(f"texts.catalog_order_button.{language}: must contain {{name}}")
+    navigation = require_mapping(top.get("navigation", {}), "navigation")
+    unknown_keys(navigation, _NAV_KEYS, "navigation")
     back_label: dict[str, str] = {}
     cancel_label: dict[str, str] = {}
     if navigation:
         for key in ("back", "cancel"):
             if key not in navigation:
-                raise _Problem(f"navigation: missing key {key!r}")
-        back_label = _texts(navigation["back"], languages, "navigation.back")
-        cancel_label = _texts(navigation["cancel"], languages, "navigation.cancel")
-    back_words = _word_lists(navigation.get("back_words", {}), languages, "navigation.back_words")
+                raise Problem(f"navigation: missing key {key!r}")
+        back_label = parse_texts(navigation["back"], languages, "navigation.back")
+        cancel_label = parse_texts(navigation["cancel"], languages, "navigation.cancel")
+    back_words = word_lists(navigation.get("back_words", {}), languages, "navigation.back_words")
 
-    cancel = _word_lists(top.get("cancel_words", {}), languages, "cancel_words")
-    restart = _word_lists(top.get("restart_words", {}), languages, "restart_words")
+    cancel = word_lists(top.get("cancel_words", {}), languages, "cancel_words")
+    restart = word_lists(top.get("restart_words", {}), languages, "restart_words")
     return Flow(
         name=name,
         languages=languages,

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from orderbot.errors import OrderbotError
-from orderbot.files.formats import _CHUNK
+from orderbot.files.formats import CHUNK
 from orderbot.messages import Attachment
 
 if TYPE_CHECKING:  # imported at the first download: most processes never download
@@ -81,7 +81,7 @@ class HttpFileFetcher(FileFetcher):
             async with client.stream("GET", attachment.url) as response:
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
-                async for chunk in response.aiter_bytes(_CHUNK):
+                async for chunk in response.aiter_bytes(CHUNK):
                     yield chunk
         except httpx.HTTPError as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}") from exc

@@ -10,10 +10,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODEL_FORMATS", "Refusal", "detect_model_format"]
+__all__ = ["CHUNK", "MODEL_FORMATS", "Refusal", "detect_model_format"]
 
 MODEL_FORMATS = ("stl", "obj", "3mf")
-_CHUNK = 64 * 1024
+CHUNK = 64 * 1024
 _MAX_ZIP_ENTRIES = 10_000
 _MODEL_PART = re.compile(r"3d/[^/]+\.model", re.IGNORECASE)
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -46,7 +46,7 @@ def detect_model_format(path: Path, name: str = "") -> str | Refusal:
     if size == 0:
         return Refusal("empty")
     with path.open("rb") as file:
-        head = file.read(_CHUNK)
+        head = file.read(CHUNK)
         if size >= 84:
             file.seek(80)
             facets = int.from_bytes(file.read(4), "little")
@@ -102,7 +102,7 @@ def _check_3mf(path: Path) -> str | Refusal:
                 return Refusal("unsupported", "a zip without a 3D/*.model part")
             # Bounded read: only the start of the model part, never the whole (maybe huge) XML.
             with archive.open(parts[0]) as part:
-                start = part.read(_CHUNK)
+                start = part.read(CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
         return Refusal("damaged", f"broken zip: {exc}")
     except NotImplementedError as exc:  # an unsupported compression method

@@ -50,7 +50,7 @@ from orderbot.messages import InboundMessage
 from orderbot.orders.models import ORDER_ID_PLACEHOLDER
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.state.base import NewOrderAlerts, StepCommit, StepStore
-from orderbot.state.postgres_rows import _inbound_row, _write_rows
+from orderbot.state.postgres_rows import inbound_row, write_rows
 from orderbot.storage.message_log import InboundLogBatcher
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
 from orderbot.storage.schema import dialog_outcomes
@@ -284,10 +284,10 @@ class RedisStepStore(StepStore):
         statement in autocommit (it is its own redo check). A step with an order, outcomes or
         a handoff change writes them in one transaction."""
         if commit.order is None and not commit.outcomes and commit.handoff is None:
-            await self._inbound_log.write(_inbound_row(commit, now))
+            await self._inbound_log.write(inbound_row(commit, now))
             return None
         async with self._engine.begin() as conn:
-            return await _write_rows(conn, commit, now)
+            return await write_rows(conn, commit, now)
 
 
 def _summary(state: bytes | None, now: float) -> str:

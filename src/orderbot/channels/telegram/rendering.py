@@ -14,7 +14,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["MAX_CALLBACK_DATA", "MAX_TEXT", "callback_data", "inline_keyboard", "split_text"]
+__all__ = [
+    "MAX_CALLBACK_DATA",
+    "MAX_TEXT",
+    "button_text",
+    "callback_data",
+    "inline_keyboard",
+    "split_text",
+]
 
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64
@@ -46,7 +53,7 @@ def inline_keyboard(buttons: Sequence[str]) -> list[list[dict[str, str]]]:
     return [keys[i : i + per_row] for i in range(0, len(keys), per_row)]
 
 
-def _button_text(data: str, message: Mapping[str, Any] | None) -> str:
+def button_text(data: str, message: Mapping[str, Any] | None) -> str:
     """What a pressed button means to the dialog: its label."""
     markup = message.get("reply_markup") if message is not None else None
     rows = markup.get("inline_keyboard") if type(markup) is dict else None

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orderbot.channels.base import invalid_field, json_type_name
-from orderbot.channels.telegram.rendering import _button_text
+from orderbot.channels.telegram.rendering import button_text
 from orderbot.errors import ChannelError, InvalidPayload, PermanentError, RateLimited
 from orderbot.messages import Attachment, InboundMessage
 
@@ -198,7 +198,7 @@ def _parse_callback(
         channel=channel,
         client_id=str(chat_id),
         message_id=str(update_id),
-        text=_button_text(data, message),
+        text=button_text(data, message),
         received_at=received_at,
         route={"callback_query_id": query_id},
     )

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "EMOJI_NOISE",
+    "SPACES",
     "Invalid",
     "Valid",
     "ValidationContext",
     "ValidationResult",
     "Validator",
+    "fold",
+    "split_words",
 ]
 
 
@@ -72,15 +76,15 @@ class Validator:
 # --------------------------------------------------------------------------------------------
 # text helpers
 
-_SPACES = re.compile(r"\s+")
+SPACES = re.compile(r"\s+")
 # Emoji variation selectors and skin tones: "👍🏽" must read like "👍".
-_EMOJI_NOISE = re.compile("[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")
+EMOJI_NOISE = re.compile("[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     """Lower case, ё as е, whitespace folded: the form all word matching works on."""
-    return _SPACES.sub(" ", text.replace("ё", "е").replace("Ё", "Е").lower()).strip()
+    return SPACES.sub(" ", text.replace("ё", "е").replace("Ё", "Е").lower()).strip()
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+(?:'[^\W_]+)?", _fold(text))
+def split_words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+(?:'[^\W_]+)?", fold(text))

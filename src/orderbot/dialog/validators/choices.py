@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orderbot.dialog.validators.base import (
-    _EMOJI_NOISE,
+    EMOJI_NOISE,
     Invalid,
     Valid,
     ValidationResult,
-    _fold,
-    _words,
+    fold,
+    split_words,
 )
 
 __all__ = [
@@ -69,16 +69,16 @@ def parse_yes_no(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
     so it is asked again rather than turned into an order. ``buttons`` are the step's labels,
     ``[yes, no]``; typing a label counts too. Reason: ``unclear``.
     """
-    bare = _EMOJI_NOISE.sub("", text).strip()
+    bare = EMOJI_NOISE.sub("", text).strip()
     for index, label in enumerate(buttons[:2]):
-        if _fold(label) == _fold(bare):
+        if fold(label) == fold(bare):
             return Valid(index == 0)
     symbols = {ch for ch in bare if not ch.isspace()}
     if symbols and symbols <= _YES_SYMBOLS:
         return Valid(True)
     if symbols and symbols <= _NO_SYMBOLS:
         return Valid(False)
-    words = _words(bare.replace("’", "'"))
+    words = split_words(bare.replace("’", "'"))
     # "ок 👎" contradicts itself; emoji count, "+"/"-" only alone (they also separate words).
     kinds: set[str] = set()
     if symbols & (_YES_SYMBOLS - {"+"}):
@@ -126,9 +126,9 @@ def parse_catalog_choice(text: str, items: Sequence[CatalogItem]) -> ValidationR
     """Pick an item by one of its names or by its number (1..n, in catalog order), ignoring
     case and surrounding punctuation. Names win: with items named "15 %" and "30 %", "30" is
     the second item, not the thirtieth. Returns the item id. Reason: ``unknown_choice``."""
-    answer = " ".join(_words(text))
+    answer = " ".join(split_words(text))
     for item in items:
-        if any(" ".join(_words(name)) == answer for name in (item.id, *item.names)):
+        if any(" ".join(split_words(name)) == answer for name in (item.id, *item.names)):
             return Valid(item.id)
     if answer.isdigit():
         index = int(answer)
@@ -171,10 +171,10 @@ FILE_REASONS = frozenset(
 def parse_files_command(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
     """``continue`` or ``remove_last`` from a button label (``[continue, remove last]``) or the
     usual words for them. Reason: ``file_expected``."""
-    answer = " ".join(_words(text.replace("’", "'")))
+    answer = " ".join(split_words(text.replace("’", "'")))
     commands = (FILES_CONTINUE, FILES_REMOVE_LAST)
     for command, label in zip(commands, buttons[:2], strict=False):
-        if answer == " ".join(_words(label)):
+        if answer == " ".join(split_words(label)):
             return Valid(command)
     if answer in _CONTINUE_PHRASES:
         return Valid(FILES_CONTINUE)

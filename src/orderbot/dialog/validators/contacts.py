@@ -14,7 +14,7 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from orderbot.dialog.validators.base import _SPACES, Invalid, Valid, ValidationResult
+from orderbot.dialog.validators.base import SPACES, Invalid, Valid, ValidationResult
 
 __all__ = ["parse_address", "parse_email", "parse_phone"]
 
@@ -26,7 +26,7 @@ __all__ = ["parse_address", "parse_email", "parse_phone"]
 def parse_address(text: str, *, min_length: int = 5, max_length: int = 200) -> ValidationResult:
     """Trim and fold inner whitespace; the result must be ``min_length``..``max_length``
     characters long and contain a letter (a bare number is not an address)."""
-    folded = _SPACES.sub(" ", text).strip()
+    folded = SPACES.sub(" ", text).strip()
     if len(folded) < min_length:
         return Invalid("too_short")
     if len(folded) > max_length:

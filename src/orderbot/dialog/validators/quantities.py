@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from orderbot.dialog.validators.base import Invalid, Valid, ValidationResult, _fold, _words
+from orderbot.dialog.validators.base import Invalid, Valid, ValidationResult, fold, split_words
 
 __all__ = ["parse_integer"]
 
@@ -85,10 +85,10 @@ def parse_integer(text: str, *, minimum: int = 1, maximum: int | None = None) ->
     Reasons: ``not_a_number`` (nothing to read, or an exponent), ``decimal``, ``negative``,
     ``range`` (two or more different numbers: "2-3", "2 или 3"), ``too_small``, ``too_large``.
     """
-    folded = _fold(text)
+    folded = fold(text)
     if _EXPONENT.search(folded):
         return Invalid("not_a_number")
-    words = set(_words(folded))
+    words = set(split_words(folded))
     if _DECIMAL.search(folded) or words & _FRACTION_WORDS:
         return Invalid("decimal")
     numbers = _numbers(_VOLUME.sub(" ", folded))
@@ -97,7 +97,7 @@ def parse_integer(text: str, *, minimum: int = 1, maximum: int | None = None) ->
     first_value, first_start = numbers[0]
     before = _VOLUME.sub(" ", folded)[:first_start].rstrip()
     if before.endswith(("-", "−", "–", "—")) or (
-        _words(before)[-1:] and _words(before)[-1] in _NEGATIVE_WORDS
+        split_words(before)[-1:] and split_words(before)[-1] in _NEGATIVE_WORDS
     ):
         return Invalid("negative")
     # "10 (десять)" says one number twice; only different numbers are ambiguous.

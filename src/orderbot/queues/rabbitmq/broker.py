@@ -46,7 +46,15 @@ from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.queues.base import QueueDepths
 
-__all__ = ["INBOUND_TTL_MS", "OUTBOX_TTL_MS", "RETRY_DELAYS", "RabbitBroker", "shard_of"]
+__all__ = [
+    "INBOUND_TTL_MS",
+    "OUTBOX_TTL_MS",
+    "RETRY_DELAYS",
+    "RabbitBroker",
+    "ack_message",
+    "broker_unavailable",
+    "shard_of",
+]
 
 INBOUND_TTL_MS = 24 * 3600 * 1000
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000
@@ -60,7 +68,7 @@ def shard_of(client_key: str, shards: int) -> int:
     return zlib.crc32(client_key.encode()) % shards
 
 
-def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
+def broker_unavailable(what: str, exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}", retry_after=5.0)
 
 
@@ -154,7 +162,7 @@ class RabbitBroker:
                     with contextlib.suppress(Exception):
                         await connection.close()
                 if time.monotonic() + delay > deadline:
-                    raise _unavailable("cannot connect to RabbitMQ", exc) from None
+                    raise broker_unavailable("cannot connect to RabbitMQ", exc) from None
                 log.warning("RabbitMQ unreachable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -256,11 +264,11 @@ class RabbitBroker:
                     properties=properties,
                 )
         except TimeoutError as exc:
-            raise _unavailable("RabbitMQ did not confirm in time", exc) from None
+            raise broker_unavailable("RabbitMQ did not confirm in time", exc) from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise _unavailable("RabbitMQ publish failed", exc) from None
+            raise broker_unavailable("RabbitMQ publish failed", exc) from None
 
     async def publish_retry(
         self,
@@ -340,7 +348,7 @@ class RabbitBroker:
         try:
             counts = await asyncio.wait_for(self.message_counts(self.all_queues()), 5.0)
         except Exception as exc:
-            raise _unavailable("cannot read queue depths", exc) from None
+            raise broker_unavailable("cannot read queue depths", exc) from None
         inbound = sum(counts[self.inbound_queue(i)] for i in range(self.shards))
         outbox = sum(counts[self.outbox_queue(i)] for i in range(self.shards)) + sum(
             counts[self.retry_queue(d)] for d in self.retry_delays
@@ -386,7 +394,7 @@ class RabbitBroker:
 ACK_TIMEOUT = 5.0
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
+async def ack_message(message: AbstractIncomingMessage) -> None:
     """Ack, ignoring a channel that is gone or an ack that cannot be written within
     ``ACK_TIMEOUT``: the message comes back and is recognised (processed, or sent)."""
     try:

@@ -16,7 +16,7 @@ from orderbot import outbound
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import DeadLetter, DeadLetterQueue
-from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, shard_of
+from orderbot.queues.rabbitmq.broker import RabbitBroker, ack_message, shard_of
 from orderbot.queues.rabbitmq.outbox import header_int, reply_headers
 from orderbot.storage.redis import RedisKeys
 
@@ -91,7 +91,7 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                     continue
                 # Bounded: a letter whose ack is lost stays and is replayed again next time
                 # (its copies are recognised: processed ids, sent marks).
-                await _ack(raw)
+                await ack_message(raw)
                 count += 1
         finally:
             with contextlib.suppress(Exception):

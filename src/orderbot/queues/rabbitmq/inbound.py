@@ -54,10 +54,10 @@ from orderbot.queues.base import (
 )
 from orderbot.queues.rabbitmq.broker import (
     RabbitBroker,
-    _ack,
+    ack_message,
     shard_of,
 )
-from orderbot.queues.rabbitmq.shards import _ShardChannels, _ShardConsumer
+from orderbot.queues.rabbitmq.shards import ShardConsumer
 from orderbot.storage.batching import Batcher
 from orderbot.storage.redis import KEEP_SECONDS, RedisKeys
 
@@ -125,7 +125,7 @@ def _parts(raw: AbstractIncomingMessage) -> list[InboundMessage]:
     return [InboundMessage.from_json(raw.body)]
 
 
-class RabbitInboundQueue(_ShardConsumer, InboundQueue):
+class RabbitInboundQueue(InboundQueue):
     """Customer messages on ``P.inbound.<shard>``. Consuming starts at the first ``fetch`` (a
     server process only publishes)."""
 
@@ -148,12 +148,28 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
         self._handles = itertools.count(1)
         self._arrived = asyncio.Event()
         self._settled = asyncio.Event()
-        self._shards = _ShardChannels(broker, broker.inbound_queue, prefetch, self._on_message)
-        self._all_started = False
-        self._starting: asyncio.Lock = asyncio.Lock()
-        # Set when shard leases decide what this process consumes (``take_shard``).
-        self.leased = False
+        self._consumer = ShardConsumer(broker, broker.inbound_queue, prefetch, self._on_message)
+        self._shards = self._consumer.channels
         broker.on_reconnect(self._forget_buffered)
+
+    @property
+    def leased(self) -> bool:
+        """Whether shard leases decide what this process consumes."""
+        return self._consumer.leased
+
+    @leased.setter
+    def leased(self, value: bool) -> None:
+        self._consumer.leased = value
+
+    @property
+    def consuming(self) -> list[int]:
+        """The shards this process consumes now (a channel the broker closed is not)."""
+        return self._consumer.consuming
+
+    async def take_shard(self, shard: int) -> None:
+        """Consume ``shard`` (its own channel; see
+        :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
+        await self._consumer.take_shard(shard)
 
     async def put(self, message: InboundMessage) -> bool:
         """Publish ``message`` to its client's shard (with the others arriving meanwhile, see
@@ -189,7 +205,7 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
 
     async def fetch(self, limit: int) -> list[InboundDelivery]:
         """Up to about ``limit`` deliveries (a message's parts are never split)."""
-        await self._start()
+        await self._consumer.start()
         taken: list[tuple[int, AbstractIncomingMessage, list[InboundMessage]]] = []
         count = 0
         while self._buffer and count < limit:
@@ -214,7 +230,7 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
                     if not taken:
                         raise
                     break
-                await _ack(raw)
+                await ack_message(raw)
                 continue
             taken.append((shard, raw, parts))
             count += len(parts)
@@ -281,7 +297,7 @@ class RabbitInboundQueue(_ShardConsumer, InboundQueue):
             found.parts -= 1
             try:
                 if found.parts == 0:
-                    await _ack(found.raw)
+                    await ack_message(found.raw)
             finally:
                 self._in_hand[found.shard] -= 1
                 self._settled.set()

@@ -53,8 +53,8 @@ from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.queues.base import Outbox, OutboxItem
-from orderbot.queues.rabbitmq.broker import RabbitBroker, _ack, _unavailable, shard_of
-from orderbot.queues.rabbitmq.shards import _ShardChannels, _ShardConsumer
+from orderbot.queues.rabbitmq.broker import RabbitBroker, ack_message, broker_unavailable, shard_of
+from orderbot.queues.rabbitmq.shards import ShardConsumer
 from orderbot.storage.message_log import MessageLogWriter
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
 
@@ -112,7 +112,7 @@ def reply_headers(attempts: int, not_before: float, error: str) -> dict[str, Any
     }
 
 
-class RabbitOutbox(_ShardConsumer, Outbox):
+class RabbitOutbox(Outbox):
     """Replies on ``P.outbox.<shard>``; see the module docstring for order and retries.
     ``engine`` (PostgreSQL) receives the outbound message log when given."""
 
@@ -146,14 +146,30 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         self._recovered = time.monotonic()
         self._wakeup = asyncio.Event()
         self._settled = asyncio.Event()
-        self._shards = _ShardChannels(broker, broker.outbox_queue, prefetch, self._on_message)
-        self._all_started = False
-        self._starting = asyncio.Lock()
-        # Set when shard leases decide what this process consumes (``take_shard``).
-        self.leased = False
+        self._consumer = ShardConsumer(broker, broker.outbox_queue, prefetch, self._on_message)
+        self._shards = self._consumer.channels
         broker.on_reconnect(self._forget_lines)
 
     # producing (the worker's step store)
+
+    @property
+    def leased(self) -> bool:
+        """Whether shard leases decide what this process consumes."""
+        return self._consumer.leased
+
+    @leased.setter
+    def leased(self, value: bool) -> None:
+        self._consumer.leased = value
+
+    @property
+    def consuming(self) -> list[int]:
+        """The shards this process consumes now (a channel the broker closed is not)."""
+        return self._consumer.consuming
+
+    async def take_shard(self, shard: int) -> None:
+        """Consume ``shard`` (its own channel; see
+        :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
+        await self._consumer.take_shard(shard)
 
     async def put(self, replies: Sequence[OutboundMessage]) -> None:
         """Publish replies in order, each confirmed before the next (a client's replies must
@@ -234,7 +250,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
             attempts=0,
             error="unreadable reply body",
         )
-        await _ack(raw)
+        await ack_message(raw)
 
     def _schedule(self, client: str) -> None:
         if client in self._busy or client in self._blocked or client in self._queued:
@@ -254,7 +270,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         self._blocked.clear()
 
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
-        await self._start()
+        await self._consumer.start()
         now = time.monotonic()
         if self._blocked and now - self._rechecked > _RECHECK_BLOCKED:
             # A hold may have been released elsewhere (dead letter replayed, TTL).
@@ -299,7 +315,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
                     log.warning("outbox claim cut short: %s", exc)
                     return handed
                 if isinstance(exc, RedisError):
-                    raise _unavailable("Redis unavailable for the outbox", exc) from None
+                    raise broker_unavailable("Redis unavailable for the outbox", exc) from None
                 raise
             for n, (p, hold_raw, sent, sending) in enumerate(
                 zip(heads, found[::3], found[1::3], found[2::3], strict=True)
@@ -337,7 +353,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
             if hold == key:
                 await self._finish_in_redis(p, mark_sent=False)
             line.popleft()
-            await _ack(p.raw)
+            await ack_message(p.raw)
             self._after(p.client)
             return
         if hold is not None and hold != key:
@@ -402,7 +418,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
             return
         await self._finish_in_redis(p, mark_sent=True)
         await self._log(p, success=True, error=None)
-        await _ack(p.raw)
+        await ack_message(p.raw)
         self._settle(p)
 
     async def reschedule(self, handle: int, attempts: int, not_before: float, error: str) -> None:
@@ -432,7 +448,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
         )
         await self._finish_in_redis(p, mark_sent=False)
         await self._log(p, success=False, error=error)
-        await _ack(p.raw)
+        await ack_message(p.raw)
         self._settle(p)
 
     async def _log(self, p: _Parcel, *, success: bool, error: str | None) -> None:
@@ -481,7 +497,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
             now = repr(time.time())
             await self._batch.call(lambda pipe: pipe.set(key, now, nx=True, ex=KEEP_SECONDS))
         except RedisError as exc:
-            raise _unavailable("Redis unavailable for the outbox", exc) from None
+            raise broker_unavailable("Redis unavailable for the outbox", exc) from None
 
     async def _finish_in_redis(self, p: _Parcel, *, mark_sent: bool) -> None:
         try:
@@ -502,7 +518,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
                 ],
             )
         except RedisError as exc:
-            raise _unavailable("Redis unavailable for the outbox", exc) from None
+            raise broker_unavailable("Redis unavailable for the outbox", exc) from None
 
     async def _park(self, p: _Parcel, attempts: int, not_before: float, error: str) -> None:
         message = p.item.message
@@ -517,7 +533,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
                 pipe.zadd(self._keys.parked_index, {f"{p.client}\t{message.key}": not_before})
                 await pipe.execute()
         except RedisError as exc:
-            raise _unavailable("Redis unavailable for the outbox", exc) from None
+            raise broker_unavailable("Redis unavailable for the outbox", exc) from None
         self._blocked[p.client] = message.key
         shard = shard_of(p.client, self._broker.shards)
         await self._broker.publish_retry(
@@ -527,7 +543,7 @@ class RabbitOutbox(_ShardConsumer, Outbox):
             headers=reply_headers(attempts, not_before, error),
             wait=max(0.0, not_before - time.time()),
         )
-        await _ack(p.raw)
+        await ack_message(p.raw)
 
     async def _recover_parked(self) -> None:
         """Publish again, from their copies in Redis, the parked replies of this process's

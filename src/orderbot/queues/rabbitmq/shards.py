@@ -13,10 +13,12 @@ from collections.abc import Callable
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from orderbot.loggers import storage as log
-from orderbot.queues.rabbitmq.broker import RabbitBroker, _unavailable
+from orderbot.queues.rabbitmq.broker import RabbitBroker, broker_unavailable
+
+__all__ = ["ShardChannels", "ShardConsumer"]
 
 
-class _ShardChannels:
+class ShardChannels:
     """One consumer channel per shard queue, so that a shard can be given up alone: closing
     its channel returns exactly that shard's unacked messages to the queue, in order."""
 
@@ -119,38 +121,48 @@ class _ShardChannels:
                 self.lost.add(shard)
 
 
-class _ShardConsumer:
+class ShardConsumer:
     """What the inbound queue and the outbox share: consume every shard (no leases), or only the
-    shards a :class:`~orderbot.queues.rabbitmq.leases.ShardLeases` hands over."""
+    shards a :class:`~orderbot.queues.rabbitmq.leases.ShardLeases` hands over. Each queue owns
+    one, built with the queue's shard names and its message callback."""
 
-    _broker: RabbitBroker
-    _shards: _ShardChannels
-    _starting: asyncio.Lock
-    _all_started: bool
-    leased: bool
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        queue_name: Callable[[int], str],
+        prefetch: int,
+        on_message: Callable[[int, AbstractIncomingMessage], None],
+    ) -> None:
+        self._broker = broker
+        self.channels = ShardChannels(broker, queue_name, prefetch, on_message)
+        self._starting = asyncio.Lock()
+        self._all_started = False
+        # Set when shard leases decide what this process consumes (``take_shard``).
+        self.leased = False
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Consume every shard, unless leases decide (idempotent; again after a loss)."""
         if self.leased or (
-            self._all_started and not self._shards.lost and not self._shards.dropped()
+            self._all_started and not self.channels.lost and not self.channels.dropped()
         ):
             return
         async with self._starting:
             try:
                 for shard in range(self._broker.shards):
-                    await self._shards.start(shard)
+                    await self.channels.start(shard)
             except Exception as exc:
-                raise _unavailable("cannot consume from RabbitMQ", exc) from None
-            self._shards.lost.clear()
+                raise broker_unavailable("cannot consume from RabbitMQ", exc) from None
+            self.channels.lost.clear()
             self._all_started = True
 
     @property
     def consuming(self) -> list[int]:
         """The shards this process consumes now (a channel the broker closed is not)."""
-        dropped = self._shards.dropped()
-        return [shard for shard in self._shards.open_shards if shard not in dropped]
+        dropped = self.channels.dropped()
+        return [shard for shard in self.channels.open_shards if shard not in dropped]
 
     async def take_shard(self, shard: int) -> None:
         """Consume ``shard`` (its own channel; see
         :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
         self.leased = True
-        await self._shards.start(shard)
+        await self.channels.start(shard)
