@@ -33,17 +33,23 @@ from collections.abc import Callable, Sequence
 
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.desk.requests import HandoffRequest, Track, classify
-from orderbot.desk.texts import flow_text, render_not_found, render_order, render_order_list
+from orderbot.desk.texts import (
+    comeback,
+    flow_text,
+    render_not_found,
+    render_order,
+    render_order_list,
+)
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.orders.alerts import transcript
-from orderbot.outbound import client_key, handback_key, handoff_alert_key, reply_key, transfer_key
+from orderbot.outbound import handoff_alert_key, reply_key, transfer_key
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 
-__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback"]
+__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown"]
 
 
 class Unknown:
@@ -55,37 +61,6 @@ UNKNOWN = Unknown()
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
 TRANSCRIPT_MESSAGES = 20
-
-
-def comeback(
-    flow: Flow,
-    options: DialogOptions,
-    state: DialogState | None,
-    *,
-    channel: str,
-    client_id: str,
-    since: float,
-    route: dict[str, str],
-    now: float,
-    language: str | None = None,
-) -> OutboundMessage:
-    """The bot's message when a handoff ends: the resumed text and the dialog's current
-    question in one message (its buttons included), keyed by
-    :func:`~orderbot.outbound.handback_key` (the same for every way back, so the customer gets it
-    once)."""
-    if language is None:
-        language = flow.language(state.language if state is not None else options.default_language)
-    text = flow_text(flow, "handoff_resumed", language)
-    asked = question(flow, state, now, options=options)
-    return OutboundMessage(
-        key=handback_key(client_key(channel, client_id), since),
-        channel=channel,
-        client_id=client_id,
-        text=text if asked is None else f"{text}\n\n{asked.text}",
-        buttons=() if asked is None else asked.buttons,
-        route=route,
-        created_at=now,
-    )
 
 
 class FrontDesk:

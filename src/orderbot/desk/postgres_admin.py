@@ -45,9 +45,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orderbot import outbound
 from orderbot.desk.base import HandoffNotFound, OrderAdmin, OrderNotFound
-from orderbot.desk.front import comeback
 from orderbot.desk.postgres import handoff_flag
-from orderbot.desk.texts import status_notification
+from orderbot.desk.texts import comeback, status_notification
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.errors import BackendUnavailable, StorageError

@@ -31,9 +31,8 @@ import orjson
 
 from orderbot import outbound
 from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow, OrderAdmin, OrderNotFound
-from orderbot.desk.front import comeback
 from orderbot.desk.requests import TRACK_LIMIT
-from orderbot.desk.texts import status_notification
+from orderbot.desk.texts import comeback, status_notification
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.loggers import storage as log

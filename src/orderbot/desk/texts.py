@@ -1,4 +1,5 @@
-"""What the customer is told about orders: tracking answers and status notifications. Pure code.
+"""What the customer is told by the desk: tracking answers, status notifications and the bot's
+comeback after a handoff. Pure code.
 
 The texts come from the flow (optional ``texts``, ``status_texts``, ``status_names``), with the
 defaults below when a flow has none.
@@ -10,10 +11,15 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from orderbot.dialog.engine import question
 from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions, DialogState
+from orderbot.messages import OutboundMessage
 from orderbot.orders.models import HistoryEntry, OrderSummary
+from orderbot.outbound import client_key, handback_key
 
 __all__ = [
+    "comeback",
     "flow_text",
     "render_not_found",
     "render_order",
@@ -177,3 +183,34 @@ def render_not_found(flow: Flow, number: int, language: str) -> str:
     """The answer for a number that is not one of the customer's orders, whether or not such
     an order exists: it must not tell the two apart."""
     return flow_text(flow, "track_not_found", language, {"number": str(number)})
+
+
+def comeback(
+    flow: Flow,
+    options: DialogOptions,
+    state: DialogState | None,
+    *,
+    channel: str,
+    client_id: str,
+    since: float,
+    route: dict[str, str],
+    now: float,
+    language: str | None = None,
+) -> OutboundMessage:
+    """The bot's message when a handoff ends: the resumed text and the dialog's current
+    question in one message (its buttons included), keyed by
+    :func:`~orderbot.outbound.handback_key` (the same for every way back, so the customer gets it
+    once)."""
+    if language is None:
+        language = flow.language(state.language if state is not None else options.default_language)
+    text = flow_text(flow, "handoff_resumed", language)
+    asked = question(flow, state, now, options=options)
+    return OutboundMessage(
+        key=handback_key(client_key(channel, client_id), since),
+        channel=channel,
+        client_id=client_id,
+        text=text if asked is None else f"{text}\n\n{asked.text}",
+        buttons=() if asked is None else asked.buttons,
+        route=route,
+        created_at=now,
+    )

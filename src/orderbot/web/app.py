@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
-from orderbot.dialog.flow import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
@@ -69,11 +68,18 @@ def _metrics_text() -> bytes:
     return generate_latest(registry)
 
 
+class NamedFlow(Protocol):
+    """The app only names the flow in its log; the dialog is the worker's."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class ServiceRuntime(Protocol):
     """What the app needs of a runtime: ``EmbeddedRuntime`` or ``DistributedRuntime``."""
 
     @property
-    def flow(self) -> Flow: ...
+    def flow(self) -> NamedFlow: ...
     @property
     def ingress(self) -> WebhookIngress: ...
     @property
