@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.processes import BotProcess  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.support.processes import BotProcess  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 WRK_SCRIPT = r"""
 local counter = 0
@@ -113,7 +113,7 @@ def fake_chat2desk() -> Iterator[str]:
 @contextmanager
 def orderbot(fake_url: str, workdir: Path, **extra: str) -> Iterator[BotProcess]:
     env = {
-        "DATABASE_URL": f"sqlite:///{workdir / 'orderbot.storage.sql'}",
+        "DATABASE_URL": f"sqlite:///{workdir / 'orderbot.db'}",
         "CHAT2DESK_API_URL": fake_url,
         "CHAT2DESK_API_TOKEN": "bench",
         "OUTBOUND_RATE_LIMIT": "6000000",

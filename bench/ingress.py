@@ -203,7 +203,7 @@ def main() -> None:
                 )
                 runs[-1]["rss"] = rss_mb(bot.process.pid)  # type: ignore[union-attr]
             time.sleep(0.5)
-            db = sqlite3.connect(workdir / "orderbot.storage.sql")
+            db = sqlite3.connect(workdir / "orderbot.db")
             stored = db.execute("SELECT count(*) FROM inbound_queue").fetchone()[0]
             handled = db.execute("SELECT count(*) FROM inbound_queue WHERE done = 1").fetchone()[0]
             db.close()

@@ -37,7 +37,7 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "orderbot.storage.sql"
+    return tmp_path / "orderbot.db"
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
-    database_url: str = "sqlite:///orderbot.storage.sql"
+    database_url: str = "sqlite:///orderbot.db"
     sqlite_synchronous: Literal["normal", "full"] = Field(
         "normal",
         description="normal: a 200 survives a process crash; "

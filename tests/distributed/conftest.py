@@ -285,7 +285,7 @@ class DistributedBackend(Backend):
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     namespace = "t" + uuid.uuid4().hex[:10]
     if request.param == "sqlite":
-        path = tmp_path / "orderbot.storage.sql"
+        path = tmp_path / "orderbot.db"
         await db.upgrade_async(f"sqlite:///{path}")
         async with SqliteDatabase(path) as database:
             yield SqliteBackend(database, namespace)

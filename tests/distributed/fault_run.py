@@ -41,7 +41,7 @@ from tests.distributed.test_processes import (
     expected_texts,
     wait_ready,
 )
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 __all__ = ["FaultPlan", "FaultReport", "run_faults"]
 

@@ -13,7 +13,7 @@ from orderbot.errors import BackendUnavailable
 from orderbot.orders.alerts import OperatorAlerts
 from orderbot.orders.status import InvalidTransition
 from orderbot.storage.schema import handoffs, message_logs
-from tests.desk_bots import DistributedBot, open_bot
+from tests.support.desk_bots import DistributedBot, open_bot
 
 ORDER = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
 

@@ -34,7 +34,7 @@ from tests.distributed.conftest import (
     require_services,
 )
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -13,8 +13,8 @@ import pytest
 from orderbot.config import Settings
 from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
-from tests.servers import serving
-from tests.test_chat2desk import REAL_INBOX
+from tests.channels.test_chat2desk import REAL_INBOX
+from tests.support.servers import serving
 
 REAL_PAYLOAD = REAL_INBOX  # Chat2Desk's real inbox webhook, shared with the parser tests
 

@@ -17,9 +17,9 @@ from orderbot.dialog.engine import step
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions
 from orderbot.worker import merge_replies
+from tests.e2e.test_e2e import orders
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.processes import BotProcess, wait_for
-from tests.test_e2e import orders
+from tests.support.processes import BotProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def expected_replies(n: int) -> list[str]:
 def test_sigkill_mid_burst_loses_and_doubles_nothing(tmp_path: Path) -> None:
     with ThreadedFakeChat2Desk() as fake:
         env = {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.storage.sql'}",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.db'}",
             "CHAT2DESK_API_URL": fake.url,
             "CHAT2DESK_API_TOKEN": "t",
             "OUTBOUND_RATE_LIMIT": "600000",

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.processes import BotProcess, wait_for
+from tests.support.processes import BotProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def fake() -> Iterator[ThreadedFakeChat2Desk]:
 @pytest.fixture
 def env(tmp_path: Path, fake: ThreadedFakeChat2Desk) -> dict[str, str]:
     return {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.storage.sql'}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'orderbot.db'}",
         "CHAT2DESK_API_URL": fake.url,
         "CHAT2DESK_API_TOKEN": "e2e-token",
         "OUTBOUND_RATE_LIMIT": "60000",

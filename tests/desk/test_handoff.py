@@ -14,7 +14,7 @@ from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase
-from tests.desk_bots import PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
+from tests.support.desk_bots import PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
 
 ORDER = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
 

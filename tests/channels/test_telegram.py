@@ -35,7 +35,7 @@ from tests.fakes.telegram import (
     photo_update,
     text_update,
 )
-from tests.servers import serving
+from tests.support.servers import serving
 
 CHAT = 555001
 

@@ -12,7 +12,7 @@ from types import TracebackType
 
 import httpx
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 class BotProcess:

@@ -21,7 +21,7 @@ from orderbot.config import Settings
 from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.telegram import TOKEN, FakeTelegram, ThreadedFakeTelegram, text_update
-from tests.servers import serving
+from tests.support.servers import serving
 
 CHAT = 777001
 SECRET = "e2e-secret_1"

@@ -26,7 +26,7 @@ from orderbot.runtime.embedded import EmbeddedRuntime
 from orderbot.web.app import create_app
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.telegram import TOKEN, FakeTelegram, text_update
-from tests.servers import serving
+from tests.support.servers import serving
 
 TOKEN_HEADER = {"Authorization": "Bearer s3cret-admin"}
 ADMIN_CHAT = 4242

@@ -19,8 +19,8 @@ from orderbot.desk.texts import status_notification
 from orderbot.orders.status import InvalidTransition
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase
-from tests.desk_bots import FLOW, PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
-from tests.test_handoff import distributed_env
+from tests.desk.test_handoff import distributed_env
+from tests.support.desk_bots import FLOW, PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
 
 DIALOG = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
 runner = CliRunner()
