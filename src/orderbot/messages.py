@@ -6,14 +6,15 @@ backend stores and moves the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from orderbot.outbound import client_key, message_key
+from orderbot.outbound import client_key, message_key, reply_key
 
-__all__ = ["Attachment", "InboundMessage", "OutboundMessage"]
+__all__ = ["Attachment", "InboundMessage", "OutboundMessage", "ReplyText", "replies_to"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +146,31 @@ class OutboundMessage:
             created_at=data.get("created_at", 0.0),
             kind=data.get("kind", "text"),
         )
+
+
+class ReplyText(Protocol):
+    """What a reply says: the dialog's ``Reply`` (this module does not import the dialog)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def buttons(self) -> tuple[str, ...]: ...
+
+
+def replies_to(
+    message: InboundMessage, replies: Iterable[ReplyText], now: float
+) -> tuple[OutboundMessage, ...]:
+    """The outbox entries answering ``message``: the ``index``-th keyed
+    :func:`~orderbot.outbound.reply_key` of the message's dedupe key, routed back to its client."""
+    return tuple(
+        OutboundMessage(
+            key=reply_key(message.dedupe_key, index),
+            channel=message.channel,
+            client_id=message.client_id,
+            text=reply.text,
+            buttons=reply.buttons,
+            route=message.route,
+            created_at=now,
+        )
+        for index, reply in enumerate(replies)
+    )

@@ -28,10 +28,10 @@ from orderbot.dialog.models import (
 from orderbot.errors import StorageError
 from orderbot.files.receiver import FileReceiver
 from orderbot.loggers import worker as log
-from orderbot.messages import Attachment, InboundMessage, OutboundMessage
+from orderbot.messages import Attachment, InboundMessage, OutboundMessage, replies_to
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
 from orderbot.orders.models import OrderRecord, order_parts
-from orderbot.outbound import order_idempotency_key, reply_key
+from orderbot.outbound import order_idempotency_key
 from orderbot.queues.base import InboundDelivery, InboundQueue
 from orderbot.state.base import OutcomeRecord, StepCommit, StepStore
 
@@ -332,19 +332,7 @@ def merge_replies(replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
 
 
 def _outbound(message: InboundMessage, replies: tuple[Reply, ...]) -> tuple[OutboundMessage, ...]:
-    now = time.time()
-    return tuple(
-        OutboundMessage(
-            key=reply_key(message.dedupe_key, index),
-            channel=message.channel,
-            client_id=message.client_id,
-            text=reply.text,
-            buttons=reply.buttons,
-            route=message.route,
-            created_at=now,
-        )
-        for index, reply in enumerate(merge_replies(replies))
-    )
+    return replies_to(message, merge_replies(replies), time.time())
 
 
 def _commit_for(

@@ -144,7 +144,7 @@ async def test_an_unreadable_message_met_while_the_broker_is_down_is_kept_for_la
         await publish_dead_letter(**fields)  # type: ignore[arg-type]
 
     monkeypatch.setattr(broker, "publish_dead_letter", down_once)
-    await bot.inbound._consumer.start()
+    await bot.inbound.consumer.start()
     await eventually(lambda: len(bot.inbound._buffer) == 2)
     got = await bot.inbound.fetch(10)
     assert [d.message.message_id for d in got] == [good.message_id]

@@ -43,9 +43,9 @@ from orderbot.desk.texts import (
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
-from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.messages import InboundMessage, OutboundMessage, replies_to
 from orderbot.orders.alerts import transcript
-from orderbot.outbound import handoff_alert_key, reply_key, transfer_key
+from orderbot.outbound import handoff_alert_key, transfer_key
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 
@@ -230,18 +230,7 @@ class FrontDesk:
     ) -> StepCommit:
         message = delivery.message
         now = self._clock()
-        outbound = tuple(
-            OutboundMessage(
-                key=reply_key(message.dedupe_key, index),
-                channel=message.channel,
-                client_id=message.client_id,
-                text=reply.text,
-                buttons=reply.buttons,
-                route=message.route,
-                created_at=now,
-            )
-            for index, reply in enumerate(replies)
-        )
+        outbound = replies_to(message, replies, now)
         # The state is written back as it was: the dialog is where it stood.
         return StepCommit(
             delivery=delivery,

@@ -175,8 +175,8 @@ class DistributedRuntime(Runtime):
             if role in self.roles
         ]
         # Consume only leased shards (without leases, a queue consumes every shard).
-        self.inbound.leased = "worker" in self.roles
-        self.outbox.leased = "sender" in self.roles
+        self.inbound.consumer.leased = "worker" in self.roles
+        self.outbox.consumer.leased = "sender" in self.roles
         self.housekeeping = Housekeeping(
             self.settings,
             broker=self.broker,

@@ -148,28 +148,10 @@ class RabbitInboundQueue(InboundQueue):
         self._handles = itertools.count(1)
         self._arrived = asyncio.Event()
         self._settled = asyncio.Event()
-        self._consumer = ShardConsumer(broker, broker.inbound_queue, prefetch, self._on_message)
-        self._shards = self._consumer.channels
+        # Which shards this process consumes (all, or what shard leases hand over).
+        self.consumer = ShardConsumer(broker, broker.inbound_queue, prefetch, self._on_message)
+        self._shards = self.consumer.channels
         broker.on_reconnect(self._forget_buffered)
-
-    @property
-    def leased(self) -> bool:
-        """Whether shard leases decide what this process consumes."""
-        return self._consumer.leased
-
-    @leased.setter
-    def leased(self, value: bool) -> None:
-        self._consumer.leased = value
-
-    @property
-    def consuming(self) -> list[int]:
-        """The shards this process consumes now (a channel the broker closed is not)."""
-        return self._consumer.consuming
-
-    async def take_shard(self, shard: int) -> None:
-        """Consume ``shard`` (its own channel; see
-        :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
-        await self._consumer.take_shard(shard)
 
     async def put(self, message: InboundMessage) -> bool:
         """Publish ``message`` to its client's shard (with the others arriving meanwhile, see
@@ -205,7 +187,7 @@ class RabbitInboundQueue(InboundQueue):
 
     async def fetch(self, limit: int) -> list[InboundDelivery]:
         """Up to about ``limit`` deliveries (a message's parts are never split)."""
-        await self._consumer.start()
+        await self.consumer.start()
         taken: list[tuple[int, AbstractIncomingMessage, list[InboundMessage]]] = []
         count = 0
         while self._buffer and count < limit:

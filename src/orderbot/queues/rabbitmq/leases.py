@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orderbot.loggers import storage as log
+from orderbot.queues.rabbitmq.shards import ShardConsumer
 
 __all__ = ["ShardHolder", "ShardLeases"]
 
@@ -62,14 +63,12 @@ return n
 
 
 class ShardHolder(Protocol):
-    """What consumes shards: the inbound queue (workers) or the outbox (senders)."""
+    """What consumes shards: the inbound queue (workers) or the outbox (senders), each with its
+    :class:`~orderbot.queues.rabbitmq.shards.ShardConsumer`."""
 
     @property
-    def consuming(self) -> list[int]:
-        """The shards consumed now."""
-
-    async def take_shard(self, shard: int) -> None:
-        """Start consuming ``shard``."""
+    def consumer(self) -> ShardConsumer:
+        """Consumes the shards: ``consuming`` now, ``take_shard`` to start one."""
 
     async def give_back_shard(self, shard: int) -> None:
         """Finish what is in hand of ``shard``, then stop consuming it so that its unacked
@@ -157,11 +156,11 @@ class ShardLeases:
                 if not ok and shard not in self._leaving:
                     log.warning("shard %s lease (%s) lost; giving it back", shard, self._role)
                     self._give_back(shard, release=False)
-        consuming = set(self._holder.consuming)
+        consuming = set(self._holder.consumer.consuming)
         for shard in sorted(self.active - consuming):
             # Leased but not consumed (its channel could not be reopened after a reconnect).
             try:
-                await self._holder.take_shard(shard)
+                await self._holder.consumer.take_shard(shard)
             except Exception as exc:
                 log.warning("cannot consume shard %s (%s) again: %s", shard, self._role, exc)
         fair = math.ceil(self.shards / max(1, int(members)))
@@ -178,7 +177,7 @@ class ShardLeases:
             if not await self._redis.set(self.lease_key(shard), self.member, nx=True, px=ttl_ms):
                 continue
             try:
-                await self._holder.take_shard(shard)
+                await self._holder.consumer.take_shard(shard)
             except Exception as exc:
                 log.warning("cannot consume shard %s (%s): %s", shard, self._role, exc)
                 await self._release(keys=[self.lease_key(shard)], args=[self.member])

@@ -146,30 +146,12 @@ class RabbitOutbox(Outbox):
         self._recovered = time.monotonic()
         self._wakeup = asyncio.Event()
         self._settled = asyncio.Event()
-        self._consumer = ShardConsumer(broker, broker.outbox_queue, prefetch, self._on_message)
-        self._shards = self._consumer.channels
+        # Which shards this process consumes (all, or what shard leases hand over).
+        self.consumer = ShardConsumer(broker, broker.outbox_queue, prefetch, self._on_message)
+        self._shards = self.consumer.channels
         broker.on_reconnect(self._forget_lines)
 
     # producing (the worker's step store)
-
-    @property
-    def leased(self) -> bool:
-        """Whether shard leases decide what this process consumes."""
-        return self._consumer.leased
-
-    @leased.setter
-    def leased(self, value: bool) -> None:
-        self._consumer.leased = value
-
-    @property
-    def consuming(self) -> list[int]:
-        """The shards this process consumes now (a channel the broker closed is not)."""
-        return self._consumer.consuming
-
-    async def take_shard(self, shard: int) -> None:
-        """Consume ``shard`` (its own channel; see
-        :class:`~orderbot.queues.rabbitmq.leases.ShardLeases`)."""
-        await self._consumer.take_shard(shard)
 
     async def put(self, replies: Sequence[OutboundMessage]) -> None:
         """Publish replies in order, each confirmed before the next (a client's replies must
@@ -270,7 +252,7 @@ class RabbitOutbox(Outbox):
         self._blocked.clear()
 
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
-        await self._consumer.start()
+        await self.consumer.start()
         now = time.monotonic()
         if self._blocked and now - self._rechecked > _RECHECK_BLOCKED:
             # A hold may have been released elsewhere (dead letter replayed, TTL).
