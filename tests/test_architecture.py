@@ -179,14 +179,22 @@ def test_no_module_re_exports_another_modules_names() -> None:
     assert found == []
 
 
-def test_package_inits_import_nothing() -> None:
+def test_package_inits_import_nothing_but_the_standard_library() -> None:
+    """A package ``__init__`` runs whenever any module of the package is imported: it imports no
+    orderbot module and no third-party package at import time (a profile's modules are imported
+    inside the functions that pick the profile, or under ``TYPE_CHECKING``)."""
     found = []
     for name, path, tree in modules():
         # orderbot.cli's __init__ is the Typer app (the `orderbot.cli:main` entry point).
         if path.name != "__init__.py" or name in ("orderbot", "orderbot.cli"):
             continue
-        if any(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body):
-            found.append(name)
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                top = (
+                    node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                ) or ""
+                if top.split(".")[0] not in sys.stdlib_module_names | {"__future__"}:
+                    found.append(f"{name}: {top}")
     assert found == []
 
 

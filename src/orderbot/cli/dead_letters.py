@@ -15,7 +15,6 @@ import orjson
 import typer
 
 from orderbot.cli.common import fail, read_settings, require_database, require_sqlite, run_async
-from orderbot.config import require_distributed_packages
 
 __all__ = ["dlq_app", "dlq_list", "dlq_purge", "dlq_replay"]
 
@@ -27,20 +26,14 @@ dlq_app = typer.Typer(
 
 
 async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
-    from orderbot.queues.sqlite import SqliteDeadLetterQueue
-    from orderbot.storage.sqlite import SqliteDatabase
+    from orderbot.runtime import open_dead_letters
 
     settings = read_settings()
-    if settings.is_distributed:
-        require_distributed_packages()
-        from orderbot.runtime.processes import open_dead_letters
-
-        async with open_dead_letters(settings) as queue:
-            return await fn(queue)
-    require_sqlite(settings)
-    require_database(settings)
-    async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
-        return await fn(SqliteDeadLetterQueue(db))
+    if not settings.is_distributed:
+        require_sqlite(settings)
+        require_database(settings)
+    async with open_dead_letters(settings) as queue:
+        return await fn(queue)
 
 
 @dlq_app.command("list")

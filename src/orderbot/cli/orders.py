@@ -15,7 +15,7 @@ import orjson
 import typer
 
 from orderbot.cli.common import fail, read_settings, require_database, run_async
-from orderbot.config import Settings, require_distributed_packages
+from orderbot.config import Settings
 from orderbot.errors import ConfigError
 
 __all__ = ["handback", "orders_app", "orders_list", "orders_set_status", "orders_show"]
@@ -102,26 +102,17 @@ def orders_show(
 async def _with_order_admin(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``fn`` with the order admin of the configured profile: PostgreSQL + RabbitMQ +
     Redis when all three are set (the notification is published at once), else SQLite."""
-    from orderbot.desk.sqlite import SqliteOrderAdmin
-    from orderbot.dialog.loader import load_flow
-    from orderbot.runtime.base import dialog_options
-    from orderbot.storage.sqlite import SqliteDatabase
+    from orderbot.runtime import open_order_admin
 
-    if settings.is_distributed:
-        require_distributed_packages()
-        from orderbot.runtime.distributed import DistributedRuntime
-
-        async with DistributedRuntime(settings, channels={}) as runtime:
-            return await fn(runtime.admin)
-    if not settings.is_sqlite:
-        raise ConfigError(
-            "DATABASE_URL is PostgreSQL: set RABBITMQ_URL and REDIS_URL as well (the customer's "
-            "notification goes out through RabbitMQ), or use sqlite:///FILE"
-        )
-    require_database(settings)
-    flow = load_flow(settings.flow)
-    async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
-        return await fn(SqliteOrderAdmin(db, flow, dialog_options(settings)))
+    if not settings.is_distributed:
+        if not settings.is_sqlite:
+            raise ConfigError(
+                "DATABASE_URL is PostgreSQL: set RABBITMQ_URL and REDIS_URL as well (the "
+                "customer's notification goes out through RabbitMQ), or use sqlite:///FILE"
+            )
+        require_database(settings)
+    async with open_order_admin(settings) as admin:
+        return await fn(admin)
 
 
 @orders_app.command("set-status")

@@ -42,13 +42,13 @@ from orderbot.queues.rabbitmq.dead_letters import RabbitDeadLetterQueue
 from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.storage.redis import RedisKeys
 
-__all__ = ["Role", "create_server_app", "open_dead_letters", "run_process", "serve_roles"]
+__all__ = ["Role", "create_server_app", "open_rabbit_dead_letters", "run_process", "serve_roles"]
 
 Role = Literal["worker", "sender"]
 
 
 @contextlib.asynccontextmanager
-async def open_dead_letters(settings: Settings) -> AsyncIterator[RabbitDeadLetterQueue]:
+async def open_rabbit_dead_letters(settings: Settings) -> AsyncIterator[RabbitDeadLetterQueue]:
     """The dead-letter queue alone (``orderbot dlq`` on the distributed profile)."""
     redis: Redis = Redis.from_url(settings.redis_url)
     broker = RabbitBroker(
