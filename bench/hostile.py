@@ -61,7 +61,7 @@ from aiohttp import web
 
 from _common import cpu_probe, fake_chat2desk, free_port, median, rss_mb
 
-from tests.processes import BotProcess
+from tests.support.processes import BotProcess
 
 ATTACKS = ("obj", "ssrf", "slow", "zip", "gzip", "slowbody", "links15", "ids")
 TO_FILES_STEP = ["Здравствуйте", "1", "Иван", "ivan@example.com", "Пропустить"]

@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
-from orderbot.file_fetchers import DEFAULT_ATTACHMENT_HOSTS, LinkPolicy
+from orderbot.files.fetchers import DEFAULT_ATTACHMENT_HOSTS, LinkPolicy
 
 __all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 

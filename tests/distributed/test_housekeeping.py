@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from orderbot.distributed_runtime import DistributedRuntime
+from orderbot.runtime.distributed import DistributedRuntime
 from tests.distributed.conftest import (
     distributed_settings,
     eventually,

@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from orderbot.distributed_runtime import DistributedRuntime
 from orderbot.messages import InboundMessage
-from orderbot.msglog import InboundLogBatcher, MessageLogWriter
-from orderbot.schema import message_logs
+from orderbot.runtime.distributed import DistributedRuntime
+from orderbot.storage.message_log import InboundLogBatcher, MessageLogWriter
+from orderbot.storage.schema import message_logs
 from tests.distributed.conftest import (
     distributed_settings,
     migrate_postgres,
@@ -201,7 +201,7 @@ def test_refused_data_tells_a_writes_values_from_an_outage() -> None:
     from sqlalchemy.exc import DBAPIError as Wrapped
     from sqlalchemy.exc import OperationalError, StatementError
 
-    from orderbot.db import refused_data
+    from orderbot.storage.sql import refused_data
 
     assert refused_data(Wrapped("INSERT", {}, _DriverError("22001")))  # too long for its column
     assert refused_data(Wrapped("INSERT", {}, _DriverError("22021")))  # NUL in text

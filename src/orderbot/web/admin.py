@@ -14,7 +14,7 @@ with ``Retry-After``.
 import builtins
 import hmac
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -24,16 +24,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
-from orderbot.order_admin import HandoffNotFound, OrderNotFound
-from orderbot.tracking import InvalidTransition
+from orderbot.orders.status import InvalidTransition, Status
 
 __all__ = ["OrderAdmin", "install_admin_api"]
 
 # Order ids are BIGINT; an offset past this is past every table. Larger numbers are a 422.
 MAX_SQL_INTEGER = 2**63 - 1
-
-Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cancelled"]
 
 
 class OrderAdmin(Protocol):
