@@ -1,0 +1,292 @@
+"""The documentation names only settings and commands that exist, and documents every setting.
+
+* ``docs/configuration.md``: every variable in its tables (first column, one per row) is a field of
+  :class:`orderbot.config.Settings`, with the default the code has; every field has a row.
+* ``.env.example`` sets exactly the settings, no more, no fewer.
+* README.md and ``docs/*.md``: every ``orderbot ...`` command written as code (an inline code span
+  or a line of a fenced block) is a command of the Typer app, sub-commands and ``--options`` too.
+
+Each check reports every problem at once, by file and line, so a branch that adds a setting or a
+command sees exactly which document to update. The last tests feed the checkers a made-up
+setting, command and option, to show that they fail when a document goes stale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import typer.main
+
+from orderbot.cli import app
+from orderbot.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# -- settings --------------------------------------------------------------------------------
+
+VARIABLE = re.compile(r"`([A-Z][A-Z0-9_]*)`")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a settings table: the variable, its documented default (no backticks), where."""
+
+    variable: str
+    default: str
+    line: int
+
+
+def setting_rows(text: str) -> Iterator[Row]:
+    """The rows of every ``| variable | default | meaning |`` table in ``text``."""
+    in_table = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] == "variable":
+            in_table = True
+            continue
+        if not in_table or set(cells[0]) <= set("-: "):
+            continue
+        for name in VARIABLE.findall(cells[0]):
+            yield Row(name, cells[1].replace("`", "").strip() if len(cells) > 1 else "", number)
+
+
+def documented_default(value: object) -> str:
+    """How a default of :class:`Settings` is written in the table (unset = an empty cell)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def settings_problems(text: str, where: str) -> list[str]:
+    """What ``text`` (a settings page) gets wrong about :class:`Settings`, one line each."""
+    fields = {name.upper(): info.default for name, info in Settings.model_fields.items()}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for row in setting_rows(text):
+        seen.add(row.variable)
+        if row.variable not in fields:
+            problems.append(
+                f"{where}:{row.line}: `{row.variable}` is not a setting "
+                "(no such field in orderbot.config.Settings): remove the row or add the field"
+            )
+        elif row.default != documented_default(fields[row.variable]):
+            problems.append(
+                f"{where}:{row.line}: `{row.variable}` defaults to "
+                f"{documented_default(fields[row.variable])!r} in orderbot.config.Settings, "
+                f"the table says {row.default!r}"
+            )
+    problems.extend(
+        f"{where}: no table row for the setting `{name}` (field of orderbot.config.Settings)"
+        for name in sorted(set(fields) - seen)
+    )
+    return problems
+
+
+def env_example_problems(text: str, where: str) -> list[str]:
+    """What ``text`` (an ``.env`` file) sets that is not a setting, and which settings it lacks."""
+    fields = {name.upper() for name in Settings.model_fields}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        found = re.match(r"([A-Z][A-Z0-9_]*)=", line)
+        if found is None:
+            continue
+        seen.add(found.group(1))
+        if found.group(1) not in fields:
+            problems.append(f"{where}:{number}: `{found.group(1)}` is not a setting")
+    problems.extend(
+        f"{where}: no line for the setting `{name}`" for name in sorted(fields - seen)
+    )
+    return problems
+
+
+def test_configuration_documents_every_setting_and_nothing_else() -> None:
+    problems = settings_problems(CONFIGURATION.read_text(), "docs/configuration.md")
+    assert not problems, "\n".join(problems)
+
+
+def test_env_example_sets_every_setting_and_nothing_else() -> None:
+    problems = env_example_problems((ROOT / ".env.example").read_text(), ".env.example")
+    assert not problems, "\n".join(problems)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+# `orderbot` as a command: at the start, after a space or a path (.venv/bin/orderbot).
+INVOCATION = re.compile(r"(?:^|(?<=[\s/]))orderbot[ \t]+(.*)$")
+WORD = re.compile(r"[a-z][a-z0-9-]*(?:[|/][a-z][a-z0-9-]*)*")
+# A shell command line ends at these; a comment starts at #.
+END = {"&&", "||", ";", "|", "#", "\\"}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """``orderbot`` and what follows it in one piece of code, and where it was found."""
+
+    words: tuple[str, ...]
+    where: str
+
+
+def code_pieces(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, code) for every line of a fenced block and every inline code span."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            yield number, line
+        else:
+            for span in CODE_SPAN.findall(line):
+                yield number, span
+
+
+def invocations(text: str, where: str) -> Iterator[Invocation]:
+    """Every ``orderbot ...`` written as code in ``text``."""
+    for number, code in code_pieces(text):
+        for found in INVOCATION.finditer(code):
+            # Markdown tables escape a pipe inside code as \|: here it separates alternatives.
+            words = found.group(1).replace("\\|", " ").split()
+            kept: list[str] = []
+            for word in words:
+                if word in END or word.startswith("#"):
+                    break
+                kept.append(word)
+            yield Invocation(tuple(kept), f"{where}:{number}: `{code.strip()}`")
+
+
+def command_problems(invocation: Invocation, root: click.Command) -> list[str]:
+    """What ``invocation`` names that the CLI does not have: a command, a sub-command, an option.
+
+    Words are followed down the command groups; at a command that is not a group the rest are
+    its arguments and options. ``a|b`` (or ``a/b``) names each of ``a`` and ``b``.
+    """
+    problems: list[str] = []
+    commands: list[tuple[str, click.Command]] = [("orderbot", root)]
+    words = list(invocation.words)
+    while words and WORD.fullmatch(words[0]) and isinstance(commands[0][1], click.Group):
+        word = words.pop(0)
+        following: list[tuple[str, click.Command]] = []
+        for path, group in commands:
+            assert isinstance(group, click.Group)
+            for name in re.split(r"[|/]", word):
+                command = group.commands.get(name)
+                if command is None:
+                    problems.append(
+                        f"{invocation.where}: `{path} {name}` is not a command "
+                        f"(`{path}` has: {', '.join(sorted(group.commands))})"
+                    )
+                else:
+                    following.append((f"{path} {name}", command))
+        if not following:
+            return problems
+        commands = following
+    for word in words:
+        option = word.strip("[]()").split("=")[0]
+        if not option.startswith("--") or option == "--help":
+            continue
+        for path, command in commands:
+            known = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+            if option not in known:
+                problems.append(
+                    f"{invocation.where}: `{path}` has no option `{option}` "
+                    f"(it has: {', '.join(sorted(known)) or 'none'})"
+                )
+    return problems
+
+
+def cli() -> click.Command:
+    return typer.main.get_command(app)
+
+
+def test_every_command_in_the_docs_exists() -> None:
+    root = cli()
+    problems: list[str] = []
+    named = 0
+    for document in DOCUMENTS:
+        where = str(document.relative_to(ROOT))
+        for invocation in invocations(document.read_text(), where):
+            named += 1
+            problems.extend(command_problems(invocation, root))
+    assert not problems, "\n".join(problems)
+    assert named > 20, "the checker found almost no commands: is the pattern broken?"
+
+
+def test_the_docs_name_every_command() -> None:
+    """The other way round: every command the CLI has is named somewhere in the docs."""
+    named: set[str] = set()
+    for document in DOCUMENTS:
+        for invocation in invocations(document.read_text(), document.name):
+            path = "orderbot"
+            for word in invocation.words:
+                if not WORD.fullmatch(word):
+                    break
+                for name in re.split(r"[|/]", word):
+                    named.add(f"{path} {name}")
+                path = f"{path} {re.split(r'[|/]', word)[0]}"
+    missing = sorted(leaf for leaf in leaves(cli(), "orderbot") if leaf not in named)
+    assert not missing, "commands no document names: " + ", ".join(missing)
+
+
+def leaves(command: click.Command, path: str) -> Iterator[str]:
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from leaves(sub, f"{path} {name}")
+    else:
+        yield path
+
+
+# -- the checkers fail when a document goes stale --------------------------------------------
+
+
+def test_a_setting_that_does_not_exist_is_caught() -> None:
+    page = (
+        "| variable | default | meaning |\n|---|---|---|\n"
+        "| `PORT` | `3000` | the port |\n| `QUEUE_SHARDZ` | `8` | a typo |\n"
+    )
+    problems = settings_problems(page, "page.md")
+    assert any("page.md:4: `QUEUE_SHARDZ` is not a setting" in p for p in problems), problems
+    # ... and so is every real setting the page leaves out.
+    assert any("`QUEUE_SHARDS`" in p and "no table row" in p for p in problems), problems
+    assert not any("`PORT`" in p for p in problems), problems
+
+
+def test_a_stale_default_is_caught() -> None:
+    page = "| variable | default | meaning |\n|---|---|---|\n| `PORT` | `8080` | the port |\n"
+    problems = settings_problems(page, "page.md")
+    assert any("`PORT` defaults to '3000'" in p and "'8080'" in p for p in problems), problems
+
+
+def test_an_env_file_with_an_unknown_variable_is_caught() -> None:
+    problems = env_example_problems("PORT=3000\nPORTT=1\n", ".env.example")
+    assert ".env.example:2: `PORTT` is not a setting" in problems
+    assert ".env.example: no line for the setting `HOST`" in problems
+
+
+def test_a_command_that_does_not_exist_is_caught() -> None:
+    page = (
+        "Run `orderbot orders list --status new` and `orderbot ordrs list`, then\n"
+        "`orderbot dlq list|replay|purge` and `orderbot dlq relpay ID`.\n"
+        "```sh\n.venv/bin/orderbot serve --workerz 2   # a typo\norderbot run --port 1\n```\n"
+    )
+    problems = [p for inv in invocations(page, "page.md") for p in command_problems(inv, cli())]
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("page.md:1: `orderbot ordrs list`: `orderbot ordrs` is not")
+    assert "`orderbot dlq relpay` is not a command" in problems[1]
+    assert "page.md:4:" in problems[2]
+    assert "`orderbot serve` has no option `--workerz`" in problems[2]
