@@ -311,6 +311,59 @@ REPO_PATH = re.compile(r"(?:src|tests|bench|deploy)/[\w./-]*")
 MODULE_PATH = re.compile(r"[a-z_]+(?:/[a-z_]+)*(?:\.py|/)")
 
 
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(document: Path) -> set[str]:
+    """The anchors of a page's headings (a ``#`` inside a fenced block is not a heading)."""
+    text = document.read_text()
+    code = set(code_pieces(text))
+    return {
+        slug(line.lstrip("#"))
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.startswith("#") and (number, line) not in code
+    }
+
+
+def link_problems(document: Path, root: Path) -> list[str]:
+    """Links from ``document`` to a Markdown page (or a heading in one) that is not there."""
+    where = str(document.relative_to(root))
+    problems: list[str] = []
+    for number, line in enumerate(document.read_text().splitlines(), 1):
+        for target in LINK.findall(line):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            page, _, anchor = target.partition("#")
+            path = (document.parent / page).resolve() if page else document
+            if path.suffix != ".md":
+                continue
+            if not path.exists():
+                problems.append(f"{where}:{number}: link to {target}: no such page")
+            elif anchor and anchor not in anchors(path):
+                problems.append(f"{where}:{number}: link to {target}: no heading #{anchor} there")
+    return problems
+
+
+def test_every_link_between_the_docs_leads_somewhere() -> None:
+    problems = [p for document in DOCUMENTS for p in link_problems(document, ROOT)]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def test_a_link_to_a_missing_heading_is_caught(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Title\n\n## Choosing and changing QUEUE_SHARDS\n")
+    page = tmp_path / "b.md"
+    page.write_text(
+        "[ok](a.md#choosing-and-changing-queue_shards) [bad](a.md#changing) [gone](c.md)\n"
+    )
+    assert link_problems(page, tmp_path) == [
+        "b.md:1: link to a.md#changing: no heading #changing there",
+        "b.md:1: link to c.md: no such page",
+    ]
+
+
 def path_problems(document: Path, root: Path) -> list[str]:
     """Relative links and code spans naming repository paths that do not exist under ``root``.
 
