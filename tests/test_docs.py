@@ -4,11 +4,15 @@
   :class:`orderbot.config.Settings`, with the default the code has; every field has a row.
 * ``.env.example`` sets exactly the settings, no more, no fewer.
 * README.md and ``docs/*.md``: every ``orderbot ...`` command written as code (an inline code span
-  or a line of a fenced block) is a command of the Typer app, sub-commands and ``--options`` too.
+  or a line of a fenced block) is a command of the Typer app, sub-commands and ``--options`` too;
+  and every command of the app is named somewhere.
+* Links between the pages lead to a page and a heading that exist; the source files the docs name
+  exist (checked once the layout of DESIGN.md is merged: the docs name its modules).
 
 Each check reports every problem at once, by file and line, so a branch that adds a setting or a
-command sees exactly which document to update. The last tests feed the checkers a made-up
-setting, command and option, to show that they fail when a document goes stale.
+command sees exactly which document to update. The ``..._is_caught`` tests feed the checkers
+made-up settings, commands, options, links and files, to show that they fail when a document
+goes stale.
 """
 
 from __future__ import annotations
