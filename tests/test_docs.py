@@ -54,7 +54,8 @@ def setting_rows(text: str) -> Iterator[Row]:
         if not line.startswith("|"):
             in_table = False
             continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        # A pipe escaped as \| belongs to its cell.
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if cells[0] == "variable":
             in_table = True
             continue
