@@ -8,17 +8,17 @@ from collections.abc import Sequence
 
 import pytest
 
-from orderbot.dialog import (
+from orderbot.dialog.engine import step
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import (
     AskOperator,
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     StepResult,
-    load_flow,
-    step,
 )
 from orderbot.messages import Attachment
 

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from orderbot.dialog import DialogOptions, Flow, load_flow, step
-from orderbot.dialog.flow_model import BusinessHours
+from orderbot.dialog.engine import step
+from orderbot.dialog.flow import BusinessHours, Flow
 from orderbot.dialog.hours import next_opening, when_text
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
+from orderbot.dialog.models import DialogOptions
 from orderbot.errors import FlowError
 
 BISHKEK = zoneinfo.ZoneInfo("Asia/Bishkek")
@@ -25,7 +27,7 @@ def at(text: str) -> float:
 
 
 def water_raw() -> dict[str, Any]:
-    path = Path(load_flow.__code__.co_filename).parent / "flows" / "water.yaml"
+    path = FLOWS_DIR / "water.yaml"
     raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return raw
 

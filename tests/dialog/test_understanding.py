@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from orderbot.dialog import Flow, load_flow
-from orderbot.dialog.choices import parse_catalog_choice, parse_yes_no
+from orderbot.dialog.flow import Flow
 from orderbot.dialog.layout import other_layout
-from orderbot.dialog.quantities import parse_integer
+from orderbot.dialog.loader import load_flow
 from orderbot.dialog.understanding import clean_rest, faq_answer, is_question, read
-from orderbot.dialog.validation import Invalid, Valid
-from orderbot.dialog.validators import CatalogItem
+from orderbot.dialog.validators.base import Invalid, Valid
+from orderbot.dialog.validators.choices import CatalogItem, parse_catalog_choice, parse_yes_no
+from orderbot.dialog.validators.quantities import parse_integer
 from orderbot.dialog.wording import close_word
 
 ADDRESS, PHONE, QUANTITY, CONFIRM = (

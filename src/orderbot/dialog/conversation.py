@@ -5,7 +5,7 @@ what changed is said, questions already answered are not asked again, and when e
 there the summary comes at once.
 
 :func:`respond` takes over where :func:`~orderbot.dialog.engine.step` used to hand a message to
-:func:`~orderbot.dialog.handlers._answer`; it still hands the current question's own answer to
+:func:`~orderbot.dialog.handlers.handle_answer`; it still hands the current question's own answer to
 it, so validation, branching, edit menus and the order itself stay where they were.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orderbot.dialog.flow import Flow, Step
-from orderbot.dialog.handlers import _answer
+from orderbot.dialog.handlers import handle_answer
 from orderbot.dialog.layout import other_layout
 from orderbot.dialog.models import (
     AskOperator,
@@ -26,9 +26,9 @@ from orderbot.dialog.models import (
     Reply,
     StepResult,
 )
-from orderbot.dialog.navigation import _buttons, _options, _path, _prune, _summaries
+from orderbot.dialog.navigation import answer_path, prune, step_buttons, step_options, summaries
 from orderbot.dialog.notes import note
-from orderbot.dialog.rendering import _prompt, _values, _with_prompt
+from orderbot.dialog.rendering import render_prompt, summary_values, with_prompt
 from orderbot.dialog.understanding import (
     FREE_TEXT,
     detail_steps,
@@ -38,7 +38,8 @@ from orderbot.dialog.understanding import (
     wants_edit,
     wants_repeat,
 )
-from orderbot.dialog.validators import VALIDATORS, Invalid, ValidationContext
+from orderbot.dialog.validators.base import Invalid, ValidationContext
+from orderbot.dialog.validators.registry import VALIDATORS
 from orderbot.dialog.wording import phrase, render
 
 __all__ = ["repeat_offer", "respond"]
@@ -69,14 +70,14 @@ def respond(
         return _question(flow, current, state, language, text, effects)
     if _stale_button(flow, current, language, state, text):
         before = note(flow, "stale_button", language)
-        reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
+        reply = with_prompt(flow, current, language, state.data, before, state.return_to)
         return StepResult(state, (reply,), tuple(effects))
     if current.validator == "model_files":
-        return _answer(flow, current, state, language, text, options, effects)
+        return handle_answer(flow, current, state, language, text, options, effects)
     if current.validator in _CHOICES:
         meant = _as_meant(flow, current, language, state, text, options)
         if meant is not None:
-            result = _answer(flow, current, state, language, meant, options, effects)
+            result = handle_answer(flow, current, state, language, meant, options, effects)
             return _onwards(flow, current, state, language, result)
     reading = read(
         flow,
@@ -97,31 +98,31 @@ def respond(
                 fields = [n for n in detail_steps(flow) if n in _path_fields(flow, state.data)]
                 examples = ", ".join(f"«{_label(flow, n, language)} …»" for n in fields)
                 before = note(flow, "edit_hint", language, {"fields": examples})
-                reply = _with_prompt(flow, current, language, state.data, before, None)
+                reply = with_prompt(flow, current, language, state.data, before, None)
                 return StepResult(state, (reply,), tuple(effects))
             change = _named_field(flow, state.data, text)
         if not reading.values and change is None:
-            return _answer(flow, current, state, language, text, options, effects)
+            return handle_answer(flow, current, state, language, text, options, effects)
         return _apply(flow, current, state, language, reading.values, change, effects)
     if not reading.values and reading.change is None:
         if reading.answer is not None:
-            result = _answer(flow, current, state, language, reading.answer, options, effects)
+            result = handle_answer(flow, current, state, language, reading.answer, options, effects)
             return _onwards(flow, current, state, language, result)
         if current.validator in FREE_TEXT:
             # Only a greeting, "I want water", or a photo: nothing to store, ask again.
             caption = media and current.validator == "address"
             if caption:
                 before = note(flow, "media_caption", language)
-                reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
+                reply = with_prompt(flow, current, language, state.data, before, state.return_to)
             else:
-                reply = _prompt(flow, current, language, state.data, state.return_to)
+                reply = render_prompt(flow, current, language, state.data, state.return_to)
             return StepResult(state, (reply,), tuple(effects))
-        return _answer(flow, current, state, language, text, options, effects)
+        return handle_answer(flow, current, state, language, text, options, effects)
     if reading.answer is None:
         return _apply(flow, current, state, language, reading.values, reading.change, effects)
     data, told = _merge(flow, state.data, reading.values, language)
     merged = dataclasses.replace(state, data=data)
-    result = _answer(flow, current, merged, language, reading.answer, options, effects)
+    result = handle_answer(flow, current, merged, language, reading.answer, options, effects)
     return _told(_onwards(flow, current, merged, language, result), told)
 
 
@@ -131,7 +132,9 @@ def repeat_offer(flow: Flow, details: Mapping[str, Any], language: str) -> Reply
     texts = flow.texts.get("repeat_offer")
     if not details or texts is None:
         return None
-    return Reply(render(texts[flow.language(language)], _values(flow, None, details, language)))
+    return Reply(
+        render(texts[flow.language(language)], summary_values(flow, None, details, language))
+    )
 
 
 def _as_meant(
@@ -145,7 +148,7 @@ def _as_meant(
     """``text`` if the choice step takes it, or its other keyboard layout if that one is
     taken ("lf" for "да"); else None."""
     assert current.validator is not None
-    params, labels = _options(flow, current, language, state.data)
+    params, labels = step_options(flow, current, language, state.data)
     context = ValidationContext(params, options.phone_region, labels)
     validator = VALIDATORS[current.validator]
     if not isinstance(validator.run(text, context), Invalid):
@@ -170,7 +173,7 @@ def _question(
     if answer is None:
         answer = note(flow, "question_unknown", language)
         effects.append(AskOperator(question=text, step=current.name, language=language))
-    reply = _with_prompt(flow, current, language, state.data, answer, state.return_to)
+    reply = with_prompt(flow, current, language, state.data, answer, state.return_to)
     return StepResult(state, (reply,), tuple(effects))
 
 
@@ -180,7 +183,7 @@ def _stale_button(flow: Flow, current: Step, language: str, state: DialogState, 
     said = phrase(text)
     if not said or said not in _all_labels(flow):
         return False
-    shown = {phrase(label) for label in _buttons(flow, current, language, state.data, None)}
+    shown = {phrase(label) for label in step_buttons(flow, current, language, state.data, None)}
     shown |= {phrase(label) for labels in current.buttons.values() for label in labels}
     return said not in shown
 
@@ -211,7 +214,9 @@ def _is_summary(current: Step) -> bool:
 
 
 def _path_fields(flow: Flow, data: Mapping[str, Any]) -> set[str]:
-    return {f for f in (flow.steps[name].field for name in _path(flow, data)) if f is not None}
+    return {
+        f for f in (flow.steps[name].field for name in answer_path(flow, data)) if f is not None
+    }
 
 
 def _named_field(flow: Flow, data: Mapping[str, Any], text: str) -> str | None:
@@ -248,7 +253,7 @@ def _merge(
         elif merged.get(name) is None:
             noted.append(name)
         merged[name] = value
-    shown = _values(flow, None, merged, language)
+    shown = summary_values(flow, None, merged, language)
     lines: list[str] = []
     for key, names in (("details_noted", noted), ("details_changed", changed)):
         if names:
@@ -281,22 +286,22 @@ def _apply(
         moved = dataclasses.replace(state, step=target.name, data=data, return_to=current.name)
         before = note(flow, "change_field", language, {"field": _label(flow, change, language)})
         told = f"{told}\n{before}" if told else before
-        reply = _with_prompt(flow, target, language, data, told, current.name)
+        reply = with_prompt(flow, target, language, data, told, current.name)
         return StepResult(moved, (reply,), tuple(effects))
     name = current.name
     return_to = state.return_to
     if (
         return_to is None and not (current.field is not None and current.field in data)
     ) or return_to is None:
-        name = _path(flow, data)[-1]
+        name = answer_path(flow, data)[-1]
     target = flow.steps[name]
-    if name in _summaries(flow) or target.field is None:
-        data = _prune(flow, data) if name in _summaries(flow) else data
+    if name in summaries(flow) or target.field is None:
+        data = prune(flow, data) if name in summaries(flow) else data
     moved = dataclasses.replace(state, step=name, data=data, return_to=return_to)
     reply = (
-        _with_prompt(flow, target, language, data, told, return_to)
+        with_prompt(flow, target, language, data, told, return_to)
         if told
-        else _prompt(flow, target, language, data, return_to)
+        else render_prompt(flow, target, language, data, return_to)
     )
     return StepResult(moved, (reply,), tuple(effects))
 
@@ -315,7 +320,7 @@ def _onwards(
         or flow.steps[after.step].field not in after.data
     ):
         return result
-    path = _path(flow, after.data)
+    path = answer_path(flow, after.data)
     name = path[-1]
     # Only forward: a flow that branches back ("no" -> the first question) means to ask again.
     forward = (
@@ -325,9 +330,9 @@ def _onwards(
     )
     if not forward or name == after.step or flow.steps[name].end is not None:
         return result
-    data = _prune(flow, after.data) if name in _summaries(flow) else after.data
+    data = prune(flow, after.data) if name in summaries(flow) else after.data
     moved = dataclasses.replace(after, step=name, data=data)
-    reply = _prompt(flow, flow.steps[name], language, data)
+    reply = render_prompt(flow, flow.steps[name], language, data)
     return StepResult(moved, (*result.replies[:-1], reply), result.effects)
 
 

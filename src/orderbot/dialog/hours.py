@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import zoneinfo
 
-from orderbot.dialog.flow_model import BusinessHours
+from orderbot.dialog.flow import BusinessHours
 
 __all__ = ["next_opening", "when_text"]
 

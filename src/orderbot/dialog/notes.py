@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orderbot.dialog.flow_model import Flow, Texts
+from orderbot.dialog.flow import Flow, Texts
 from orderbot.dialog.wording import render
 
 __all__ = ["DEFAULT_TEXTS", "note"]

@@ -25,11 +25,11 @@ from typing import Any
 
 import phonenumbers
 
-from orderbot.dialog.contacts import parse_email
-from orderbot.dialog.flow_model import Flow, Step
-from orderbot.dialog.quantities import NUMBER_WORDS
-from orderbot.dialog.validation import Invalid, ValidationContext
-from orderbot.dialog.validators import VALIDATORS
+from orderbot.dialog.flow import Flow, Step
+from orderbot.dialog.validators.base import Invalid, ValidationContext
+from orderbot.dialog.validators.contacts import parse_email
+from orderbot.dialog.validators.quantities import NUMBER_WORDS
+from orderbot.dialog.validators.registry import VALIDATORS
 from orderbot.dialog.wording import phrase
 
 __all__ = [
