@@ -508,6 +508,12 @@ def _phone_number(run: str, region: str) -> str | None:
 
 
 @functools.cache
+def _unit_hint(units: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of ``units`` anywhere: the cheap check before the patterns with every number word."""
+    return re.compile(_alternation(units), re.I)
+
+
+@functools.cache
 def _unit_patterns(units: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     names = _alternation(units)
     before = re.compile(
@@ -655,8 +661,7 @@ def read(
         target = steps[name]
         if name in values:
             continue
-        lowered = text.lower()
-        if not any(unit in lowered for unit in units):
+        if _unit_hint(units).search(text) is None:
             continue
         for pattern in _unit_patterns(units):
             for match in pattern.finditer(masked):

@@ -14,8 +14,10 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WORD = re.compile(r"[^\W_]+")
 
 
+@functools.lru_cache(maxsize=8192)
 def phrase(text: str) -> str:
-    """``text`` as words are compared: lower case, ё = е, punctuation and emoji ignored."""
+    """``text`` as words are compared: lower case, ё = е, punctuation and emoji ignored.
+    Cached: one message is compared several ways (command, question, button, answer)."""
     return " ".join(_WORD.findall(text.replace("ё", "е").replace("Ё", "Е").lower()))
 
 
