@@ -250,9 +250,8 @@ async def test_handoff_transfer_and_handback_through_the_api(stack: dict[str, An
     await chat2desk_says(stack, "601", 0, "Hello", "address")
     await chat2desk_says(stack, "601", 1, "оператор", "operator")
     await wait_for(lambda: chat2desk.transfers)
-    assert chat2desk.transfers == [
-        {"client_id": "601", "operator_id": 15, "transport": "whatsapp", "channel_id": 3}
-    ]
+    # the documented call (GET /v1/messages/{id}/transfer?operator_id=), by the message that asked
+    assert chat2desk.transfers == [{"message_id": "601-1", "operator_id": 15, "client_id": None}]
     handoffs = (await client.get("/api/handoffs", headers=TOKEN_HEADER)).json()["handoffs"]
     assert [(h["channel"], h["client_id"]) for h in handoffs] == [("chat2desk", "601")]
 

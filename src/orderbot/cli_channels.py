@@ -48,6 +48,8 @@ async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
         api_url=settings.chat2desk_api_url,
         token=settings.chat2desk_api_token,
         timeout=settings.chat2desk_timeout,
+        reply_type=settings.chat2desk_reply_type,
+        open_dialog=settings.chat2desk_open_dialog,
     )
     try:
         return await fn(channel)

@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     handoff_timeout: float = Field(2 * 3600, gt=0, description="seconds before the bot resumes")
     chat2desk_operator_id: int | None = Field(None, ge=1)
     chat2desk_group_id: int | None = Field(None, ge=1)
+    # How bot replies are posted (POST /v1/messages; help.chat2desk.com.br "messages (POST)").
+    # "autoreply" is Chat2Desk's type for automatic messages to a client (its example: menu
+    # messages); operators' own messages are "to_client". Keeping the bot's replies apart lets
+    # the outbox webhook tell an operator's message from the bot's, and open_dialog=false keeps
+    # every bot conversation out of the operators' queue until a person is asked for.
+    chat2desk_reply_type: Literal["autoreply", "to_client"] = Field(
+        "autoreply", description="message type of bot replies: autoreply or to_client"
+    )
+    chat2desk_open_dialog: bool = Field(
+        False, description="open the dialog in the operators' desk with each bot reply"
+    )
 
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     # Distributed profile: sending retries and the circuit breaker (defaults as DESIGN.md).
@@ -96,7 +107,13 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", "default_language", "sqlite_synchronous", mode="before")
+    @field_validator(
+        "log_format",
+        "default_language",
+        "sqlite_synchronous",
+        "chat2desk_reply_type",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

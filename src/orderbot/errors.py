@@ -12,6 +12,7 @@
     │   └── BackendUnavailable   a backing service cannot be reached right now (503)
     └── ChannelError             sending through a messenger API failed
         ├── RateLimited          429: retry after `retry_after` seconds
+        │   └── QuotaExceeded    the account's API quota is used up (told by the body text)
         ├── Timeout              no answer in time
         ├── ServerError          5xx or a connection failure: worth retrying
         ├── CircuitOpen          we stopped calling the API for a while
@@ -36,6 +37,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
+    "QuotaExceeded",
     "RateLimited",
     "ServerError",
     "StorageError",
@@ -124,6 +126,12 @@ class RateLimited(ChannelError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """The account used up its API quota (Chat2Desk: "Number of API requests exceeded",
+    "API calls exceeded API limit per month"). Not the reply's fault: it waits and is tried
+    again without spending an attempt, and is never dead-lettered for it."""
 
 
 class Timeout(ChannelError):

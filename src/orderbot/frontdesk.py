@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
-from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.messages import EVENT_HANDBACK, EVENT_OPERATOR, InboundMessage, OutboundMessage
 from orderbot.notify import transcript
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
@@ -140,6 +141,9 @@ class FrontDesk:
         now = self._clock()
         key = message.client_key
         window = await self._store.handoff(key) if isinstance(handoff, Unknown) else handoff
+        event = message.route.get("event")
+        if event is not None:
+            return self._desk_event(delivery, state, raw, window, event, now)
         if window is not None:
             if window.until > now:
                 return self._commit(delivery, raw, HANDED_OFF, ())
@@ -168,6 +172,46 @@ class FrontDesk:
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
         return await self._hand_off(delivery, state, raw, request, language, now)
+
+    def _desk_event(
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        window: HandoffWindow | None,
+        event: str,
+        now: float,
+    ) -> StepCommit:
+        """A person took the conversation over in the channel's desk (:data:`EVENT_OPERATOR`):
+        the bot falls silent, or stays silent longer. The desk closed it
+        (:data:`EVENT_HANDBACK`): the bot comes back at the step it left. Never answered."""
+        message = delivery.message
+        route = {k: v for k, v in message.route.items() if k in ("transport", "channel_id")}
+        delivery = replace(delivery, message=replace(message, route=route))
+        key = message.client_key
+        if event == EVENT_OPERATOR:
+            self._store.note_handoff(key, active=True)
+            change = HandoffChange(
+                start=True, reason="an operator took over", until=now + self._timeout
+            )
+            return self._commit(delivery, raw, HANDED_OFF, (), change)
+        if event != EVENT_HANDBACK or window is None:
+            return self._commit(delivery, raw, _step_name(state), ())
+        self._store.note_handoff(key, active=False)
+        back = comeback(
+            self._flow,
+            self._options,
+            state,
+            channel=message.channel,
+            client_id=message.client_id,
+            since=window.since,
+            route=route,
+            now=now,
+            language=self._language(state, message),
+        )
+        return self._commit(
+            delivery, raw, _step_name(state), (), HandoffChange(start=False), extra=(back,)
+        )
 
     def _language(self, state: DialogState | None, message: InboundMessage) -> str:
         if state is not None:
@@ -213,7 +257,8 @@ class FrontDesk:
                         channel=message.channel,
                         client_id=message.client_id,
                         text="",
-                        route={**message.route, **target},
+                        # the message that asked: Chat2Desk transfers a dialog by a message id
+                        route={**message.route, **target, "message_id": message.message_id},
                         created_at=now,
                         kind="transfer",
                     )

@@ -11,7 +11,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Attachment", "InboundMessage", "OutboundMessage"]
+__all__ = ["EVENT_HANDBACK", "EVENT_OPERATOR", "Attachment", "InboundMessage", "OutboundMessage"]
+
+EVENT_OPERATOR = "operator"
+"""``InboundMessage.route["event"]`` of a person taking the conversation over in the channel's
+own desk (an operator's message the bot did not send, the dialog assigned to an operator).
+Such a message is no customer text: it starts a handoff and is not answered."""
+EVENT_HANDBACK = "handback"
+"""``InboundMessage.route["event"]`` of the channel's desk closing the conversation (request or
+dialog closed): the bot resumes at the step it left."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             api_url=settings.chat2desk_api_url,
             token=settings.chat2desk_api_token,
             timeout=settings.chat2desk_timeout,
+            reply_type=settings.chat2desk_reply_type,
+            open_dialog=settings.chat2desk_open_dialog,
         )
     }
     if settings.telegram_bot_token:

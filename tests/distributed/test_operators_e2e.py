@@ -251,9 +251,10 @@ async def test_handoff_silence_and_handback_by_api_and_cli(stack: Stack) -> None
     client = stack.prefix + "601"
     await stack.say(client, "Hello", "address")
     await stack.say(client, "оператор", "operator")
-    await wait_for(lambda: any(t["client_id"] == client for t in chat2desk.transfers))
-    (transfer,) = [t for t in chat2desk.transfers if t["client_id"] == client]
-    assert transfer["operator_id"] == 15 and transfer["transport"] == "whatsapp"
+    asked = f"{client}-{stack.count}"  # the message that asked for a person
+    await wait_for(lambda: any(t["message_id"] == asked for t in chat2desk.transfers))
+    (transfer,) = [t for t in chat2desk.transfers if t["message_id"] == asked]
+    assert transfer["operator_id"] == 15
     handoffs = (await http.get("/api/handoffs", headers=ADMIN)).json()["handoffs"]
     assert ("chat2desk", client) in [(h["channel"], h["client_id"]) for h in handoffs]
 
