@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import delete, select
 
 from orderbot import db
+from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.desk.base import OrderAdmin
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
@@ -39,6 +40,7 @@ from tests.test_worker import run_until_idle
 FLOW = load_flow("water")
 OPTIONS = DialogOptions(default_language="ru")
 PROFILES = ["embedded", "distributed"]
+CHAT2DESK = Chat2DeskChannel(api_url="http://unused.invalid/v1", token="t")
 
 
 class Clock:
@@ -87,6 +89,17 @@ class Bot:
                 )
             )
         await run_until_idle(self.worker, self.queue, self.worker.handled + len(texts))  # type: ignore[arg-type]
+        return (await self.sent())[before:]
+
+    async def hear(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """A Chat2Desk webhook event, parsed as the ingress parses it and run through the
+        worker; return the outbox entries it produced ([] for an event the adapter ignores)."""
+        message = CHAT2DESK.parse_webhook(payload, received_at=time.time())
+        if message is None:
+            return []
+        before = len(await self.sent())
+        await self.queue.put(message)
+        await run_until_idle(self.worker, self.queue, self.worker.handled + 1)  # type: ignore[arg-type]
         return (await self.sent())[before:]
 
     async def sent(self) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.sqlite import SqliteDatabase
 from tests.desk_bots import PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
+from tests.fakes.chat2desk import FakeState
 
 ORDER = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
 
@@ -114,6 +115,36 @@ async def test_handoff_on_chat2desk_transfers_and_keeps_silent_until_handback(
         assert back["route"] == {"transport": "whatsapp", "channel_id": "3"}
         (next_step,) = await bot.say(dan, "0555 123 456")  # resumes at the step it left
         assert "bottles" in next_step["text"]
+
+
+async def test_an_operator_writing_in_chat2desk_silences_the_bot_until_the_request_closes(
+    profile: str, tmp_path: Path
+) -> None:
+    desk = FakeState()  # builds the webhook payloads Chat2Desk posts (inbox/outbox examples)
+    async with open_bot(profile, tmp_path) as bot:
+        eve = bot.client("eve")
+        await bot.say(eve, "Hello", "Chui avenue 120, apt 5")
+        before = await bot.state(eve)
+        # The bot's own replies come back as autoreply outbox events: not a takeover.
+        echo = desk.operator_says(eve, "Your phone number?")
+        assert await bot.hear({**echo, "type": "autoreply", "operator_id": None}) == []
+        assert await bot.say(eve, "0555 123 456") != []  # still the bot's conversation
+        # An operator answers in the Chat2Desk desk: the bot falls silent, says nothing itself.
+        assert await bot.hear(desk.operator_says(eve, "Hi, Anna here. Can I help?")) == []
+        assert await bot.say(eve, "yes, change the address") == []
+        assert await bot.say(eve, "thanks") == []
+        assert (await bot.inbound_log(eve, 1))[0][1] == "HANDOFF"
+        # The operator closes the request: the bot comes back at the step it left.
+        (back,) = await bot.hear(desk.close_request(eve))
+        assert "operator has finished" in back["text"] and "bottles" in back["text"]
+        # close_request names no transport: Chat2Desk then uses the client's last one
+        # (messages (POST), help.chat2desk.com.br)
+        assert back["route"] == {}
+        (next_step,) = await bot.say(eve, "3")
+        assert "correct" in next_step["text"].lower() or "confirm" in next_step["text"].lower()
+        # The same close delivered again changes nothing; a close with no handoff is silent.
+        assert await bot.hear(desk.close_request(eve, request_id=2)) == []
+        assert before is not None
 
 
 async def test_handoff_on_telegram_sends_the_transcript_to_admins(
