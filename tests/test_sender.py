@@ -12,6 +12,7 @@ import pytest
 
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.errors import QuotaExceeded
 from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
 from orderbot.ratelimit import LocalRateLimiter
@@ -453,3 +454,59 @@ async def test_a_reply_in_progress_too_long_is_logged_once_with_where_it_waits(
     stuck = [r.getMessage() for r in caplog.records if "has been in progress" in r.getMessage()]
     assert len(stuck) == 1
     assert "never_answers -> " in stuck[0] and "hello" not in stuck[0]
+
+
+class _QuotaThenOk(Channel):
+    """Answers like Chat2Desk with its quota used up ``times`` times, then sends."""
+
+    name = "chat2desk"
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.sent: list[str] = []
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        if self.times > 0:
+            self.times -= 1
+            raise QuotaExceeded(
+                "chat2desk POST /messages: 200 Number of API requests exceeded", retry_after=0.02
+            )
+        self.sent.append(message.text)
+
+
+class _Admins(Channel):
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        self.told.append((message.client_id, message.text))
+
+
+async def test_quota_waits_without_spending_attempts_and_tells_the_operators_once(
+    outbox: MemoryOutbox,
+) -> None:
+    channel, admins = _QuotaThenOk(times=12), _Admins()
+    outbox.add("chat2desk", "1", "first")
+    outbox.add("chat2desk", "1", "second")
+    policy = RetryPolicy(quick_delays=(0.01,), slow_delay=0.01, max_attempts=2)
+    sender = make_sender(
+        outbox,
+        {"chat2desk": channel, "telegram": admins},
+        policy=policy,
+        admin_chats=("500", "501"),
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 2)
+    assert channel.sent == ["first", "second"]  # in order, none dead-lettered
+    assert outbox.dead == []
+    assert all(attempts == 0 for _, attempts, _, _ in outbox.reschedules)
+    assert [chat for chat, _ in admins.told] == ["500", "501"]  # once per operator chat
+    assert "quota" in admins.told[0][1]

@@ -182,6 +182,7 @@ class DistributedRuntime(DistributedHousekeeping):
             drain_timeout=settings.shutdown_timeout,
             poll_interval=poll_interval,
             **sender_options,
+            admin_chats=settings.admin_chats,
         )
         signatures = {}
         if settings.webhook_signature_header:

@@ -152,6 +152,7 @@ class EmbeddedRuntime:
             self.outbox,
             self.channels,
             rate_limiter=LocalRateLimiter(settings.outbound_rate_limit),
+            admin_chats=settings.admin_chats,
         )
         signatures = {}
         if settings.webhook_signature_header:

@@ -8,6 +8,10 @@ Rules it keeps (see DESIGN.md, "Correctness rules"):
   a lane whose head waits for a retry time holds up only that client.
 * Bounded retries (:class:`~orderbot.retry.RetryPolicy`), then the dead-letter queue; a
   :class:`~orderbot.errors.PermanentError` goes there at once.
+* An exhausted API quota (:class:`~orderbot.errors.QuotaExceeded`) is rate limiting, not a
+  failing reply: the reply waits as the quota asks without spending an attempt, so it is never
+  dead-lettered for it, and the operators (``admin_chats``, over Telegram) are told once per
+  episode (until a send through that channel succeeds again).
 * One :class:`~orderbot.retry.CircuitBreaker` per channel. While it is open no call is made;
   the item is rescheduled to when a trial call is allowed *without* spending an attempt: nothing
   was tried, and spending attempts on a channel outage would dead-letter every reply of a long
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +82,7 @@ class Sender(SendAttempts):
         max_active_lanes: int | None = None,
         max_in_hand: int = 50_000,
         stuck_after: float = 60.0,
+        admin_chats: Sequence[str] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -93,6 +98,8 @@ class Sender(SendAttempts):
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
         self._stuck_after = stuck_after
+        self._admin_chats = tuple(admin_chats)
+        self._quota_told: set[str] = set()
         self._stuck_checked = 0.0  # monotonic time of the last look for stuck replies
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lanes: dict[str, _Lane] = {}

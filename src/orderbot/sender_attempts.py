@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 
 from orderbot import metrics
 from orderbot.channels.base import Channel
-from orderbot.errors import ChannelError, CircuitOpen, Timeout
+from orderbot.errors import ChannelError, CircuitOpen, QuotaExceeded, Timeout
 from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
+from orderbot.messages import OutboundMessage
 from orderbot.queues.base import Outbox, OutboxItem
 from orderbot.ratelimit import RateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
@@ -58,6 +59,8 @@ class SendAttempts:
     _slots: asyncio.Semaphore
     _stop: asyncio.Event | None
     _closing: bool
+    _admin_chats: tuple[str, ...]
+    _quota_told: set[str]
     counts: _Counts
 
     def breaker(self, channel: str) -> CircuitBreaker:
@@ -81,6 +84,11 @@ class SendAttempts:
             return None
         started = self._clock()  # no later than the call itself: a safe bound for reconciling
         outcome = await self._attempt(channel, self.breaker(name), item)
+        if isinstance(outcome, QuotaExceeded):
+            await self._tell_quota(name, outcome)
+            outcome = _Deferred(outcome.retry_after, _describe(outcome))
+        elif outcome is None:
+            self._quota_told.discard(name)
         if outcome is None:
             if await self._outbox_call(
                 "mark_sent", item, lambda: self._outbox.mark_sent(item.handle)
@@ -201,6 +209,34 @@ class SendAttempts:
                 raise
             breaker.record(None)
             return None
+
+    async def _tell_quota(self, name: str, error: QuotaExceeded) -> None:
+        """Tell the operators once that ``name``'s API quota is used up (replies wait)."""
+        if name in self._quota_told:
+            return
+        self._quota_told.add(name)
+        log.error(
+            "%s: the API quota is used up (%s); replies wait and are retried, none is dropped",
+            name,
+            error,
+        )
+        telegram = self._channels.get("telegram")
+        if telegram is None or name == "telegram":
+            return
+        text = (
+            f"orderbot: the {name} API quota is used up ({error}). Replies to customers are "
+            f"held and retried every {error.retry_after:g} s until the quota allows them; "
+            "raise the limit with the provider if this lasts."
+        )
+        for chat in self._admin_chats:
+            try:
+                await telegram.send(
+                    OutboundMessage(
+                        key=f"quota:{name}:{chat}", channel="telegram", client_id=chat, text=text
+                    )
+                )
+            except Exception as exc:  # telling is best effort; the replies wait regardless
+                log.warning("could not tell chat %s about the quota: %s", chat, _describe(exc))
 
     async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
         log.error(
