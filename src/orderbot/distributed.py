@@ -75,6 +75,7 @@ async def open_dead_letters(settings: Settings) -> AsyncIterator[RabbitDeadLette
 def create_server_app(settings: Settings | None = None) -> Any:
     """The ASGI app of ``orderbot serve`` (also the uvicorn factory of ``--workers N``, which
     reads the settings from the environment in each process)."""
+    from orderbot.channels.chat2desk import webhook_watch
     from orderbot.config import load_settings
     from orderbot.logs import setup_logging
     from orderbot.web.app import create_app
@@ -82,7 +83,13 @@ def create_server_app(settings: Settings | None = None) -> Any:
     if settings is None:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
-    return create_app(DistributedRuntime(settings), run_background=False)
+    runtime = DistributedRuntime(settings)
+    watch = webhook_watch(runtime.channels, settings.chat2desk_api_token)
+    return create_app(
+        runtime,
+        run_background=False,
+        webhook_watch=watch,
+    )
 
 
 async def serve_roles(

@@ -282,6 +282,8 @@ class FakeState:
             self.hang_next(int(command["hang_next"]), float(command.get("hang_seconds", 30)))
         if "fail_client" in command:
             self.fail_client(command["fail_client"], status=status)
+        if "disable_webhook" in command:
+            self.disable_webhook(str(command["disable_webhook"]))
         if "failure_rate" in command:
             self.set_failure_rate(
                 float(command["failure_rate"]), seed=int(command.get("seed", 0)), status=status

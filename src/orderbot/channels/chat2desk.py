@@ -12,10 +12,12 @@ so the body is read before the status decides.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,6 +26,7 @@ import orjson
 
 from orderbot.channels.base import Channel, invalid_field, json_type_name
 from orderbot.errors import (
+    ChannelError,
     PermanentError,
     QuotaExceeded,
     RateLimited,
@@ -43,17 +46,25 @@ if TYPE_CHECKING:  # imported on the first send: a server or worker process neve
     import aiohttp
 
 __all__ = [
+    "WEBHOOK_CHECK_INTERVAL",
     "WEBHOOK_EVENTS",
     "WEBHOOK_NAME",
     "Chat2DeskChannel",
+    "WebhookWatch",
+    "describe_webhook",
     "parse_retry_after",
     "render_buttons",
+    "webhook_watch",
 ]
 
 WEBHOOK_NAME = "orderbot"
 """The name orderbot's webhook is registered under: how ``set-webhook`` finds its own hook."""
 WEBHOOK_EVENTS = ("inbox", "outbox", "close_request", "close_dialog", "dialog_transferred")
 """Events orderbot subscribes to (webhooks (POST), help.chat2desk.com.br "api-and-webhooks")."""
+
+WEBHOOK_CHECK_INTERVAL = 300.0
+"""Seconds /health trusts its last look at the webhooks: one API call per five minutes at
+most, against a disabling that takes Chat2Desk five hours of failures."""
 
 # The body texts by which Chat2Desk reports an exhausted quota (dgolovachev/Chat2DeskClient
 # CheckResponse: APIExceededException), with how long to wait before trying again: the
@@ -548,6 +559,69 @@ class Chat2DeskChannel(Channel):
         if data.get("status") == "error":
             raise PermanentError(f"{what}: {status} status=error {_excerpt(text, secret)}")
         return data
+
+
+def describe_webhook(hooks: list[dict[str, Any]]) -> dict[str, Any]:
+    """orderbot's hook among ``hooks`` (``GET /webhooks``): ``state`` ``ok``, ``disabled``
+    (Chat2Desk stops a hook after 5 hours of failed deliveries; its ``errors`` say why) or
+    ``missing``, with the subscribed events it lacks and its errors. Not its URL: /health is
+    public and the URL may carry WEBHOOK_SECRET."""
+    own = [hook for hook in hooks if hook.get("name") == WEBHOOK_NAME]
+    if not own:
+        return {"state": "missing", "hint": "run: orderbot chat2desk set-webhook URL"}
+    hook = own[0]
+    events = {str(event) for event in hook.get("events") or []}
+    found: dict[str, Any] = {
+        "state": "disabled" if hook.get("status") == "disabled" else "ok",
+        "id": hook.get("id"),
+        "status": hook.get("status"),
+        "errors": hook.get("errors") or [],
+        "events_missing": [event for event in WEBHOOK_EVENTS if event not in events],
+    }
+    if found["state"] == "disabled":
+        found["hint"] = "fix the URL's reachability, then run: orderbot chat2desk set-webhook URL"
+    return found
+
+
+class WebhookWatch:
+    """orderbot's Chat2Desk webhook as Chat2Desk reports it, for /health: asked at most every
+    ``interval`` seconds (the answer is cached between), one question at a time."""
+
+    def __init__(
+        self,
+        channel: Chat2DeskChannel,
+        *,
+        interval: float = WEBHOOK_CHECK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channel = channel
+        self._interval = interval
+        self._clock = clock
+        self._checked: float | None = None
+        self._last: dict[str, Any] = {"state": "unknown"}
+        self._lock = asyncio.Lock()
+
+    async def status(self) -> dict[str, Any]:
+        """The hook's :func:`describe_webhook`, or ``{"state": "unknown", "error": ...}`` when
+        the API could not be asked."""
+        async with self._lock:
+            now = self._clock()
+            if self._checked is not None and now - self._checked < self._interval:
+                return self._last
+            self._checked = now
+            try:
+                self._last = describe_webhook(await self._channel.webhooks())
+            except ChannelError as exc:
+                self._last = {"state": "unknown", "error": str(exc)}
+            return self._last
+
+
+def webhook_watch(channels: Mapping[str, Channel], token: str) -> WebhookWatch | None:
+    """The watch /health uses, when a Chat2Desk adapter with an API token is configured."""
+    channel = channels.get("chat2desk")
+    if not token or not isinstance(channel, Chat2DeskChannel):
+        return None
+    return WebhookWatch(channel)
 
 
 _CLOCK_SKEW = 5.0  # seconds of disagreement tolerated between our clock and Chat2Desk's
