@@ -510,3 +510,24 @@ async def test_quota_waits_without_spending_attempts_and_tells_the_operators_onc
     assert all(attempts == 0 for _, attempts, _, _ in outbox.reschedules)
     assert [chat for chat, _ in admins.told] == ["500", "501"]  # once per operator chat
     assert "quota" in admins.told[0][1]
+
+
+async def test_after_the_probe_succeeds_replies_waiting_for_a_slow_retry_go_at_once(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_next(3, status=500)  # a, c fail; the first probe (a again) fails too
+    outbox.add("chat2desk", "1", "a")
+    outbox.add("chat2desk", "1", "b")
+    outbox.add("chat2desk", "2", "c")
+    slow = RetryPolicy(quick_delays=(0.01,), slow_delay=60.0, max_attempts=50)
+    sender = make_sender(
+        outbox,
+        {"chat2desk": chat2desk},
+        policy=slow,
+        breaker_factory=lambda name: CircuitBreaker(name, failure_threshold=2, cooldown=0.2),
+    )
+    async with running(sender):
+        # a's second failure put it on the 60 s slow retry; c's probe then succeeds
+        await eventually(lambda: len(outbox.sent) == 3, timeout=10)
+    assert fake.texts("1") == ["a", "b"] and fake.texts("2") == ["c"]
+    assert any(attempts == 2 for _, attempts, _, _ in outbox.reschedules)  # a waited "60 s"

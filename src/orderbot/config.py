@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     # Distributed profile: sending retries and the circuit breaker (defaults as DESIGN.md).
     send_retry_slow_delay: int = Field(
-        300, ge=1, description="seconds between slow retries, after the 1/2/4 s quick ones"
+        300,
+        ge=1,
+        description="seconds between slow retries, after waits of 1, 2, 4, 8, 16, 32, 60, 120 s",
     )
     circuit_failure_threshold: int = Field(5, ge=1, description="failures in a row to open")
     circuit_cooldown: float = Field(30.0, gt=0, description="seconds open before a trial call")

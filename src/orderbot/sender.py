@@ -27,10 +27,11 @@ circuit breaker, the dead-letter queue) are in :mod:`orderbot.sender_attempts`, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orderbot.channels.base import Channel
@@ -43,6 +44,8 @@ from orderbot.sender_attempts import SendAttempts, _Counts, _describe
 __all__ = ["Sender"]
 
 _DEFAULT_POLICY = RetryPolicy()
+# The errors of a channel that was down (``last_error`` starts with the exception's name).
+_OUTAGE_ERRORS = ("ServerError", "Timeout", "CircuitOpen")
 
 
 @dataclass(eq=False)
@@ -56,6 +59,7 @@ class _Lane:
     busy: bool = False
     busy_since: float = 0.0  # monotonic time its head's attempt started
     reported: bool = False  # that attempt was logged as stuck
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # cut a retry wait short
 
 
 class Sender(SendAttempts):
@@ -240,10 +244,12 @@ class Sender(SendAttempts):
                 delay = item.not_before - self._clock()
                 if delay > 0:
                     lane.waiting_until = item.not_before
+                    lane.wake.clear()
                     # A waiting lane no longer counts as active: let the claim loop fetch more.
                     self._freed.set()
                     try:
-                        await asyncio.sleep(delay)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(lane.wake.wait(), delay)
                     finally:
                         lane.waiting_until = 0.0
                     continue
@@ -268,6 +274,24 @@ class Sender(SendAttempts):
             for item in lane.items:
                 self._release(item.handle)
                 self._outbox.give_back(item.handle)
+
+    def _channel_recovered(self, channel: str) -> None:
+        """The breaker of ``channel`` closed after a successful probe: replies that wait for a
+        retry because the channel was down go now (each lane keeps its order) instead of at
+        their slow retry. Waits the API asked for (429, quota) are kept."""
+        now = self._clock()
+        released = 0
+        for lane in self._lanes.values():
+            if not lane.key.startswith(f"{channel}:") or lane.waiting_until <= now:
+                continue
+            head = lane.items[0] if lane.items else None
+            if head is None or not head.last_error.startswith(_OUTAGE_ERRORS):
+                continue
+            lane.items[0] = replace(head, not_before=now)
+            lane.wake.set()
+            released += 1
+        if released:
+            log.info("%s answers again: %d waiting repl(ies) released", channel, released)
 
     def _release(self, handle: int) -> None:
         self._in_hand.pop(handle, None)

@@ -150,6 +150,7 @@ class SendAttempts:
         """One send within the concurrency bound, the breaker and the rate limit: None on
         success, the error it raised, or a deferral when no call was made."""
         async with self._slots:
+            probing = breaker.state != "closed"
             try:
                 breaker.before_call()
             except CircuitOpen as exc:
@@ -208,7 +209,13 @@ class SendAttempts:
                 breaker.cancel_trial()
                 raise
             breaker.record(None)
+            if probing and breaker.state == "closed":
+                self._channel_recovered(item.message.channel)
             return None
+
+    def _channel_recovered(self, channel: str) -> None:
+        """Called when ``channel``'s breaker closes after a successful probe (the sender
+        releases the replies waiting for a retry)."""
 
     async def _tell_quota(self, name: str, error: QuotaExceeded) -> None:
         """Tell the operators once that ``name``'s API quota is used up (replies wait)."""

@@ -5,15 +5,15 @@ Replies in order, with retries that leave the sender. The outbox hands a sender 
 reply per client at a time (the next one only after the previous is sent, dead-lettered or
 parked), so a client's replies cannot overtake each other even with several senders. A failed
 reply is *parked*: ``hold:<client>`` is set in Redis to its key, a copy with the new attempt
-count goes through the delayed-retry queue for its wait (1 s, 2 s, 4 s, then 300 s; longer waits
-such as a 429's ``Retry-After`` hop through the largest queue that fits), and the original is
-acked. Until the parked reply comes back, the client's later replies stay unacked in this
-process (blocked); other clients go on. The hold lives in Redis, not in memory, because a sender
-that restarts (or a standby that takes over the shard) would otherwise send the later replies
-first. Holding the lane in memory alone would also have kept the failing reply unacked for
-hours, which RabbitMQ's ``consumer_timeout`` (30 min by default) does not allow. Blocked
-followers of a reply that keeps failing do stay unacked: raise ``consumer_timeout`` above the
-longest retry span (about 4 hours; ``compose.yaml`` sets 6 hours).
+count goes through the delayed-retry queue for its wait (1, 2, 4, 8, 16, 32, 60, 120 s, then 300
+s; longer waits such as a 429's ``Retry-After`` hop through the largest queue that fits), and
+the original is acked. Until the parked reply comes back, the client's later replies stay
+unacked in this process (blocked); other clients go on. The hold lives in Redis, not in memory,
+because a sender that restarts (or a standby that takes over the shard) would otherwise send the
+later replies first. Holding the lane in memory alone would also have kept the failing reply
+unacked for hours, which RabbitMQ's ``consumer_timeout`` (30 min by default) does not allow.
+Blocked followers of a reply that keeps failing do stay unacked: raise ``consumer_timeout``
+above the longest retry span (about 4 hours; ``compose.yaml`` sets 6 hours).
 
 Sent once. After a send succeeds ``sent:<key>`` is set (7 days) before the ack; a reply whose key
 is already marked (republished by a step redone after a crash, or redelivered after a crash
