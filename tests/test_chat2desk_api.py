@@ -277,3 +277,23 @@ def test_a_dialog_transferred_to_an_operator_is_a_takeover() -> None:
         {"hook_type": "dialog_transferred", "client_id": 8, "operator_id": 3, "dialog_id": 1}
     )
     assert event.route["event"] == EVENT_OPERATOR
+
+
+@pytest.mark.parametrize(
+    ("transport", "phone", "offered"),
+    [
+        ("whatsapp", "996555123456", "+996555123456"),
+        ("wa_dialog", "+79161234567", "+79161234567"),
+        ("telegram", "[tg] 807892", None),
+        ("widget", "[chat] 1d0b2f", None),
+        ("whatsapp", "[chat] 1d0b2f", None),
+        ("viber", "996555123456", None),
+    ],
+)
+def test_client_phone_is_passed_on_for_whatsapp_transports_only(
+    transport: str, phone: str, offered: str | None
+) -> None:
+    desk = FakeState()
+    desk.clients["7"] = {"phone": phone}
+    message = parse(desk.client_says(7, "hi", transport=transport))
+    assert message.route.get("phone") == offered

@@ -288,3 +288,28 @@ def distributed_env(bot: Bot) -> dict[str, str]:
         "QUEUE_PREFIX": settings.queue_prefix,
         "QUEUE_SHARDS": str(settings.queue_shards),
     }
+
+
+async def test_the_phone_chat2desk_knows_is_offered_on_whatsapp_only(
+    profile: str, tmp_path: Path
+) -> None:
+    desk = FakeState()
+    async with open_bot(profile, tmp_path) as bot:
+        wa, tg = bot.client("wa"), bot.client("tg")
+        desk.clients[wa] = {"phone": "996555123456", "name": "Aida"}
+        desk.clients[tg] = {"phone": "[tg] 807892", "name": "Bek"}
+        await bot.hear(desk.client_says(wa, "Здравствуйте"))
+        (asked,) = await bot.hear(desk.client_says(wa, "Чуй 120, кв 5"))
+        assert "+996555123456" in asked["text"] and "да" in asked["text"]
+        (next_step,) = await bot.hear(desk.client_says(wa, "да"))
+        assert "бутыл" in next_step["text"]
+        await bot.hear(desk.client_says(wa, "2"))
+        (summary,) = [e for e in await bot.sent() if e["client_id"] == wa][-1:]
+        assert "+996 555 123 456" in summary["text"] or "996555123456" in summary["text"]
+
+        await bot.hear(desk.client_says(tg, "Здравствуйте", transport="telegram"))
+        (plain,) = await bot.hear(desk.client_says(tg, "Чуй 120, кв 5", transport="telegram"))
+        assert "807892" not in plain["text"] and "Использовать" not in plain["text"]
+        # another number is read as always
+        (other,) = await bot.hear(desk.client_says(tg, "0555 987 654", transport="telegram"))
+        assert "бутыл" in other["text"]

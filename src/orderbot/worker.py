@@ -23,6 +23,7 @@ from orderbot.dialog import (
     ReceivedFile,
     Reply,
     error_reply,
+    phone_offer,
     step,
     wants_files,
 )
@@ -181,15 +182,17 @@ class Worker:
             return
         try:
             attachments = await self._receive_files(state, message)
+            known_phone = message.route.get("phone")  # WhatsApp on Chat2Desk: client.phone
             result = step(
                 self._flow,
                 state,
-                message.text,
+                phone_offer.answer_text(self._flow, state, message.text, known_phone),
                 time.time(),
                 options=self._options,
                 attachments=attachments,
                 buttons=message.channel in _BUTTON_CHANNELS,
             )
+            result = phone_offer.with_offer(self._flow, result, known_phone)
             commit = _commit_for(delivery, result.state, result.replies, result.effects)
         except Exception as exc:  # a step failure still answers the customer
             log.exception("dialog step failed for message %s", message.message_id)

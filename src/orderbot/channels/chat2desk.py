@@ -121,6 +121,23 @@ def _route(payload: dict[str, Any]) -> dict[str, str]:
     return route
 
 
+def _whatsapp_phone(payload: dict[str, Any], transport: str | None) -> str | None:
+    """The customer's number on a WhatsApp transport (``whatsapp``, ``wa_dialog``, ``wa_cm`` ...:
+    messages (POST), help.chat2desk.com.br), from ``client.phone`` (webhooks (POST) example);
+    None elsewhere: Telegram's ``[tg] 807892`` and the widget's ``[chat] 1d0b2f`` are no
+    numbers."""
+    if transport is None or not (transport == "whatsapp" or transport.startswith("wa_")):
+        return None
+    client = payload.get("client")
+    phone = client.get("phone") if type(client) is dict else None
+    if type(phone) is not str:
+        return None
+    digits = phone.strip().removeprefix("+")
+    if not (digits.isascii() and digits.isdigit() and 8 <= len(digits) <= 15):  # E.164 length
+        return None
+    return f"+{digits}"
+
+
 def _client_id(payload: dict[str, Any]) -> str:
     """``client_id``, or ``client.id`` (the nested client of webhook events)."""
     if "client_id" not in payload:
@@ -311,6 +328,10 @@ class Chat2DeskChannel(Channel):
         attachments = _parse_attachments(payload)
         if not attachments and not text.strip():
             raise invalid_field("text", "missing: a message needs text or an attachment")
+        route = _route(payload)
+        phone = _whatsapp_phone(payload, route.get("transport"))
+        if phone is not None:
+            route["phone"] = phone  # offered at the phone step (dialog.phone_offer)
         return InboundMessage(
             channel=self.name,
             client_id=client_id,
@@ -318,7 +339,7 @@ class Chat2DeskChannel(Channel):
             text=text,
             received_at=received_at,
             attachments=attachments,
-            route=_route(payload),
+            route=route,
         )
 
     def _parse_outbox(self, payload: dict[str, Any], received_at: float) -> InboundMessage | None:
