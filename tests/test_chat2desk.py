@@ -363,7 +363,14 @@ async def test_set_webhook_and_api_info(fake: FakeChat2Desk, chat2desk: Chat2Des
         (
             "orderbot",
             "https://bot.example/webhook/chat2desk",
-            ["inbox", "outbox", "close_request", "close_dialog", "dialog_transferred"],
+            [
+                "inbox",
+                "outbox",
+                "outbox_status",
+                "close_request",
+                "close_dialog",
+                "dialog_transferred",
+            ],
         )
     ]
     info = await chat2desk.api_info()

@@ -3,6 +3,7 @@ it (sources S1..S10 in docs/chat2desk-api.md), against the fake, which serves on
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,8 +11,13 @@ import aiohttp
 import pytest
 
 from orderbot.channels.chat2desk import WEBHOOK_EVENTS, Chat2DeskChannel
-from orderbot.errors import PermanentError, QuotaExceeded
-from orderbot.messages import EVENT_HANDBACK, EVENT_OPERATOR, OutboundMessage
+from orderbot.errors import OutsideWindow, PermanentError, QuotaExceeded
+from orderbot.messages import (
+    EVENT_DELIVERY_FAILED,
+    EVENT_HANDBACK,
+    EVENT_OPERATOR,
+    OutboundMessage,
+)
 from tests.fakes.chat2desk import FakeChat2Desk, FakeState
 
 
@@ -297,3 +303,57 @@ def test_client_phone_is_passed_on_for_whatsapp_transports_only(
     desk.clients["7"] = {"phone": phone}
     message = parse(desk.client_says(7, "hi", transport=transport))
     assert message.route.get("phone") == offered
+
+
+# WhatsApp's 24-hour window (business-API transports): GET /v1/messages type=from_client.
+
+
+async def test_a_late_notification_on_a_windowed_transport_is_not_sent(
+    fake: FakeChat2Desk,
+) -> None:
+    now = [time.time()]
+    async with Chat2DeskChannel(
+        api_url=fake.url, token="tok", window_transports=("wa_dialog",), clock=lambda: now[0]
+    ) as adapter:
+        fake.client_says(42, "спасибо", transport="wa_dialog")
+        late = OutboundMessage(
+            key="status:7:3",
+            channel="chat2desk",
+            client_id="42",
+            text="Order 7 is ready",
+            route={"transport": "wa_dialog"},
+        )
+        await adapter.send(late)  # within 24 h: sent
+        now[0] += 25 * 3600
+        with pytest.raises(OutsideWindow, match="24-hour"):
+            await adapter.send(late)
+        asked = len(fake.requests)
+        # a direct answer to the customer's message is inside by definition: no look-up
+        await adapter.send(reply("Hi", client_id="42", key="chat2desk:m9:0"))
+        # another transport has no window
+        await adapter.send(
+            OutboundMessage(
+                key="status:8:1",
+                channel="chat2desk",
+                client_id="42",
+                text="x",
+                route={"transport": "telegram"},
+            )
+        )
+        assert len(fake.requests) == asked + 2  # the two sends only
+    assert fake.texts("42") == ["Order 7 is ready", "Hi", "x"]
+
+
+def test_outbox_status_is_a_delivery_failure_record() -> None:
+    event = parse(
+        {
+            "hook_type": "outbox_status",
+            "message_id": 5,
+            "client_id": 9,
+            "status": "failed",
+            "error": "Message failed to send because more than 24 hours have passed",
+        }
+    )
+    assert event.route["event"] == EVENT_DELIVERY_FAILED and event.client_id == "9"
+    assert "more than 24 hours" in event.text and event.message_id.startswith("outbox_status:5:")
+    assert parse({"hook_type": "outbox_status", "message_id": 5}) is None

@@ -313,3 +313,23 @@ async def test_the_phone_chat2desk_knows_is_offered_on_whatsapp_only(
         # another number is read as always
         (other,) = await bot.hear(desk.client_says(tg, "0555 987 654", transport="telegram"))
         assert "бутыл" in other["text"]
+
+
+async def test_a_delivery_failure_chat2desk_reports_is_recorded_not_answered(
+    profile: str, tmp_path: Path
+) -> None:
+    async with open_bot(profile, tmp_path) as bot:
+        ann = bot.client("ann")
+        await bot.say(ann, "Hello")
+        before = await bot.state(ann)
+        failure = {
+            "hook_type": "outbox_status",
+            "message_id": 77,
+            "client_id": ann,
+            "status": "failed",
+            "error": "Message failed to send because more than 24 hours have passed",
+        }
+        assert await bot.hear(failure) == []
+        ((text, state),) = await bot.inbound_log(ann, 1)
+        assert state == "DELIVERY_FAILED" and "more than 24 hours" in text
+        assert await bot.state(ann) == before

@@ -12,7 +12,7 @@ import pytest
 
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.errors import QuotaExceeded
+from orderbot.errors import OutsideWindow, QuotaExceeded
 from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
 from orderbot.ratelimit import LocalRateLimiter
@@ -531,3 +531,31 @@ async def test_after_the_probe_succeeds_replies_waiting_for_a_slow_retry_go_at_o
         await eventually(lambda: len(outbox.sent) == 3, timeout=10)
     assert fake.texts("1") == ["a", "b"] and fake.texts("2") == ["c"]
     assert any(attempts == 2 for _, attempts, _, _ in outbox.reschedules)  # a waited "60 s"
+
+
+class _ClosedWindow(Channel):
+    name = "chat2desk"
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        raise OutsideWindow("chat2desk: the customer last wrote 49 h ago, outside the window")
+
+
+async def test_a_message_outside_the_window_is_dead_lettered_and_the_operators_are_told(
+    outbox: MemoryOutbox,
+) -> None:
+    admins = _Admins()
+    outbox.put(
+        OutboundMessage(key="status:42:7", channel="chat2desk", client_id="5", text="Order ready")
+    )
+    sender = make_sender(
+        outbox, {"chat2desk": _ClosedWindow(), "telegram": admins}, admin_chats=("500",)
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 1 and len(admins.told) == 1)
+    assert "OutsideWindow" in outbox.dead[0].last_error
+    chat, text = admins.told[0]
+    assert chat == "500" and "order #42" in text and "call the customer" in text
+    assert "Order ready" in text

@@ -50,6 +50,7 @@ async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
         timeout=settings.chat2desk_timeout,
         reply_type=settings.chat2desk_reply_type,
         open_dialog=settings.chat2desk_open_dialog,
+        window_transports=settings.window_transports,
     )
     try:
         return await fn(channel)

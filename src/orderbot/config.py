@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     chat2desk_reply_type: Literal["autoreply", "to_client"] = Field(
         "autoreply", description="message type of bot replies: autoreply or to_client"
     )
+    whatsapp_window_transports: str = Field(
+        "wa_dialog,wa_cm,wa_infobip",
+        description="Chat2Desk transports on WhatsApp's business API (24-hour window), a,b,c",
+    )
     chat2desk_open_dialog: bool = Field(
         False, description="open the dialog in the operators' desk with each bot reply"
     )
@@ -145,6 +149,11 @@ class Settings(BaseSettings):
     def is_distributed(self) -> bool:
         """RabbitMQ, Redis and PostgreSQL are all configured (``orderbot serve/worker/sender``)."""
         return bool(self.rabbitmq_url and self.redis_url) and not self.is_sqlite
+
+    @property
+    def window_transports(self) -> tuple[str, ...]:
+        """``WHATSAPP_WINDOW_TRANSPORTS`` as a list."""
+        return tuple(p.strip() for p in self.whatsapp_window_transports.split(",") if p.strip())
 
     @property
     def admin_chats(self) -> tuple[str, ...]:

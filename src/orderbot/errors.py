@@ -17,6 +17,7 @@
         ├── ServerError          5xx or a connection failure: worth retrying
         ├── CircuitOpen          we stopped calling the API for a while
         └── PermanentError       4xx other than 429: retrying will not help
+            └── OutsideWindow    WhatsApp's 24-hour window is closed: no free text now
 
 Channel clients translate httpx errors into these at the boundary, so the sender decides
 on retries by type and never sees transport exceptions.
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidPayload",
     "MalformedPayload",
     "OrderbotError",
+    "OutsideWindow",
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
@@ -154,3 +156,9 @@ class PermanentError(ChannelError):
     """The API refused the request (4xx other than 429); retrying the same request will not help."""
 
     retryable = False
+
+
+class OutsideWindow(PermanentError):
+    """The messenger takes no free text to this customer now: on WhatsApp's business API a
+    message more than 24 hours after the customer's last one is accepted and then lost. Not
+    sent; the operators are told, to reach the customer another way."""

@@ -35,7 +35,13 @@ from dataclasses import replace
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
-from orderbot.messages import EVENT_HANDBACK, EVENT_OPERATOR, InboundMessage, OutboundMessage
+from orderbot.messages import (
+    EVENT_DELIVERY_FAILED,
+    EVENT_HANDBACK,
+    EVENT_OPERATOR,
+    InboundMessage,
+    OutboundMessage,
+)
 from orderbot.notify import transcript
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
@@ -49,7 +55,15 @@ from orderbot.tracking import (
     render_order_list,
 )
 
-__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown", "comeback", "handback_key"]
+__all__ = [
+    "DELIVERY_FAILED",
+    "HANDED_OFF",
+    "UNKNOWN",
+    "FrontDesk",
+    "Unknown",
+    "comeback",
+    "handback_key",
+]
 
 
 class Unknown:
@@ -60,6 +74,8 @@ UNKNOWN = Unknown()
 
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
+DELIVERY_FAILED = "DELIVERY_FAILED"
+"""The state name in the message log of a delivery failure the channel reported."""
 TRANSCRIPT_MESSAGES = 20
 
 
@@ -189,6 +205,8 @@ class FrontDesk:
         route = {k: v for k, v in message.route.items() if k in ("transport", "channel_id")}
         delivery = replace(delivery, message=replace(message, route=route))
         key = message.client_key
+        if event == EVENT_DELIVERY_FAILED:
+            return self._commit(delivery, raw, DELIVERY_FAILED, ())
         if event == EVENT_OPERATOR:
             self._store.note_handoff(key, active=True)
             change = HandoffChange(

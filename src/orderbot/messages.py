@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["EVENT_HANDBACK", "EVENT_OPERATOR", "Attachment", "InboundMessage", "OutboundMessage"]
+__all__ = [
+    "EVENT_DELIVERY_FAILED",
+    "EVENT_HANDBACK",
+    "EVENT_OPERATOR",
+    "Attachment",
+    "InboundMessage",
+    "OutboundMessage",
+]
 
 EVENT_OPERATOR = "operator"
 """``InboundMessage.route["event"]`` of a person taking the conversation over in the channel's
@@ -20,6 +27,10 @@ Such a message is no customer text: it starts a handoff and is not answered."""
 EVENT_HANDBACK = "handback"
 """``InboundMessage.route["event"]`` of the channel's desk closing the conversation (request or
 dialog closed): the bot resumes at the step it left."""
+EVENT_DELIVERY_FAILED = "delivery_failed"
+"""``InboundMessage.route["event"]`` of the channel reporting that a message to the customer
+was not delivered (Chat2Desk ``outbox_status``); ``text`` says what the messenger answered.
+Recorded in the message log, not answered."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             timeout=settings.chat2desk_timeout,
             reply_type=settings.chat2desk_reply_type,
             open_dialog=settings.chat2desk_open_dialog,
+            window_transports=settings.window_transports,
         )
     }
     if settings.telegram_bot_token:

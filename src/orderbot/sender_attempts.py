@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from orderbot import metrics
 from orderbot.channels.base import Channel
-from orderbot.errors import ChannelError, CircuitOpen, QuotaExceeded, Timeout
+from orderbot.errors import ChannelError, CircuitOpen, OutsideWindow, QuotaExceeded, Timeout
 from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
 from orderbot.messages import OutboundMessage
@@ -89,6 +89,12 @@ class SendAttempts:
             outcome = _Deferred(outcome.retry_after, _describe(outcome))
         elif outcome is None:
             self._quota_told.discard(name)
+        elif isinstance(outcome, OutsideWindow):
+            await self._tell_operators(
+                f"window:{item.message.key}",
+                f"orderbot: call the customer ({name} client {item.message.client_id}): "
+                f"{_what(item.message)} could not be sent, {outcome}.\n\n{item.message.text}",
+            )
         if outcome is None:
             if await self._outbox_call(
                 "mark_sent", item, lambda: self._outbox.mark_sent(item.handle)
@@ -227,23 +233,30 @@ class SendAttempts:
             name,
             error,
         )
-        telegram = self._channels.get("telegram")
-        if telegram is None or name == "telegram":
+        if name == "telegram":
             return
-        text = (
+        await self._tell_operators(
+            f"quota:{name}",
             f"orderbot: the {name} API quota is used up ({error}). Replies to customers are "
             f"held and retried every {error.retry_after:g} s until the quota allows them; "
-            "raise the limit with the provider if this lasts."
+            "raise the limit with the provider if this lasts.",
         )
+
+    async def _tell_operators(self, key: str, text: str) -> None:
+        """Send ``text`` to the operators' Telegram chats (``admin_chats``) directly, best
+        effort: it is about a channel that may be failing, so it does not queue behind it."""
+        telegram = self._channels.get("telegram")
+        if telegram is None:
+            return
         for chat in self._admin_chats:
             try:
                 await telegram.send(
                     OutboundMessage(
-                        key=f"quota:{name}:{chat}", channel="telegram", client_id=chat, text=text
+                        key=f"{key}:{chat}", channel="telegram", client_id=chat, text=text
                     )
                 )
-            except Exception as exc:  # telling is best effort; the replies wait regardless
-                log.warning("could not tell chat %s about the quota: %s", chat, _describe(exc))
+            except Exception as exc:  # telling is best effort
+                log.warning("could not tell operator chat %s: %s", chat, _describe(exc))
 
     async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
         log.error(
@@ -281,6 +294,14 @@ class SendAttempts:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, _OUTBOX_RETRY_MAX)
+
+
+def _what(message: OutboundMessage) -> str:
+    """What a message is, for operators: the order's status notification, or a message."""
+    parts = message.key.split(":")
+    if parts[0] == "status" and len(parts) > 1:
+        return f"the status notification of order #{parts[1]}"
+    return "a message"
 
 
 def _describe(exc: BaseException | None) -> str:

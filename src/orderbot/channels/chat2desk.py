@@ -27,6 +27,7 @@ import orjson
 from orderbot.channels.base import Channel, invalid_field, json_type_name
 from orderbot.errors import (
     ChannelError,
+    OutsideWindow,
     PermanentError,
     QuotaExceeded,
     RateLimited,
@@ -35,6 +36,7 @@ from orderbot.errors import (
 )
 from orderbot.loggers import mask_text
 from orderbot.messages import (
+    EVENT_DELIVERY_FAILED,
     EVENT_HANDBACK,
     EVENT_OPERATOR,
     Attachment,
@@ -59,7 +61,14 @@ __all__ = [
 
 WEBHOOK_NAME = "orderbot"
 """The name orderbot's webhook is registered under: how ``set-webhook`` finds its own hook."""
-WEBHOOK_EVENTS = ("inbox", "outbox", "close_request", "close_dialog", "dialog_transferred")
+WEBHOOK_EVENTS = (
+    "inbox",
+    "outbox",
+    "outbox_status",
+    "close_request",
+    "close_dialog",
+    "dialog_transferred",
+)
 """Events orderbot subscribes to (webhooks (POST), help.chat2desk.com.br "api-and-webhooks")."""
 
 WEBHOOK_CHECK_INTERVAL = 300.0
@@ -247,11 +256,17 @@ class Chat2DeskChannel(Channel):
         max_connections: int = 64,
         reply_type: str = "autoreply",
         open_dialog: bool = False,
+        window_transports: tuple[str, ...] = ("wa_dialog", "wa_cm", "wa_infobip"),
+        window: float = 24 * 3600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if reply_type not in ("autoreply", "to_client"):
             raise ValueError("reply_type must be autoreply or to_client")
         self._reply_type = reply_type
         self._open_dialog = open_dialog
+        self._window_transports = frozenset(window_transports)
+        self._window = window
+        self._clock = clock
         # message_ids of the bot's own sends, so their outbox echo is not read as an operator
         # (in this process only; the type and external_id cover the other processes).
         self._own_message_ids: set[str] = set()
@@ -313,6 +328,8 @@ class Chat2DeskChannel(Channel):
             return self._parse_outbox(payload, received_at)
         if hook_type in ("close_request", "close_dialog", "dialog_transferred"):
             return self._parse_dialog_event(payload, hook_type, received_at)
+        if hook_type == "outbox_status":
+            return self._parse_outbox_status(payload, received_at)
         if hook_type is not None and hook_type != "inbox":
             return None
         message_type = payload.get("type")
@@ -367,6 +384,32 @@ class Chat2DeskChannel(Channel):
             route=route,
         )
 
+    def _parse_outbox_status(
+        self, payload: dict[str, Any], received_at: float
+    ) -> InboundMessage | None:
+        # outbox_status: "sends errors received by Chat2Desk from the messengers' API"
+        # (webhooks (POST), help.chat2desk.com.br; the example there is cut off, so the fields
+        # are read defensively: the message, the client, and whatever describes the error).
+        if "client_id" not in payload and type(payload.get("client")) is not dict:
+            return None  # nothing to record it against
+        client_id = _client_id(payload)
+        message_id = _route_value(payload.get("message_id")) or "-"
+        said = [
+            f"{field}={value}"
+            for field in ("status", "error", "errors", "text", "message")
+            if (value := payload.get(field)) not in (None, "", [], {})
+        ]
+        route = {**_route(payload), "event": EVENT_DELIVERY_FAILED}
+        when = _route_value(payload.get("event_time")) or "-"
+        return InboundMessage(
+            channel=self.name,
+            client_id=client_id,
+            message_id=f"outbox_status:{message_id}:{when}",
+            text=f"message {message_id} not delivered: {'; '.join(said) or 'no details'}"[:1000],
+            received_at=received_at,
+            route=route,
+        )
+
     def _parse_dialog_event(
         self, payload: dict[str, Any], hook_type: str, received_at: float
     ) -> InboundMessage | None:
@@ -402,6 +445,7 @@ class Chat2DeskChannel(Channel):
         if message.kind == "transfer":
             await self.transfer(message)
             return
+        await self._check_window(message)
         # messages (POST), help.chat2desk.com.br: client_id, text, type (to_client | autoreply
         # | system | comment), transport, channel_id, open_dialog (true by default),
         # external_id ("you can store the id of the message in your system").
@@ -424,6 +468,28 @@ class Chat2DeskChannel(Channel):
             sent_id = _route_value(data.get("message_id"))
             if sent_id is not None:
                 self._remember_own(sent_id)
+
+    async def _check_window(self, message: OutboundMessage) -> None:
+        """WhatsApp's business API delivers free text only within 24 hours of the customer's
+        last message; later it is accepted and then lost. A message that answers an inbound
+        one (its key starts with that message's ``chat2desk:`` key) is inside by definition;
+        anything later (a status notification, a comeback) on a windowed transport is checked
+        against the customer's last message (``GET /messages``, type from_client). When that
+        cannot be read, the message is sent: never held back on a guess."""
+        if message.route.get("transport") not in self._window_transports:
+            return
+        if message.key.startswith(f"{self.name}:"):
+            return
+        rows = await self._newest(message.client_id, "from_client", 1)
+        last = _parse_time(rows[-1].get("created")) if rows and isinstance(rows[-1], dict) else None
+        if last is None:
+            return
+        quiet = self._clock() - last
+        if quiet > self._window:
+            raise OutsideWindow(
+                f"chat2desk: the customer last wrote {quiet / 3600:.0f} h ago, outside "
+                "WhatsApp's 24-hour window; not sent"
+            )
 
     def _remember_own(self, message_id: str) -> None:
         self._own_message_ids.add(message_id)
