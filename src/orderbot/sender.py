@@ -275,7 +275,7 @@ class Sender(SendAttempts):
                 self._release(item.handle)
                 self._outbox.give_back(item.handle)
 
-    def _channel_recovered(self, channel: str) -> None:
+    async def _channel_recovered(self, channel: str) -> None:
         """The breaker of ``channel`` closed after a successful probe: replies that wait for a
         retry because the channel was down go now (each lane keeps its order) instead of at
         their slow retry. Waits the API asked for (429, quota) are kept."""
@@ -290,6 +290,10 @@ class Sender(SendAttempts):
             lane.items[0] = replace(head, not_before=now)
             lane.wake.set()
             released += 1
+        try:
+            released += await self._outbox.release_waiting(channel, _OUTAGE_ERRORS)
+        except Exception as exc:  # the replies still come at their retry time
+            log.warning("releasing parked replies failed: %s", _describe(exc))
         if released:
             log.info("%s answers again: %d waiting repl(ies) released", channel, released)
 

@@ -216,10 +216,10 @@ class SendAttempts:
                 raise
             breaker.record(None)
             if probing and breaker.state == "closed":
-                self._channel_recovered(item.message.channel)
+                await self._channel_recovered(item.message.channel)
             return None
 
-    def _channel_recovered(self, channel: str) -> None:
+    async def _channel_recovered(self, channel: str) -> None:
         """Called when ``channel``'s breaker closes after a successful probe (the sender
         releases the replies waiting for a retry)."""
 

@@ -184,6 +184,47 @@ class OutboxMarks:
                 log.warning("cannot publish parked reply %s again: %s", key, exc)
                 return
 
+    async def release_waiting(self, channel: str, errors: tuple[str, ...]) -> int:
+        """Publish again now, from their copies in Redis, the parked replies of ``channel`` in
+        this process's shards that wait because the channel was down (last error starting
+        with one of ``errors``). The copy still in its retry queue comes back later and is
+        dropped as sent, or handed out again if this one failed too: never sent twice."""
+        consumed = set(self._shards.open_shards)
+        now = time.time()
+        try:
+            waiting = await self._redis.zrangebyscore(
+                self._keys.parked_index, now, "+inf", start=0, num=1000
+            )
+        except RedisError as exc:
+            log.warning("cannot read parked replies: %s", exc)
+            return 0
+        released = 0
+        for found in waiting:
+            member = found.decode() if isinstance(found, bytes) else str(found)
+            client, _, key = member.partition("\t")
+            shard = shard_of(client, self._broker.shards)
+            if not client.startswith(f"{channel}:") or shard not in consumed:
+                continue
+            try:
+                raw, sent = await self._redis.mget(self._keys.parked(key), self._keys.sent(key))
+                if raw is None or sent is not None:
+                    continue
+                copy = orjson.loads(raw)
+                if not str(copy["error"]).startswith(errors):
+                    continue  # a wait the API asked for (429, quota) is kept
+                await self._broker.publish(
+                    copy["body"].encode(),
+                    self._broker.outbox_queue(shard),
+                    message_id=key,
+                    headers=_reply_headers(int(copy["attempts"]), 0.0, str(copy["error"])),
+                )
+                await self._redis.zadd(self._keys.parked_index, {member: now})
+                released += 1
+            except (BackendUnavailable, RedisError) as exc:
+                log.warning("cannot release parked reply %s: %s", key, exc)
+                break
+        return released
+
     def _parcel(self, handle: int) -> _Parcel | None:
         p = self._out.get(handle)
         if p is None:
