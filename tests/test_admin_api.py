@@ -287,3 +287,36 @@ async def test_handoff_transfer_and_handback_through_the_api(stack: dict[str, An
     ).status_code == 404
     await chat2desk_says(stack, "601", 3, "Chui avenue 120, apt 5", "phone")
     assert orjson.loads(orjson.dumps(chat2desk.transfers))[0]["operator_id"] == 15
+
+
+async def test_an_operator_answering_in_chat2desk_takes_over_until_the_request_closes(
+    stack: dict[str, Any],
+) -> None:
+    """Over HTTP, as Chat2Desk posts its events: the operator's outbox message hands the
+    customer over (the bot's own autoreply echoes do not), close_request hands them back."""
+    client: httpx.AsyncClient = stack["client"]
+    chat2desk: FakeChat2Desk = stack["chat2desk"]
+    await chat2desk_says(stack, "701", 0, "Hello", "address")
+    # Chat2Desk echoes the bot's reply as an outbox event of type autoreply: not a takeover.
+    echo = chat2desk.outbox_echo(chat2desk.received[-1])
+    assert echo["type"] == "autoreply"
+    assert (await client.post("/webhook/chat2desk", json=echo)).status_code == 200
+    operator = chat2desk.operator_says("701", "Anna here, what can I do?")
+    assert (await client.post("/webhook/chat2desk", json=operator)).status_code == 200
+
+    async def handed_off() -> bool:
+        rows = (await client.get("/api/handoffs", headers=TOKEN_HEADER)).json()["handoffs"]
+        return ("chat2desk", "701") in [(h["channel"], h["client_id"]) for h in rows]
+
+    for _ in range(500):
+        if await handed_off():
+            break
+        await asyncio.sleep(0.02)
+    assert await handed_off()
+    sent = len(chat2desk.texts("701"))
+    closed = chat2desk.close_request("701")
+    assert (await client.post("/webhook/chat2desk", json=closed)).status_code == 200
+    await wait_for(lambda: len(chat2desk.texts("701")) > sent)
+    (back,) = chat2desk.texts("701")[sent:]
+    assert "operator has finished" in back and "address" in back
+    assert not await handed_off()
