@@ -348,3 +348,31 @@ async def test_handoff_timeout_gives_the_conversation_back(tmp_path: Path) -> No
             await forget_clients(runtime.engine, namespace + "-")
             await runtime.aclose()
             await remove_namespace(namespace)
+
+
+async def test_an_operator_answering_in_chat2desk_takes_over_until_the_request_closes(
+    stack: Stack,
+) -> None:
+    """Through ``orderbot serve``: the operator's outbox message hands the customer over,
+    the bot's own autoreply echo does not, close_request hands back at the same step."""
+    http, chat2desk = stack.http, stack.chat2desk
+    client = stack.prefix + "701"
+    await stack.say(client, "Hello", "address")
+    echo = chat2desk.outbox_echo(chat2desk.received[-1])
+    assert (await http.post("/webhook/chat2desk", json=echo)).status_code == 200
+    operator = chat2desk.operator_says(client, "Anna here, what can I do?")
+    assert (await http.post("/webhook/chat2desk", json=operator)).status_code == 200
+    takeover = f"outbox:{operator['message_id']}"  # the event's message key in the log
+    for _ in range(400):
+        if await stack.logged(client, takeover):
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.logged(client, takeover) == "HANDOFF"
+    await stack.say(client, "Chui avenue 1", None)  # silent: with the operator
+    assert await stack.logged(client, f"{client}-{stack.count}") == "HANDOFF"
+    sent = len(chat2desk.texts(client))
+    closed = chat2desk.close_request(client)
+    assert (await http.post("/webhook/chat2desk", json=closed)).status_code == 200
+    await wait_for(lambda: len(chat2desk.texts(client)) > sent)
+    (back,) = chat2desk.texts(client)[sent:]
+    assert "operator has finished" in back and "address" in back
