@@ -25,6 +25,7 @@ from orderbot.desk.base import OrderAdmin
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.desk.sqlite import SqliteDeskStore
+from orderbot.desk.topics import OperatorTopics, RedisOperatorTopics, SqliteOperatorTopics
 from orderbot.dialog import DialogOptions, load_flow
 from orderbot.frontdesk import FrontDesk
 from orderbot.messages import InboundMessage, OutboundMessage
@@ -91,6 +92,15 @@ class Bot:
         await run_until_idle(self.worker, self.queue, self.worker.handled + len(texts))  # type: ignore[arg-type]
         return (await self.sent())[before:]
 
+    async def put(self, message: InboundMessage | None) -> list[dict[str, Any]]:
+        """Run one parsed message through the worker; the outbox entries it produced."""
+        if message is None:
+            return []
+        before = len(await self.sent())
+        await self.queue.put(message)
+        await run_until_idle(self.worker, self.queue, self.worker.handled + 1)  # type: ignore[arg-type]
+        return (await self.sent())[before:]
+
     async def hear(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """A Chat2Desk webhook event, parsed as the ingress parses it and run through the
         worker; return the outbox entries it produced ([] for an event the adapter ignores)."""
@@ -123,6 +133,8 @@ class EmbeddedBot(Bot):
     def __init__(self, database: SqliteDatabase, **desk: Any) -> None:
         super().__init__()
         self.db = database
+        self.topics: OperatorTopics = SqliteOperatorTopics(database)
+        _with_topics(self, desk)
         self.clock = Clock()
         self.queue = SqliteInboundQueue(database)
         self.desk = FrontDesk(SqliteDeskStore(database), FLOW, OPTIONS, clock=self.clock, **desk)
@@ -196,6 +208,8 @@ class DistributedBot(Bot):
         outbox.put = recording_put  # type: ignore[method-assign]
         self.queue = self.runtime.inbound
         keys = self.runtime.keys
+        self.topics = RedisOperatorTopics(self.runtime.redis, keys)
+        _with_topics(self, desk)
         self.desk = FrontDesk(
             PostgresDeskStore(self.runtime.engine, self.runtime.redis, keys=keys),
             FLOW,
@@ -270,6 +284,17 @@ async def drain_outbox(namespace: str, shards: int = 2) -> list[OutboundMessage]
     finally:
         await connection.close()
     return found
+
+
+def _with_topics(bot: Bot, desk: dict[str, Any]) -> None:
+    """With ``operator_chat=...``: the operators' Telegram chat, its topics in this profile's
+    store, and /back handing back through the bot's order admin."""
+    if desk.get("operator_chat"):
+
+        async def handback(channel: str, client_id: str) -> None:
+            await bot.admin.handback(channel, client_id)
+
+        desk.update(topics=bot.topics, handback=handback)  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

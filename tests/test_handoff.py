@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +334,47 @@ async def test_a_delivery_failure_chat2desk_reports_is_recorded_not_answered(
         ((text, state),) = await bot.inbound_log(ann, 1)
         assert state == "DELIVERY_FAILED" and "more than 24 hours" in text
         assert await bot.state(ann) == before
+
+
+async def test_operators_chat_topic_carries_the_conversation_both_ways(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.channels.telegram import TelegramChannel
+    from orderbot.desk.topics import Topic
+    from tests.fakes.telegram import topic_update
+
+    group = "-1002003004005"
+    telegram = TelegramChannel(token="t", operator_chat=group)
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9100")
+        await bot.say(cust, "Hello", "Chui avenue 120, apt 5", channel="telegram")
+        produced = await bot.say(cust, "/operator", channel="telegram")
+        told = [e for e in produced if e["client_id"] == cust]
+        (card,) = [e for e in produced if e.get("kind") == "topic"]
+        assert len(told) == 1 and "operator" in told[0]["text"]
+        assert card["client_id"] == group and card["route"]["for"] == f"telegram:{cust}"
+        assert "Chui avenue 120, apt 5" in card["text"] and "/back" in card["text"]
+        # the sender created the topic (TelegramChannel._topic) and remembered it
+        await bot.topics.remember(Topic(f"telegram:{cust}", 1007, {}))
+        # the customer writes during the handoff: posted in the topic, not answered
+        mirrored = await bot.say(cust, "is anyone there?", channel="telegram")
+        assert [(e.get("kind"), e["text"]) for e in mirrored] == [("topic", "👤 is anyone there?")]
+        # an operator answers in the topic: it reaches the customer, once
+        update = topic_update(5001, int(group), 1007, "Hi! Anna here. Which bottles?")
+        passed = await bot.put(telegram.parse_webhook(update, received_at=time.time()))
+        assert [(e["client_id"], e["text"]) for e in passed] == [
+            (cust, "Hi! Anna here. Which bottles?")
+        ]
+        assert await bot.put(telegram.parse_webhook(update, received_at=time.time())) == []
+        # /back in the topic: the bot is back at the step it left, and says so in the topic
+        back = await bot.put(
+            telegram.parse_webhook(
+                topic_update(5002, int(group), 1007, "/back"), received_at=time.time()
+            )
+        )
+        comeback = [e for e in back if e["client_id"] == cust]
+        note = [e for e in back if e.get("kind") == "topic"]
+        assert len(comeback) == 1 and "phone" in comeback[0]["text"]
+        assert "is back with the bot" in note[0]["text"]
+        (next_step,) = await bot.say(cust, "0555 123 456", channel="telegram")
+        assert "bottles" in next_step["text"]

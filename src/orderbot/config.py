@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     admin_chat_ids: str = Field(
         "", pattern=r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*)?$", description="Telegram chat ids, a,b,c"
     )
+    operator_chat_id: str = Field(
+        "",
+        pattern=r"^\s*(-?\d+)?\s*$",
+        description="Telegram supergroup with topics where operators talk to handed-off customers",
+    )
     order_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
     handoff_timeout: float = Field(2 * 3600, gt=0, description="seconds before the bot resumes")
     chat2desk_operator_id: int | None = Field(None, ge=1)

@@ -22,6 +22,7 @@ from orderbot.channels.base import Channel
 from orderbot.config import Settings, require_distributed
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
+from orderbot.desk.topics import RedisOperatorTopics
 from orderbot.dialog import Flow, load_flow
 from orderbot.distributed_housekeeping import DistributedHousekeeping
 from orderbot.errors import ConfigError
@@ -36,7 +37,7 @@ from orderbot.queues.rabbitmq import RabbitDeadLetterQueue, RabbitInboundQueue
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.redisbatch import RedisBatcher
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime import build_channels, build_file_receiver, dialog_options
+from orderbot.runtime import build_channels, build_file_receiver, dialog_options, operator_topics
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
@@ -136,6 +137,7 @@ class DistributedRuntime(DistributedHousekeeping):
         )
         # Model files: UPLOAD_DIR must be one volume shared by every worker process.
         self.files = build_file_receiver(settings)
+        topics = operator_topics(self.channels, RedisOperatorTopics(self.redis, self.keys))
         self.worker = Worker(
             self.inbound,
             self.store,
@@ -156,6 +158,9 @@ class DistributedRuntime(DistributedHousekeeping):
                 chat2desk_operator_id=settings.chat2desk_operator_id,
                 chat2desk_group_id=settings.chat2desk_group_id,
                 handoff_timeout=settings.handoff_timeout,
+                operator_chat=settings.operator_chat_id.strip(),
+                topics=topics,
+                handback=self.admin.handback,
             ),
         )
         # One budget per API token: every sender process shares it.

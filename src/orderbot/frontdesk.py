@@ -29,16 +29,19 @@ PostgreSQL with a Redis flag per handed-off client (distributed).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
-from orderbot.desk.base import DeskStore, HandoffWindow
+from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow
+from orderbot.desk.topics import OperatorTopics
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
 from orderbot.messages import (
     EVENT_DELIVERY_FAILED,
     EVENT_HANDBACK,
     EVENT_OPERATOR,
+    EVENT_OPERATOR_REPLY,
+    Attachment,
     InboundMessage,
     OutboundMessage,
 )
@@ -128,7 +131,13 @@ class FrontDesk:
         chat2desk_group_id: int | None = None,
         handoff_timeout: float = 2 * 3600,
         clock: Callable[[], float] = time.time,
+        operator_chat: str = "",
+        topics: OperatorTopics | None = None,
+        handback: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        self._operator_chat = operator_chat if topics is not None else ""
+        self._topics = topics
+        self._handback = handback
         self._store = store
         self._flow = flow
         self._options = options
@@ -158,11 +167,14 @@ class FrontDesk:
         key = message.client_key
         window = await self._store.handoff(key) if isinstance(handoff, Unknown) else handoff
         event = message.route.get("event")
+        if event == EVENT_OPERATOR_REPLY:
+            return await self._operator_reply(delivery, raw, now)
         if event is not None:
             return self._desk_event(delivery, state, raw, window, event, now)
         if window is not None:
             if window.until > now:
-                return self._commit(delivery, raw, HANDED_OFF, ())
+                mirrored = self._to_topic(message, _mirror_text(message), now, "topic")
+                return self._commit(delivery, raw, HANDED_OFF, (), extra=mirrored)
             self._store.note_handoff(key, active=False)
             back = comeback(
                 self._flow,
@@ -188,6 +200,69 @@ class FrontDesk:
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
         return await self._hand_off(delivery, state, raw, request, language, now)
+
+    async def _operator_reply(
+        self, delivery: InboundDelivery, raw: bytes | None, now: float
+    ) -> StepCommit:
+        """An operator wrote in a customer's topic of the operators' chat: the text goes to
+        the customer through their channel; ``/back`` hands them back to the bot (which says
+        so and asks the question it was at). Anything else there is acknowledged silently."""
+        message = delivery.message
+        thread = message.route.get("thread_id")
+        topic = None
+        if thread is not None and thread.isdigit() and self._topics is not None:
+            topic = await self._topics.of_thread(int(thread))
+        if topic is None:
+            return self._commit(delivery, raw, "-", ())
+        command = message.text.strip().split("@", 1)[0].lower()
+        if command in ("/back", "/handback"):
+            if self._handback is not None:
+                try:
+                    await self._handback(topic.channel, topic.client_id)
+                    said = f"↩ {topic.client_key} is back with the bot, at the step it left."
+                except HandoffNotFound:
+                    said = f"{topic.client_key} is not with an operator."
+            else:
+                said = "Handing back is not available here."
+            note = self._topic_message(topic.client_key, topic.route, said, message, now, "back")
+            return self._commit(delivery, raw, "-", (), extra=(note,))
+        passed = OutboundMessage(
+            key=f"{message.dedupe_key}:customer",
+            channel=topic.channel,
+            client_id=topic.client_id,
+            text=message.text,
+            route=topic.route,
+            created_at=now,
+        )
+        return self._commit(delivery, raw, "-", (), extra=(passed,))
+
+    def _to_topic(
+        self, message: InboundMessage, text: str, now: float, suffix: str
+    ) -> tuple[OutboundMessage, ...]:
+        """``text`` for the customer's topic in the operators' chat, if there is one."""
+        if not self._operator_chat or message.route.get("event"):
+            return ()
+        return (self._topic_message(message.client_key, message.route, text, message, now, suffix),)
+
+    def _topic_message(
+        self,
+        client_key: str,
+        route: dict[str, str],
+        text: str,
+        message: InboundMessage,
+        now: float,
+        suffix: str,
+    ) -> OutboundMessage:
+        kept = {f"to.{k}": v for k, v in route.items() if k in ("transport", "channel_id")}
+        return OutboundMessage(
+            key=f"{message.dedupe_key}:{suffix}",
+            channel="telegram",
+            client_id=self._operator_chat,
+            text=text,
+            route={"for": client_key, "title": client_key, **kept},
+            created_at=now,
+            kind="topic",
+        )
 
     def _desk_event(
         self,
@@ -281,7 +356,20 @@ class FrontDesk:
                         kind="transfer",
                     )
                 )
-        elif self._admin_chats:
+        if self._operator_chat:
+            rows = await self._store.recent_messages(
+                message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1
+            )
+            card = await self._store.customer_orders(message.channel, message.client_id)
+            text = transcript(
+                message,
+                [*rows, ("in", message.text)],
+                hand_back="/back in this topic (or wait for HANDOFF_TIMEOUT)",
+            )
+            if card:
+                text += "\n\n" + render_order_list(self._flow, card, language)
+            extra += self._to_topic(message, text, now, "topic")
+        elif message.channel != "chat2desk" and self._admin_chats:
             rows = await self._store.recent_messages(
                 message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1
             )
@@ -301,7 +389,9 @@ class FrontDesk:
                 )
                 for chat in self._admin_chats
             ]
-        else:  # nobody would see the conversation: say so and go on with the dialog
+        elif message.channel != "chat2desk":
+            # nobody would see the conversation: say so and go on with the dialog (Chat2Desk's
+            # own operators see every dialog)
             replies = self._with_question(
                 flow_text(self._flow, "handoff_unavailable", language), state, now
             )
@@ -347,6 +437,17 @@ class FrontDesk:
             replies=outbound + tuple(extra),
             handoff=handoff,
         )
+
+
+def _mirror_text(message: InboundMessage) -> str:
+    """A customer's message as posted to their topic: who wrote, what, and what it carried."""
+    parts = [f"👤 {message.text.strip()}" if message.text.strip() else "👤"]
+    parts += [_attachment_line(a) for a in message.attachments]
+    return "\n".join(parts)
+
+
+def _attachment_line(attachment: Attachment) -> str:
+    return f"📎 {attachment.kind}: {attachment.name or attachment.url}"
 
 
 def _step_name(state: DialogState | None) -> str:

@@ -15,6 +15,7 @@ __all__ = [
     "EVENT_DELIVERY_FAILED",
     "EVENT_HANDBACK",
     "EVENT_OPERATOR",
+    "EVENT_OPERATOR_REPLY",
     "Attachment",
     "InboundMessage",
     "OutboundMessage",
@@ -27,6 +28,10 @@ Such a message is no customer text: it starts a handoff and is not answered."""
 EVENT_HANDBACK = "handback"
 """``InboundMessage.route["event"]`` of the channel's desk closing the conversation (request or
 dialog closed): the bot resumes at the step it left."""
+EVENT_OPERATOR_REPLY = "operator_reply"
+"""``InboundMessage.route["event"]`` of an operator's message in a customer's topic of the
+operators' Telegram chat (``route["thread_id"]``): passed on to the customer; ``/back`` hands
+the customer back to the bot."""
 EVENT_DELIVERY_FAILED = "delivery_failed"
 """``InboundMessage.route["event"]`` of the channel reporting that a message to the customer
 was not delivered (Chat2Desk ``outbox_status``); ``text`` says what the messenger answered.

@@ -19,6 +19,7 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore
+from orderbot.desk.topics import OperatorTopics, SqliteOperatorTopics
 from orderbot.dialog import DialogOptions, Flow, load_flow
 from orderbot.files import FileReceiver, TelegramFileFetcher, cleanup_unlinked_files
 from orderbot.frontdesk import FrontDesk
@@ -67,6 +68,20 @@ def build_file_receiver(settings: Settings) -> FileReceiver:
     return receiver
 
 
+def operator_topics(
+    channels: Mapping[str, Channel], topics: OperatorTopics
+) -> OperatorTopics | None:
+    """``topics`` given to the Telegram adapter, when it has an operators' chat
+    (``OPERATOR_CHAT_ID``); None without one."""
+    from orderbot.channels.telegram import TelegramChannel
+
+    telegram = channels.get("telegram")
+    if not isinstance(telegram, TelegramChannel) or not telegram.operator_chat:
+        return None
+    telegram.topics = topics
+    return topics
+
+
 def build_channels(settings: Settings) -> dict[str, Channel]:
     channels: dict[str, Channel] = {
         "chat2desk": Chat2DeskChannel(
@@ -86,6 +101,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             api_url=settings.telegram_api_url,
             webhook_secret=settings.telegram_webhook_secret,
             timeout=settings.telegram_timeout,
+            operator_chat=settings.operator_chat_id.strip(),
         )
     if settings.order_webhook_url:
         channels[ORDER_WEBHOOK] = OrderWebhookChannel(settings.order_webhook_url)
@@ -130,6 +146,7 @@ class EmbeddedRuntime:
             self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
         )
         self.files = build_file_receiver(settings)
+        topics = operator_topics(self.channels, SqliteOperatorTopics(self.db))
         self.worker = Worker(
             self.inbound,
             self.store,
@@ -147,6 +164,9 @@ class EmbeddedRuntime:
                 chat2desk_operator_id=settings.chat2desk_operator_id,
                 chat2desk_group_id=settings.chat2desk_group_id,
                 handoff_timeout=settings.handoff_timeout,
+                operator_chat=settings.operator_chat_id.strip(),
+                topics=topics,
+                handback=self.admin.handback,
             ),
         )
         self.sender = Sender(

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from orderbot.channels.base import invalid_field, json_type_name
 from orderbot.channels.telegram_rendering import _button_text
 from orderbot.errors import ChannelError, InvalidPayload, PermanentError, RateLimited
-from orderbot.messages import Attachment, InboundMessage
+from orderbot.messages import EVENT_OPERATOR_REPLY, Attachment, InboundMessage
 
 if TYPE_CHECKING:
     from orderbot.channels.telegram import TelegramChannel
 
-__all__ = ["parse_update", "poll_updates"]
+__all__ = ["operator_reply", "parse_update", "poll_updates"]
 
 log = logging.getLogger("orderbot.telegram")
 
@@ -145,6 +145,44 @@ def parse_update(payload: Any, *, channel: str, received_at: float) -> InboundMe
     if query is not None:
         return _parse_callback(channel, update_id, query, received_at)
     return None
+
+
+def operator_reply(
+    payload: dict[str, Any], operator_chat: str, channel: str, received_at: float
+) -> InboundMessage | None:
+    """An operator's message in a topic of the operators' chat (a supergroup with topics), as
+    an :data:`EVENT_OPERATOR_REPLY` event of that chat: ``message_thread_id`` names the topic
+    (Bot API ``Message``), text or caption what they wrote. None when the update is not from
+    that chat; an empty event for what is not for a customer (the General topic, service
+    messages such as ``forum_topic_created``, other bots), so it is acknowledged and dropped."""
+    message = payload.get("message")
+    if type(message) is not dict:
+        return None
+    chat = message.get("chat")
+    if type(chat) is not dict or str(chat.get("id")) != operator_chat:
+        return None
+    update_id = _integer(payload, "update_id", "")
+    sender = message.get("from")
+    thread = message.get("message_thread_id")
+    text = _string(message, "text", "message")
+    if text is None:
+        text = _string(message, "caption", "message")
+    route = {"event": EVENT_OPERATOR_REPLY}
+    if (
+        type(thread) is int
+        and message.get("is_topic_message") is True
+        and not (type(sender) is dict and sender.get("is_bot") is True)
+        and text
+    ):
+        route["thread_id"] = str(thread)
+    return InboundMessage(
+        channel=channel,
+        client_id=operator_chat,
+        message_id=str(update_id),
+        text=text or "",
+        received_at=received_at,
+        route=route,
+    )
 
 
 def _parse_message(
