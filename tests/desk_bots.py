@@ -294,7 +294,10 @@ def _with_topics(bot: Bot, desk: dict[str, Any]) -> None:
         async def handback(channel: str, client_id: str) -> None:
             await bot.admin.handback(channel, client_id)
 
-        desk.update(topics=bot.topics, handback=handback)  # type: ignore[attr-defined]
+        async def set_status(order_id: int, status: str, actor: str) -> object:
+            return await bot.admin.set_status(order_id, status, actor=actor)
+
+        desk.update(topics=bot.topics, handback=handback, set_status=set_status)  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

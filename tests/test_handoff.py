@@ -15,6 +15,7 @@ from orderbot import db
 from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.sqlite import SqliteDatabase
+from tests.desk_bots import FLOW as FLOW_FOR_TESTS
 from tests.desk_bots import PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
 from tests.fakes.chat2desk import FakeState
 
@@ -378,3 +379,80 @@ async def test_operators_chat_topic_carries_the_conversation_both_ways(
         assert "is back with the bot" in note[0]["text"]
         (next_step,) = await bot.say(cust, "0555 123 456", channel="telegram")
         assert "bottles" in next_step["text"]
+
+
+def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
+    from orderbot.dialog import load_flow
+    from orderbot.notify import OperatorAlerts, read_status_button
+    from orderbot.state.base import OrderItem, OrderRecord
+
+    printing = load_flow("printing")
+    order = OrderRecord(
+        idempotency_key="k",
+        channel="telegram",
+        client_id="9100",
+        source="dialog",
+        phone="+996555123456",
+        address=None,
+        quantity=None,
+        language="en",
+        data={
+            "name": "Aida",
+            "email": "a@example.com",
+            "material": "PETG",
+            "layer_height": "0.2 mm",
+            "infill": "20%",
+            "delivery": "pickup",
+        },
+        items=(OrderItem("fdm", "FDM printing", 1, "900.00"),),
+        total="900.00",
+        currency="KGS",
+    )
+    alerts = OperatorAlerts(operator_chat="-100500", flow=printing, language="ru")
+    assert alerts  # an operators' chat alone is someone to tell
+    (card,) = alerts.messages(42, order, now=1.0)
+    assert (card.kind, card.client_id, card.key) == ("topic", "-100500", "new-order:42:topic")
+    assert card.route["for"] == "telegram:9100"
+    for shown in ("Новый заказ #42", "Материал: PETG", "Высота слоя: 0.2 mm", "Заполнение: 20%"):
+        assert shown in card.text
+    assert "Получение: pickup" in card.text and "Итого: 900.00 KGS" in card.text
+    assert [read_status_button(printing, b) for b in card.buttons] == [
+        (42, "confirmed"),
+        (42, "cancelled"),
+    ]
+
+
+async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.channels.telegram import TelegramChannel
+    from orderbot.desk.topics import Topic
+    from orderbot.notify import status_buttons
+    from tests.fakes.telegram import topic_update
+
+    group = "-1002003004005"
+    telegram = TelegramChannel(token="t", operator_chat=group)
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9200")
+        await bot.say(cust, *ORDER, channel="telegram")
+        (order_id,) = await bot.order_ids(cust)
+        await bot.topics.remember(Topic(f"telegram:{cust}", 1014, {}))
+        (label, _) = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")
+        press = topic_update(6001, int(group), 1014, "")
+        query = {
+            "id": "q-77",
+            "from": {"id": 777, "is_bot": False, "first_name": "Anna"},
+            "message": {**press["message"], "text": "card"},
+            "data": label[:64],
+        }
+        produced = await bot.put(
+            telegram.parse_webhook({"update_id": 6001, "callback_query": query}, received_at=1.0)
+        )
+        told = [e for e in produced if e["client_id"] == cust]
+        (note,) = [e for e in produced if e.get("kind") == "topic"]
+        assert len(told) == 1 and f"#{order_id}" in told[0]["text"]  # the customer is told
+        assert "(Anna)" in note["text"] and note["route"]["callback_query_id"] == "q-77"
+        assert note["buttons"] == list(status_buttons(FLOW_FOR_TESTS, order_id, "confirmed", "ru"))
+        order = await bot.admin.get(order_id)
+        assert order is not None and order["status"] == "confirmed"
+        assert order["history"][-1]["actor"] == "telegram:Anna"

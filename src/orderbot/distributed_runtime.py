@@ -37,7 +37,13 @@ from orderbot.queues.rabbitmq import RabbitDeadLetterQueue, RabbitInboundQueue
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.redisbatch import RedisBatcher
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime import build_channels, build_file_receiver, dialog_options, operator_topics
+from orderbot.runtime import (
+    build_channels,
+    build_file_receiver,
+    dialog_options,
+    operator_chat,
+    operator_topics,
+)
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
 from orderbot.web.ingress import SignatureCheck, WebhookIngress
@@ -122,7 +128,13 @@ class DistributedRuntime(DistributedHousekeeping):
         # New orders are told to operators with the step's replies (Telegram admins only when
         # the Telegram channel is configured; the order webhook when its URL is).
         admin_chats = settings.admin_chats if "telegram" in self.channels else ()
-        alerts = OperatorAlerts(admin_chats=admin_chats, webhook=ORDER_WEBHOOK in self.channels)
+        alerts = OperatorAlerts(
+            admin_chats=admin_chats,
+            webhook=ORDER_WEBHOOK in self.channels,
+            operator_chat=operator_chat(self.channels),
+            flow=self.flow,
+            language=settings.default_language,
+        )
         self.store = RedisStepStore(
             self.redis,
             self.engine,
@@ -161,6 +173,7 @@ class DistributedRuntime(DistributedHousekeeping):
                 operator_chat=settings.operator_chat_id.strip(),
                 topics=topics,
                 handback=self.admin.handback,
+                set_status=self._status_by_operator,
             ),
         )
         # One budget per API token: every sender process shares it.
@@ -243,6 +256,10 @@ class DistributedRuntime(DistributedHousekeeping):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def _status_by_operator(self, order_id: int, status: str, actor: str) -> object:
+        """A status button pressed in the operators' chat: the change as that operator."""
+        return await self.admin.set_status(order_id, status, actor=actor)
 
     async def open(self) -> None:
         """Connect to RabbitMQ and declare the topology (Redis and PostgreSQL connect lazily

@@ -32,8 +32,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
-from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow
-from orderbot.desk.topics import OperatorTopics
+from orderbot.desk.base import DeskStore, HandoffNotFound, HandoffWindow, OrderNotFound
+from orderbot.desk.topics import OperatorTopics, Topic
 from orderbot.dialog import DialogOptions, DialogState, Flow, Reply, detect_language
 from orderbot.dialog.engine import question
 from orderbot.messages import (
@@ -45,17 +45,19 @@ from orderbot.messages import (
     InboundMessage,
     OutboundMessage,
 )
-from orderbot.notify import transcript
+from orderbot.notify import read_status_button, status_buttons, transcript
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 from orderbot.tracking import (
     HandoffRequest,
+    InvalidTransition,
     Track,
     classify,
     flow_text,
     render_not_found,
     render_order,
     render_order_list,
+    status_name,
 )
 
 __all__ = [
@@ -134,7 +136,9 @@ class FrontDesk:
         operator_chat: str = "",
         topics: OperatorTopics | None = None,
         handback: Callable[[str, str], Awaitable[None]] | None = None,
+        set_status: Callable[[int, str, str], Awaitable[object]] | None = None,
     ) -> None:
+        self._set_status = set_status
         self._operator_chat = operator_chat if topics is not None else ""
         self._topics = topics
         self._handback = handback
@@ -214,6 +218,10 @@ class FrontDesk:
             topic = await self._topics.of_thread(int(thread))
         if topic is None:
             return self._commit(delivery, raw, "-", ())
+        pressed = read_status_button(self._flow, message.text)
+        if pressed is not None:
+            note = await self._status_pressed(topic, message, pressed, now)
+            return self._commit(delivery, raw, "-", (), extra=(note,))
         command = message.text.strip().split("@", 1)[0].lower()
         if command in ("/back", "/handback"):
             if self._handback is not None:
@@ -235,6 +243,32 @@ class FrontDesk:
             created_at=now,
         )
         return self._commit(delivery, raw, "-", (), extra=(passed,))
+
+    async def _status_pressed(
+        self, topic: Topic, message: InboundMessage, pressed: tuple[int, str], now: float
+    ) -> OutboundMessage:
+        """A status button of an order card: the order moves on as that operator did it (the
+        customer is told as for any status change); the topic gets the outcome and the
+        buttons for the next step."""
+        order_id, status = pressed
+        operator = message.route.get("operator", "operator")
+        language = self._options.default_language
+        buttons: tuple[str, ...] = ()
+        if self._set_status is None:
+            said = "Status changes are not available here."
+        else:
+            try:
+                await self._set_status(order_id, status, f"telegram:{operator}")
+            except (OrderNotFound, InvalidTransition, ValueError) as exc:
+                said = f"#{order_id}: {exc}"
+            else:
+                said = f"#{order_id} → {status_name(self._flow, status, language)} ({operator})"
+                buttons = status_buttons(self._flow, order_id, status, language)
+        note = self._topic_message(topic.client_key, topic.route, said, message, now, "status")
+        route = dict(note.route)
+        if "callback_query_id" in message.route:  # the sender answers the button press
+            route["callback_query_id"] = message.route["callback_query_id"]
+        return replace(note, buttons=buttons, route=route)
 
     def _to_topic(
         self, message: InboundMessage, text: str, now: float, suffix: str

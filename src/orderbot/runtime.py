@@ -68,6 +68,14 @@ def build_file_receiver(settings: Settings) -> FileReceiver:
     return receiver
 
 
+def operator_chat(channels: Mapping[str, Channel]) -> str:
+    """``OPERATOR_CHAT_ID`` when the Telegram adapter runs with it, else ""."""
+    from orderbot.channels.telegram import TelegramChannel
+
+    telegram = channels.get("telegram")
+    return telegram.operator_chat if isinstance(telegram, TelegramChannel) else ""
+
+
 def operator_topics(
     channels: Mapping[str, Channel], topics: OperatorTopics
 ) -> OperatorTopics | None:
@@ -138,6 +146,9 @@ class EmbeddedRuntime:
         alerts = OperatorAlerts(
             admin_chats=settings.admin_chats if "telegram" in self.channels else (),
             webhook=ORDER_WEBHOOK in self.channels,
+            operator_chat=operator_chat(self.channels),
+            flow=self.flow,
+            language=settings.default_language,
         )
         self.store = SqliteStepStore(
             self.db, outbox_wakeup=outbox_wakeup, alerts=alerts if alerts else None
@@ -167,6 +178,7 @@ class EmbeddedRuntime:
                 operator_chat=settings.operator_chat_id.strip(),
                 topics=topics,
                 handback=self.admin.handback,
+                set_status=self._status_by_operator,
             ),
         )
         self.sender = Sender(
@@ -208,6 +220,10 @@ class EmbeddedRuntime:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def _status_by_operator(self, order_id: int, status: str, actor: str) -> object:
+        """A status button pressed in the operators' chat: the change as that operator."""
+        return await self.admin.set_status(order_id, status, actor=actor)
 
     async def open(self) -> None:
         if self._opened:
