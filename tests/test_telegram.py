@@ -584,6 +584,7 @@ async def test_operator_topics_are_created_once_and_written_in(
             assert event is not None and event.route == {
                 "event": EVENT_OPERATOR_REPLY,
                 "thread_id": str(thread),
+                "operator": "Anna",
             }
             assert event.client_id == group and event.text == "Hello from Anna"
             # the General topic, or a private chat with the bot, is no operator reply
