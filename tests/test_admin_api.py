@@ -171,7 +171,8 @@ async def test_orders_statuses_alerts_and_notifications_end_to_end(stack: dict[s
     (order,) = (await client.get("/api/orders", headers=TOKEN_HEADER)).json()["orders"]
     order_id = order["id"]
     (alert,) = telegram.texts(ADMIN_CHAT)
-    assert f"New order #{order_id}" in alert and "Chui <avenue> 120" in alert  # escaped, intact
+    # the shop's language (DEFAULT_LANGUAGE, ru by default), every detail
+    assert f"Новый заказ #{order_id}" in alert and "Chui <avenue> 120" in alert  # escaped, intact
     (body,) = receiver.bodies
     assert body["event"] == "order.created" and body["order"]["id"] == order_id
     assert body["order"]["address"] == "Chui <avenue> 120" and receiver.keys == [

@@ -230,7 +230,11 @@ class OperatorAlerts(NewOrderAlerts):
     ) -> tuple[OutboundMessage, ...]:
         found: list[OutboundMessage] = []
         if self._admin_chats:
-            text = _alert_text(order_id, order)
+            if self._flow is not None:  # every detail, in the shop's language
+                hint = f"orderbot orders set-status {order_id} confirmed"
+                text = f"{order_card(self._flow, order_id, order, self._language)}\n{hint}"
+            else:
+                text = _alert_text(order_id, order)
             found += [
                 OutboundMessage(
                     key=f"new-order:{order_id}:telegram:{chat}",

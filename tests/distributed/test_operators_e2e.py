@@ -218,7 +218,8 @@ async def test_admin_api_alerts_and_status_notifications(stack: Stack) -> None:
     assert body["order"]["client_id"] == client and body["order"]["address"] == "Chui <avenue> 120"
     assert stack.receiver.keys == [f"new-order:{order_id}:webhook"]
     (alert,) = stack.telegram.texts(ADMIN_CHAT)
-    assert f"New order #{order_id}" in alert and "Chui <avenue> 120" in alert
+    # the shop's language (DEFAULT_LANGUAGE, ru by default), every detail
+    assert f"Новый заказ #{order_id}" in alert and "Chui <avenue> 120" in alert
 
     listed = (await http.get("/api/orders?status=new&limit=500", headers=ADMIN)).json()
     assert order_id in [o["id"] for o in listed["orders"]]
