@@ -367,6 +367,16 @@ async def test_operators_chat_topic_carries_the_conversation_both_ways(
             (cust, "Hi! Anna here. Which bottles?")
         ]
         assert await bot.put(telegram.parse_webhook(update, received_at=time.time())) == []
+        # a photo from the operator goes to the customer as it is (copyMessage)
+        photo = topic_update(5003, int(group), 1007, "")
+        del photo["message"]["text"]
+        photo["message"]["photo"] = [
+            {"file_id": "p1", "file_unique_id": "u1", "width": 90, "height": 90}
+        ]
+        photo["message"]["caption"] = "this one?"
+        (copied,) = await bot.put(telegram.parse_webhook(photo, received_at=time.time()))
+        assert (copied["kind"], copied["client_id"], copied["text"]) == ("copy", cust, "this one?")
+        assert copied["route"] == {"from_chat_id": group, "message_id": "50030"}
         # /back in the topic: the bot is back at the step it left, and says so in the topic
         back = await bot.put(
             telegram.parse_webhook(

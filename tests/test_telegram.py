@@ -594,3 +594,20 @@ async def test_operator_topics_are_created_once_and_written_in(
             assert parsed is not None and "thread_id" not in parsed.route
             private = restarted.parse_webhook(text_update(11, 42, "hi"), received_at=1.0)
             assert private is not None and private.route == {}
+
+
+async def test_an_operators_file_is_copied_to_the_customer(
+    fake: FakeTelegram, telegram: TelegramChannel
+) -> None:
+    copy = OutboundMessage(
+        key="c1",
+        channel="telegram",
+        client_id=str(CHAT),
+        text="caption",
+        route={"from_chat_id": "-1002003004005", "message_id": "50030"},
+        kind="copy",
+    )
+    await telegram.send(copy)
+    assert fake.params("copyMessage") == [
+        {"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}
+    ]

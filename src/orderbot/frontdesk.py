@@ -234,14 +234,31 @@ class FrontDesk:
                 said = "Handing back is not available here."
             note = self._topic_message(topic.client_key, topic.route, said, message, now, "back")
             return self._commit(delivery, raw, "-", (), extra=(note,))
-        passed = OutboundMessage(
-            key=f"{message.dedupe_key}:customer",
-            channel=topic.channel,
-            client_id=topic.client_id,
-            text=message.text,
-            route=topic.route,
-            created_at=now,
-        )
+        copy_of = message.route.get("copy_of")
+        if copy_of is not None and topic.channel == "telegram":
+            # Telegram to Telegram: the photo or document itself, caption included
+            passed = OutboundMessage(
+                key=f"{message.dedupe_key}:customer",
+                channel="telegram",
+                client_id=topic.client_id,
+                text=message.text,
+                route={"from_chat_id": message.client_id, "message_id": copy_of},
+                created_at=now,
+                kind="copy",
+            )
+        elif message.text.strip():
+            passed = OutboundMessage(
+                key=f"{message.dedupe_key}:customer",
+                channel=topic.channel,
+                client_id=topic.client_id,
+                text=message.text,
+                route=topic.route,
+                created_at=now,
+            )
+        else:  # a file without words for a customer on another channel: tell the operator
+            said = "Only text reaches this customer (their channel takes no files from here)."
+            note = self._topic_message(topic.client_key, topic.route, said, message, now, "note")
+            return self._commit(delivery, raw, "-", (), extra=(note,))
         return self._commit(delivery, raw, "-", (), extra=(passed,))
 
     async def _status_pressed(

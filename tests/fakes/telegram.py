@@ -6,7 +6,7 @@
 Methods, at ``POST /bot<token>/<method>`` (JSON or form body): ``sendMessage``,
 ``answerCallbackQuery``, ``getUpdates`` (long polling from a queue fed with :meth:`feed`),
 ``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``, ``setMyCommands``, ``getFile``, ``getMe``,
-``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
+``copyMessage``, ``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
 with ``message_thread_id``, ``name``, ``icon_color``); ``sendMessage`` takes
 ``message_thread_id`` ("unique identifier for the target message thread (topic) of the forum;
 for forum supergroups only") and answers 400 "message thread not found" for an unknown one.
@@ -359,6 +359,17 @@ class FakeTelegram:
         self._next_message_id += 1
         params["_message"] = message
         return message
+
+    async def _api_copyMessage(self, params: dict[str, Any]) -> Any:
+        # Bot API copyMessage: chat_id, from_chat_id, message_id; returns a MessageId.
+        if params.get("chat_id") is None or params.get("from_chat_id") is None:
+            return _error(400, "Bad Request: chat not found")
+        if not isinstance(params.get("message_id"), int):
+            return _error(400, "Bad Request: message to copy not found")
+        if int(params["chat_id"]) in self.blocked:
+            return _error(403, "Forbidden: bot was blocked by the user")
+        self._next_message_id += 1
+        return {"message_id": self._next_message_id}
 
     async def _api_createForumTopic(self, params: dict[str, Any]) -> Any:
         # Bot API createForumTopic: chat_id, name (1-128 characters); returns a ForumTopic.

@@ -230,6 +230,19 @@ class TelegramChannel(Channel):
         query_id = message.route.get("callback_query_id")
         if query_id and query_id not in self._answered:
             await self._answer_callback(query_id)
+        if message.kind == "copy":
+            # An operator's photo or document from the operators' chat, caption included.
+            await self._pacer.wait(message.client_id)
+            await self._limiter.acquire()
+            await self.call(
+                "copyMessage",
+                {
+                    "chat_id": _chat_id(message.client_id),
+                    "from_chat_id": _chat_id(message.route["from_chat_id"]),
+                    "message_id": int(message.route["message_id"]),
+                },
+            )
+            return
         text = message.text if message.text.strip() else ("…" if message.buttons else "")
         if not text:
             return

@@ -176,13 +176,17 @@ def operator_reply(
         text = _string(message, "text", "message")
         if text is None:
             text = _string(message, "caption", "message")
+        media = any(message.get(key) is not None for key, _ in _MEDIA) or "photo" in message
+        if media and type(message.get("message_id")) is int:
+            # a photo, a document...: passed on as it is (copyMessage) to a Telegram customer
+            route["copy_of"] = str(message["message_id"])
     thread = message.get("message_thread_id")
     if (
         type(thread) is int
         and message.get("is_topic_message") is True
         and type(sender) is dict
         and sender.get("is_bot") is not True
-        and text
+        and (text or "copy_of" in route)
     ):
         route["thread_id"] = str(thread)
         name = sender.get("first_name")
