@@ -17,23 +17,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orderbot.dialog import DialogOptions, ReceivedFile, load_flow
-from orderbot.files import (
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions, ReceivedFile
+from orderbot.files.fetchers import (
     TELEGRAM_DOWNLOAD_LIMIT,
     FetchError,
     FileFetcher,
-    FileReceiver,
     HttpFileFetcher,
-    Refusal,
     TelegramFileFetcher,
-    cleanup_unlinked_files,
-    detect_model_format,
-    remove_unlinked_files,
 )
+from orderbot.files.formats import Refusal, detect_model_format
+from orderbot.files.receiver import FileReceiver, cleanup_unlinked_files, remove_unlinked_files
 from orderbot.messages import Attachment, InboundMessage
 from orderbot.queues.sqlite import SqliteInboundQueue
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.worker import Worker
 
 MB = 1024 * 1024

@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
-from orderbot.dialog import DialogOptions, load_flow
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
 from orderbot.messages import InboundMessage
 from orderbot.queues.sqlite import SqliteDeadLetterQueue, SqliteInboundQueue, SqliteOutbox
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.worker import Worker
 
 FLOW = load_flow("water")
@@ -178,7 +179,7 @@ async def test_stop_leaves_unstarted_work_on_the_queue(database: SqliteDatabase)
 
 
 def test_replies_of_a_step_are_merged_up_to_each_button_set() -> None:
-    from orderbot.dialog import Reply
+    from orderbot.dialog.models import Reply
     from orderbot.worker import merge_replies
 
     assert merge_replies((Reply("Hello!"), Reply("Address?"))) == (Reply("Hello!\n\nAddress?"),)

@@ -14,27 +14,27 @@ from collections import deque
 from typing import Any
 
 from orderbot.desk.base import HandoffWindow
-from orderbot.dialog import (
+from orderbot.desk.front import UNKNOWN, FrontDesk, Unknown
+from orderbot.dialog import phone_offer
+from orderbot.dialog.engine import error_reply, step, wants_files
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     Reply,
-    error_reply,
-    phone_offer,
-    step,
-    wants_files,
 )
 from orderbot.errors import StorageError
-from orderbot.files import FileReceiver
-from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
+from orderbot.files.receiver import FileReceiver
 from orderbot.loggers import worker as log
-from orderbot.messages import Attachment, InboundMessage, OutboundMessage
+from orderbot.messages import Attachment, InboundMessage, OutboundMessage, replies_to
 from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
+from orderbot.orders.models import OrderRecord, order_parts
+from orderbot.outbound import order_idempotency_key
 from orderbot.queues.base import InboundDelivery, InboundQueue
-from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore, order_parts
+from orderbot.state.base import OutcomeRecord, StepCommit, StepStore
 
 __all__ = ["Worker"]
 
@@ -335,19 +335,7 @@ def merge_replies(replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
 
 
 def _outbound(message: InboundMessage, replies: tuple[Reply, ...]) -> tuple[OutboundMessage, ...]:
-    now = time.time()
-    return tuple(
-        OutboundMessage(
-            key=f"{message.dedupe_key}:{index}",
-            channel=message.channel,
-            client_id=message.client_id,
-            text=reply.text,
-            buttons=reply.buttons,
-            route=message.route,
-            created_at=now,
-        )
-        for index, reply in enumerate(merge_replies(replies))
-    )
+    return replies_to(message, merge_replies(replies), time.time())
 
 
 def _commit_for(
@@ -362,7 +350,9 @@ def _commit_for(
     for effect in effects:
         if isinstance(effect, CreateOrder):
             order = OrderRecord(
-                idempotency_key=f"{message.channel}:{message.client_id}:{message.message_id}",
+                idempotency_key=order_idempotency_key(
+                    message.channel, message.client_id, message.message_id
+                ),
                 channel=message.channel,
                 client_id=message.client_id,
                 source=message.route.get("transport", message.channel),

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
+from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.sender import Sender
 from tests.distributed.conftest import (
     RecordingChannel,

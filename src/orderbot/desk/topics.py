@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage.sqlite import SqliteDatabase
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from orderbot.queues.redis_keys import RedisKeys
+    from orderbot.storage.redis import RedisKeys
 
 __all__ = ["OperatorTopics", "RedisOperatorTopics", "SqliteOperatorTopics", "Topic"]
 

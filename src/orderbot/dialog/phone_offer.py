@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from orderbot.dialog.choices import parse_yes_no
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogState, StepResult
-from orderbot.dialog.validation import Valid
+from orderbot.dialog.validators.base import Valid
+from orderbot.dialog.validators.choices import parse_yes_no
 
 __all__ = ["answer_text", "at_phone_step", "with_offer"]
 

@@ -13,20 +13,18 @@ that does not validate gets FastAPI's 422 with the details. A backing service th
 import builtins
 import hmac
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
-from orderbot.order_admin import HandoffNotFound, OrderNotFound
-from orderbot.tracking import InvalidTransition
+from orderbot.orders.status import InvalidTransition, Status
 
 __all__ = ["OrderAdmin", "install_admin_api"]
-
-Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cancelled"]
 
 
 class OrderAdmin(Protocol):

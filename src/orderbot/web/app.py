@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from orderbot import __version__
 from orderbot.channels.chat2desk import WebhookWatch
-from orderbot.dialog import Flow
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
@@ -70,11 +69,18 @@ def _metrics_text() -> bytes:
     return generate_latest(registry)
 
 
+class NamedFlow(Protocol):
+    """The app only names the flow in its log; the dialog is the worker's."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class ServiceRuntime(Protocol):
     """What the app needs of a runtime: ``EmbeddedRuntime`` or ``DistributedRuntime``."""
 
     @property
-    def flow(self) -> Flow: ...
+    def flow(self) -> NamedFlow: ...
     @property
     def ingress(self) -> WebhookIngress: ...
     @property
