@@ -242,6 +242,15 @@ async def test_admin_api_alerts_and_status_notifications(stack: Stack) -> None:
     assert (await http.get(f"/api/orders/{missing}", headers=ADMIN)).status_code == 404
     r = await http.patch(f"/api/orders/{order_id}", json={"status": "lost"}, headers=ADMIN)
     assert r.status_code == 422
+    # Numbers past BIGINT are a 422, not a 503 from the database (issue 18).
+    huge = "9223372036854775808"
+    for r in (
+        await http.get(f"/api/orders?offset={huge}", headers=ADMIN),
+        await http.get(f"/api/orders/{huge}", headers=ADMIN),
+        await http.patch(f"/api/orders/{huge}", json={"status": "confirmed"}, headers=ADMIN),
+    ):
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    assert (await http.get("/health")).status_code == 200
     # Each notification was sent once.
     notes = [t for t in stack.chat2desk.texts(client) if f"#{order_id}" in t]
     assert len(notes) == len(set(notes))

@@ -30,8 +30,8 @@ from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.web.app import create_app
 from orderbot.worker import Worker
 from tests.fakes.telegram import TOKEN, FakeTelegram, text_update
+from tests.files.test_files import FakeFetcher, binary_stl
 from tests.support.servers import serving
-from tests.test_files import FakeFetcher, binary_stl
 from tests.test_worker import run_until_idle
 
 CHAT = 778001

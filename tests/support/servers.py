@@ -18,11 +18,18 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` (lifespan included) on a free port; yield its base URL."""
+async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` (lifespan included) on a free port; yield its base URL. ``options`` go to
+    ``uvicorn.Config`` (e.g. ``orderbot.web.server.http_options``)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        **options,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

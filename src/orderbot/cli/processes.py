@@ -49,6 +49,7 @@ def run(
     from orderbot.logconfig import setup_logging
     from orderbot.runtime.embedded import EmbeddedRuntime
     from orderbot.web.app import create_app
+    from orderbot.web.server import http_options
 
     settings = read_settings(host=host, port=port)
     require_sqlite(settings)
@@ -69,13 +70,13 @@ def run(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
         backlog=4096,
         proxy_headers=False,  # nothing here reads the client address; saves work per request
+        **http_options(settings),  # deadlines for headers and bodies, a cap on connections
     )
     server = _server_class()(config)
     server.run()
@@ -145,19 +146,20 @@ def serve(
     require_distributed(settings)
     require_distributed_packages()
     from orderbot.runtime.processes import create_server_app
+    from orderbot.web.server import http_options
 
     setup_logging(settings.log_level, settings.log_format)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
         "timeout_graceful_shutdown": int(settings.shutdown_timeout) or None,
         "backlog": 4096,
         "proxy_headers": False,  # nothing here reads the client address; saves work per request
+        **http_options(settings),  # deadlines for headers and bodies, a cap on connections
     }
     if workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

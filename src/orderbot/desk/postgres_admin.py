@@ -57,6 +57,7 @@ from orderbot.outbound import pending_notification_member, status_notification_k
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.storage.redis import RedisKeys
 from orderbot.storage.schema import handoffs, order_files, order_items, order_status_history, orders
+from orderbot.storage.sql import refused_data
 
 __all__ = ["NOTIFY_GRACE", "PostgresOrderAdmin"]
 
@@ -441,6 +442,11 @@ class PostgresOrderAdmin(OrderAdmin):
             async with self._engine.connect() as conn:
                 return (await conn.execute(query)).first()
         except (SQLAlchemyError, OSError) as exc:
+            if refused_data(exc):
+                # An id no order can have (a change refused for it left its entry): it never
+                # committed, and must not stop the entries after it for ever.
+                log.warning("dropping a pending notification of an impossible order id")
+                return None
             raise _unavailable("PostgreSQL", exc) from None
 
     async def handback(self, channel: str, client_id: str) -> None:

@@ -7,13 +7,13 @@ defaults below when a flow has none.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from orderbot.dialog.engine import question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState
+from orderbot.dialog.wording import render
 from orderbot.messages import OutboundMessage
 from orderbot.orders.models import HistoryEntry, OrderSummary
 from orderbot.outbound import client_key, handback_key
@@ -91,12 +91,6 @@ DEFAULT_STATUS_TEXTS: Mapping[str, Mapping[str, str]] = {
         "en": "Order #{order_id} is cancelled.",
     },
 }
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _render(template: str, values: Mapping[str, str]) -> str:
-    # One pass: a value holding "{note}" (customer or operator text) is never expanded.
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _pick(texts: Mapping[str, str], flow: Flow, language: str) -> str:
@@ -106,7 +100,7 @@ def _pick(texts: Mapping[str, str], flow: Flow, language: str) -> str:
 def flow_text(flow: Flow, key: str, language: str, values: Mapping[str, str] | None = None) -> str:
     """The flow's optional text ``key`` (or the default) with ``values`` and the flow's vars."""
     texts = flow.texts.get(key) or DEFAULT_TEXTS[key]
-    return _render(_pick(texts, flow, language), {**flow.vars, **(values or {})})
+    return render(_pick(texts, flow, language), {**flow.vars, **(values or {})})
 
 
 def status_name(flow: Flow, status: str, language: str) -> str:
@@ -127,7 +121,7 @@ def status_notification(
         "status": status_name(flow, status, language),
         "note": note,
     }
-    return _render(_pick(texts, flow, language), values)
+    return render(_pick(texts, flow, language), values)
 
 
 def _date(ts: float) -> str:

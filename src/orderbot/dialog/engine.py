@@ -48,7 +48,7 @@ from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import phrases as _phrases
 from orderbot.messages import Attachment
 
-__all__ = ["detect_language", "error_reply", "question", "step", "wants_files"]
+__all__ = ["detect_language", "error_reply", "file_room", "question", "step", "wants_files"]
 
 
 _ERROR_TEXTS = {
@@ -121,6 +121,17 @@ def wants_files(flow: Flow, state: DialogState | None) -> bool:
     if state is None or state.step not in flow.steps:
         return False
     return flow.steps[state.step].validator == "model_files"
+
+
+def file_room(flow: Flow, state: DialogState | None) -> int:
+    """How many more model files the current step takes (0 when it wants none): the worker
+    downloads no more than this from one message, and the rest are refused as ``too_many``."""
+    if state is None or not wants_files(flow, state):
+        return 0
+    current = flow.steps[state.step]
+    stored = state.data.get(current.field or "") or []
+    taken = len(stored) if isinstance(stored, list) else 0
+    return max(0, int(current.params.get("max_files", 10)) - taken)
 
 
 def step(

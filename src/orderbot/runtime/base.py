@@ -51,7 +51,12 @@ def dialog_options(settings: Settings) -> DialogOptions:
 def build_file_receiver(settings: Settings) -> FileReceiver:
     """Model-file downloads: links (Chat2Desk) always, Telegram files when a bot is set up."""
     receiver = FileReceiver.with_http(
-        settings.upload_dir, max_bytes=settings.max_upload_mb * 1024 * 1024
+        settings.upload_dir,
+        max_bytes=settings.max_upload_mb * 1024 * 1024,
+        policy=settings.link_policy,
+        download_timeout=settings.download_timeout,
+        min_rate=settings.download_min_rate,
+        max_downloads=settings.download_concurrency,
     )
     if settings.telegram_bot_token:
         receiver.add_fetcher(
@@ -201,6 +206,7 @@ class Runtime(ABC):
                 settings.chat2desk_api_token,
                 settings.webhook_signature_header,
                 settings.webhook_timestamp_header,
+                tolerance=settings.webhook_timestamp_tolerance,
             )
         return WebhookIngress(
             inbound,

@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.postgres import handoff_flag
-from orderbot.errors import BackendUnavailable
+from orderbot.errors import BackendUnavailable, DataRejected
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
 from orderbot.orders.models import ORDER_ID_PLACEHOLDER
@@ -54,6 +54,7 @@ from orderbot.state.postgres_rows import inbound_row, write_rows
 from orderbot.storage.message_log import InboundLogBatcher
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
 from orderbot.storage.schema import dialog_outcomes
+from orderbot.storage.sql import driver_error_name, refused_data
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
@@ -277,6 +278,11 @@ class RedisStepStore(StepStore):
         try:
             return await self._write(commit, now)
         except (SQLAlchemyError, OSError) as exc:
+            if refused_data(exc):
+                # The message's own values (an over-long id, say): no wait makes it pass.
+                raise DataRejected(
+                    f"PostgreSQL refused the data: {driver_error_name(exc)}"
+                ) from None
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
     async def _write(self, commit: StepCommit, now: float) -> int | None:

@@ -8,13 +8,18 @@ now wait here at most ``delay`` seconds and go in one multi-row insert per batch
 The log is a record, not the source of truth: whether a reply was sent is the ``sent:<key>``
 mark in Redis, set before the message is acknowledged. So a batch that cannot be written is
 logged and dropped (as the single-row insert did), and a crash loses at most the rows of the
-last ``delay`` seconds; ``aclose()`` writes what is waiting.
+last ``delay`` seconds; ``aclose()`` writes what is waiting. A batch PostgreSQL refuses for
+its values (:func:`~orderbot.storage.sql.refused_data`: an over-long client id, say) is
+written again row by row, so only the bad row is dropped (logged with its key's length, not
+its values).
 
 Inbound (:class:`InboundLogBatcher`). A worker step's log row is its "rows written" mark, so
 the step waits for it. Rows go in one conditional insert per batch (a row already there, from a
 redo of the step, is skipped and its step told so), at most ``max_in_flight`` statements at a
 time: rows that come while they are all out wait for the next one, so batches grow with the
-load and a lone row goes at once.
+load and a lone row goes at once. A batch refused for its values is written again row by row:
+each step gets its own row's outcome, so one message's bad data never fails the steps of other
+clients.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orderbot.loggers import storage as log
 from orderbot.storage.batching import Batcher
 from orderbot.storage.schema import message_logs
+from orderbot.storage.sql import driver_error_name, refused_data
 
 __all__ = ["InboundLogBatcher", "MessageLogWriter", "log_inbound"]
 
@@ -97,14 +103,37 @@ class MessageLogWriter:
         while self._rows:
             batch, self._rows = self._rows[: self._max_batch], self._rows[self._max_batch :]
             try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(insert(message_logs), batch)
+                await self._insert(batch)
             except Exception as exc:  # the log must not hold up delivery
+                if len(batch) > 1 and refused_data(exc):
+                    await self._insert_each(batch)
+                    continue
                 log.warning(
                     "cannot write %d outbound message log rows: %s", len(batch), type(exc).__name__
                 )
             else:
                 self.written += len(batch)
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(message_logs), rows)
+
+    async def _insert_each(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of a batch PostgreSQL refused, one at a time: only the bad ones are dropped."""
+        for row in rows:
+            try:
+                await self._insert([row])
+            except Exception as exc:
+                log.warning(
+                    "dropped an outbound message log row (channel %s, client id of %d chars,"
+                    " key of %d chars): %s",
+                    row.get("channel"),
+                    len(str(row.get("client_id", ""))),
+                    len(str(row.get("message_key", ""))),
+                    driver_error_name(exc),
+                )
+            else:
+                self.written += 1
 
     async def aclose(self) -> None:
         """Write what is waiting and stop. Idempotent."""
@@ -140,9 +169,24 @@ class InboundLogBatcher(Batcher[dict[str, Any], bool]):
         when it was logged before (a redo)."""
         return await self.submit(row)
 
-    async def _send_batch(self, items: list[dict[str, Any]]) -> list[bool]:
-        async with self._engine.connect() as conn:
-            return await log_inbound(conn, items)
+    async def _send_batch(self, items: list[dict[str, Any]]) -> list[bool | BaseException]:
+        try:
+            async with self._engine.connect() as conn:
+                return list(await log_inbound(conn, items))
+        except Exception as exc:
+            if len(items) == 1 or not refused_data(exc):
+                raise
+        # One row's values were refused: each row alone, each step told its own outcome.
+        results: list[bool | BaseException] = []
+        for item in items:
+            try:
+                async with self._engine.connect() as conn:
+                    (written,) = await log_inbound(conn, [item])
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(written)
+        return results
 
 
 async def log_inbound(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[bool]:

@@ -6,6 +6,12 @@ Everything goes through asyncio drivers (aiosqlite, asyncpg), Alembic included, 
 Alembic and SQLAlchemy are imported only where used: the embedded server's hot path is plain
 sqlite3, and not loading them keeps ``orderbot run`` about 30 MB smaller. Whether a SQLite file
 is already at the newest revision is read with sqlite3 (:func:`schema_is_current`).
+
+On PostgreSQL, every string a statement sends loses its NUL characters (PostgreSQL text cannot
+hold them, and one in a customer's message failed the whole write; ingress refuses control
+characters, this is the defence in depth for what is already queued), and
+:func:`refused_data` tells a write PostgreSQL refuses for its values (the same every time) from
+an outage (worth waiting for).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import re
 import sqlite3
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
 
@@ -27,7 +33,9 @@ __all__ = [
     "alembic_config",
     "async_url",
     "create_engine",
+    "driver_error_name",
     "head_revision",
+    "refused_data",
     "schema_is_current",
     "upgrade",
     "upgrade_async",
@@ -90,7 +98,64 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 15) -> As
 
     if importlib.util.find_spec("asyncpg") is None:
         raise ConfigError(f"DATABASE_URL is PostgreSQL, which needs asyncpg: {INSTALL_DISTRIBUTED}")
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow)
+    from sqlalchemy import event
+
+    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow)
+    event.listen(engine.sync_engine, "before_cursor_execute", _strip_nul, retval=True)
+    return engine
+
+
+def refused_data(exc: BaseException) -> bool:
+    """True when ``exc`` is PostgreSQL (or asyncpg, before sending) refusing the values of a
+    statement: SQLSTATE class 22, "data exception" (a string too long for its column, a number
+    out of range, a character the encoding cannot hold). The same statement with the same
+    values fails the same way every time; an outage does not have this class. So is an error
+    SQLAlchemy raises while it turns the values into parameters, before the database is asked."""
+    from sqlalchemy.exc import DBAPIError, StatementError
+
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
+
+
+def driver_error_name(exc: BaseException) -> str:
+    """The driver's error class behind a SQLAlchemy error (``StringDataRightTruncationError``),
+    for logs: the error's message may quote the values, personal data included."""
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None) or exc
+    return type(cause).__name__
+
+
+def _strip_nul(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """A ``before_cursor_execute`` hook: the statement's parameters without NUL characters
+    (positional, as asyncpg takes them; a list of them for executemany; arrays for unnest)."""
+    if executemany:
+        if any(_has_nul(row) for row in parameters):
+            parameters = [tuple(_without_nul(v) for v in row) for row in parameters]
+    elif _has_nul(parameters):
+        parameters = tuple(_without_nul(v) for v in parameters)
+    return statement, parameters
+
+
+def _has_nul(values: Any) -> bool:
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value):
+            return True
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [v.replace("\x00", "") if isinstance(v, str) else v for v in value]
+    return value
 
 
 def alembic_config(url: str) -> Config:

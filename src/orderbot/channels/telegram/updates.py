@@ -15,7 +15,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from orderbot.channels.base import invalid_field, json_type_name
+from orderbot.channels.base import (
+    check_id,
+    check_integer_id,
+    check_url,
+    clean_text,
+    invalid_field,
+    json_type_name,
+)
 from orderbot.channels.telegram.rendering import button_text
 from orderbot.errors import ChannelError, InvalidPayload, PermanentError, RateLimited
 from orderbot.messages import EVENT_OPERATOR_REPLY, Attachment, InboundMessage
@@ -57,10 +64,11 @@ def _object(
 
 def _integer(parent: Mapping[str, Any], key: str, path: str) -> int:
     value = parent.get(key)
-    # ``type(...) is`` on purpose: bool is an int subclass.
-    if type(value) is int:
-        return value
     where = f"{path}.{key}" if path else key
+    # ``type(...) is`` on purpose: bool is an int subclass. Telegram's ids fit 52 bits; one past
+    # 64 bits could not be sent back or stored.
+    if type(value) is int:
+        return check_integer_id(where, value)
     if value is None:
         raise invalid_field(where, "missing")
     raise invalid_field(where, f"must be an integer, not {json_type_name(value)}")
@@ -83,13 +91,17 @@ def _file(item: Mapping[str, Any], path: str, kind: str) -> Attachment:
     file_id = _string(item, "file_id", path, required=True)
     if not file_id:
         raise invalid_field(f"{path}.file_id", "must not be empty")
-    name = _string(item, "file_name", path) or ""
-    mime_type = _string(item, "mime_type", path) or ""
+    name = clean_text(_string(item, "file_name", path) or "")
+    mime_type = clean_text(_string(item, "mime_type", path) or "")
     size = item.get("file_size")
     if size is not None and (type(size) is not int or size < 0):
         raise invalid_field(f"{path}.file_size", f"must be a non-negative integer, not {size!r}")
     return Attachment(
-        url=f"tg://file/{file_id}", name=name, mime_type=mime_type, size=size, kind=kind
+        url=check_url(f"{path}.file_id", f"tg://file/{file_id}"),
+        name=name,
+        mime_type=mime_type,
+        size=size,
+        kind=kind,
     )
 
 
@@ -223,7 +235,7 @@ def _parse_message(
         channel=channel,
         client_id=str(chat_id),
         message_id=str(update_id),
-        text=text or "",
+        text=clean_text(text or ""),
         received_at=received_at,
         attachments=tuple(_attachments(message)),
     )
@@ -232,9 +244,9 @@ def _parse_message(
 def _parse_callback(
     channel: str, update_id: int, query: dict[str, Any], received_at: float
 ) -> InboundMessage | None:
-    query_id = _string(query, "id", "callback_query", required=True)
-    if not query_id:
-        raise invalid_field("callback_query.id", "must not be empty")
+    query_id = check_id(
+        "callback_query.id", _string(query, "id", "callback_query", required=True) or ""
+    )
     sender = _object(query, "from", "callback_query", required=True)
     assert sender is not None
     user_id = _integer(sender, "id", "callback_query.from")
@@ -253,7 +265,7 @@ def _parse_callback(
         channel=channel,
         client_id=str(chat_id),
         message_id=str(update_id),
-        text=button_text(data, message),
+        text=clean_text(button_text(data, message)),
         received_at=received_at,
         route={"callback_query_id": query_id},
     )

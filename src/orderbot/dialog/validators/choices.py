@@ -164,6 +164,7 @@ FILE_REASONS = frozenset(
         "too_large",  # over MAX_UPLOAD_MB
         "telegram_limit",  # over what the Telegram Bot API lets a bot download (20 MB)
         "download_failed",
+        "not_checked",  # the content could not be judged within its time limit
     }
 )
 

@@ -24,6 +24,7 @@ from orderbot.files.fetchers import (
     FetchError,
     FileFetcher,
     HttpFileFetcher,
+    LinkPolicy,
     TelegramFileFetcher,
 )
 from orderbot.files.formats import Refusal, detect_model_format
@@ -192,9 +193,19 @@ def http_receiver(
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     receiver = FileReceiver(
-        tmp_path / "uploads", max_bytes=max_bytes, fetchers=(HttpFileFetcher(client),)
+        tmp_path / "uploads",
+        max_bytes=max_bytes,
+        fetchers=(HttpFileFetcher(client, policy=EXAMPLE_POLICY),),
     )
     return receiver, requested
+
+
+async def public_address(host: str, port: int) -> list[str]:
+    """A resolver for the example host: a public (documentation-range-free) address."""
+    return ["93.184.215.14"]
+
+
+EXAMPLE_POLICY = LinkPolicy(hosts=("files.example.com",), resolver=public_address)
 
 
 def link(name: str, size: int | None = None) -> Attachment:
@@ -204,7 +215,7 @@ def link(name: str, size: int | None = None) -> Attachment:
 async def test_received_files_are_stored_by_checksum(tmp_path: Path) -> None:
     content = binary_stl()
     receiver, _ = http_receiver(tmp_path, {"cube.stl": content, "again.stl": content})
-    received = await receiver.receive(link("cube.stl"))
+    received = await receiver.receive(link("cube.stl"), channel="chat2desk")
     checksum = hashlib.sha256(content).hexdigest()
     assert received == ReceivedFile(
         name="cube.stl",
@@ -215,7 +226,7 @@ async def test_received_files_are_stored_by_checksum(tmp_path: Path) -> None:
     )
     assert await asyncio.to_thread(Path(received.path).read_bytes) == content
     # The same content under another name is the same stored file.
-    again = await receiver.receive(link("again.stl"))
+    again = await receiver.receive(link("again.stl"), channel="chat2desk")
     assert again.path == received.path
     assert again.name == "again.stl"
     assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == [f"{checksum}.stl"]
@@ -223,10 +234,12 @@ async def test_received_files_are_stored_by_checksum(tmp_path: Path) -> None:
 
 async def test_refused_and_failed_files_leave_nothing_behind(tmp_path: Path) -> None:
     receiver, _ = http_receiver(tmp_path, {"photo.stl": jpeg(), "cut.stl": binary_stl()[:-7]})
-    photo = await receiver.receive(link("photo.stl"))
+    photo = await receiver.receive(link("photo.stl"), channel="chat2desk")
     assert (photo.refused, photo.checksum, photo.path) == ("image", "", "")
-    assert (await receiver.receive(link("cut.stl"))).refused == "damaged"
-    assert (await receiver.receive(link("missing.stl"))).refused == "download_failed"
+    assert (await receiver.receive(link("cut.stl"), channel="chat2desk")).refused == "damaged"
+    assert (
+        await receiver.receive(link("missing.stl"), channel="chat2desk")
+    ).refused == "download_failed"
     assert list((tmp_path / "uploads").iterdir()) == []
 
 
@@ -234,11 +247,11 @@ async def test_oversize_files_are_refused_with_the_limit(tmp_path: Path) -> None
     big = binary_stl() * 4
     receiver, requested = http_receiver(tmp_path, {"big.stl": big}, max_bytes=len(big) - 1)
     # Size unknown in advance: the download stops at the limit.
-    streamed = await receiver.receive(link("big.stl"))
+    streamed = await receiver.receive(link("big.stl"), channel="chat2desk")
     assert (streamed.refused, streamed.limit) == ("too_large", len(big) - 1)
     assert len(requested) == 1
     # Size announced by the channel: refused without downloading.
-    announced = await receiver.receive(link("big.stl", size=len(big)))
+    announced = await receiver.receive(link("big.stl", size=len(big)), channel="chat2desk")
     assert announced.refused == "too_large"
     assert len(requested) == 1
     assert list((tmp_path / "uploads").iterdir()) == []
@@ -246,14 +259,16 @@ async def test_oversize_files_are_refused_with_the_limit(tmp_path: Path) -> None
 
 async def test_max_upload_mb_default_applies_to_the_receiver(tmp_path: Path) -> None:
     receiver, requested = http_receiver(tmp_path, {})
-    refused = await receiver.receive(link("huge.stl", size=50 * MB + 1))
+    refused = await receiver.receive(link("huge.stl", size=50 * MB + 1), channel="chat2desk")
     assert (refused.refused, refused.limit) == ("too_large", 50 * MB)
     assert requested == []
 
 
 async def test_attachment_without_a_fetcher_is_a_failed_download(tmp_path: Path) -> None:
     receiver, requested = http_receiver(tmp_path, {})
-    result = await receiver.receive(Attachment(url="file:///etc/passwd", name="passwd"))
+    result = await receiver.receive(
+        Attachment(url="file:///etc/passwd", name="passwd"), channel="chat2desk"
+    )
     assert result.refused == "download_failed"
     assert requested == []
 
@@ -273,17 +288,21 @@ async def test_telegram_files_go_through_get_file_and_its_20_mb_limit(tmp_path: 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     receiver = FileReceiver(tmp_path / "uploads", max_bytes=50 * MB)
     receiver.add_fetcher(TelegramFileFetcher("TOKEN", api_url="https://tg.example", client=client))
-    received = await receiver.receive(Attachment(url="tg://file/ABC", name="part.obj"))
+    received = await receiver.receive(
+        Attachment(url="tg://file/ABC", name="part.obj"), channel="telegram"
+    )
     assert (received.refused, received.format) == (None, "obj")
     assert calls == ["/botTOKEN/getFile", "/file/botTOKEN/docs/f.obj"]
 
     calls.clear()
     big = Attachment(url="tg://file/BIG", name="big.stl", size=TELEGRAM_DOWNLOAD_LIMIT + 1)
-    refused = await receiver.receive(big)
+    refused = await receiver.receive(big, channel="telegram")
     assert (refused.refused, refused.limit) == ("telegram_limit", TELEGRAM_DOWNLOAD_LIMIT)
     assert calls == []  # explained without asking Telegram
 
-    unknown = await receiver.receive(Attachment(url="tg://file/GONE", name="x.stl"))
+    unknown = await receiver.receive(
+        Attachment(url="tg://file/GONE", name="x.stl"), channel="telegram"
+    )
     assert unknown.refused == "download_failed"
 
 
@@ -320,6 +339,8 @@ def test_unlinked_old_files_are_removed(tmp_path: Path) -> None:
 
 class FakeFetcher(FileFetcher):
     """Serves ``fake://<name>`` from a dict; records what was fetched."""
+
+    channels = frozenset({"chat2desk", "telegram"})
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
