@@ -466,3 +466,26 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
         order = await bot.admin.get(order_id)
         assert order is not None and order["status"] == "confirmed"
         assert order["history"][-1]["actor"] == "telegram:Anna"
+
+
+async def test_a_status_change_outside_whatsapps_window_is_marked_on_the_order(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.orders.status import WINDOW_MARK
+
+    async with open_bot(profile, tmp_path) as bot:
+        wa = bot.client("wa-late")
+        desk = FakeState()
+        for text in ORDER:  # over wa_dialog, a business-API transport
+            await bot.hear(desk.client_says(wa, text, transport="wa_dialog"))
+        (order_id,) = await bot.order_ids(wa)
+        inside = await bot.admin.set_status(order_id, "confirmed", note="paid")
+        assert inside["history"][-1]["note"] == "paid"
+        bot.clock.now += 25 * 3600  # the customer has been silent for a day and more
+        before = len(await bot.sent())
+        late = await bot.admin.set_status(order_id, "in_progress", note="printing")
+        assert late["history"][-1]["note"] == "printing" + WINDOW_MARK
+        # the notification is still queued (the sender holds it back and tells the operators)
+        # and never carries the operators' mark
+        notes = [e for e in (await bot.sent())[before:] if e["client_id"] == wa]
+        assert len(notes) == 1 and "WhatsApp" not in notes[0]["text"]

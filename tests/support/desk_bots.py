@@ -41,6 +41,7 @@ from tests.test_worker import run_until_idle
 FLOW = load_flow("water")
 OPTIONS = DialogOptions(default_language="ru")
 PROFILES = ["embedded", "distributed"]
+WINDOWED = ("wa_dialog",)  # the 24-hour window applies to clients who write over wa_dialog
 CHAT2DESK = Chat2DeskChannel(api_url="http://unused.invalid/v1", token="t")
 
 
@@ -146,7 +147,9 @@ class EmbeddedBot(Bot):
             poll_interval=0.05,
             front_desk=self.desk,
         )
-        self.admin = SqliteOrderAdmin(database, FLOW, OPTIONS, clock=self.clock)
+        self.admin = SqliteOrderAdmin(
+            database, FLOW, OPTIONS, clock=self.clock, window_transports=WINDOWED
+        )
 
     async def sent(self) -> list[dict[str, Any]]:
         rows = await self.db.run(
@@ -233,6 +236,7 @@ class DistributedBot(Bot):
             OPTIONS,
             keys=keys,
             clock=self.clock,
+            window_transports=WINDOWED,
         )
 
     async def sent(self) -> list[dict[str, Any]]:

@@ -123,7 +123,13 @@ class DistributedRuntime(Runtime):
             batcher=self.redis_batch,
         )
         self.admin = PostgresOrderAdmin(
-            self.engine, self.redis, self.outbox, self.flow, self.options, keys=self.keys
+            self.engine,
+            self.redis,
+            self.outbox,
+            self.flow,
+            self.options,
+            keys=self.keys,
+            window_transports=settings.window_transports,
         )
         topics = operator_topics(self.channels, RedisOperatorTopics(self.redis, self.keys))
         self.worker = self.build_worker(

@@ -68,7 +68,11 @@ class EmbeddedRuntime(Runtime):
             self.db, outbox_wakeup=outbox_wakeup, alerts=alerts if alerts else None
         )
         self.admin = SqliteOrderAdmin(
-            self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
+            self.db,
+            self.flow,
+            dialog_options(settings),
+            outbox_wakeup=outbox_wakeup,
+            window_transports=settings.window_transports,
         )
         topics = operator_topics(self.channels, SqliteOperatorTopics(self.db))
         self.worker = self.build_worker(
