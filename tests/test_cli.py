@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -325,3 +326,25 @@ def test_postgresql_without_asyncpg_is_a_config_error(monkeypatch: pytest.Monkey
     )
     with pytest.raises(ConfigError, match=r"needs asyncpg: pip install 'orderbot\[distributed\]'"):
         db.create_engine("postgresql://x@127.0.0.1:9/x")
+
+
+def test_chat2desk_set_webhook_is_idempotent_and_info_shows_the_hooks(tmp_path: Path) -> None:
+    from tests.fakes.chat2desk import ThreadedFakeChat2Desk
+
+    with ThreadedFakeChat2Desk(token="t") as fake:
+        env = {"CHAT2DESK_API_TOKEN": "t", "CHAT2DESK_API_URL": fake.url}
+        url = "https://bot.example/webhook/chat2desk/"
+        first = cli("chat2desk", "set-webhook", url + "s1", env=env, cwd=tmp_path)
+        again = cli("chat2desk", "set-webhook", url + "s1", env=env, cwd=tmp_path)
+        moved = cli("chat2desk", "set-webhook", url + "s2", env=env, cwd=tmp_path)
+        assert [json.loads(r.stdout)["action"] for r in (first, again, moved)] == [
+            "created",
+            "unchanged",
+            "updated",
+        ]
+        fake.control({"disable_webhook": "timeout"})
+        info = json.loads(cli("chat2desk", "info", env=env, cwd=tmp_path).stdout)
+    assert len(info["webhooks"]) == 1 and info["webhooks"][0]["url"].endswith("/s2")
+    assert info["orderbot_webhook"]["state"] == "disabled"
+    assert info["orderbot_webhook"]["errors"] == ["timeout"]
+    assert "requests_limit" in info["data"]

@@ -22,8 +22,8 @@ class FakeClock:
 
 def test_delay_table() -> None:
     policy = RetryPolicy()
-    assert [policy.next_delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert all(policy.next_delay(n) == 300.0 for n in range(4, 50))
+    assert [policy.next_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 120]
+    assert all(policy.next_delay(n) == 300.0 for n in range(9, 50))
     assert policy.next_delay(50) is None
     assert policy.next_delay(51) is None
 
@@ -35,7 +35,8 @@ def test_zero_attempts_means_no_wait() -> None:
 def test_retry_after_overrides_when_longer() -> None:
     policy = RetryPolicy()
     assert policy.next_delay(1, RateLimited("429", retry_after=7.5)) == 7.5
-    assert policy.next_delay(5, RateLimited("429", retry_after=7.5)) == 300.0
+    assert policy.next_delay(5, RateLimited("429", retry_after=7.5)) == 16.0
+    assert policy.next_delay(9, RateLimited("429", retry_after=7.5)) == 300.0
     assert policy.next_delay(2, CircuitOpen("open", retry_after=30)) == 30.0
     assert policy.next_delay(2, ServerError("500")) == 2.0
     assert policy.next_delay(50, RateLimited("429", retry_after=1)) is None

@@ -12,6 +12,7 @@ import pytest
 
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.errors import OutsideWindow, QuotaExceeded
 from orderbot.messages import OutboundMessage
 from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
 from orderbot.ratelimit import LocalRateLimiter
@@ -453,3 +454,108 @@ async def test_a_reply_in_progress_too_long_is_logged_once_with_where_it_waits(
     stuck = [r.getMessage() for r in caplog.records if "has been in progress" in r.getMessage()]
     assert len(stuck) == 1
     assert "never_answers -> " in stuck[0] and "hello" not in stuck[0]
+
+
+class _QuotaThenOk(Channel):
+    """Answers like Chat2Desk with its quota used up ``times`` times, then sends."""
+
+    name = "chat2desk"
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.sent: list[str] = []
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        if self.times > 0:
+            self.times -= 1
+            raise QuotaExceeded(
+                "chat2desk POST /messages: 200 Number of API requests exceeded", retry_after=0.02
+            )
+        self.sent.append(message.text)
+
+
+class _Admins(Channel):
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        self.told.append((message.client_id, message.text))
+
+
+async def test_quota_waits_without_spending_attempts_and_tells_the_operators_once(
+    outbox: MemoryOutbox,
+) -> None:
+    channel, admins = _QuotaThenOk(times=12), _Admins()
+    outbox.add("chat2desk", "1", "first")
+    outbox.add("chat2desk", "1", "second")
+    policy = RetryPolicy(quick_delays=(0.01,), slow_delay=0.01, max_attempts=2)
+    sender = make_sender(
+        outbox,
+        {"chat2desk": channel, "telegram": admins},
+        policy=policy,
+        admin_chats=("500", "501"),
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.sent) == 2)
+    assert channel.sent == ["first", "second"]  # in order, none dead-lettered
+    assert outbox.dead == []
+    assert all(attempts == 0 for _, attempts, _, _ in outbox.reschedules)
+    assert [chat for chat, _ in admins.told] == ["500", "501"]  # once per operator chat
+    assert "quota" in admins.told[0][1]
+
+
+async def test_after_the_probe_succeeds_replies_waiting_for_a_slow_retry_go_at_once(
+    fake: FakeChat2Desk, chat2desk: Chat2DeskChannel, outbox: MemoryOutbox
+) -> None:
+    fake.fail_next(3, status=500)  # a, c fail; the first probe (a again) fails too
+    outbox.add("chat2desk", "1", "a")
+    outbox.add("chat2desk", "1", "b")
+    outbox.add("chat2desk", "2", "c")
+    slow = RetryPolicy(quick_delays=(0.01,), slow_delay=60.0, max_attempts=50)
+    sender = make_sender(
+        outbox,
+        {"chat2desk": chat2desk},
+        policy=slow,
+        breaker_factory=lambda name: CircuitBreaker(name, failure_threshold=2, cooldown=0.2),
+    )
+    async with running(sender):
+        # a's second failure put it on the 60 s slow retry; c's probe then succeeds
+        await eventually(lambda: len(outbox.sent) == 3, timeout=10)
+    assert fake.texts("1") == ["a", "b"] and fake.texts("2") == ["c"]
+    assert any(attempts == 2 for _, attempts, _, _ in outbox.reschedules)  # a waited "60 s"
+
+
+class _ClosedWindow(Channel):
+    name = "chat2desk"
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        raise OutsideWindow("chat2desk: the customer last wrote 49 h ago, outside the window")
+
+
+async def test_a_message_outside_the_window_is_dead_lettered_and_the_operators_are_told(
+    outbox: MemoryOutbox,
+) -> None:
+    admins = _Admins()
+    outbox.put(
+        OutboundMessage(key="status:42:7", channel="chat2desk", client_id="5", text="Order ready")
+    )
+    sender = make_sender(
+        outbox, {"chat2desk": _ClosedWindow(), "telegram": admins}, admin_chats=("500",)
+    )
+    async with running(sender):
+        await eventually(lambda: len(outbox.dead) == 1 and len(admins.told) == 1)
+    assert "OutsideWindow" in outbox.dead[0].last_error
+    chat, text = admins.told[0]
+    assert chat == "500" and "order #42" in text and "call the customer" in text
+    assert "Order ready" in text

@@ -89,15 +89,37 @@ class Settings(BaseSettings):
     admin_chat_ids: str = Field(
         "", pattern=r"^\s*(-?\d+\s*(,\s*-?\d+\s*)*)?$", description="Telegram chat ids, a,b,c"
     )
+    operator_chat_id: str = Field(
+        "",
+        pattern=r"^\s*(-?\d+)?\s*$",
+        description="Telegram supergroup with topics where operators talk to handed-off customers",
+    )
     order_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
     handoff_timeout: float = Field(2 * 3600, gt=0, description="seconds before the bot resumes")
     chat2desk_operator_id: int | None = Field(None, ge=1)
     chat2desk_group_id: int | None = Field(None, ge=1)
+    # How bot replies are posted (POST /v1/messages; help.chat2desk.com.br "messages (POST)").
+    # "autoreply" is Chat2Desk's type for automatic messages to a client (its example: menu
+    # messages); operators' own messages are "to_client". Keeping the bot's replies apart lets
+    # the outbox webhook tell an operator's message from the bot's, and open_dialog=false keeps
+    # every bot conversation out of the operators' queue until a person is asked for.
+    chat2desk_reply_type: Literal["autoreply", "to_client"] = Field(
+        "autoreply", description="message type of bot replies: autoreply or to_client"
+    )
+    whatsapp_window_transports: str = Field(
+        "wa_dialog,wa_cm,wa_infobip",
+        description="Chat2Desk transports on WhatsApp's business API (24-hour window), a,b,c",
+    )
+    chat2desk_open_dialog: bool = Field(
+        False, description="open the dialog in the operators' desk with each bot reply"
+    )
 
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     # Distributed profile: sending retries and the circuit breaker (defaults as DESIGN.md).
     send_retry_slow_delay: int = Field(
-        300, ge=1, description="seconds between slow retries, after the 1/2/4 s quick ones"
+        300,
+        ge=1,
+        description="seconds between slow retries, after waits of 1, 2, 4, 8, 16, 32, 60, 120 s",
     )
     circuit_failure_threshold: int = Field(5, ge=1, description="failures in a row to open")
     circuit_cooldown: float = Field(30.0, gt=0, description="seconds open before a trial call")
@@ -142,7 +164,13 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", "default_language", "sqlite_synchronous", mode="before")
+    @field_validator(
+        "log_format",
+        "default_language",
+        "sqlite_synchronous",
+        "chat2desk_reply_type",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -172,6 +200,11 @@ class Settings(BaseSettings):
     def is_distributed(self) -> bool:
         """RabbitMQ, Redis and PostgreSQL are all configured (``orderbot serve/worker/sender``)."""
         return bool(self.rabbitmq_url and self.redis_url) and not self.is_sqlite
+
+    @property
+    def window_transports(self) -> tuple[str, ...]:
+        """``WHATSAPP_WINDOW_TRANSPORTS`` as a list."""
+        return tuple(p.strip() for p in self.whatsapp_window_transports.split(",") if p.strip())
 
     @property
     def admin_chats(self) -> tuple[str, ...]:

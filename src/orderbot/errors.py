@@ -13,10 +13,12 @@
     │   └── DataRejected         the database refuses this data: the same on every try
     └── ChannelError             sending through a messenger API failed
         ├── RateLimited          429: retry after `retry_after` seconds
+        │   └── QuotaExceeded    the account's API quota is used up (told by the body text)
         ├── Timeout              no answer in time
         ├── ServerError          5xx or a connection failure: worth retrying
         ├── CircuitOpen          we stopped calling the API for a while
         └── PermanentError       4xx other than 429: retrying will not help
+            └── OutsideWindow    WhatsApp's 24-hour window is closed: no free text now
 
 Channel clients translate httpx errors into these at the boundary, so the sender decides
 on retries by type and never sees transport exceptions.
@@ -35,9 +37,11 @@ __all__ = [
     "InvalidPayload",
     "MalformedPayload",
     "OrderbotError",
+    "OutsideWindow",
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
+    "QuotaExceeded",
     "RateLimited",
     "ServerError",
     "StorageError",
@@ -135,6 +139,12 @@ class RateLimited(ChannelError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(RateLimited):
+    """The account used up its API quota (Chat2Desk: "Number of API requests exceeded",
+    "API calls exceeded API limit per month"). Not the reply's fault: it waits and is tried
+    again without spending an attempt, and is never dead-lettered for it."""
+
+
 class Timeout(ChannelError):
     """The API did not answer in time."""
 
@@ -155,3 +165,9 @@ class PermanentError(ChannelError):
     """The API refused the request (4xx other than 429); retrying the same request will not help."""
 
     retryable = False
+
+
+class OutsideWindow(PermanentError):
+    """The messenger takes no free text to this customer now: on WhatsApp's business API a
+    message more than 24 hours after the customer's last one is accepted and then lost. Not
+    sent; the operators are told, to reach the customer another way."""

@@ -14,7 +14,33 @@ import orjson
 
 from orderbot.outbound import client_key, message_key, reply_key
 
-__all__ = ["Attachment", "InboundMessage", "OutboundMessage", "ReplyText", "replies_to"]
+__all__ = [
+    "EVENT_DELIVERY_FAILED",
+    "EVENT_HANDBACK",
+    "EVENT_OPERATOR",
+    "EVENT_OPERATOR_REPLY",
+    "Attachment",
+    "InboundMessage",
+    "OutboundMessage",
+    "ReplyText",
+    "replies_to",
+]
+
+EVENT_OPERATOR = "operator"
+"""``InboundMessage.route["event"]`` of a person taking the conversation over in the channel's
+own desk (an operator's message the bot did not send, the dialog assigned to an operator).
+Such a message is no customer text: it starts a handoff and is not answered."""
+EVENT_HANDBACK = "handback"
+"""``InboundMessage.route["event"]`` of the channel's desk closing the conversation (request or
+dialog closed): the bot resumes at the step it left."""
+EVENT_OPERATOR_REPLY = "operator_reply"
+"""``InboundMessage.route["event"]`` of an operator's message in a customer's topic of the
+operators' Telegram chat (``route["thread_id"]``): passed on to the customer; ``/back`` hands
+the customer back to the bot."""
+EVENT_DELIVERY_FAILED = "delivery_failed"
+"""``InboundMessage.route["event"]`` of the channel reporting that a message to the customer
+was not delivered (Chat2Desk ``outbox_status``); ``text`` says what the messenger answered.
+Recorded in the message log, not answered."""
 
 
 @dataclass(frozen=True, slots=True)

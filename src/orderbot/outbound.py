@@ -18,12 +18,16 @@ __all__ = [
     "handoff_alert_key",
     "message_key",
     "new_order_alert_key",
+    "new_order_topic_key",
     "new_order_webhook_key",
+    "operator_notice_key",
+    "operator_pass_key",
     "order_idempotency_key",
     "pending_notification_member",
     "question_alert_key",
     "reply_key",
     "status_notification_key",
+    "topic_post_key",
     "transfer_key",
 ]
 
@@ -72,6 +76,29 @@ def new_order_alert_key(order_id: int, chat: str) -> str:
 def new_order_webhook_key(order_id: int) -> str:
     """The shop's order webhook call for a new order."""
     return f"new-order:{order_id}:webhook"
+
+
+def new_order_topic_key(order_id: int) -> str:
+    """A new order's card in the customer's topic of the operators' Telegram chat."""
+    return f"new-order:{order_id}:topic"
+
+
+def topic_post_key(message_key: str, what: str) -> str:
+    """What one inbound message puts in a customer's topic of the operators' chat: ``topic``
+    (the handoff's transcript, or the customer's message during it), ``back``, ``status`` or
+    ``note`` (answers to an operator's ``/back``, status button, or file)."""
+    return f"{message_key}:{what}"
+
+
+def operator_pass_key(message_key: str) -> str:
+    """An operator's message from the operators' chat, passed on to the customer."""
+    return f"{message_key}:customer"
+
+
+def operator_notice_key(topic: str, chat: str) -> str:
+    """A notice sent to an operator chat directly (quota used up, a message outside WhatsApp's
+    window): ``topic`` names what it is about; sent once, not through the outbox."""
+    return f"{topic}:{chat}"
 
 
 def status_notification_key(order_id: int, history_id: int) -> str:

@@ -1,9 +1,11 @@
 """Retry decisions as values: how long to wait before the next send, and when to stop calling.
 
-:class:`RetryPolicy` answers "this reply failed N times; when next?" (3 quick tries, then a slow
-retry every 5 minutes, then the dead-letter queue). :class:`CircuitBreaker` answers "should we
-call this channel's API at all right now?" after a run of server errors, so a dead API is probed
-by one trial call instead of being hammered by every waiting reply.
+:class:`RetryPolicy` answers "this reply failed N times; when next?" (quick tries after 1, 2,
+4 s, then growing waits of 8, 16, 32, 60, 120 s, then a slow retry every 5 minutes, then the
+dead-letter queue): a short outage is bridged in seconds, a long one costs few calls.
+:class:`CircuitBreaker` answers "should we call this channel's API at all right now?" after a
+run of server errors, so a dead API is probed by one trial call instead of being hammered by
+every waiting reply.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class RetryPolicy:
     ``slow_delay``; once ``max_attempts`` attempts failed there is no next try (dead letter).
     """
 
-    quick_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
+    quick_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 120.0)
     slow_delay: float = 300.0
     max_attempts: int = 50
 

@@ -8,6 +8,10 @@ Rules it keeps (see DESIGN.md, "Correctness rules"):
   a lane whose head waits for a retry time holds up only that client.
 * Bounded retries (:class:`~orderbot.retry.RetryPolicy`), then the dead-letter queue; a
   :class:`~orderbot.errors.PermanentError` goes there at once.
+* An exhausted API quota (:class:`~orderbot.errors.QuotaExceeded`) is rate limiting, not a
+  failing reply: the reply waits as the quota asks without spending an attempt, so it is never
+  dead-lettered for it, and the operators (``admin_chats``, over Telegram) are told once per
+  episode (until a send through that channel succeeds again).
 * One :class:`~orderbot.retry.CircuitBreaker` per channel. While it is open no call is made;
   the item is rescheduled to when a trial call is allowed *without* spending an attempt: nothing
   was tried, and spending attempts on a channel outage would dead-letter every reply of a long
@@ -24,18 +28,20 @@ rescheduled by the retry policy, deferred without spending an attempt, or dead-l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orderbot import metrics, outbound
 from orderbot.channels.base import Channel
-from orderbot.errors import ChannelError, CircuitOpen, Timeout
+from orderbot.errors import ChannelError, CircuitOpen, OutsideWindow, QuotaExceeded, Timeout
 from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
+from orderbot.messages import OutboundMessage
 from orderbot.queues.base import Outbox, OutboxItem
 from orderbot.ratelimit import RateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
@@ -43,6 +49,8 @@ from orderbot.retry import CircuitBreaker, RetryPolicy
 __all__ = ["Sender"]
 
 _DEFAULT_POLICY = RetryPolicy()
+# The errors of a channel that was down (``last_error`` starts with the exception's name).
+_OUTAGE_ERRORS = ("ServerError", "Timeout", "CircuitOpen")
 
 
 @dataclass(eq=False)
@@ -56,6 +64,7 @@ class _Lane:
     busy: bool = False
     busy_since: float = 0.0  # monotonic time its head's attempt started
     reported: bool = False  # that attempt was logged as stuck
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # cut a retry wait short
 
 
 # What a lane holds when the rate limiter itself fails (e.g. its Redis is down): not the
@@ -106,6 +115,7 @@ class Sender:
         max_active_lanes: int | None = None,
         max_in_hand: int = 50_000,
         stuck_after: float = 60.0,
+        admin_chats: Sequence[str] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -121,6 +131,8 @@ class Sender:
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
         self._stuck_after = stuck_after
+        self._admin_chats = tuple(admin_chats)
+        self._quota_told: set[str] = set()
         self._stuck_checked = 0.0  # monotonic time of the last look for stuck replies
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lanes: dict[str, _Lane] = {}
@@ -261,10 +273,12 @@ class Sender:
                 delay = item.not_before - self._clock()
                 if delay > 0:
                     lane.waiting_until = item.not_before
+                    lane.wake.clear()
                     # A waiting lane no longer counts as active: let the claim loop fetch more.
                     self._freed.set()
                     try:
-                        await asyncio.sleep(delay)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(lane.wake.wait(), delay)
                     finally:
                         lane.waiting_until = 0.0
                     continue
@@ -289,6 +303,28 @@ class Sender:
             for item in lane.items:
                 self._release(item.handle)
                 self._outbox.give_back(item.handle)
+
+    async def _channel_recovered(self, channel: str) -> None:
+        """The breaker of ``channel`` closed after a successful probe: replies that wait for a
+        retry because the channel was down go now (each lane keeps its order) instead of at
+        their slow retry. Waits the API asked for (429, quota) are kept."""
+        now = self._clock()
+        released = 0
+        for lane in self._lanes.values():
+            if not lane.key.startswith(f"{channel}:") or lane.waiting_until <= now:
+                continue
+            head = lane.items[0] if lane.items else None
+            if head is None or not head.last_error.startswith(_OUTAGE_ERRORS):
+                continue
+            lane.items[0] = replace(head, not_before=now)
+            lane.wake.set()
+            released += 1
+        try:
+            released += await self._outbox.release_waiting(channel, _OUTAGE_ERRORS)
+        except Exception as exc:  # the replies still come at their retry time
+            log.warning("releasing parked replies failed: %s", _describe(exc))
+        if released:
+            log.info("%s answers again: %d waiting repl(ies) released", channel, released)
 
     def _release(self, handle: int) -> None:
         self._in_hand.pop(handle, None)
@@ -315,6 +351,17 @@ class Sender:
             return None
         started = self._clock()  # no later than the call itself: a safe bound for reconciling
         outcome = await self._attempt(channel, self.breaker(name), item)
+        if isinstance(outcome, QuotaExceeded):
+            await self._tell_quota(name, outcome)
+            outcome = _Deferred(outcome.retry_after, _describe(outcome))
+        elif outcome is None:
+            self._quota_told.discard(name)
+        elif isinstance(outcome, OutsideWindow):
+            await self._tell_operators(
+                f"window:{item.message.key}",
+                f"orderbot: call the customer ({name} client {item.message.client_id}): "
+                f"{_what(item.message)} could not be sent, {outcome}.\n\n{item.message.text}",
+            )
         if outcome is None:
             if await self._outbox_call(
                 "mark_sent", item, lambda: self._outbox.mark_sent(item.handle)
@@ -376,6 +423,7 @@ class Sender:
         """One send within the concurrency bound, the breaker and the rate limit: None on
         success, the error it raised, or a deferral when no call was made."""
         async with self._slots:
+            probing = breaker.state != "closed"
             try:
                 breaker.before_call()
             except CircuitOpen as exc:
@@ -434,7 +482,47 @@ class Sender:
                 breaker.cancel_trial()
                 raise
             breaker.record(None)
+            if probing and breaker.state == "closed":
+                await self._channel_recovered(item.message.channel)
             return None
+
+    async def _tell_quota(self, name: str, error: QuotaExceeded) -> None:
+        """Tell the operators once that ``name``'s API quota is used up (replies wait)."""
+        if name in self._quota_told:
+            return
+        self._quota_told.add(name)
+        log.error(
+            "%s: the API quota is used up (%s); replies wait and are retried, none is dropped",
+            name,
+            error,
+        )
+        if name == "telegram":
+            return
+        await self._tell_operators(
+            f"quota:{name}",
+            f"orderbot: the {name} API quota is used up ({error}). Replies to customers are "
+            f"held and retried every {error.retry_after:g} s until the quota allows them; "
+            "raise the limit with the provider if this lasts.",
+        )
+
+    async def _tell_operators(self, key: str, text: str) -> None:
+        """Send ``text`` to the operators' Telegram chats (``admin_chats``) directly, best
+        effort: it is about a channel that may be failing, so it does not queue behind it."""
+        telegram = self._channels.get("telegram")
+        if telegram is None:
+            return
+        for chat in self._admin_chats:
+            try:
+                await telegram.send(
+                    OutboundMessage(
+                        key=outbound.operator_notice_key(key, chat),
+                        channel="telegram",
+                        client_id=chat,
+                        text=text,
+                    )
+                )
+            except Exception as exc:  # telling is best effort
+                log.warning("could not tell operator chat %s: %s", chat, _describe(exc))
 
     async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
         log.error(
@@ -489,6 +577,14 @@ def _where(task: asyncio.Task[Any]) -> str:
         places.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return " -> ".join(places[-5:]) or "(finished)"
+
+
+def _what(message: OutboundMessage) -> str:
+    """What a message is, for operators: the order's status notification, or a message."""
+    parts = message.key.split(":")
+    if parts[0] == "status" and len(parts) > 1:
+        return f"the status notification of order #{parts[1]}"
+    return "a message"
 
 
 def _describe(exc: BaseException | None) -> str:

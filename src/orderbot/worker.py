@@ -25,6 +25,7 @@ from typing import Any
 
 from orderbot.desk.base import HandoffWindow
 from orderbot.desk.front import UNKNOWN, FrontDesk, Unknown
+from orderbot.dialog import phone_offer
 from orderbot.dialog.engine import error_reply, file_room, step, wants_files
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import (
@@ -274,10 +275,11 @@ class Worker:
         try:
             if failure is not None:
                 raise failure
+            known_phone = message.route.get("phone")  # WhatsApp on Chat2Desk: client.phone
             result = step(
                 self._flow,
                 state,
-                message.text,
+                phone_offer.answer_text(self._flow, state, message.text, known_phone),
                 time.time(),
                 options=self._options,
                 attachments=attachments,
@@ -285,6 +287,7 @@ class Worker:
                 language_hint=message.language or None,
                 known=known,
             )
+            result = phone_offer.with_offer(self._flow, result, known_phone)
             alerts: tuple[OutboundMessage, ...] = ()
             desk = self._front_desk
             for effect in result.effects:

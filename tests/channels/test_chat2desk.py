@@ -154,8 +154,11 @@ def test_nested_wrong_types_are_rejected() -> None:
         {"type": "to_client"},
         {"type": "system"},
         {"type": "autoreply"},
-        {"hook_type": "outbox"},
-        {"hook_type": "close_dialog"},
+        {"hook_type": "outbox", "type": "autoreply"},
+        {"hook_type": "outbox", "type": "system"},
+        {"hook_type": "outbox", "type": "to_client", "external_id": "chat2desk:5:0"},
+        {"hook_type": "dialog_transferred", "operator_id": None},
+        {"hook_type": "new_client"},
     ],
 )
 def test_echoes_and_other_events_are_ignored(change: dict[str, str]) -> None:
@@ -248,7 +251,9 @@ async def test_send_body_and_authorization(
         {
             "client_id": 12568,
             "text": "Ваш заказ принят",
-            "type": "to_client",
+            "type": "autoreply",
+            "open_dialog": False,
+            "external_id": "k1",
             "transport": "whatsapp",
             "channel_id": 7,
             "authorization": "secret-token",
@@ -353,9 +358,20 @@ async def test_own_client_is_closed_idempotently(fake: FakeChat2Desk) -> None:
 
 async def test_set_webhook_and_api_info(fake: FakeChat2Desk, chat2desk: Chat2DeskChannel) -> None:
     answer = await chat2desk.set_webhook("https://bot.example/webhook/chat2desk")
-    assert answer["status"] == "success"
-    assert fake.webhooks == [
-        {"url": "https://bot.example/webhook/chat2desk", "name": "orderbot", "events": ["inbox"]}
+    assert answer["action"] == "created"
+    assert [(h["name"], h["url"], h["events"]) for h in fake.webhooks] == [
+        (
+            "orderbot",
+            "https://bot.example/webhook/chat2desk",
+            [
+                "inbox",
+                "outbox",
+                "outbox_status",
+                "close_request",
+                "close_dialog",
+                "dialog_transferred",
+            ],
+        )
     ]
     info = await chat2desk.api_info()
     assert info["data"]["hooks"] == 1

@@ -529,3 +529,85 @@ async def test_without_secret_the_webhook_is_open_and_without_token_absent(
     ):
         r = await client.post("/webhook/telegram", json=text_update(1, CHAT, "hi"))
         assert r.status_code == 200
+
+
+async def test_operator_topics_are_created_once_and_written_in(
+    fake: FakeTelegram, tmp_path: Any
+) -> None:
+    """Bot API forum topics: createForumTopic once per customer (reused afterwards, also by a
+    new process), every message of that customer's topic with its message_thread_id; an
+    operator's message there comes back as an operator_reply event of the chat."""
+    from orderbot.desk.topics import SqliteOperatorTopics
+    from orderbot.messages import EVENT_OPERATOR_REPLY
+    from orderbot.storage import sql as db
+    from orderbot.storage.sqlite import SqliteDatabase
+    from tests.fakes.telegram import topic_update
+
+    path = tmp_path / "topics.db"
+    await db.upgrade_async(f"sqlite:///{path}")
+    group = "-1002003004005"
+
+    def card(n: int, text: str) -> OutboundMessage:
+        return OutboundMessage(
+            key=f"k{n}",
+            channel="telegram",
+            client_id=group,
+            text=text,
+            route={"for": "chat2desk:601", "title": "chat2desk:601", "to.transport": "whatsapp"},
+            kind="topic",
+        )
+
+    async with SqliteDatabase(path) as database:
+        topics = SqliteOperatorTopics(database)
+        async with TelegramChannel(
+            token=TOKEN, api_url=fake.url, chat_interval=0, operator_chat=group, topics=topics
+        ) as first:
+            await first.send(card(1, "🙋 chat2desk:601 asks for an operator <b>"))
+            await first.send(card(2, "👤 hello?"))
+        async with TelegramChannel(
+            token=TOKEN, api_url=fake.url, chat_interval=0, operator_chat=group, topics=topics
+        ) as restarted:
+            await restarted.send(card(3, "👤 still there?"))
+            (thread,) = fake.topics
+            assert fake.topics[thread]["name"] == "chat2desk:601"
+            assert len(fake.params("createForumTopic")) == 1
+            assert fake.in_topic(thread) == [
+                "🙋 chat2desk:601 asks for an operator <b>",
+                "👤 hello?",
+                "👤 still there?",
+            ]
+            known = await topics.of_thread(thread)
+            assert known is not None and known.route == {"transport": "whatsapp"}
+            event = restarted.parse_webhook(
+                topic_update(9, int(group), thread, "Hello from Anna"), received_at=1.0
+            )
+            assert event is not None and event.route == {
+                "event": EVENT_OPERATOR_REPLY,
+                "thread_id": str(thread),
+                "operator": "Anna",
+            }
+            assert event.client_id == group and event.text == "Hello from Anna"
+            # the General topic, or a private chat with the bot, is no operator reply
+            general = topic_update(10, int(group), thread, "hi all")
+            del general["message"]["message_thread_id"]
+            parsed = restarted.parse_webhook(general, received_at=1.0)
+            assert parsed is not None and "thread_id" not in parsed.route
+            private = restarted.parse_webhook(text_update(11, 42, "hi"), received_at=1.0)
+            assert private is not None and private.route == {}
+
+
+async def test_an_operators_file_is_copied_to_the_customer(
+    fake: FakeTelegram, telegram: TelegramChannel
+) -> None:
+    copy = OutboundMessage(
+        key="c1",
+        channel="telegram",
+        client_id=str(CHAT),
+        text="caption",
+        route={"from_chat_id": "-1002003004005", "message_id": "50030"},
+        kind="copy",
+    )
+    await telegram.send(copy)
+    assert fake.params("copyMessage") == [
+        {"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}
+    ]

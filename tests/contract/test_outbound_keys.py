@@ -26,6 +26,12 @@ def test_key_formats_are_pinned() -> None:
     assert outbound.status_notification_key(5, 9) == "status:5:9"
     assert outbound.order_idempotency_key("chat2desk", "7", "m-1") == "chat2desk:7:m-1"
     assert outbound.pending_notification_member(5, 1700000000.5) == "5:1700000000.5"
+    # the operators' Telegram chat (issue 17)
+    assert outbound.new_order_topic_key(5) == "new-order:5:topic"
+    assert outbound.topic_post_key("telegram:m-1", "topic") == "telegram:m-1:topic"
+    assert outbound.topic_post_key("telegram:m-1", "back") == "telegram:m-1:back"
+    assert outbound.operator_pass_key("telegram:77") == "telegram:77:customer"
+    assert outbound.operator_notice_key("quota:chat2desk", "-100") == "quota:chat2desk:-100"
 
 
 def test_messages_use_the_pinned_keys() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase
+from tests.fakes.chat2desk import FakeState
+from tests.support.desk_bots import FLOW as FLOW_FOR_TESTS
 from tests.support.desk_bots import PROFILES, Bot, EmbeddedBot, drain_outbox, open_bot
 
 ORDER = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
@@ -114,6 +117,36 @@ async def test_handoff_on_chat2desk_transfers_and_keeps_silent_until_handback(
         assert back["route"] == {"transport": "whatsapp", "channel_id": "3"}
         (next_step,) = await bot.say(dan, "0555 123 456")  # resumes at the step it left
         assert "bottles" in next_step["text"]
+
+
+async def test_an_operator_writing_in_chat2desk_silences_the_bot_until_the_request_closes(
+    profile: str, tmp_path: Path
+) -> None:
+    desk = FakeState()  # builds the webhook payloads Chat2Desk posts (inbox/outbox examples)
+    async with open_bot(profile, tmp_path) as bot:
+        eve = bot.client("eve")
+        await bot.say(eve, "Hello", "Chui avenue 120, apt 5")
+        before = await bot.state(eve)
+        # The bot's own replies come back as autoreply outbox events: not a takeover.
+        echo = desk.operator_says(eve, "Your phone number?")
+        assert await bot.hear({**echo, "type": "autoreply", "operator_id": None}) == []
+        assert await bot.say(eve, "0555 123 456") != []  # still the bot's conversation
+        # An operator answers in the Chat2Desk desk: the bot falls silent, says nothing itself.
+        assert await bot.hear(desk.operator_says(eve, "Hi, Anna here. Can I help?")) == []
+        assert await bot.say(eve, "yes, change the address") == []
+        assert await bot.say(eve, "thanks") == []
+        assert (await bot.inbound_log(eve, 1))[0][1] == "HANDOFF"
+        # The operator closes the request: the bot comes back at the step it left.
+        (back,) = await bot.hear(desk.close_request(eve))
+        assert "operator has finished" in back["text"] and "bottles" in back["text"]
+        # close_request names no transport: Chat2Desk then uses the client's last one
+        # (messages (POST), help.chat2desk.com.br)
+        assert back["route"] == {}
+        (next_step,) = await bot.say(eve, "3")
+        assert "correct" in next_step["text"].lower() or "confirm" in next_step["text"].lower()
+        # The same close delivered again changes nothing; a close with no handoff is silent.
+        assert await bot.hear(desk.close_request(eve, request_id=2)) == []
+        assert before is not None
 
 
 async def test_handoff_on_telegram_sends_the_transcript_to_admins(
@@ -257,3 +290,202 @@ def distributed_env(bot: Bot) -> dict[str, str]:
         "QUEUE_PREFIX": settings.queue_prefix,
         "QUEUE_SHARDS": str(settings.queue_shards),
     }
+
+
+async def test_the_phone_chat2desk_knows_is_offered_on_whatsapp_only(
+    profile: str, tmp_path: Path
+) -> None:
+    desk = FakeState()
+    async with open_bot(profile, tmp_path) as bot:
+        wa, tg = bot.client("wa"), bot.client("tg")
+        desk.clients[wa] = {"phone": "996555123456", "name": "Aida"}
+        desk.clients[tg] = {"phone": "[tg] 807892", "name": "Bek"}
+        await bot.hear(desk.client_says(wa, "Здравствуйте"))
+        (asked,) = await bot.hear(desk.client_says(wa, "Чуй 120, кв 5"))
+        assert "+996555123456" in asked["text"] and "да" in asked["text"]
+        (next_step,) = await bot.hear(desk.client_says(wa, "да"))
+        assert "бутыл" in next_step["text"]
+        await bot.hear(desk.client_says(wa, "2"))
+        (summary,) = [e for e in await bot.sent() if e["client_id"] == wa][-1:]
+        assert "+996 555 123 456" in summary["text"] or "996555123456" in summary["text"]
+
+        await bot.hear(desk.client_says(tg, "Здравствуйте", transport="telegram"))
+        (plain,) = await bot.hear(desk.client_says(tg, "Чуй 120, кв 5", transport="telegram"))
+        assert "807892" not in plain["text"] and "Использовать" not in plain["text"]
+        # another number is read as always
+        (other,) = await bot.hear(desk.client_says(tg, "0555 987 654", transport="telegram"))
+        assert "бутыл" in other["text"]
+
+
+async def test_a_delivery_failure_chat2desk_reports_is_recorded_not_answered(
+    profile: str, tmp_path: Path
+) -> None:
+    async with open_bot(profile, tmp_path) as bot:
+        ann = bot.client("ann")
+        await bot.say(ann, "Hello")
+        before = await bot.state(ann)
+        failure = {
+            "hook_type": "outbox_status",
+            "message_id": 77,
+            "client_id": ann,
+            "status": "failed",
+            "error": "Message failed to send because more than 24 hours have passed",
+        }
+        assert await bot.hear(failure) == []
+        ((text, state),) = await bot.inbound_log(ann, 1)
+        assert state == "DELIVERY_FAILED" and "more than 24 hours" in text
+        assert await bot.state(ann) == before
+
+
+async def test_operators_chat_topic_carries_the_conversation_both_ways(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.channels.telegram.client import TelegramChannel
+    from orderbot.desk.topics import Topic
+    from tests.fakes.telegram import topic_update
+
+    group = "-1002003004005"
+    telegram = TelegramChannel(token="t", operator_chat=group)
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9100")
+        await bot.say(cust, "Hello", "Chui avenue 120, apt 5", channel="telegram")
+        produced = await bot.say(cust, "/operator", channel="telegram")
+        told = [e for e in produced if e["client_id"] == cust]
+        (card,) = [e for e in produced if e.get("kind") == "topic"]
+        assert len(told) == 1 and "operator" in told[0]["text"]
+        assert card["client_id"] == group and card["route"]["for"] == f"telegram:{cust}"
+        assert "Chui avenue 120, apt 5" in card["text"] and "/back" in card["text"]
+        # the sender created the topic (TelegramChannel._topic) and remembered it
+        await bot.topics.remember(Topic(f"telegram:{cust}", 1007, {}))
+        # the customer writes during the handoff: posted in the topic, not answered
+        mirrored = await bot.say(cust, "is anyone there?", channel="telegram")
+        assert [(e.get("kind"), e["text"]) for e in mirrored] == [("topic", "👤 is anyone there?")]
+        # an operator answers in the topic: it reaches the customer, once
+        update = topic_update(5001, int(group), 1007, "Hi! Anna here. Which bottles?")
+        passed = await bot.put(telegram.parse_webhook(update, received_at=time.time()))
+        assert [(e["client_id"], e["text"]) for e in passed] == [
+            (cust, "Hi! Anna here. Which bottles?")
+        ]
+        assert await bot.put(telegram.parse_webhook(update, received_at=time.time())) == []
+        # a photo from the operator goes to the customer as it is (copyMessage)
+        photo = topic_update(5003, int(group), 1007, "")
+        del photo["message"]["text"]
+        photo["message"]["photo"] = [
+            {"file_id": "p1", "file_unique_id": "u1", "width": 90, "height": 90}
+        ]
+        photo["message"]["caption"] = "this one?"
+        (copied,) = await bot.put(telegram.parse_webhook(photo, received_at=time.time()))
+        assert (copied["kind"], copied["client_id"], copied["text"]) == ("copy", cust, "this one?")
+        assert copied["route"] == {"from_chat_id": group, "message_id": "50030"}
+        # /back in the topic: the bot is back at the step it left, and says so in the topic
+        back = await bot.put(
+            telegram.parse_webhook(
+                topic_update(5002, int(group), 1007, "/back"), received_at=time.time()
+            )
+        )
+        comeback = [e for e in back if e["client_id"] == cust]
+        note = [e for e in back if e.get("kind") == "topic"]
+        assert len(comeback) == 1 and "phone" in comeback[0]["text"]
+        assert "is back with the bot" in note[0]["text"]
+        (next_step,) = await bot.say(cust, "0555 123 456", channel="telegram")
+        assert "bottles" in next_step["text"]
+
+
+def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
+    from orderbot.dialog.loader import load_flow
+    from orderbot.orders.alerts import OperatorAlerts, read_status_button
+    from orderbot.orders.models import OrderItem, OrderRecord
+
+    printing = load_flow("printing")
+    order = OrderRecord(
+        idempotency_key="k",
+        channel="telegram",
+        client_id="9100",
+        source="dialog",
+        phone="+996555123456",
+        address=None,
+        quantity=None,
+        language="en",
+        data={
+            "name": "Aida",
+            "email": "a@example.com",
+            "material": "PETG",
+            "layer_height": "0.2 mm",
+            "infill": "20%",
+            "delivery": "pickup",
+        },
+        items=(OrderItem("fdm", "FDM printing", 1, "900.00"),),
+        total="900.00",
+        currency="KGS",
+    )
+    alerts = OperatorAlerts(operator_chat="-100500", flow=printing, language="ru")
+    assert alerts  # an operators' chat alone is someone to tell
+    (card,) = alerts.messages(42, order, now=1.0)
+    assert (card.kind, card.client_id, card.key) == ("topic", "-100500", "new-order:42:topic")
+    assert card.route["for"] == "telegram:9100"
+    for shown in ("Новый заказ #42", "Материал: PETG", "Высота слоя: 0.2 mm", "Заполнение: 20%"):
+        assert shown in card.text
+    assert "Получение: pickup" in card.text and "Итого: 900.00 KGS" in card.text
+    assert [read_status_button(printing, b) for b in card.buttons] == [
+        (42, "confirmed"),
+        (42, "cancelled"),
+    ]
+
+
+async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.channels.telegram.client import TelegramChannel
+    from orderbot.desk.topics import Topic
+    from orderbot.orders.alerts import status_buttons
+    from tests.fakes.telegram import topic_update
+
+    group = "-1002003004005"
+    telegram = TelegramChannel(token="t", operator_chat=group)
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9200")
+        await bot.say(cust, *ORDER, channel="telegram")
+        (order_id,) = await bot.order_ids(cust)
+        await bot.topics.remember(Topic(f"telegram:{cust}", 1014, {}))
+        (label, _) = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")
+        press = topic_update(6001, int(group), 1014, "")
+        query = {
+            "id": "q-77",
+            "from": {"id": 777, "is_bot": False, "first_name": "Anna"},
+            "message": {**press["message"], "text": "card"},
+            "data": label[:64],
+        }
+        produced = await bot.put(
+            telegram.parse_webhook({"update_id": 6001, "callback_query": query}, received_at=1.0)
+        )
+        told = [e for e in produced if e["client_id"] == cust]
+        (note,) = [e for e in produced if e.get("kind") == "topic"]
+        assert len(told) == 1 and f"#{order_id}" in told[0]["text"]  # the customer is told
+        assert "(Anna)" in note["text"] and note["route"]["callback_query_id"] == "q-77"
+        assert note["buttons"] == list(status_buttons(FLOW_FOR_TESTS, order_id, "confirmed", "ru"))
+        order = await bot.admin.get(order_id)
+        assert order is not None and order["status"] == "confirmed"
+        assert order["history"][-1]["actor"] == "telegram:Anna"
+
+
+async def test_a_status_change_outside_whatsapps_window_is_marked_on_the_order(
+    profile: str, tmp_path: Path
+) -> None:
+    from orderbot.orders.status import WINDOW_MARK
+
+    async with open_bot(profile, tmp_path) as bot:
+        wa = bot.client("wa-late")
+        desk = FakeState()
+        for text in ORDER:  # over wa_dialog, a business-API transport
+            await bot.hear(desk.client_says(wa, text, transport="wa_dialog"))
+        (order_id,) = await bot.order_ids(wa)
+        inside = await bot.admin.set_status(order_id, "confirmed", note="paid")
+        assert inside["history"][-1]["note"] == "paid"
+        bot.clock.now += 25 * 3600  # the customer has been silent for a day and more
+        before = len(await bot.sent())
+        late = await bot.admin.set_status(order_id, "in_progress", note="printing")
+        assert late["history"][-1]["note"] == "printing" + WINDOW_MARK
+        # the notification is still queued (the sender holds it back and tells the operators)
+        # and never carries the operators' mark
+        notes = [e for e in (await bot.sent())[before:] if e["client_id"] == wa]
+        assert len(notes) == 1 and "WhatsApp" not in notes[0]["text"]

@@ -218,7 +218,8 @@ async def test_admin_api_alerts_and_status_notifications(stack: Stack) -> None:
     assert body["order"]["client_id"] == client and body["order"]["address"] == "Chui <avenue> 120"
     assert stack.receiver.keys == [f"new-order:{order_id}:webhook"]
     (alert,) = stack.telegram.texts(ADMIN_CHAT)
-    assert f"New order #{order_id}" in alert and "Chui <avenue> 120" in alert
+    # the shop's language (DEFAULT_LANGUAGE, ru by default), every detail
+    assert f"Новый заказ #{order_id}" in alert and "Chui <avenue> 120" in alert
 
     listed = (await http.get("/api/orders?status=new&limit=500", headers=ADMIN)).json()
     assert order_id in [o["id"] for o in listed["orders"]]
@@ -260,9 +261,10 @@ async def test_handoff_silence_and_handback_by_api_and_cli(stack: Stack) -> None
     client = stack.prefix + "601"
     await stack.say(client, "Hello", "address")
     await stack.say(client, "оператор", "operator")
-    await wait_for(lambda: any(t["client_id"] == client for t in chat2desk.transfers))
-    (transfer,) = [t for t in chat2desk.transfers if t["client_id"] == client]
-    assert transfer["operator_id"] == 15 and transfer["transport"] == "whatsapp"
+    asked = f"{client}-{stack.count}"  # the message that asked for a person
+    await wait_for(lambda: any(t["message_id"] == asked for t in chat2desk.transfers))
+    (transfer,) = [t for t in chat2desk.transfers if t["message_id"] == asked]
+    assert transfer["operator_id"] == 15
     handoffs = (await http.get("/api/handoffs", headers=ADMIN)).json()["handoffs"]
     assert ("chat2desk", client) in [(h["channel"], h["client_id"]) for h in handoffs]
 
@@ -356,3 +358,31 @@ async def test_handoff_timeout_gives_the_conversation_back(tmp_path: Path) -> No
             await forget_clients(runtime.engine, namespace + "-")
             await runtime.aclose()
             await remove_namespace(namespace)
+
+
+async def test_an_operator_answering_in_chat2desk_takes_over_until_the_request_closes(
+    stack: Stack,
+) -> None:
+    """Through ``orderbot serve``: the operator's outbox message hands the customer over,
+    the bot's own autoreply echo does not, close_request hands back at the same step."""
+    http, chat2desk = stack.http, stack.chat2desk
+    client = stack.prefix + "701"
+    await stack.say(client, "Hello", "address")
+    echo = chat2desk.outbox_echo(chat2desk.received[-1])
+    assert (await http.post("/webhook/chat2desk", json=echo)).status_code == 200
+    operator = chat2desk.operator_says(client, "Anna here, what can I do?")
+    assert (await http.post("/webhook/chat2desk", json=operator)).status_code == 200
+    takeover = f"outbox:{operator['message_id']}"  # the event's message key in the log
+    for _ in range(400):
+        if await stack.logged(client, takeover):
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.logged(client, takeover) == "HANDOFF"
+    await stack.say(client, "Chui avenue 1", None)  # silent: with the operator
+    assert await stack.logged(client, f"{client}-{stack.count}") == "HANDOFF"
+    sent = len(chat2desk.texts(client))
+    closed = chat2desk.close_request(client)
+    assert (await http.post("/webhook/chat2desk", json=closed)).status_code == 200
+    await wait_for(lambda: len(chat2desk.texts(client)) > sent)
+    (back,) = chat2desk.texts(client)[sent:]
+    assert "operator has finished" in back and "address" in back

@@ -108,7 +108,11 @@ def test_whole_conversation_in_russian(
     )
     sent = [r for r in fake.received if str(r["client_id"]) == "1001"]
     assert all(r["transport"] == "whatsapp" and str(r["channel_id"]) == "7" for r in sent)
-    assert all(r["type"] == "to_client" and r["authorization"] == "e2e-token" for r in sent)
+    # bot replies: Chat2Desk's automatic-message type, the dialog left closed (CHAT2DESK_REPLY_TYPE)
+    assert all(
+        r["type"] == "autoreply" and r["open_dialog"] is False and r["authorization"] == "e2e-token"
+        for r in sent
+    )
     assert "+996555123456" not in bot.log()  # personal data masked in logs
     assert "Киевская" not in bot.log()
 

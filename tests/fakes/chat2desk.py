@@ -1,4 +1,9 @@
-"""A fake Chat2Desk API server: records what it was sent and fails on demand.
+"""A fake Chat2Desk API server: serves the documented API only, records what it was sent and
+fails on demand.
+
+Every route and field has its source in a comment; the sources are listed in
+``docs/chat2desk-api.md`` (S1..S10). A route the real API lacks answers 404 with Chat2Desk's
+"Page not found" (the text dgolovachev/Chat2DeskClient's CheckResponse looks for).
 
 Three ways to run it:
 
@@ -13,10 +18,13 @@ Three ways to run it:
   (forget it all, failures too), ``POST /_control`` with a JSON object, e.g.
   ``{"fail_next": 3, "status": 500}``, ``{"rate_limit_next": 2, "retry_after": 1}``,
   ``{"hang_next": 1, "hang_seconds": 30}``, ``{"fail_client": "12", "status": 500}``,
-  ``{"failure_rate": 0.1, "seed": 7, "status": 503}``, ``{"token": "secret"}``, ``{"reset": true}``.
+  ``{"failure_rate": 0.1, "seed": 7, "status": 503}``, ``{"quota_next": 2, "monthly": false}``,
+  ``{"token": "secret"}``, ``{"reset": true}``.
 
-API endpoints, under ``/v1``: ``POST /messages``, ``POST /webhooks``, ``GET /companies/api_info``,
-``POST /clients/{client_id}/transfer`` (recorded in ``transfers``).
+API endpoints, under ``/v1``: ``POST /messages`` and ``GET /messages``,
+``GET /messages/{id}/transfer?operator_id=`` and ``GET /messages/{id}/transfer_to_group?group_id=``
+(recorded in ``transfers``), ``PUT /dialogs/{id}``, ``GET /clients/{id}``, ``GET|POST /webhooks``,
+``PUT /webhooks/{id}``, ``GET /companies/api_info``.
 ``received`` holds the JSON bodies of accepted ``POST /v1/messages`` requests, each with an extra
 ``"authorization"`` key (the header as sent); ``attempts`` counts every ``POST /v1/messages``,
 failed ones included.
@@ -46,13 +54,30 @@ from starlette.routing import Route
 
 __all__ = ["FakeChat2Desk", "FakeState", "ThreadedFakeChat2Desk", "main"]
 
+# dgolovachev/Chat2DeskClient (S4) CheckResponse: the texts Chat2Desk answers with.
+PAGE_NOT_FOUND = "Page not found"
+QUOTA_REQUESTS = "Number of API requests exceeded"
+QUOTA_MONTHLY = "API calls exceeded API limit per month"
+MAX_WEBHOOKS = 5  # webhooks (POST), S3: "up to 5 webhooks are allowed"
+
 
 @dataclass
 class _Action:
-    kind: str  # "fail" | "rate_limit" | "hang"
+    kind: str  # "fail" | "rate_limit" | "hang" | "quota"
     status: int = 500
     retry_after: float | None = 1.0
     seconds: float = 30.0
+    text: str = ""
+
+
+def _int_or_str(value: Any) -> Any:
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def _utc(ts: float) -> str:
+    # ``created`` as Chat2Desk writes it: ``2025-04-03T11:50:06 UTC``.
+    return time.strftime("%Y-%m-%dT%H:%M:%S UTC", time.gmtime(ts))
 
 
 class FakeState:
@@ -62,15 +87,23 @@ class FakeState:
         self.token = token
         self.received: list[dict[str, Any]] = []
         self.received_at: list[float] = []  # unix time each of ``received`` was accepted
-        self.webhooks: list[dict[str, Any]] = []
-        self.transfers: list[dict[str, Any]] = []  # POST /v1/clients/{id}/transfer bodies
+        # Every message the fake knows, by id: the bot's sends and clients' messages made with
+        # :meth:`client_says` / operators' with :meth:`operator_says` (S6 Message fields).
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.webhooks: list[dict[str, Any]] = []  # registered hooks (S3 fields + id/status)
+        self.transfers: list[dict[str, Any]] = []  # GET /messages/{id}/transfer* calls
+        self.dialog_updates: list[dict[str, Any]] = []  # PUT /dialogs/{id} bodies
+        self.clients: dict[str, dict[str, Any]] = {}  # GET /clients/{id} answers
         self.attempts = 0
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every API call
+        self.omit_total = False  # answer GET /messages without meta.total
         self._actions: deque[_Action] = deque()
         self._failing_clients: dict[str, int] = {}
         self._failure_rate = 0.0
         self._failure_status = 500
         self._random = random.Random(0)
         self._next_id = 1
+        self._next_hook = 1
         self.closing = asyncio.Event()
 
     # failure controls
@@ -83,6 +116,12 @@ class FakeState:
     def rate_limit_next(self, n: int = 1, retry_after: float | None = 1.0) -> None:
         """Answer the next ``n`` message requests with 429 (no Retry-After header when None)."""
         self._actions.extend(_Action("rate_limit", retry_after=retry_after) for _ in range(n))
+
+    def quota_next(self, n: int = 1, *, monthly: bool = False, status: int = 200) -> None:
+        """Answer the next ``n`` message requests with Chat2Desk's quota text (S4): real
+        clients match the text whatever the status, so the status is a parameter."""
+        text = QUOTA_MONTHLY if monthly else QUOTA_REQUESTS
+        self._actions.extend(_Action("quota", status=status, text=text) for _ in range(n))
 
     def hang_next(self, n: int = 1, seconds: float = 30.0) -> None:
         """Hold the next ``n`` message requests for ``seconds`` (past the client's timeout),
@@ -99,12 +138,22 @@ class FakeState:
         self._failure_status = status
         self._random = random.Random(seed)
 
+    def disable_webhook(self, error: str = "Connection refused") -> None:
+        """What Chat2Desk does after 5 hours of failed deliveries (S3): the hook is disabled,
+        its errors say why."""
+        for hook in self.webhooks:
+            hook["status"] = "disabled"
+            hook["errors"] = [*hook.get("errors", []), error]
+
     def reset(self) -> None:
         """Forget what was received and every failure setting."""
         self.received.clear()
         self.received_at.clear()
+        self.messages.clear()
         self.webhooks.clear()
         self.transfers.clear()
+        self.dialog_updates.clear()
+        self.requests.clear()
         self.attempts = 0
         self._actions.clear()
         self._failing_clients.clear()
@@ -114,6 +163,103 @@ class FakeState:
         """Texts received, optionally for one client, in arrival order."""
         wanted = None if client_id is None else str(client_id)
         return [b["text"] for b in self.received if wanted is None or str(b["client_id"]) == wanted]
+
+    # the other side of the desk: payloads Chat2Desk would post to the bot's webhook
+
+    def _store(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"id": self._next_id, "created": _utc(time.time()), **row}
+        self._next_id += 1
+        self.messages[row["id"]] = row
+        return row
+
+    def client_says(
+        self, client_id: str | int, text: str, *, transport: str = "whatsapp", channel_id: int = 3
+    ) -> dict[str, Any]:
+        """A client's message: stored, and returned as the ``inbox`` webhook payload (S3)."""
+        row = self._store(
+            {
+                "text": text,
+                "type": "from_client",
+                "client_id": _int_or_str(client_id),
+                "transport": transport,
+                "channel_id": channel_id,
+            }
+        )
+        return self._event("inbox", row)
+
+    def operator_says(
+        self,
+        client_id: str | int,
+        text: str,
+        *,
+        operator_id: int = 41164,
+        transport: str = "whatsapp",
+    ) -> dict[str, Any]:
+        """An operator's message from the desk: returned as the ``outbox`` payload (S3)."""
+        row = self._store(
+            {
+                "text": text,
+                "type": "to_client",
+                "client_id": _int_or_str(client_id),
+                "operator_id": operator_id,
+                "transport": transport,
+                "channel_id": 3,
+            }
+        )
+        return self._event("outbox", row)
+
+    def outbox_echo(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The ``outbox`` event Chat2Desk sends for a message the bot posted (S3: every message
+        to a client), its ``type`` as sent (S2)."""
+        for row in self.messages.values():
+            if row.get("external_id") == body.get("external_id") and row["text"] == body["text"]:
+                return self._event("outbox", row)
+        raise KeyError("no such message was sent")
+
+    def close_request(self, client_id: str | int, *, request_id: int = 8725095) -> dict[str, Any]:
+        """The ``close_request`` event (S3/S8 name it; fields as in the other events)."""
+        return {
+            "hook_type": "close_request",
+            "client_id": _int_or_str(client_id),
+            "request_id": request_id,
+            "dialog_id": 4324035,
+            "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def _event(self, hook_type: str, row: dict[str, Any]) -> dict[str, Any]:
+        # inbox/outbox example data (S3): message_id, type, text, transport, client_id,
+        # operator_id, dialog_id, channel_id, client{...}, hook_type, request_id, event_time.
+        client_id = row["client_id"]
+        known = self.clients.get(str(client_id), {})
+        return {
+            "message_id": row["id"],
+            "type": row["type"],
+            "text": row["text"],
+            "transport": row.get("transport", "whatsapp"),
+            "client_id": client_id,
+            "operator_id": row.get("operator_id"),
+            "dialog_id": 4324035,
+            "channel_id": row.get("channel_id", 3),
+            "photo": None,
+            "coordinates": None,
+            "audio": None,
+            "pdf": None,
+            "client": {
+                "id": client_id,
+                "phone": known.get("phone", ""),
+                "client_phone": known.get("client_phone", ""),
+                "name": known.get("name", ""),
+                "assigned_name": "",
+                "external_id": None,
+            },
+            "hook_type": hook_type,
+            "request_id": 8725095,
+            "attachments": [],
+            "is_new_request": 0,
+            "is_new_client": 0,
+            "extra_data": {},
+            "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
 
     def control(self, command: dict[str, Any]) -> None:
         """Apply a ``POST /_control`` body (see the module docstring)."""
@@ -126,10 +272,18 @@ class FakeState:
             self.fail_next(int(command["fail_next"]), status=status)
         if "rate_limit_next" in command:
             self.rate_limit_next(int(command["rate_limit_next"]), command.get("retry_after", 1))
+        if "quota_next" in command:
+            self.quota_next(
+                int(command["quota_next"]),
+                monthly=bool(command.get("monthly")),
+                status=int(command.get("status", 200)),
+            )
         if "hang_next" in command:
             self.hang_next(int(command["hang_next"]), float(command.get("hang_seconds", 30)))
         if "fail_client" in command:
             self.fail_client(command["fail_client"], status=status)
+        if "disable_webhook" in command:
+            self.disable_webhook(str(command["disable_webhook"]))
         if "failure_rate" in command:
             self.set_failure_rate(
                 float(command["failure_rate"]), seed=int(command.get("seed", 0)), status=status
@@ -149,37 +303,59 @@ class FakeState:
     # request handling
 
     def _authorized(self, request: Request) -> bool:
+        # General information (S10): "Authorization: <token>", no scheme.
+        self.requests.append((request.method, str(request.url.path) + _query(request)))
         return self.token is None or request.headers.get("authorization") == self.token
 
-    async def messages(self, request: Request) -> Response:
+    @staticmethod
+    def _unauthorized() -> Response:
+        # S4 CheckResponse: "You need to auth" (status not documented; 401 here).
+        return JSONResponse({"status": "error", "message": "You need to auth"}, status_code=401)
+
+    async def post_message(self, request: Request) -> Response:
+        """``POST /v1/messages`` (S2, S4, S6)."""
         self.attempts += 1
         if not self._authorized(request):
-            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
+            return self._unauthorized()
         try:
             body = await request.json()
         except ValueError:
             return JSONResponse({"status": "error", "message": "invalid JSON"}, status_code=400)
+        # client_id required; text required without attachment/pdf (S2).
         if not isinstance(body, dict) or "client_id" not in body or "text" not in body:
             return JSONResponse(
                 {"status": "error", "message": "client_id and text are required"}, status_code=400
             )
+        # type: to_client (default) | autoreply | system | comment (S2, S6).
+        message_type = body.get("type", "to_client")
+        if message_type not in ("to_client", "autoreply", "system", "comment"):
+            return JSONResponse({"status": "error", "message": "wrong type"}, status_code=400)
         failure = self._failure_for(str(body["client_id"]))
         if failure is not None:
             return await self._fail(failure)
         body["authorization"] = request.headers.get("authorization")
         self.received.append(body)
         self.received_at.append(time.time())
-        message_id = self._next_id
-        self._next_id += 1
+        row = self._store(
+            {
+                "text": body["text"],
+                "type": message_type,
+                "client_id": body["client_id"],
+                "transport": body.get("transport", "widget"),
+                "channel_id": body.get("channel_id"),
+                "external_id": body.get("external_id"),  # stored with the message (S2)
+            }
+        )
+        # Answer fields: S6 SendMessage struct.
         return JSONResponse(
             {
                 "status": "success",
                 "data": {
-                    "message_id": message_id,
+                    "message_id": row["id"],
                     "channel_id": body.get("channel_id"),
                     "operator_id": None,
                     "transport": body.get("transport", "widget"),
-                    "type": "to_client",
+                    "type": message_type,
                     "client_id": body["client_id"],
                     "dialog_id": 1,
                     "request_id": 1,
@@ -203,6 +379,10 @@ class FakeState:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), action.seconds)
             return JSONResponse({"status": "success", "data": {}})
+        if action.kind == "quota":
+            return JSONResponse(
+                {"status": "error", "message": action.text}, status_code=action.status
+            )
         if action.kind == "rate_limit":
             headers = (
                 {} if action.retry_after is None else {"Retry-After": f"{action.retry_after:g}"}
@@ -220,54 +400,145 @@ class FakeState:
         )
 
     async def list_messages(self, request: Request) -> Response:
-        """``GET /v1/messages?client_id=&type=to_client&limit=&order=desc``: what was accepted,
-        in Chat2Desk's shape (``created`` as ``2025-04-03T11:50:06 UTC``)."""
+        """``GET /v1/messages``: the filters real clients send (S4 GetMessages, S5
+        MessagesGetServiceRequest): transport, channel_id, client_id, type, dialog_id, read,
+        offset, limit (default 20, at most 200: S10). Oldest first; ``meta.total`` counts all
+        matches. There is no sort parameter (``order``) in any source: it is rejected here."""
         if not self._authorized(request):
-            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
-        client = request.query_params.get("client_id")
-        limit = int(request.query_params.get("limit", "20"))
-        rows = [
-            (i, r)
-            for i, r in enumerate(self.received)
-            if client is None or str(r["client_id"]) == client
-        ]
-        if request.query_params.get("order", "asc") == "desc":
-            rows = rows[::-1]
-        data = [
-            {
-                "id": i + 1,
-                "text": r["text"],
-                "type": "to_client",
-                "client_id": r["client_id"],
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S UTC", time.gmtime(self.received_at[i])),
-            }
-            for i, r in rows[:limit]
-        ]
-        return JSONResponse({"data": data, "meta": {"total": len(rows)}, "status": "success"})
-
-    async def set_webhook(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
-        body = await request.json()
-        self.webhooks.append(body)
-        return JSONResponse({"status": "success", "data": {"id": len(self.webhooks), **body}})
-
-    async def transfer(self, request: Request) -> Response:
-        """``POST /v1/clients/{client_id}/transfer`` with ``operator_id`` or ``group_id``."""
-        if not self._authorized(request):
-            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
-        body = await request.json()
-        if not isinstance(body, dict) or not ({"operator_id", "group_id"} & set(body)):
+            return self._unauthorized()
+        params = request.query_params
+        unknown = set(params) - {
+            "transport",
+            "channel_id",
+            "client_id",
+            "type",
+            "dialog_id",
+            "read",
+            "offset",
+            "limit",
+        }
+        if unknown:
             return JSONResponse(
-                {"status": "error", "message": "operator_id or group_id is required"},
+                {"status": "error", "message": f"unknown parameter {sorted(unknown)[0]}"},
                 status_code=400,
             )
-        self.transfers.append({"client_id": request.path_params["client_id"], **body})
-        return JSONResponse({"status": "success", "data": {"dialog_id": 1}})
+        rows = [
+            row
+            for row in self.messages.values()
+            if all(
+                str(row.get(name)) == params[name]
+                for name in ("client_id", "type", "transport", "channel_id")
+                if name in params
+            )
+        ]
+        offset = int(params.get("offset", "0"))
+        limit = min(int(params.get("limit", "20")), 200)
+        # Message fields: S6 Message struct (id, text, type, transport, created, client_id ...).
+        data = [
+            {k: v for k, v in row.items() if k != "external_id"}
+            for row in rows[offset : offset + limit]
+        ]
+        meta = {"total": len(rows), "limit": limit, "offset": offset}
+        if self.omit_total:
+            del meta["total"]
+        return JSONResponse({"data": data, "meta": meta, "status": "success"})
+
+    async def transfer(self, request: Request) -> Response:
+        """``GET /v1/messages/{id}/transfer?operator_id=`` (S6, S7: GET with a query string) and
+        ``GET /v1/messages/{id}/transfer_to_group?group_id=`` (S6); ``force_assign`` since
+        2025-07-30 (S1 changelog)."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        to_group = request.url.path.endswith("/transfer_to_group")
+        field = "group_id" if to_group else "operator_id"
+        value = request.query_params.get(field)
+        if not value:
+            # S6 reads "operator ... not found" / "operator group ... not found" from the body.
+            what = "Operator group" if to_group else "Operator"
+            return JSONResponse({"status": "error", "message": f"{what} not found"})
+        message_id = request.path_params["message_id"]
+        row = self.messages.get(int(message_id)) if message_id.isdigit() else None
+        record: dict[str, Any] = {
+            "message_id": message_id,
+            field: _int_or_str(value),
+            "client_id": None if row is None else str(row["client_id"]),
+        }
+        if "force_assign" in request.query_params:
+            record["force_assign"] = request.query_params["force_assign"]
+        self.transfers.append(record)
+        return JSONResponse({"status": "success", "data": []})
+
+    async def update_dialog(self, request: Request) -> Response:
+        """``PUT /v1/dialogs/{id}`` with ``operator_id`` and/or ``state`` open|closed (S4
+        UpdateDialog; ``force_assign`` since 2025-07-30, S1)."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        body = await request.json()
+        if not isinstance(body, dict) or not ({"operator_id", "state"} & set(body)):
+            return JSONResponse({"status": "error", "message": "nothing to update"}, 400)
+        self.dialog_updates.append({"dialog_id": request.path_params["dialog_id"], **body})
+        return JSONResponse({"status": "success"})
+
+    async def get_client(self, request: Request) -> Response:
+        """``GET /v1/clients/{id}`` (S4 GetClient): id, phone ("[tg] 807892" on Telegram, S3),
+        client_phone, name, assigned_name, external_id."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        client_id = request.path_params["client_id"]
+        known = self.clients.get(client_id)
+        if known is None:
+            return JSONResponse({"status": "error", "message": "Client not found"})
+        return JSONResponse({"data": {"id": _int_or_str(client_id), **known}, "status": "success"})
+
+    async def list_webhooks(self, request: Request) -> Response:
+        """``GET /v1/webhooks`` (S3: "use webhooks (GET) and look at its errors")."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        return JSONResponse({"data": self.webhooks, "status": "success"})
+
+    async def create_webhook(self, request: Request) -> Response:
+        """``POST /v1/webhooks`` with name, url, events (S3); at most 5 hooks (S3)."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        body = await request.json()
+        if not isinstance(body, dict) or not body.get("url") or not body.get("events"):
+            return JSONResponse({"status": "error", "message": "url and events are required"})
+        if len(self.webhooks) >= MAX_WEBHOOKS:
+            return JSONResponse({"status": "error", "message": "Too many webhooks"})
+        hook = {
+            "id": self._next_hook,
+            "name": body.get("name", ""),
+            "url": body["url"],
+            "events": list(body["events"]),
+            "status": "enabled",
+            "errors": [],
+        }
+        self._next_hook += 1
+        self.webhooks.append(hook)
+        return JSONResponse({"status": "success", "data": hook})
+
+    async def update_webhook(self, request: Request) -> Response:
+        """``PUT /v1/webhooks/{id}`` (issue 17; same fields as POST). Updating a hook enables
+        it again (unconfirmed: the fake's choice)."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        body = await request.json()
+        hook_id = request.path_params["hook_id"]
+        for hook in self.webhooks:
+            if str(hook["id"]) == hook_id:
+                for field in ("name", "url", "events"):
+                    if field in body:
+                        hook[field] = body[field]
+                hook["status"] = "enabled"
+                hook["errors"] = []
+                return JSONResponse({"status": "success", "data": hook})
+        return JSONResponse({"status": "error", "message": "Webhook not found"}, status_code=404)
 
     async def api_info(self, request: Request) -> Response:
+        """``GET /v1/companies/api_info`` (S9 table of contents; S4 api_info fields: API version,
+        access level, requests this month, channels, hook)."""
         if not self._authorized(request):
-            return JSONResponse({"status": "error", "message": "Unauthorized"}, status_code=401)
+            return self._unauthorized()
         return JSONResponse(
             {
                 "data": {
@@ -300,20 +571,36 @@ class FakeState:
         return JSONResponse({"status": "success"})
 
 
+def _query(request: Request) -> str:
+    return f"?{request.url.query}" if request.url.query else ""
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    # Anything the real API lacks (an unknown path, or a method a path does not have): 404 with
+    # Chat2Desk's own text (S4 PageNotFounException).
+    return JSONResponse({"status": "error", "message": PAGE_NOT_FOUND}, status_code=404)
+
+
 def build_app(state: FakeState) -> Starlette:
     """The ASGI app serving ``state``."""
     return Starlette(
         routes=[
-            Route("/v1/messages", state.messages, methods=["POST"]),
+            Route("/v1/messages", state.post_message, methods=["POST"]),
             Route("/v1/messages", state.list_messages, methods=["GET"]),
-            Route("/v1/webhooks", state.set_webhook, methods=["POST"]),
-            Route("/v1/clients/{client_id}/transfer", state.transfer, methods=["POST"]),
+            Route("/v1/messages/{message_id}/transfer", state.transfer, methods=["GET"]),
+            Route("/v1/messages/{message_id}/transfer_to_group", state.transfer, methods=["GET"]),
+            Route("/v1/dialogs/{dialog_id}", state.update_dialog, methods=["PUT"]),
+            Route("/v1/clients/{client_id}", state.get_client, methods=["GET"]),
+            Route("/v1/webhooks", state.list_webhooks, methods=["GET"]),
+            Route("/v1/webhooks", state.create_webhook, methods=["POST"]),
+            Route("/v1/webhooks/{hook_id}", state.update_webhook, methods=["PUT"]),
             Route("/v1/companies/api_info", state.api_info, methods=["GET"]),
             Route("/_received", state.get_received, methods=["GET"]),
             Route("/_count", state.get_count, methods=["GET"]),
             Route("/_received", state.delete_received, methods=["DELETE"]),
             Route("/_control", state.post_control, methods=["POST"]),
-        ]
+        ],
+        exception_handlers={404: _not_found, 405: _not_found},
     )
 
 

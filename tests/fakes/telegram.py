@@ -5,13 +5,18 @@
 
 Methods, at ``POST /bot<token>/<method>`` (JSON or form body): ``sendMessage``,
 ``answerCallbackQuery``, ``getUpdates`` (long polling from a queue fed with :meth:`feed`),
-``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``, ``setMyCommands``, ``getFile``, ``getMe``.
+``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``, ``setMyCommands``, ``getFile``, ``getMe``,
+``copyMessage``, ``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
+with ``message_thread_id``, ``name``, ``icon_color``); ``sendMessage`` takes
+``message_thread_id`` ("unique identifier for the target message thread (topic) of the forum;
+for forum supergroups only") and answers 400 "message thread not found" for an unknown one.
 It checks what the real API checks where our code could get it wrong: HTML that would not parse,
 texts over 4,096 characters, callback data over 64 bytes, getUpdates while a webhook is set
 (409). ``calls`` holds ``(method, params)`` of every request, failed ones included.
 
 Builders for updates as Telegram sends them: :func:`text_update`, :func:`document_update`,
-:func:`photo_update`, and :meth:`FakeTelegram.press` (a button of the last keyboard sent).
+:func:`photo_update`, :func:`topic_update` (an operator's message in a forum topic), and
+:meth:`FakeTelegram.press` (a button of the last keyboard sent).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "document_update",
     "photo_update",
     "text_update",
+    "topic_update",
 ]
 
 TOKEN = "123456:TEST-token"
@@ -79,6 +85,25 @@ def text_update(update_id: int, chat_id: int, text: str, **message: Any) -> dict
     if text.startswith("/"):
         body["entities"] = [{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}]
     body.update(message)
+    return {"update_id": update_id, "message": body}
+
+
+def topic_update(
+    update_id: int, chat_id: int, thread_id: int, text: str, *, from_id: int = 777
+) -> dict[str, Any]:
+    """An operator's message in a topic of a forum supergroup (Bot API ``Message``:
+    ``message_thread_id``, ``is_topic_message``; the chat has ``is_forum``)."""
+    body: dict[str, Any] = {
+        "message_id": update_id * 10,
+        "message_thread_id": thread_id,
+        "is_topic_message": True,
+        "from": {"id": from_id, "is_bot": False, "first_name": "Anna"},
+        "chat": {"id": chat_id, "title": "Operators", "type": "supergroup", "is_forum": True},
+        "date": int(time.time()),
+        "text": text,
+    }
+    if text.startswith("/"):
+        body["entities"] = [{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}]
     return {"update_id": update_id, "message": body}
 
 
@@ -141,6 +166,7 @@ class FakeTelegram:
         self._new_update = asyncio.Event()
         self._failures: deque[_Failure] = deque()
         self._next_message_id = 1
+        self.topics: dict[int, dict[str, Any]] = {}  # message_thread_id -> ForumTopic
         self._port = 0
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -308,6 +334,9 @@ class FakeTelegram:
             shown = text
         if len(shown.encode("utf-16-le")) // 2 > 4096:
             return _error(400, "Bad Request: message is too long")
+        thread = params.get("message_thread_id")
+        if thread is not None and int(thread) not in self.topics:
+            return _error(400, "Bad Request: message thread not found")
         markup = params.get("reply_markup")
         if markup is not None:
             for row in markup.get("inline_keyboard", []):
@@ -324,9 +353,41 @@ class FakeTelegram:
         }
         if markup is not None:
             message["reply_markup"] = markup
+        if thread is not None:
+            message["message_thread_id"] = int(thread)
+            message["is_topic_message"] = True
         self._next_message_id += 1
         params["_message"] = message
         return message
+
+    async def _api_copyMessage(self, params: dict[str, Any]) -> Any:
+        # Bot API copyMessage: chat_id, from_chat_id, message_id; returns a MessageId.
+        if params.get("chat_id") is None or params.get("from_chat_id") is None:
+            return _error(400, "Bad Request: chat not found")
+        if not isinstance(params.get("message_id"), int):
+            return _error(400, "Bad Request: message to copy not found")
+        if int(params["chat_id"]) in self.blocked:
+            return _error(403, "Forbidden: bot was blocked by the user")
+        self._next_message_id += 1
+        return {"message_id": self._next_message_id}
+
+    async def _api_createForumTopic(self, params: dict[str, Any]) -> Any:
+        # Bot API createForumTopic: chat_id, name (1-128 characters); returns a ForumTopic.
+        name = params.get("name")
+        if params.get("chat_id") is None or not isinstance(name, str) or not 1 <= len(name) <= 128:
+            return _error(400, "Bad Request: TOPIC_NAME_INVALID")
+        thread = 1000 + len(self.topics) * 7
+        topic = {"message_thread_id": thread, "name": name, "icon_color": 7322096}
+        self.topics[thread] = {**topic, "chat_id": int(params["chat_id"])}
+        return topic
+
+    def in_topic(self, thread_id: int) -> list[str]:
+        """Texts accepted in a topic, in order."""
+        return [
+            p["_message"]["text"]
+            for p in self._accepted
+            if p["_message"].get("message_thread_id") == thread_id
+        ]
 
     async def _api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
         if not params.get("callback_query_id"):

@@ -19,11 +19,13 @@ import aio_pika
 import orjson
 from sqlalchemy import delete, select
 
+from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.desk.base import OrderAdmin
 from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
+from orderbot.desk.topics import OperatorTopics, RedisOperatorTopics, SqliteOperatorTopics
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions
 from orderbot.messages import InboundMessage, OutboundMessage
@@ -39,6 +41,8 @@ from tests.test_worker import run_until_idle
 FLOW = load_flow("water")
 OPTIONS = DialogOptions(default_language="ru")
 PROFILES = ["embedded", "distributed"]
+WINDOWED = ("wa_dialog",)  # the 24-hour window applies to clients who write over wa_dialog
+CHAT2DESK = Chat2DeskChannel(api_url="http://unused.invalid/v1", token="t")
 
 
 class Clock:
@@ -89,6 +93,26 @@ class Bot:
         await run_until_idle(self.worker, self.queue, self.worker.handled + len(texts))  # type: ignore[arg-type]
         return (await self.sent())[before:]
 
+    async def put(self, message: InboundMessage | None) -> list[dict[str, Any]]:
+        """Run one parsed message through the worker; the outbox entries it produced."""
+        if message is None:
+            return []
+        before = len(await self.sent())
+        await self.queue.put(message)
+        await run_until_idle(self.worker, self.queue, self.worker.handled + 1)  # type: ignore[arg-type]
+        return (await self.sent())[before:]
+
+    async def hear(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """A Chat2Desk webhook event, parsed as the ingress parses it and run through the
+        worker; return the outbox entries it produced ([] for an event the adapter ignores)."""
+        message = CHAT2DESK.parse_webhook(payload, received_at=time.time())
+        if message is None:
+            return []
+        before = len(await self.sent())
+        await self.queue.put(message)
+        await run_until_idle(self.worker, self.queue, self.worker.handled + 1)  # type: ignore[arg-type]
+        return (await self.sent())[before:]
+
     async def sent(self) -> list[dict[str, Any]]:
         """Everything put in the outbox so far, oldest first."""
         raise NotImplementedError
@@ -110,6 +134,8 @@ class EmbeddedBot(Bot):
     def __init__(self, database: SqliteDatabase, **desk: Any) -> None:
         super().__init__()
         self.db = database
+        self.topics: OperatorTopics = SqliteOperatorTopics(database)
+        _with_topics(self, desk)
         self.clock = Clock()
         self.queue = SqliteInboundQueue(database)
         self.desk = FrontDesk(SqliteDeskStore(database), FLOW, OPTIONS, clock=self.clock, **desk)
@@ -121,7 +147,9 @@ class EmbeddedBot(Bot):
             poll_interval=0.05,
             front_desk=self.desk,
         )
-        self.admin = SqliteOrderAdmin(database, FLOW, OPTIONS, clock=self.clock)
+        self.admin = SqliteOrderAdmin(
+            database, FLOW, OPTIONS, clock=self.clock, window_transports=WINDOWED
+        )
 
     async def sent(self) -> list[dict[str, Any]]:
         rows = await self.db.run(
@@ -183,6 +211,8 @@ class DistributedBot(Bot):
         outbox.put = recording_put  # type: ignore[method-assign]
         self.queue = self.runtime.inbound
         keys = self.runtime.keys
+        self.topics = RedisOperatorTopics(self.runtime.redis, keys)
+        _with_topics(self, desk)
         self.desk = FrontDesk(
             PostgresDeskStore(self.runtime.engine, self.runtime.redis, keys=keys),
             FLOW,
@@ -206,6 +236,7 @@ class DistributedBot(Bot):
             OPTIONS,
             keys=keys,
             clock=self.clock,
+            window_transports=WINDOWED,
         )
 
     async def sent(self) -> list[dict[str, Any]]:
@@ -257,6 +288,20 @@ async def drain_outbox(namespace: str, shards: int = 2) -> list[OutboundMessage]
     finally:
         await connection.close()
     return found
+
+
+def _with_topics(bot: Bot, desk: dict[str, Any]) -> None:
+    """With ``operator_chat=...``: the operators' Telegram chat, its topics in this profile's
+    store, and /back handing back through the bot's order admin."""
+    if desk.get("operator_chat"):
+
+        async def handback(channel: str, client_id: str) -> None:
+            await bot.admin.handback(channel, client_id)
+
+        async def set_status(order_id: int, status: str, actor: str) -> object:
+            return await bot.admin.set_status(order_id, status, actor=actor)
+
+        desk.update(topics=bot.topics, handback=handback, set_status=set_status)  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

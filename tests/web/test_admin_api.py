@@ -171,7 +171,8 @@ async def test_orders_statuses_alerts_and_notifications_end_to_end(stack: dict[s
     (order,) = (await client.get("/api/orders", headers=TOKEN_HEADER)).json()["orders"]
     order_id = order["id"]
     (alert,) = telegram.texts(ADMIN_CHAT)
-    assert f"New order #{order_id}" in alert and "Chui <avenue> 120" in alert  # escaped, intact
+    # the shop's language (DEFAULT_LANGUAGE, ru by default), every detail
+    assert f"Новый заказ #{order_id}" in alert and "Chui <avenue> 120" in alert  # escaped, intact
     (body,) = receiver.bodies
     assert body["event"] == "order.created" and body["order"]["id"] == order_id
     assert body["order"]["address"] == "Chui <avenue> 120" and receiver.keys == [
@@ -250,9 +251,8 @@ async def test_handoff_transfer_and_handback_through_the_api(stack: dict[str, An
     await chat2desk_says(stack, "601", 0, "Hello", "address")
     await chat2desk_says(stack, "601", 1, "оператор", "operator")
     await wait_for(lambda: chat2desk.transfers)
-    assert chat2desk.transfers == [
-        {"client_id": "601", "operator_id": 15, "transport": "whatsapp", "channel_id": 3}
-    ]
+    # the documented call (GET /v1/messages/{id}/transfer?operator_id=), by the message that asked
+    assert chat2desk.transfers == [{"message_id": "601-1", "operator_id": 15, "client_id": None}]
     handoffs = (await client.get("/api/handoffs", headers=TOKEN_HEADER)).json()["handoffs"]
     assert [(h["channel"], h["client_id"]) for h in handoffs] == [("chat2desk", "601")]
 
@@ -288,3 +288,36 @@ async def test_handoff_transfer_and_handback_through_the_api(stack: dict[str, An
     ).status_code == 404
     await chat2desk_says(stack, "601", 3, "Chui avenue 120, apt 5", "phone")
     assert orjson.loads(orjson.dumps(chat2desk.transfers))[0]["operator_id"] == 15
+
+
+async def test_an_operator_answering_in_chat2desk_takes_over_until_the_request_closes(
+    stack: dict[str, Any],
+) -> None:
+    """Over HTTP, as Chat2Desk posts its events: the operator's outbox message hands the
+    customer over (the bot's own autoreply echoes do not), close_request hands them back."""
+    client: httpx.AsyncClient = stack["client"]
+    chat2desk: FakeChat2Desk = stack["chat2desk"]
+    await chat2desk_says(stack, "701", 0, "Hello", "address")
+    # Chat2Desk echoes the bot's reply as an outbox event of type autoreply: not a takeover.
+    echo = chat2desk.outbox_echo(chat2desk.received[-1])
+    assert echo["type"] == "autoreply"
+    assert (await client.post("/webhook/chat2desk", json=echo)).status_code == 200
+    operator = chat2desk.operator_says("701", "Anna here, what can I do?")
+    assert (await client.post("/webhook/chat2desk", json=operator)).status_code == 200
+
+    async def handed_off() -> bool:
+        rows = (await client.get("/api/handoffs", headers=TOKEN_HEADER)).json()["handoffs"]
+        return ("chat2desk", "701") in [(h["channel"], h["client_id"]) for h in rows]
+
+    for _ in range(500):
+        if await handed_off():
+            break
+        await asyncio.sleep(0.02)
+    assert await handed_off()
+    sent = len(chat2desk.texts("701"))
+    closed = chat2desk.close_request("701")
+    assert (await client.post("/webhook/chat2desk", json=closed)).status_code == 200
+    await wait_for(lambda: len(chat2desk.texts("701")) > sent)
+    (back,) = chat2desk.texts("701")[sent:]
+    assert "operator has finished" in back and "address" in back
+    assert not await handed_off()

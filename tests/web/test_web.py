@@ -279,3 +279,37 @@ async def test_openapi_describes_every_route(
     webhook = paths["/webhook/{channel}"]["post"]
     assert "application/json" in webhook["requestBody"]["content"]
     assert {"200", "400", "413", "415", "422"} <= set(webhook["responses"])
+
+
+async def test_health_reports_a_disabled_or_missing_chat2desk_webhook(settings: Settings) -> None:
+    from orderbot.channels.chat2desk import Chat2DeskChannel, WebhookWatch
+    from tests.fakes.chat2desk import FakeChat2Desk
+
+    now = [0.0]
+    async with FakeChat2Desk() as fake:
+        runtime = EmbeddedRuntime(settings.model_copy(update={"chat2desk_api_url": fake.url}))
+        channel = runtime.channels["chat2desk"]
+        assert isinstance(channel, Chat2DeskChannel)
+        watch = WebhookWatch(channel, interval=300, clock=lambda: now[0])
+        async with (
+            serving(create_app(runtime, run_background=False, webhook_watch=watch)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            missing = await client.get("/health")
+            assert missing.status_code == 200 and missing.json()["status"] == "degraded"
+            assert missing.json()["checks"]["chat2desk_webhook"]["state"] == "missing"
+            await channel.set_webhook("https://bot.example/webhook/chat2desk")
+            asked = len(fake.requests)
+            # cached: no new question to Chat2Desk within the interval
+            assert (await client.get("/health")).json()["status"] == "degraded"
+            assert len(fake.requests) == asked
+            now[0] += 301
+            healthy = (await client.get("/health")).json()
+            assert healthy["status"] == "healthy"
+            assert healthy["checks"]["chat2desk_webhook"]["state"] == "ok"
+            fake.disable_webhook("HTTP 502 for 5 hours")
+            now[0] += 301
+            disabled = (await client.get("/health")).json()
+            assert disabled["status"] == "degraded"
+            hook = disabled["checks"]["chat2desk_webhook"]
+            assert hook["state"] == "disabled" and hook["errors"] == ["HTTP 502 for 5 hours"]

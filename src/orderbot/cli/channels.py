@@ -48,6 +48,9 @@ async def _with_chat2desk(fn: Callable[[Any], Awaitable[T]]) -> T:
         api_url=settings.chat2desk_api_url,
         token=settings.chat2desk_api_token,
         timeout=settings.chat2desk_timeout,
+        reply_type=settings.chat2desk_reply_type,
+        open_dialog=settings.chat2desk_open_dialog,
+        window_transports=settings.window_transports,
     )
     try:
         return await fn(channel)
@@ -61,7 +64,10 @@ def chat2desk_set_webhook(
         str, typer.Argument(help="Public URL of /webhook/chat2desk (or /webhook/chat2desk/SECRET).")
     ],
 ) -> None:
-    """Register the webhook with Chat2Desk (POST /v1/webhooks, events: inbox)."""
+    """Register orderbot's webhook with Chat2Desk, idempotently: the hook named "orderbot" is
+    updated in place (a new URL or WEBHOOK_SECRET replaces the old one; a disabled hook is
+    enabled again), created only when missing. Events: inbox, outbox, close_request,
+    close_dialog, dialog_transferred."""
     if not url.startswith(("http://", "https://")):
         raise fail("URL must start with http:// or https://", 2)
     answer = run_async(_with_chat2desk(lambda c: c.set_webhook(url)))
@@ -70,8 +76,19 @@ def chat2desk_set_webhook(
 
 @chat2desk_app.command("info")
 def chat2desk_info() -> None:
-    """What the Chat2Desk API reports about this token (requests used this month, limits)."""
-    answer = run_async(_with_chat2desk(lambda c: c.api_info()))
+    """What the Chat2Desk API reports about this token (requests used this month, limits),
+    the registered webhooks with their state and errors, and whether orderbot's own hook is
+    ok, disabled (Chat2Desk stops a hook after 5 hours of failed deliveries) or missing."""
+    from orderbot.channels.chat2desk import describe_webhook
+
+    async def gather(channel: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = await channel.api_info()
+        hooks = await channel.webhooks()
+        answer["webhooks"] = hooks
+        answer["orderbot_webhook"] = describe_webhook(hooks)
+        return answer
+
+    answer = run_async(_with_chat2desk(gather))
     typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -45,6 +45,7 @@ def run(
     """
     import uvicorn
 
+    from orderbot.channels.chat2desk import webhook_watch
     from orderbot.logconfig import setup_logging
     from orderbot.runtime.embedded import EmbeddedRuntime
     from orderbot.web.app import create_app
@@ -63,8 +64,9 @@ def run(
     # switch interval a busy event loop makes every commit wait up to 5 ms for it.
     sys.setswitchinterval(0.0005)
     runtime = EmbeddedRuntime(settings)
+    watch = webhook_watch(runtime.channels, settings.chat2desk_api_token)
     config = uvicorn.Config(
-        create_app(runtime),
+        create_app(runtime, webhook_watch=watch),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

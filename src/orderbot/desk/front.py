@@ -29,10 +29,16 @@ PostgreSQL with a Redis flag per handed-off client (distributed).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from orderbot.desk.base import DeskStore, HandoffWindow
+from orderbot.desk.base import (
+    DeskStore,
+    HandoffNotFound,
+    HandoffWindow,
+    OrderNotFound,
+)
 from orderbot.desk.requests import HandoffRequest, Track, classify
 from orderbot.desk.texts import (
     comeback,
@@ -40,18 +46,36 @@ from orderbot.desk.texts import (
     render_not_found,
     render_order,
     render_order_list,
+    status_name,
 )
+from orderbot.desk.topics import OperatorTopics, Topic
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
 from orderbot.loggers import worker as log
-from orderbot.messages import InboundMessage, OutboundMessage, replies_to
-from orderbot.orders.alerts import question_alert, transcript
-from orderbot.outbound import handoff_alert_key, question_alert_key, transfer_key
+from orderbot.messages import (
+    EVENT_DELIVERY_FAILED,
+    EVENT_HANDBACK,
+    EVENT_OPERATOR,
+    EVENT_OPERATOR_REPLY,
+    Attachment,
+    InboundMessage,
+    OutboundMessage,
+    replies_to,
+)
+from orderbot.orders.alerts import question_alert, read_status_button, status_buttons, transcript
+from orderbot.orders.status import InvalidTransition
+from orderbot.outbound import (
+    handoff_alert_key,
+    operator_pass_key,
+    question_alert_key,
+    topic_post_key,
+    transfer_key,
+)
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 
-__all__ = ["HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown"]
+__all__ = ["DELIVERY_FAILED", "HANDED_OFF", "UNKNOWN", "FrontDesk", "Unknown"]
 
 
 class Unknown:
@@ -62,6 +86,8 @@ UNKNOWN = Unknown()
 
 HANDED_OFF = "HANDOFF"
 """The dialog state name written to the message log for messages received while handed off."""
+DELIVERY_FAILED = "DELIVERY_FAILED"
+"""The state name in the message log of a delivery failure the channel reported."""
 TRANSCRIPT_MESSAGES = 20
 
 
@@ -79,7 +105,15 @@ class FrontDesk:
         chat2desk_group_id: int | None = None,
         handoff_timeout: float = 2 * 3600,
         clock: Callable[[], float] = time.time,
+        operator_chat: str = "",
+        topics: OperatorTopics | None = None,
+        handback: Callable[[str, str], Awaitable[None]] | None = None,
+        set_status: Callable[[int, str, str], Awaitable[object]] | None = None,
     ) -> None:
+        self._set_status = set_status
+        self._operator_chat = operator_chat if topics is not None else ""
+        self._topics = topics
+        self._handback = handback
         self._store = store
         self._flow = flow
         self._options = options
@@ -108,9 +142,15 @@ class FrontDesk:
         now = self._clock()
         key = message.client_key
         window = await self._store.handoff(key) if isinstance(handoff, Unknown) else handoff
+        event = message.route.get("event")
+        if event == EVENT_OPERATOR_REPLY:
+            return await self._operator_reply(delivery, raw, now)
+        if event is not None:
+            return self._desk_event(delivery, state, raw, window, event, now)
         if window is not None:
             if window.until > now:
-                return self._commit(delivery, raw, HANDED_OFF, ())
+                mirrored = self._to_topic(message, _mirror_text(message), now, "topic")
+                return self._commit(delivery, raw, HANDED_OFF, (), extra=mirrored)
             self._store.note_handoff(key, active=False)
             back = comeback(
                 self._flow,
@@ -169,6 +209,158 @@ class FrontDesk:
             for chat in self._admin_chats
         )
 
+    async def _operator_reply(
+        self, delivery: InboundDelivery, raw: bytes | None, now: float
+    ) -> StepCommit:
+        """An operator wrote in a customer's topic of the operators' chat: the text goes to
+        the customer through their channel; ``/back`` hands them back to the bot (which says
+        so and asks the question it was at). Anything else there is acknowledged silently."""
+        message = delivery.message
+        thread = message.route.get("thread_id")
+        topic = None
+        if thread is not None and thread.isdigit() and self._topics is not None:
+            topic = await self._topics.of_thread(int(thread))
+        if topic is None:
+            return self._commit(delivery, raw, "-", ())
+        pressed = read_status_button(self._flow, message.text)
+        if pressed is not None:
+            note = await self._status_pressed(topic, message, pressed, now)
+            return self._commit(delivery, raw, "-", (), extra=(note,))
+        command = message.text.strip().split("@", 1)[0].lower()
+        if command in ("/back", "/handback"):
+            if self._handback is not None:
+                try:
+                    await self._handback(topic.channel, topic.client_id)
+                    said = f"↩ {topic.client_key} is back with the bot, at the step it left."
+                except HandoffNotFound:
+                    said = f"{topic.client_key} is not with an operator."
+            else:
+                said = "Handing back is not available here."
+            note = self._topic_message(topic.client_key, topic.route, said, message, now, "back")
+            return self._commit(delivery, raw, "-", (), extra=(note,))
+        copy_of = message.route.get("copy_of")
+        if copy_of is not None and topic.channel == "telegram":
+            # Telegram to Telegram: the photo or document itself, caption included
+            passed = OutboundMessage(
+                key=operator_pass_key(message.dedupe_key),
+                channel="telegram",
+                client_id=topic.client_id,
+                text=message.text,
+                route={"from_chat_id": message.client_id, "message_id": copy_of},
+                created_at=now,
+                kind="copy",
+            )
+        elif message.text.strip():
+            passed = OutboundMessage(
+                key=operator_pass_key(message.dedupe_key),
+                channel=topic.channel,
+                client_id=topic.client_id,
+                text=message.text,
+                route=topic.route,
+                created_at=now,
+            )
+        else:  # a file without words for a customer on another channel: tell the operator
+            said = "Only text reaches this customer (their channel takes no files from here)."
+            note = self._topic_message(topic.client_key, topic.route, said, message, now, "note")
+            return self._commit(delivery, raw, "-", (), extra=(note,))
+        return self._commit(delivery, raw, "-", (), extra=(passed,))
+
+    async def _status_pressed(
+        self, topic: Topic, message: InboundMessage, pressed: tuple[int, str], now: float
+    ) -> OutboundMessage:
+        """A status button of an order card: the order moves on as that operator did it (the
+        customer is told as for any status change); the topic gets the outcome and the
+        buttons for the next step."""
+        order_id, status = pressed
+        operator = message.route.get("operator", "operator")
+        language = self._options.default_language
+        buttons: tuple[str, ...] = ()
+        if self._set_status is None:
+            said = "Status changes are not available here."
+        else:
+            try:
+                await self._set_status(order_id, status, f"telegram:{operator}")
+            except (OrderNotFound, InvalidTransition, ValueError) as exc:
+                said = f"#{order_id}: {exc}"
+            else:
+                said = f"#{order_id} → {status_name(self._flow, status, language)} ({operator})"
+                buttons = status_buttons(self._flow, order_id, status, language)
+        note = self._topic_message(topic.client_key, topic.route, said, message, now, "status")
+        route = dict(note.route)
+        if "callback_query_id" in message.route:  # the sender answers the button press
+            route["callback_query_id"] = message.route["callback_query_id"]
+        return replace(note, buttons=buttons, route=route)
+
+    def _to_topic(
+        self, message: InboundMessage, text: str, now: float, suffix: str
+    ) -> tuple[OutboundMessage, ...]:
+        """``text`` for the customer's topic in the operators' chat, if there is one."""
+        if not self._operator_chat or message.route.get("event"):
+            return ()
+        return (self._topic_message(message.client_key, message.route, text, message, now, suffix),)
+
+    def _topic_message(
+        self,
+        client_key: str,
+        route: dict[str, str],
+        text: str,
+        message: InboundMessage,
+        now: float,
+        suffix: str,
+    ) -> OutboundMessage:
+        kept = {f"to.{k}": v for k, v in route.items() if k in ("transport", "channel_id")}
+        return OutboundMessage(
+            key=topic_post_key(message.dedupe_key, suffix),
+            channel="telegram",
+            client_id=self._operator_chat,
+            text=text,
+            route={"for": client_key, "title": client_key, **kept},
+            created_at=now,
+            kind="topic",
+        )
+
+    def _desk_event(
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        window: HandoffWindow | None,
+        event: str,
+        now: float,
+    ) -> StepCommit:
+        """A person took the conversation over in the channel's desk (:data:`EVENT_OPERATOR`):
+        the bot falls silent, or stays silent longer. The desk closed it
+        (:data:`EVENT_HANDBACK`): the bot comes back at the step it left. Never answered."""
+        message = delivery.message
+        route = {k: v for k, v in message.route.items() if k in ("transport", "channel_id")}
+        delivery = replace(delivery, message=replace(message, route=route))
+        key = message.client_key
+        if event == EVENT_DELIVERY_FAILED:
+            return self._commit(delivery, raw, DELIVERY_FAILED, ())
+        if event == EVENT_OPERATOR:
+            self._store.note_handoff(key, active=True)
+            change = HandoffChange(
+                start=True, reason="an operator took over", until=now + self._timeout
+            )
+            return self._commit(delivery, raw, HANDED_OFF, (), change)
+        if event != EVENT_HANDBACK or window is None:
+            return self._commit(delivery, raw, _step_name(state), ())
+        self._store.note_handoff(key, active=False)
+        back = comeback(
+            self._flow,
+            self._options,
+            state,
+            channel=message.channel,
+            client_id=message.client_id,
+            since=window.since,
+            route=route,
+            now=now,
+            language=self._language(state, message),
+        )
+        return self._commit(
+            delivery, raw, _step_name(state), (), HandoffChange(start=False), extra=(back,)
+        )
+
     def _language(self, state: DialogState | None, message: InboundMessage) -> str:
         if state is not None:
             return self._flow.language(state.language)
@@ -213,12 +405,26 @@ class FrontDesk:
                         channel=message.channel,
                         client_id=message.client_id,
                         text="",
-                        route={**message.route, **target},
+                        # the message that asked: Chat2Desk transfers a dialog by a message id
+                        route={**message.route, **target, "message_id": message.message_id},
                         created_at=now,
                         kind="transfer",
                     )
                 )
-        elif self._admin_chats:
+        if self._operator_chat:
+            rows = await self._store.recent_messages(
+                message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1
+            )
+            card = await self._store.customer_orders(message.channel, message.client_id)
+            text = transcript(
+                message,
+                [*rows, ("in", message.text)],
+                hand_back="/back in this topic (or wait for HANDOFF_TIMEOUT)",
+            )
+            if card:
+                text += "\n\n" + render_order_list(self._flow, card, language)
+            extra += self._to_topic(message, text, now, "topic")
+        elif message.channel != "chat2desk" and self._admin_chats:
             rows = await self._store.recent_messages(
                 message.channel, message.client_id, TRANSCRIPT_MESSAGES - 1
             )
@@ -238,7 +444,9 @@ class FrontDesk:
                 )
                 for chat in self._admin_chats
             ]
-        else:  # nobody would see the conversation: say so and go on with the dialog
+        elif message.channel != "chat2desk":
+            # nobody would see the conversation: say so and go on with the dialog (Chat2Desk's
+            # own operators see every dialog)
             replies = self._with_question(
                 flow_text(self._flow, "handoff_unavailable", language), state, now
             )
@@ -273,6 +481,17 @@ class FrontDesk:
             replies=outbound + tuple(extra),
             handoff=handoff,
         )
+
+
+def _mirror_text(message: InboundMessage) -> str:
+    """A customer's message as posted to their topic: who wrote, what, and what it carried."""
+    parts = [f"👤 {message.text.strip()}" if message.text.strip() else "👤"]
+    parts += [_attachment_line(a) for a in message.attachments]
+    return "\n".join(parts)
+
+
+def _attachment_line(attachment: Attachment) -> str:
+    return f"📎 {attachment.kind}: {attachment.name or attachment.url}"
 
 
 def _step_name(state: DialogState | None) -> str:

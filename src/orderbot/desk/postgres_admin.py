@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -52,11 +52,18 @@ from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
-from orderbot.orders.status import check_transition
+from orderbot.orders.status import WINDOW_MARK, check_transition, outside_window
 from orderbot.outbound import pending_notification_member, status_notification_key
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.storage.redis import RedisKeys
-from orderbot.storage.schema import handoffs, order_files, order_items, order_status_history, orders
+from orderbot.storage.schema import (
+    handoffs,
+    message_logs,
+    order_files,
+    order_items,
+    order_status_history,
+    orders,
+)
 from orderbot.storage.sql import refused_data
 
 __all__ = ["NOTIFY_GRACE", "PostgresOrderAdmin"]
@@ -213,7 +220,9 @@ class PostgresOrderAdmin(OrderAdmin):
         *,
         keys: RedisKeys,
         clock: Callable[[], float] = time.time,
+        window_transports: tuple[str, ...] = (),
     ) -> None:
+        self._window_transports = window_transports
         self._engine = engine
         self._redis = redis
         self._outbox = outbox
@@ -298,6 +307,20 @@ class PostgresOrderAdmin(OrderAdmin):
                 if row is None:
                     raise OrderNotFound(f"no order {order_id}")
                 check_transition(row.status, status)
+                marked = note
+                reach = {str(k): str(v) for k, v in orjson.loads(row.route or "{}").items()}
+                if reach.get("transport") in self._window_transports:
+                    last = (
+                        await conn.execute(
+                            select(func.max(message_logs.c.created_at)).where(
+                                message_logs.c.channel == row.channel,
+                                message_logs.c.client_id == row.client_id,
+                                message_logs.c.direction == "in",
+                            )
+                        )
+                    ).scalar_one_or_none()
+                    if outside_window(reach, last, now, self._window_transports):
+                        marked = note + WINDOW_MARK
                 await conn.execute(
                     update(orders)
                     .where(orders.c.id == order_id)
@@ -310,7 +333,7 @@ class PostgresOrderAdmin(OrderAdmin):
                             order_id=order_id,
                             from_status=row.status,
                             to_status=status,
-                            note=note,
+                            note=marked,
                             actor=actor,
                             created_at=now,
                         )
@@ -398,7 +421,7 @@ class PostgresOrderAdmin(OrderAdmin):
                         row.order_id,
                         row.id,
                         row.to_status,
-                        row.note,
+                        row.note.removesuffix(WINDOW_MARK),  # the mark is for operators
                         row.created_at,
                         channel=row.channel,
                         client_id=row.client_id,

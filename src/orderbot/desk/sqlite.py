@@ -38,7 +38,7 @@ from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.loggers import storage as log
 from orderbot.messages import OutboundMessage
 from orderbot.orders.models import HistoryEntry, OrderSummary
-from orderbot.orders.status import check_transition
+from orderbot.orders.status import WINDOW_MARK, check_transition, outside_window
 from orderbot.outbound import status_notification_key
 from orderbot.queues.sqlite import Wakeup
 from orderbot.storage.sqlite import SqliteDatabase
@@ -150,6 +150,7 @@ def _set_status(
     note: str,
     actor: str,
     now: float,
+    window_transports: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     row = conn.execute(
         "SELECT status, channel, client_id, language, route FROM orders WHERE id = ?",
@@ -159,13 +160,23 @@ def _set_status(
         raise OrderNotFound(f"no order {order_id}")
     current, channel, client_id, language, route = row
     check_transition(current, status)
+    reach = {str(k): str(v) for k, v in orjson.loads(route or "{}").items()}
+    marked = note
+    if reach.get("transport") in window_transports:
+        (last,) = conn.execute(
+            "SELECT max(created_at) FROM message_logs WHERE channel = ? AND client_id = ?"
+            " AND direction = 'in'",
+            (channel, client_id),
+        ).fetchone()
+        if outside_window(reach, last, now, window_transports):
+            marked = note + WINDOW_MARK
     conn.execute(
         "UPDATE orders SET status = ?, updated_at = ? WHERE id = ?", (status, now, order_id)
     )
     history_id = conn.execute(
         "INSERT INTO order_status_history (order_id, from_status, to_status, note, actor,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        (order_id, current, status, note, actor, now),
+        (order_id, current, status, marked, actor, now),
     ).fetchone()[0]
     insert_outbox(
         conn,
@@ -295,7 +306,9 @@ class SqliteOrderAdmin(OrderAdmin):
         *,
         outbox_wakeup: Wakeup | None = None,
         clock: Callable[[], float] = time.time,
+        window_transports: tuple[str, ...] = (),
     ) -> None:
+        self._window_transports = window_transports
         self._db = db
         self._flow = flow
         self._options = options
@@ -329,7 +342,9 @@ class SqliteOrderAdmin(OrderAdmin):
         OrderNotFound, InvalidTransition, or ValueError for a status that does not exist."""
         now = self._clock()
         order = await self._db.run(
-            lambda conn: _set_status(conn, self._flow, order_id, status, note, actor, now)
+            lambda conn: _set_status(
+                conn, self._flow, order_id, status, note, actor, now, self._window_transports
+            )
         )
         if self._wakeup is not None:
             self._wakeup.set()

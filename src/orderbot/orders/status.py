@@ -15,10 +15,13 @@ from orderbot.errors import OrderbotError
 __all__ = [
     "FINAL_STATUSES",
     "STATUSES",
+    "WHATSAPP_WINDOW",
+    "WINDOW_MARK",
     "InvalidTransition",
     "Status",
     "allowed_next",
     "check_transition",
+    "outside_window",
 ]
 
 Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cancelled"]
@@ -65,3 +68,22 @@ def check_transition(current: str, wanted: str) -> None:
         raise ValueError(f"unknown status {wanted!r} (statuses: {', '.join(STATUSES)})")
     if wanted not in allowed_next(current):
         raise InvalidTransition(current, wanted)
+
+
+WHATSAPP_WINDOW = 24 * 3600.0
+"""Seconds after a customer's last message during which WhatsApp's business API delivers free
+text to them."""
+WINDOW_MARK = " [not told: outside WhatsApp's 24-hour window; call the customer]"
+"""Appended to a status change's history note when the customer cannot be told (the sender
+holds the notification back and tells the operators); never part of the customer's text."""
+
+
+def outside_window(
+    route: dict[str, str], last_inbound: float | None, now: float, transports: tuple[str, ...]
+) -> bool:
+    """Whether a message to a customer reached by ``route`` would fall outside WhatsApp's
+    24-hour window: a windowed transport and a last message (``last_inbound``) too long ago.
+    Unknown (no message logged) is not outside: nothing is held back on a guess."""
+    if route.get("transport") not in transports or last_inbound is None:
+        return False
+    return now - last_inbound > WHATSAPP_WINDOW

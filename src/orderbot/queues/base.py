@@ -122,6 +122,12 @@ class Outbox(ABC):
     async def claim(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
         """Pending items in creation order, skipping handles in ``exclude`` (already in hand)."""
 
+    async def release_waiting(self, channel: str, errors: tuple[str, ...]) -> int:
+        """Hand out now the parked replies of ``channel`` whose last error starts with one of
+        ``errors`` (the channel was down and answers again); how many. Only an outbox that
+        ``parks_retries`` holds such replies; the sender wakes its own waiting ones."""
+        return 0
+
     async def begin_send(self, handle: int) -> None:  # noqa: B027 - optional hook
         """Record, durably, that a send of ``handle`` starts now. After a crash mid-call the item
         comes back ``in_doubt_since`` that time, so the sender can ask the channel whether it

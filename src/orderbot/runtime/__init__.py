@@ -41,7 +41,9 @@ async def open_order_admin(settings: Settings) -> AsyncIterator[OrderAdmin]:
 
     flow = load_flow(settings.flow)
     async with SqliteDatabase(settings.sqlite_path, synchronous=settings.sqlite_synchronous) as db:
-        yield SqliteOrderAdmin(db, flow, dialog_options(settings))
+        yield SqliteOrderAdmin(
+            db, flow, dialog_options(settings), window_transports=settings.window_transports
+        )
 
 
 @contextlib.asynccontextmanager

@@ -21,8 +21,9 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.channels.order_webhook import ORDER_WEBHOOK, OrderWebhookChannel
 from orderbot.config import Settings
-from orderbot.desk.base import DeskStore
+from orderbot.desk.base import DeskStore, OrderAdmin
 from orderbot.desk.front import FrontDesk
+from orderbot.desk.topics import OperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions
@@ -84,6 +85,9 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             api_url=settings.chat2desk_api_url,
             token=settings.chat2desk_api_token,
             timeout=settings.chat2desk_timeout,
+            reply_type=settings.chat2desk_reply_type,
+            open_dialog=settings.chat2desk_open_dialog,
+            window_transports=settings.window_transports,
         )
     }
     if settings.telegram_bot_token:
@@ -94,16 +98,41 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             api_url=settings.telegram_api_url,
             webhook_secret=settings.telegram_webhook_secret,
             timeout=settings.telegram_timeout,
+            operator_chat=settings.operator_chat_id.strip(),
         )
     if settings.order_webhook_url:
         channels[ORDER_WEBHOOK] = OrderWebhookChannel(settings.order_webhook_url)
     return channels
 
 
+def operator_chat(channels: Mapping[str, Channel]) -> str:
+    """``OPERATOR_CHAT_ID`` when the Telegram adapter runs with it, else ""."""
+    from orderbot.channels.telegram.client import TelegramChannel
+
+    telegram = channels.get("telegram")
+    return telegram.operator_chat if isinstance(telegram, TelegramChannel) else ""
+
+
+def operator_topics(
+    channels: Mapping[str, Channel], topics: OperatorTopics
+) -> OperatorTopics | None:
+    """``topics`` given to the Telegram adapter, when it has an operators' chat
+    (``OPERATOR_CHAT_ID``); None without one."""
+    from orderbot.channels.telegram.client import TelegramChannel
+
+    telegram = channels.get("telegram")
+    if not isinstance(telegram, TelegramChannel) or not telegram.operator_chat:
+        return None
+    telegram.topics = topics
+    return topics
+
+
 class Runtime(ABC):
     """The lifecycle of one process's parts: ``async with`` opens, :meth:`start` runs the
     background tasks, :meth:`stop` lets them finish within their bounds, :meth:`aclose` closes
     everything once."""
+
+    admin: OrderAdmin  # each profile's, set by its constructor
 
     def __init__(
         self,
@@ -130,11 +159,32 @@ class Runtime(ABC):
     # -- wiring shared by the profiles
 
     def operator_alerts(self) -> OperatorAlerts:
-        """New orders told to operators (Telegram admins; the order webhook when its URL is set)."""
-        return OperatorAlerts(admin_chats=self.admin_chats, webhook=ORDER_WEBHOOK in self.channels)
+        """New orders told to operators (Telegram admins; the order webhook when its URL is set;
+        the customer's topic in the operators' chat, with every detail in the shop's language)."""
+        return OperatorAlerts(
+            admin_chats=self.admin_chats,
+            webhook=ORDER_WEBHOOK in self.channels,
+            operator_chat=operator_chat(self.channels),
+            flow=self.flow,
+            language=self.settings.default_language,
+        )
+
+    async def _handback_by_operator(self, channel: str, client_id: str) -> None:
+        """``/back`` in the operators' chat: the handback as from the CLI or the admin API."""
+        await self.admin.handback(channel, client_id)
+
+    async def _status_by_operator(self, order_id: int, status: str, actor: str) -> object:
+        """A status button pressed in the operators' chat: the change as that operator."""
+        return await self.admin.set_status(order_id, status, actor=actor)
 
     def build_worker(
-        self, inbound: InboundQueue, store: StepStore, desk: DeskStore, **extra: Any
+        self,
+        inbound: InboundQueue,
+        store: StepStore,
+        desk: DeskStore,
+        *,
+        topics: OperatorTopics | None = None,
+        **extra: Any,
     ) -> Worker:
         settings = self.settings
         return Worker(
@@ -154,6 +204,10 @@ class Runtime(ABC):
                 chat2desk_operator_id=settings.chat2desk_operator_id,
                 chat2desk_group_id=settings.chat2desk_group_id,
                 handoff_timeout=settings.handoff_timeout,
+                operator_chat=operator_chat(self.channels),
+                topics=topics,
+                handback=self._handback_by_operator,
+                set_status=self._status_by_operator,
             ),
             **extra,
         )

@@ -21,6 +21,7 @@ from orderbot.channels.base import Channel
 from orderbot.config import Settings, require_distributed
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
+from orderbot.desk.topics import RedisOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.errors import ConfigError
 from orderbot.loggers import storage as log
@@ -32,7 +33,7 @@ from orderbot.queues.rabbitmq.leases import ShardLeases
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
 from orderbot.ratelimit import RedisRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.runtime.base import Runtime
+from orderbot.runtime.base import Runtime, operator_topics
 from orderbot.runtime.housekeeping import Housekeeping
 from orderbot.sender import Sender
 from orderbot.state.redis import RedisStepStore
@@ -122,13 +123,21 @@ class DistributedRuntime(Runtime):
             batcher=self.redis_batch,
         )
         self.admin = PostgresOrderAdmin(
-            self.engine, self.redis, self.outbox, self.flow, self.options, keys=self.keys
+            self.engine,
+            self.redis,
+            self.outbox,
+            self.flow,
+            self.options,
+            keys=self.keys,
+            window_transports=settings.window_transports,
         )
+        topics = operator_topics(self.channels, RedisOperatorTopics(self.redis, self.keys))
         self.worker = self.build_worker(
             self.inbound,
             self.store,
             PostgresDeskStore(self.engine, self.redis, keys=self.keys, batcher=self.redis_batch),
             poll_interval=poll_interval,
+            topics=topics,
         )
         # One budget per API token: every sender process shares it.
         token_id = hashlib.sha256(settings.chat2desk_api_token.encode()).hexdigest()[:16]
@@ -154,6 +163,7 @@ class DistributedRuntime(Runtime):
             drain_timeout=settings.shutdown_timeout,
             poll_interval=poll_interval,
             **sender_options,
+            admin_chats=settings.admin_chats,
         )
         self.ingress = self.build_ingress(self.inbound)
         # Workers share the inbound shards, senders the outbox shards (evenly, rebalanced as

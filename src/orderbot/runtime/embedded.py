@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
+from orderbot.desk.topics import SqliteOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.files.receiver import cleanup_unlinked_files
 from orderbot.loggers import storage as log
@@ -28,7 +29,7 @@ from orderbot.queues.sqlite import (
     queue_depths,
 )
 from orderbot.ratelimit import LocalRateLimiter
-from orderbot.runtime.base import Runtime, dialog_options, run_housekeeping_job
+from orderbot.runtime.base import Runtime, dialog_options, operator_topics, run_housekeeping_job
 from orderbot.sender import Sender
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as database
@@ -67,14 +68,22 @@ class EmbeddedRuntime(Runtime):
             self.db, outbox_wakeup=outbox_wakeup, alerts=alerts if alerts else None
         )
         self.admin = SqliteOrderAdmin(
-            self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
+            self.db,
+            self.flow,
+            dialog_options(settings),
+            outbox_wakeup=outbox_wakeup,
+            window_transports=settings.window_transports,
         )
-        self.worker = self.build_worker(self.inbound, self.store, SqliteDeskStore(self.db))
+        topics = operator_topics(self.channels, SqliteOperatorTopics(self.db))
+        self.worker = self.build_worker(
+            self.inbound, self.store, SqliteDeskStore(self.db), topics=topics
+        )
         self.sender = Sender(
             self.outbox,
             self.channels,
             rate_limiter=LocalRateLimiter(settings.outbound_rate_limit),
             drain_timeout=settings.shutdown_timeout,
+            admin_chats=settings.admin_chats,
         )
         self.ingress = self.build_ingress(self.inbound)
 

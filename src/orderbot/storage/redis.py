@@ -77,6 +77,14 @@ class RedisKeys:
     def rate_limit(self, name: str) -> str:
         return f"{self.prefix}:ratelimit:{name}"
 
+    def topic(self, client_key: str) -> str:
+        """The customer's topic in the operators' Telegram chat (thread id and route, JSON)."""
+        return f"{self.prefix}:topic:{client_key}"
+
+    def topic_thread(self, thread_id: int) -> str:
+        """The customer (client key) whose topic ``thread_id`` is."""
+        return f"{self.prefix}:topic-thread:{thread_id}"
+
     def handoff(self, client_key: str) -> str:
         """Set while the client is with an operator: the cheap check of every message (the
         ``handoffs`` row in PostgreSQL decides; see ``orderbot.desk.postgres``)."""

@@ -5,7 +5,8 @@ Shared by both profiles: ``orders`` (with ``order_items``, ``order_files`` and
 ``order_status_history``), ``handoffs``,
 ``message_logs``, ``dialog_outcomes``.
 Embedded profile only (queues and dialog state in the same SQLite file): ``inbound_queue``,
-``outbox``, ``dead_letters``, ``dialog_states``.
+``outbox``, ``dead_letters``, ``dialog_states``, ``operator_topics`` (the distributed profile
+keeps that map in Redis).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "inbound_queue",
     "message_logs",
     "metadata",
+    "operator_topics",
     "order_files",
     "order_items",
     "order_status_history",
@@ -137,6 +139,15 @@ handoffs = Table(
     Column("since", Float, nullable=False),
     Column("until", Float, nullable=False),  # the bot takes the conversation back by itself
     Index(None, "until"),
+)
+
+operator_topics = Table(
+    "operator_topics",
+    metadata,
+    Column("client_key", String(150), primary_key=True),  # channel:client_id
+    Column("thread_id", BigInteger, nullable=False, unique=True),  # the forum topic
+    Column("route", Text, nullable=False, server_default="{}"),  # how to reach the customer
+    Column("created_at", Float, nullable=False),
 )
 
 message_logs = Table(

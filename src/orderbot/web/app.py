@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
+from orderbot.channels.chat2desk import WebhookWatch
 from orderbot.config import Settings
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
@@ -112,9 +113,16 @@ class ReportsHealth(Protocol):
     async def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
-def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> IngressApp:
+def create_app(
+    runtime: ServiceRuntime,
+    *,
+    run_background: bool = True,
+    webhook_watch: WebhookWatch | None = None,
+) -> IngressApp:
     """The ASGI app for ``runtime``. Its lifespan opens the runtime and, with
-    ``run_background``, runs worker and sender on the same event loop."""
+    ``run_background``, runs worker and sender on the same event loop. With ``webhook_watch``,
+    /health also reports orderbot's Chat2Desk webhook (``degraded`` when it is disabled or
+    missing: the process is fine, but no message reaches it)."""
 
     state: dict[str, WebhookIngress | None] = {"ingress": None}
     profile = runtime.profile if isinstance(runtime, ReportsHealth) else "embedded"
@@ -209,10 +217,7 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
             ok, found = await runtime.health()
             for queue, depth in (found.get("queues") or {}).items():
                 QUEUE_DEPTH.labels(queue).set(depth)
-            return JSONResponse(
-                {"status": "healthy" if ok else "unhealthy", "checks": found},
-                status_code=200 if ok else 503,
-            )
+            return await _answer(ok, found)
         checks: dict[str, Any] = {"database": False, "worker": runtime.running}
         try:
             depths = await runtime.depths()
@@ -224,10 +229,18 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
             log.exception("health check: database unavailable")
             checks["queues"] = None
         healthy = checks["database"] and (checks["worker"] or not run_background)
-        return JSONResponse(
-            {"status": "healthy" if healthy else "unhealthy", "checks": checks},
-            status_code=200 if healthy else 503,
-        )
+        return await _answer(healthy, checks)
+
+    async def _answer(ok: bool, checks: dict[str, Any]) -> JSONResponse:
+        status = "healthy" if ok else "unhealthy"
+        if webhook_watch is not None:
+            hook = await webhook_watch.status()
+            checks["chat2desk_webhook"] = hook
+            if ok and hook["state"] in ("disabled", "missing"):
+                # A restart would not bring the hook back: 200, but said loudly.
+                status = "degraded"
+                log.error("health: orderbot's Chat2Desk webhook is %s", hook["state"])
+        return JSONResponse({"status": status, "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["service"])
     async def metrics() -> Response:

@@ -11,6 +11,12 @@ for, and paces itself within Telegram's limits: about one message a second per c
 second overall. Every HTTP outcome becomes an :mod:`orderbot.errors` channel error; no httpx
 exception, and never the bot token (it is part of every URL), leaves this module.
 
+The operators' chat (``operator_chat``, a supergroup with topics): a message of kind ``topic``
+goes to the topic of the customer named in its route (``for``), created on first use with
+``createForumTopic`` and remembered in :class:`~orderbot.desk.topics.OperatorTopics`; what an
+operator writes in a topic comes in as an :data:`~orderbot.messages.EVENT_OPERATOR_REPLY` event
+of that chat, with the topic's ``message_thread_id``.
+
 This module is the adapter and its Bot API client. Reading updates (and long polling) is in
 :mod:`orderbot.channels.telegram.updates`; keyboards, callback data and text splitting are in
 :mod:`orderbot.channels.telegram.rendering`.
@@ -33,7 +39,8 @@ from orderbot.channels.telegram.rendering import (
     inline_keyboard,
     split_text,
 )
-from orderbot.channels.telegram.updates import parse_update
+from orderbot.channels.telegram.updates import operator_reply, parse_update
+from orderbot.desk.topics import OperatorTopics, Topic
 from orderbot.errors import (
     ChannelError,
     PermanentError,
@@ -139,7 +146,11 @@ class TelegramChannel(Channel):
         chat_interval: float = DEFAULT_CHAT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        operator_chat: str = "",
+        topics: OperatorTopics | None = None,
     ) -> None:
+        self.operator_chat = operator_chat
+        self.topics = topics  # set by the runtime once its database or Redis is there
         self._base = f"{api_url.rstrip('/')}/bot{token}/"
         self._secret = webhook_secret.encode()
         self._timeout = timeout
@@ -188,7 +199,12 @@ class TelegramChannel(Channel):
 
     def parse_webhook(self, payload: Any, *, received_at: float) -> InboundMessage | None:
         """Turn an ``Update`` into a message; None for updates the bot does not answer
-        (edits, channel posts, membership changes, other bots, group chats)."""
+        (edits, channel posts, membership changes, other bots, group chats other than the
+        operators' chat)."""
+        if self.operator_chat and type(payload) is dict:
+            reply = operator_reply(payload, self.operator_chat, self.name, received_at)
+            if reply is not None:
+                return reply
         return parse_update(payload, channel=self.name, received_at=received_at)
 
     # outbound
@@ -199,9 +215,23 @@ class TelegramChannel(Channel):
         query_id = message.route.get("callback_query_id")
         if query_id and query_id not in self._answered:
             await self._answer_callback(query_id)
+        if message.kind == "copy":
+            # An operator's photo or document from the operators' chat, caption included.
+            await self._pacer.wait(message.client_id)
+            await self._limiter.acquire()
+            await self.call(
+                "copyMessage",
+                {
+                    "chat_id": _chat_id(message.client_id),
+                    "from_chat_id": _chat_id(message.route["from_chat_id"]),
+                    "message_id": int(message.route["message_id"]),
+                },
+            )
+            return
         text = message.text if message.text.strip() else ("…" if message.buttons else "")
         if not text:
             return
+        thread = await self._topic(message) if message.kind == "topic" else None
         parts = split_text(text)
         done = self._parts_sent.get(message.key, 0)
         chat_id = _chat_id(message.client_id)
@@ -211,6 +241,8 @@ class TelegramChannel(Channel):
                 "text": html.escape(parts[index], quote=False),
                 "parse_mode": "HTML",
             }
+            if thread is not None:
+                params["message_thread_id"] = thread
             if message.buttons and index == len(parts) - 1:
                 params["reply_markup"] = {"inline_keyboard": inline_keyboard(message.buttons)}
             await self._pacer.wait(message.client_id)
@@ -219,6 +251,29 @@ class TelegramChannel(Channel):
             if index < len(parts) - 1:
                 _remember(self._parts_sent, message.key, index + 1, _MAX_TRACKED_REPLIES)
         self._parts_sent.pop(message.key, None)
+
+    async def _topic(self, message: OutboundMessage) -> int:
+        """The thread of the customer named by ``message.route["for"]`` in the operators' chat,
+        created (``createForumTopic``, named by ``route["title"]``) when there is none yet.
+        ``route`` keys ``to.<name>`` are the customer's own route, kept with the topic."""
+        if self.topics is None:
+            raise PermanentError("telegram: no operator topics store configured")
+        client_key = message.route.get("for", "")
+        if not client_key:
+            raise PermanentError("telegram: a topic message without its customer")
+        found = await self.topics.of_client(client_key)
+        if found is not None:
+            return found.thread_id
+        title = (message.route.get("title") or client_key)[:128]  # Bot API: 1-128 characters
+        created = await self.call(
+            "createForumTopic", {"chat_id": _chat_id(message.client_id), "name": title}
+        )
+        if not isinstance(created, dict) or type(created.get("message_thread_id")) is not int:
+            raise ServerError("telegram createForumTopic: no message_thread_id in the answer")
+        route = {k[3:]: v for k, v in message.route.items() if k.startswith("to.")}
+        topic = Topic(client_key, created["message_thread_id"], route)
+        await self.topics.remember(topic)
+        return topic.thread_id
 
     async def _answer_callback(self, query_id: str) -> None:
         # Best effort: the button's spinner stops by itself after a while, and an old query

@@ -25,12 +25,12 @@ from orderbot.channels.base import (
 )
 from orderbot.channels.telegram.rendering import button_text
 from orderbot.errors import ChannelError, InvalidPayload, PermanentError, RateLimited
-from orderbot.messages import Attachment, InboundMessage
+from orderbot.messages import EVENT_OPERATOR_REPLY, Attachment, InboundMessage
 
 if TYPE_CHECKING:
     from orderbot.channels.telegram.client import TelegramChannel
 
-__all__ = ["parse_update", "poll_updates"]
+__all__ = ["operator_reply", "parse_update", "poll_updates"]
 
 log = logging.getLogger("orderbot.telegram")
 
@@ -157,6 +157,61 @@ def parse_update(payload: Any, *, channel: str, received_at: float) -> InboundMe
     if query is not None:
         return _parse_callback(channel, update_id, query, received_at)
     return None
+
+
+def operator_reply(
+    payload: dict[str, Any], operator_chat: str, channel: str, received_at: float
+) -> InboundMessage | None:
+    """An operator's message (or button press) in a topic of the operators' chat (a supergroup
+    with topics), as an :data:`EVENT_OPERATOR_REPLY` event of that chat: ``message_thread_id``
+    names the topic (Bot API ``Message``), the text, caption or pressed button's label what
+    they did, ``operator`` who (their first name). None when the update is not from that
+    chat; an event without ``thread_id`` for what is not for a customer (the General topic,
+    service messages such as ``forum_topic_created``, other bots), acknowledged and dropped."""
+    update_id = payload.get("update_id")
+    query = payload.get("callback_query")
+    message = query.get("message") if type(query) is dict else payload.get("message")
+    if type(message) is not dict or type(update_id) is not int:
+        return None
+    chat = message.get("chat")
+    if type(chat) is not dict or str(chat.get("id")) != operator_chat:
+        return None
+    sender = query.get("from") if type(query) is dict else message.get("from")
+    route = {"event": EVENT_OPERATOR_REPLY}
+    if type(query) is dict:
+        data = query.get("data")
+        text = button_text(data, message) if type(data) is str else None
+        query_id = query.get("id")
+        if type(query_id) is str and query_id:
+            route["callback_query_id"] = query_id
+    else:
+        text = _string(message, "text", "message")
+        if text is None:
+            text = _string(message, "caption", "message")
+        media = any(message.get(key) is not None for key, _ in _MEDIA) or "photo" in message
+        if media and type(message.get("message_id")) is int:
+            # a photo, a document...: passed on as it is (copyMessage) to a Telegram customer
+            route["copy_of"] = str(message["message_id"])
+    thread = message.get("message_thread_id")
+    if (
+        type(thread) is int
+        and message.get("is_topic_message") is True
+        and type(sender) is dict
+        and sender.get("is_bot") is not True
+        and (text or "copy_of" in route)
+    ):
+        route["thread_id"] = str(thread)
+        name = sender.get("first_name")
+        if type(name) is str and name:
+            route["operator"] = name[:64]
+    return InboundMessage(
+        channel=channel,
+        client_id=operator_chat,
+        message_id=str(update_id),
+        text=text or "",
+        received_at=received_at,
+        route=route,
+    )
 
 
 def _parse_message(

@@ -11,7 +11,8 @@ message persistent, every publish confirmed by the broker before the call return
 
     P.inbound.0 .. P.inbound.N-1     customer messages, TTL 24 h, single-active-consumer
     P.outbox.0  .. P.outbox.N-1      replies, TTL 7 days, single-active-consumer
-    P.retry.1s / 2s / 4s / 300s      fanout exchange -> P.outbox.retry.<d> (TTL d, dead-letter
+    P.retry.1s / 2s / 4s / 8s / 16s / 32s / 60s / 120s / 300s
+                                     fanout exchange -> P.outbox.retry.<d> (TTL d, dead-letter
                                      exchange "" with the original routing key: back to the
                                      reply's own outbox shard)
     P.dead_letter                    what could not be sent or processed (listed, replayed,
@@ -58,7 +59,9 @@ __all__ = [
 
 INBOUND_TTL_MS = 24 * 3600 * 1000
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000
-RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 300)
+# 1/2/4/300 s since the start; 8..120 s added for the growing delays between the quick tries
+# and the slow ones (issue 17). Queue names are persisted: add, never rename.
+RETRY_DELAYS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 60, 120, 300)
 
 _PERSISTENT_MODE = int(aio_pika.DeliveryMode.PERSISTENT)
 

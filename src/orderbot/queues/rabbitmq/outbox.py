@@ -5,15 +5,15 @@ Replies in order, with retries that leave the sender. The outbox hands a sender 
 reply per client at a time (the next one only after the previous is sent, dead-lettered or
 parked), so a client's replies cannot overtake each other even with several senders. A failed
 reply is *parked*: ``hold:<client>`` is set in Redis to its key, a copy with the new attempt
-count goes through the delayed-retry queue for its wait (1 s, 2 s, 4 s, then 300 s; longer waits
-such as a 429's ``Retry-After`` hop through the largest queue that fits), and the original is
-acked. Until the parked reply comes back, the client's later replies stay unacked in this
-process (blocked); other clients go on. The hold lives in Redis, not in memory, because a sender
-that restarts (or a standby that takes over the shard) would otherwise send the later replies
-first. Holding the lane in memory alone would also have kept the failing reply unacked for
-hours, which RabbitMQ's ``consumer_timeout`` (30 min by default) does not allow. Blocked
-followers of a reply that keeps failing do stay unacked: raise ``consumer_timeout`` above the
-longest retry span (about 4 hours; ``compose.yaml`` sets 6 hours).
+count goes through the delayed-retry queue for its wait (1, 2, 4, 8, 16, 32, 60, 120 s, then 300
+s; longer waits such as a 429's ``Retry-After`` hop through the largest queue that fits), and
+the original is acked. Until the parked reply comes back, the client's later replies stay
+unacked in this process (blocked); other clients go on. The hold lives in Redis, not in memory,
+because a sender that restarts (or a standby that takes over the shard) would otherwise send the
+later replies first. Holding the lane in memory alone would also have kept the failing reply
+unacked for hours, which RabbitMQ's ``consumer_timeout`` (30 min by default) does not allow.
+Blocked followers of a reply that keeps failing do stay unacked: raise ``consumer_timeout``
+above the longest retry span (about 4 hours; ``compose.yaml`` sets 6 hours).
 
 Sent once. After a send succeeds ``sent:<key>`` is set (7 days) before the ack; a reply whose key
 is already marked (republished by a step redone after a crash, or redelivered after a crash
@@ -560,6 +560,47 @@ class RabbitOutbox(Outbox):
             except (BackendUnavailable, RedisError) as exc:
                 log.warning("cannot publish parked reply %s again: %s", key, exc)
                 return
+
+    async def release_waiting(self, channel: str, errors: tuple[str, ...]) -> int:
+        """Publish again now, from their copies in Redis, the parked replies of ``channel`` in
+        this process's shards that wait because the channel was down (last error starting
+        with one of ``errors``). The copy still in its retry queue comes back later and is
+        dropped as sent, or handed out again if this one failed too: never sent twice."""
+        consumed = set(self._shards.open_shards)
+        now = time.time()
+        try:
+            waiting = await self._redis.zrangebyscore(
+                self._keys.parked_index, now, "+inf", start=0, num=1000
+            )
+        except RedisError as exc:
+            log.warning("cannot read parked replies: %s", exc)
+            return 0
+        released = 0
+        for found in waiting:
+            member = found.decode() if isinstance(found, bytes) else str(found)
+            client, _, key = member.partition("\t")
+            shard = shard_of(client, self._broker.shards)
+            if not client.startswith(f"{channel}:") or shard not in consumed:
+                continue
+            try:
+                raw, sent = await self._redis.mget(self._keys.parked(key), self._keys.sent(key))
+                if raw is None or sent is not None:
+                    continue
+                copy = orjson.loads(raw)
+                if not str(copy["error"]).startswith(errors):
+                    continue  # a wait the API asked for (429, quota) is kept
+                await self._broker.publish(
+                    copy["body"].encode(),
+                    self._broker.outbox_queue(shard),
+                    message_id=key,
+                    headers=reply_headers(int(copy["attempts"]), 0.0, str(copy["error"])),
+                )
+                await self._redis.zadd(self._keys.parked_index, {member: now})
+                released += 1
+            except (BackendUnavailable, RedisError) as exc:
+                log.warning("cannot release parked reply %s: %s", key, exc)
+                break
+        return released
 
     def _parcel(self, handle: int) -> _Parcel | None:
         p = self._out.get(handle)
