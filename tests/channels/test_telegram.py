@@ -537,7 +537,7 @@ async def test_operator_topics_are_created_once_and_written_in(
     """Bot API forum topics: createForumTopic once per customer (reused afterwards, also by a
     new process), every message of that customer's topic with its message_thread_id; an
     operator's message there comes back as an operator_reply event of the chat."""
-    from orderbot.desk.topics import SqliteOperatorTopics
+    from orderbot.desk.sqlite_topics import SqliteOperatorTopics
     from orderbot.messages import EVENT_OPERATOR_REPLY
     from orderbot.storage import sql as db
     from orderbot.storage.sqlite import SqliteDatabase

@@ -341,7 +341,7 @@ async def test_operators_chat_topic_carries_the_conversation_both_ways(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from tests.fakes.telegram import topic_update
 
     group = "-1002003004005"
@@ -436,7 +436,7 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from orderbot.orders.alerts import status_buttons
     from tests.fakes.telegram import topic_update
 

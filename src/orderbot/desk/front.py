@@ -37,7 +37,9 @@ from orderbot.desk.base import (
     DeskStore,
     HandoffNotFound,
     HandoffWindow,
+    OperatorTopics,
     OrderNotFound,
+    Topic,
 )
 from orderbot.desk.requests import HandoffRequest, Track, classify
 from orderbot.desk.texts import (
@@ -48,7 +50,6 @@ from orderbot.desk.texts import (
     render_order_list,
     status_name,
 )
-from orderbot.desk.topics import OperatorTopics, Topic
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply

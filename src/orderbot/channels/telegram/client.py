@@ -13,7 +13,7 @@ exception, and never the bot token (it is part of every URL), leaves this module
 
 The operators' chat (``operator_chat``, a supergroup with topics): a message of kind ``topic``
 goes to the topic of the customer named in its route (``for``), created on first use with
-``createForumTopic`` and remembered in :class:`~orderbot.desk.topics.OperatorTopics`; what an
+``createForumTopic`` and remembered in :class:`~orderbot.desk.base.OperatorTopics`; what an
 operator writes in a topic comes in as an :data:`~orderbot.messages.EVENT_OPERATOR_REPLY` event
 of that chat, with the topic's ``message_thread_id``.
 
@@ -40,7 +40,7 @@ from orderbot.channels.telegram.rendering import (
     split_text,
 )
 from orderbot.channels.telegram.updates import operator_reply, parse_update
-from orderbot.desk.topics import OperatorTopics, Topic
+from orderbot.desk.base import OperatorTopics, Topic
 from orderbot.errors import (
     ChannelError,
     PermanentError,
