@@ -41,6 +41,7 @@ from starlette.routing import Route
 from tests.fakes.chat2desk import _bind, _config, _QuietServer, _start
 
 __all__ = [
+    "OPERATOR",
     "TOKEN",
     "FakeTelegram",
     "ThreadedFakeTelegram",
@@ -70,7 +71,16 @@ def _user(chat_id: int) -> dict[str, Any]:
 
 
 def _chat(chat_id: int) -> dict[str, Any]:
+    # Bot API Chat: a private chat's id is the user's (positive); a supergroup's is -100...
+    # (https://core.telegram.org/bots/api#chat: type, title, is_forum "if the supergroup chat
+    # is a forum (has topics enabled)"). Our groups are the operators' forum supergroup.
+    if chat_id < 0:
+        return {"id": chat_id, "title": "Operators", "type": "supergroup", "is_forum": True}
     return {"id": chat_id, "first_name": "Aigul", "type": "private"}
+
+
+OPERATOR = {"id": 777, "is_bot": False, "first_name": "Anna", "language_code": "ru"}
+"""The operator who writes and presses buttons in the operators' chat."""
 
 
 def text_update(update_id: int, chat_id: int, text: str, **message: Any) -> dict[str, Any]:
@@ -231,12 +241,19 @@ class FakeTelegram:
         for _ in range(n):
             self._failures.append(_Failure(method, status, text))
 
-    def press(self, update_id: int, chat_id: int, label: str) -> dict[str, Any]:
-        """A ``callback_query`` update: the customer pressed ``label`` on the last keyboard sent
-        to ``chat_id``; the update carries that message with its keyboard, as Telegram's does."""
+    def press(
+        self, update_id: int, chat_id: int, label: str, *, thread_id: int | None = None
+    ) -> dict[str, Any]:
+        """A ``callback_query`` update: ``label`` pressed on the last keyboard sent to
+        ``chat_id`` (in topic ``thread_id``, if given); the update carries that message with its
+        keyboard, as Telegram's does. In a private chat the customer presses it; in a group
+        (negative id), :data:`OPERATOR` (Bot API CallbackQuery: ``from`` is the user who
+        pressed, ``message`` the message with the button)."""
         for params in reversed(self._accepted):
             markup = params.get("reply_markup")
             if int(params["chat_id"]) != chat_id or not markup:
+                continue
+            if thread_id is not None and params["_message"].get("message_thread_id") != thread_id:
                 continue
             for row in markup["inline_keyboard"]:
                 for button in row:
@@ -245,7 +262,7 @@ class FakeTelegram:
                             "update_id": update_id,
                             "callback_query": {
                                 "id": f"cq-{update_id}",
-                                "from": _user(chat_id),
+                                "from": OPERATOR if chat_id < 0 else _user(chat_id),
                                 "message": params["_message"],
                                 "chat_instance": "-4242",
                                 "data": button["callback_data"],
