@@ -608,6 +608,4 @@ async def test_an_operators_file_is_copied_to_the_customer(
         kind="copy",
     )
     await telegram.send(copy)
-    assert fake.params("copyMessage") == [
-        {"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}
-    ]
+    assert fake.copies() == [{"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}]

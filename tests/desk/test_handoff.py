@@ -489,3 +489,31 @@ async def test_a_status_change_outside_whatsapps_window_is_marked_on_the_order(
         # and never carries the operators' mark
         notes = [e for e in (await bot.sent())[before:] if e["client_id"] == wa]
         assert len(notes) == 1 and "WhatsApp" not in notes[0]["text"]
+
+
+async def test_a_chat2desk_customers_file_reaches_their_topic_as_a_link(
+    profile: str, tmp_path: Path
+) -> None:
+    """Chat2Desk customers' files cannot be copied through Telegram: the topic gets the
+    attachment's kind, name and link (Chat2Desk's file URL), with the words that came with it."""
+    from orderbot.messages import Attachment, InboundMessage
+
+    group = "-1002003004005"
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9300")
+        await bot.say(cust, "Hello", "/operator")
+        url = "https://storage.chat2desk.com/clients/photo_1.jpg"
+        produced = await bot.put(
+            InboundMessage(
+                channel="chat2desk",
+                client_id=cust,
+                message_id=f"{bot.prefix}file-1",
+                text="this bottle",
+                received_at=time.time(),
+                attachments=(Attachment(url=url, name="photo_1.jpg", kind="photo"),),
+                route={"transport": "whatsapp", "channel_id": "3"},
+            )
+        )
+        assert [(e.get("kind"), e["client_id"], e["text"]) for e in produced] == [
+            ("topic", group, f"👤 this bottle\n📎 photo: photo_1.jpg {url}")
+        ]

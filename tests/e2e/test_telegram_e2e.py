@@ -317,3 +317,59 @@ async def test_a_status_button_on_the_order_card_in_the_operators_chat(
         order = await runtime.admin.get(1)
         assert order is not None and order["status"] == "confirmed"
         assert order["history"][-1]["actor"] == "telegram:Anna"
+
+
+async def test_a_customers_files_during_a_handoff_reach_their_topic_as_files(
+    settings: Settings, fake: FakeTelegram
+) -> None:
+    """Issue 17: a Telegram customer handed off sends a photo and a document; each is copied as
+    it is into their topic of the operators' chat (copyMessage from the customer's chat, with
+    the topic's message_thread_id, caption included), and the bot says nothing to them."""
+    from tests.fakes.telegram import document_update, photo_update
+
+    telegram = TelegramChannel(
+        token=TOKEN,
+        api_url=fake.url,
+        webhook_secret=SECRET,
+        chat_interval=0.01,
+        timeout=5,
+        operator_chat=str(GROUP),
+    )
+    runtime = EmbeddedRuntime(settings, channels={"telegram": telegram})
+    async with (
+        serving(create_app(runtime)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+
+        async def post(update: dict[str, Any]) -> None:
+            r = await client.post("/webhook/telegram", json=update, headers=HEADERS)
+            assert r.status_code == 200, r.text
+
+        await post(text_update(1, CHAT, "/start"))
+        await post(text_update(2, CHAT, "/operator"))
+        await fake.wait_for(lambda: bool(fake.topics) and bool(fake.texts(GROUP)))
+        ((thread, _),) = fake.topics.items()
+        told = len(fake.texts(CHAT))
+        photo = photo_update(3, CHAT, caption="like this one")
+        document = document_update(4, CHAT, file_name="part.stl")
+        await post(photo)
+        await post(document)
+        await fake.wait_for(lambda: len(fake.copies(thread)) == 2)
+        assert fake.copies(thread) == [
+            {
+                "chat_id": GROUP,
+                "from_chat_id": CHAT,
+                "message_id": photo["message"]["message_id"],
+                "message_thread_id": thread,
+            },
+            {
+                "chat_id": GROUP,
+                "from_chat_id": CHAT,
+                "message_id": document["message"]["message_id"],
+                "message_thread_id": thread,
+            },
+        ]
+        await asyncio.sleep(0.3)  # whatever else was going to arrive has arrived
+        assert len(fake.texts(CHAT)) == told  # the bot stays silent during the handoff
+        assert not any("tg://" in t for t in fake.texts(GROUP))
+        assert len(fake.params("createForumTopic")) == 1

@@ -6,7 +6,8 @@
 Methods, at ``POST /bot<token>/<method>`` (JSON or form body): ``sendMessage``,
 ``answerCallbackQuery``, ``getUpdates`` (long polling from a queue fed with :meth:`feed`),
 ``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``, ``setMyCommands``, ``getFile``, ``getMe``,
-``copyMessage``, ``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
+``copyMessage`` (with ``message_thread_id``: into a topic; :meth:`FakeTelegram.copies`),
+``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
 with ``message_thread_id``, ``name``, ``icon_color``); ``sendMessage`` takes
 ``message_thread_id`` ("unique identifier for the target message thread (topic) of the forum;
 for forum supergroups only") and answers 400 "message thread not found" for an unknown one.
@@ -378,15 +379,32 @@ class FakeTelegram:
         return message
 
     async def _api_copyMessage(self, params: dict[str, Any]) -> Any:
-        # Bot API copyMessage: chat_id, from_chat_id, message_id; returns a MessageId.
+        # Bot API copyMessage (https://core.telegram.org/bots/api#copymessage): chat_id,
+        # from_chat_id, message_id (required), message_thread_id ("Unique identifier for the
+        # target message thread (topic) of the forum; for forum supergroups only"), caption...;
+        # "Returns the MessageId of the sent message on success". An unknown thread is refused
+        # as sendMessage refuses it.
         if params.get("chat_id") is None or params.get("from_chat_id") is None:
             return _error(400, "Bad Request: chat not found")
         if not isinstance(params.get("message_id"), int):
             return _error(400, "Bad Request: message to copy not found")
         if int(params["chat_id"]) in self.blocked:
             return _error(403, "Forbidden: bot was blocked by the user")
+        thread = params.get("message_thread_id")
+        if thread is not None and int(thread) not in self.topics:
+            return _error(400, "Bad Request: message thread not found")
         self._next_message_id += 1
+        params["_copied"] = True
         return {"message_id": self._next_message_id}
+
+    def copies(self, thread_id: int | None = None) -> list[dict[str, Any]]:
+        """``copyMessage`` params accepted, optionally only those into topic ``thread_id``."""
+        return [
+            {k: v for k, v in params.items() if k != "_copied"}
+            for params in self.params("copyMessage")
+            if params.get("_copied")
+            and (thread_id is None or params.get("message_thread_id") == thread_id)
+        ]
 
     async def _api_createForumTopic(self, params: dict[str, Any]) -> Any:
         # Bot API createForumTopic: chat_id, name (1-128 characters); returns a ForumTopic.

@@ -216,17 +216,18 @@ class TelegramChannel(Channel):
         if query_id and query_id not in self._answered:
             await self._answer_callback(query_id)
         if message.kind == "copy":
-            # An operator's photo or document from the operators' chat, caption included.
+            # A photo or document as it is, caption included: an operator's from the operators'
+            # chat to a customer, or a customer's into their topic there (``route["for"]``).
+            params: dict[str, Any] = {
+                "chat_id": _chat_id(message.client_id),
+                "from_chat_id": _chat_id(message.route["from_chat_id"]),
+                "message_id": int(message.route["message_id"]),
+            }
+            if message.route.get("for"):
+                params["message_thread_id"] = await self._topic(message)
             await self._pacer.wait(message.client_id)
             await self._limiter.acquire()
-            await self.call(
-                "copyMessage",
-                {
-                    "chat_id": _chat_id(message.client_id),
-                    "from_chat_id": _chat_id(message.route["from_chat_id"]),
-                    "message_id": int(message.route["message_id"]),
-                },
-            )
+            await self.call("copyMessage", params)
             return
         text = message.text if message.text.strip() else ("…" if message.buttons else "")
         if not text:
@@ -236,7 +237,7 @@ class TelegramChannel(Channel):
         done = self._parts_sent.get(message.key, 0)
         chat_id = _chat_id(message.client_id)
         for index in range(done, len(parts)):
-            params: dict[str, Any] = {
+            params = {
                 "chat_id": chat_id,
                 "text": html.escape(parts[index], quote=False),
                 "parse_mode": "HTML",
