@@ -264,6 +264,10 @@ async def test_a_status_button_on_the_order_card_in_the_operators_chat(
     operators' chat): the order moves on with that operator as its actor, the customer is told
     once (a redelivered press changes nothing), and the topic gets the outcome with the next
     buttons."""
+    from orderbot.dialog.loader import load_flow
+    from orderbot.orders.alerts import status_buttons
+
+    water = load_flow("water")  # the default FLOW
     telegram = TelegramChannel(
         token=TOKEN,
         api_url=fake.url,
@@ -293,10 +297,12 @@ async def test_a_status_button_on_the_order_card_in_the_operators_chat(
         (card,) = [p for p in fake.sent(GROUP) if "Новый заказ #1" in p["_message"]["text"]]
         assert card["message_thread_id"] == thread
         labels = [b["text"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
-        assert labels == ["#1 → подтверждён", "#1 → отменён"]
+        assert labels == list(status_buttons(water, 1, "new", "ru"))
+        confirm = labels[0]
+        assert confirm == "#1 → подтверждён"
 
         told_before = len(fake.texts(CHAT))
-        press = fake.press(6, GROUP, "#1 → подтверждён", thread_id=thread)
+        press = fake.press(6, GROUP, confirm, thread_id=thread)
         assert press["callback_query"]["from"]["first_name"] == "Anna"
         await post(press)
         await fake.wait_for(lambda: any("(Anna)" in t for t in fake.in_topic(thread)))
@@ -311,7 +317,7 @@ async def test_a_status_button_on_the_order_card_in_the_operators_chat(
         assert outcome["message_thread_id"] == thread
         assert "#1 → подтверждён" in outcome["_message"]["text"]
         labels = [b["text"] for row in outcome["reply_markup"]["inline_keyboard"] for b in row]
-        assert labels == ["#1 → в работе", "#1 → отменён"]
+        assert labels == list(status_buttons(water, 1, "confirmed", "ru"))
         assert fake.params("answerCallbackQuery")[-1] == {"callback_query_id": "cq-6"}
         assert len(fake.params("createForumTopic")) == 1
         order = await runtime.admin.get(1)
