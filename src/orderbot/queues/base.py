@@ -161,3 +161,7 @@ class DeadLetterQueue(ABC):
 
     @abstractmethod
     async def purge(self) -> int: ...
+
+    @abstractmethod
+    async def delete(self, ids: builtins.list[int] | None) -> int:
+        """Delete dead letters for good (all when ``ids`` is None); return how many."""

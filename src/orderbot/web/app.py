@@ -1,5 +1,6 @@
 """The HTTP application: webhooks (lean path), health, metrics, the admin API (``/api``,
-see :mod:`orderbot.web.admin`), and their OpenAPI description."""
+see :mod:`orderbot.web.admin`), the operators' console (``/console``, see
+:mod:`orderbot.web.console.pages`), and their OpenAPI description."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
 from orderbot.web.admin import install_admin_api
+from orderbot.web.console.pages import install_console
 from orderbot.web.ingress import IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
@@ -125,6 +127,8 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         lambda: getattr(runtime, "admin", None),
         token=getattr(settings, "admin_token", "") if settings is not None else "",
     )
+    if settings is not None:
+        install_console(app, runtime, settings)
 
     async def _webhook(request: Request, channel: str, secret: str = "") -> Response:
         ingress = state["ingress"]

@@ -1,0 +1,176 @@
+"""The shop's numbers for a period: conversations, orders, conversion, where customers drop
+off in the flow, orders per day, the median time to order. Read from ``dialog_outcomes`` (one
+row per dialog that ended: completed, cancelled or abandoned, with the step it ended at) and
+``orders``, on either profile. Shown at ``/console/stats``, ``GET /api/stats`` and
+``orderbot stats``.
+
+A conversation is counted in the period it ended (a dialog still going has no outcome yet).
+Orders per day use the shop's time zone (``SHOP_TIMEZONE``) at its offset at the period's start.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from orderbot.dialog import Flow
+from orderbot.web.console.shoptime import ShopTime
+from orderbot.web.console.sql.base import SqlRunner
+
+__all__ = ["Stats", "StepNumbers", "parse_period", "read_stats"]
+
+_PERIOD = re.compile(r"^(\d{1,4})([hdw])$")
+_UNIT = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_period(text: str) -> float:
+    """``7d``, ``24h``, ``2w`` as seconds; ValueError otherwise."""
+    match = _PERIOD.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"period {text!r}: use a number and h, d or w, e.g. 7d")
+    return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class StepNumbers:
+    """One step of the flow: how many conversations reached it and how many ended there."""
+
+    step: str
+    reached: int
+    cancelled: int
+    abandoned: int
+
+    @property
+    def dropped(self) -> int:
+        return self.cancelled + self.abandoned
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    since: float
+    until: float
+    conversations: int
+    completed: int
+    cancelled: int
+    abandoned: int
+    orders: int
+    steps: tuple[StepNumbers, ...]
+    orders_per_day: tuple[tuple[date, int], ...]
+    median_seconds_to_order: float | None
+
+    @property
+    def conversion(self) -> float | None:
+        """Completed conversations per conversation (None without conversations)."""
+        return self.completed / self.conversations if self.conversations else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "until": self.until,
+            "conversations": self.conversations,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "abandoned": self.abandoned,
+            "orders": self.orders,
+            "conversion": None if self.conversion is None else round(self.conversion, 4),
+            "median_seconds_to_order": self.median_seconds_to_order,
+            "steps": [
+                {
+                    "step": s.step,
+                    "reached": s.reached,
+                    "cancelled": s.cancelled,
+                    "abandoned": s.abandoned,
+                    "dropped": s.dropped,
+                }
+                for s in self.steps
+            ],
+            "orders_per_day": [
+                {"date": d.isoformat(), "orders": n} for d, n in self.orders_per_day
+            ],
+        }
+
+
+def _day_number(dialect: str) -> str:
+    # Whole days since the epoch, shifted by the zone's offset: FLOOR in PostgreSQL, where
+    # CAST rounds; SQLite's CAST truncates, which is the floor for the positive times here.
+    if dialect == "postgresql":
+        return "FLOOR((created_at + :offset) / 86400)"
+    return "CAST((created_at + :offset) / 86400 AS INTEGER)"
+
+
+async def read_stats(
+    runner: SqlRunner, flow: Flow, shop: ShopTime, *, since: float, until: float
+) -> Stats:
+    """The numbers of conversations that ended, and orders placed, in ``[since, until)``."""
+    period = {"since": float(since), "until": float(until)}
+    outcome_rows = await runner.fetch(
+        "SELECT outcome, last_step, COUNT(*) FROM dialog_outcomes"
+        " WHERE ended_at >= :since AND ended_at < :until GROUP BY outcome, last_step",
+        period,
+    )
+    by_outcome: dict[str, int] = {}
+    ended_at: dict[tuple[str, str], int] = {}
+    for outcome, step, count in outcome_rows:
+        by_outcome[str(outcome)] = by_outcome.get(str(outcome), 0) + int(count)
+        ended_at[(str(outcome), str(step))] = int(count)
+    durations = [
+        float(r[0])
+        for r in await runner.fetch(
+            "SELECT duration_seconds FROM dialog_outcomes WHERE outcome = 'completed'"
+            " AND ended_at >= :since AND ended_at < :until",
+            period,
+        )
+    ]
+    offset = shop.local(since).utcoffset() or timedelta(0)
+    day_rows = await runner.fetch(
+        f"SELECT {_day_number(runner.dialect)} AS day, COUNT(*) FROM orders"  # noqa: S608
+        " WHERE created_at >= :since AND created_at < :until GROUP BY day ORDER BY day",
+        {**period, "offset": offset.total_seconds()},
+    )
+    per_day = {date(1970, 1, 1) + timedelta(days=int(d)): int(n) for d, n in day_rows}
+    days: list[tuple[date, int]] = []
+    first, last = shop.day(since), shop.day(max(since, until - 1))
+    day = first
+    while day <= last and len(days) < 1000:
+        days.append((day, per_day.get(day, 0)))
+        day += timedelta(days=1)
+
+    conversations = sum(by_outcome.values())
+    completed = by_outcome.get("completed", 0)
+    steps: list[StepNumbers] = []
+    # Question steps in flow order, then the ends where a customer says no (an outcome that
+    # ends there names that step); the completed end is the conversion itself.
+    names = [name for name, step in flow.steps.items() if step.end != "completed"]
+    known = set(names)
+    # A conversation reached every step up to the one it ended at (the flow is a sequence);
+    # a completed one reached them all. Ends at steps the flow no longer has count at the end.
+    remaining = conversations
+    for name in names:
+        cancelled = ended_at.get(("cancelled", name), 0)
+        abandoned = ended_at.get(("abandoned", name), 0)
+        steps.append(StepNumbers(name, remaining, cancelled, abandoned))
+        remaining -= cancelled + abandoned
+    other_cancelled = sum(
+        n for (o, s), n in ended_at.items() if o == "cancelled" and s not in known
+    )
+    other_abandoned = sum(
+        n for (o, s), n in ended_at.items() if o == "abandoned" and s not in known
+    )
+    if other_cancelled or other_abandoned:
+        steps.append(StepNumbers("(other)", remaining, other_cancelled, other_abandoned))
+    orders = sum(per_day.values())
+    return Stats(
+        since=float(since),
+        until=float(until),
+        conversations=conversations,
+        completed=completed,
+        cancelled=by_outcome.get("cancelled", 0),
+        abandoned=by_outcome.get("abandoned", 0),
+        orders=orders,
+        steps=tuple(steps),
+        orders_per_day=tuple(days),
+        median_seconds_to_order=statistics.median(durations) if durations else None,
+    )
