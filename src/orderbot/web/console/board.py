@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 PAGE_SIZE = 50
+_MIN_PHONE_DIGITS = 4
 _PHONE_CHARS = re.compile(r"[\s()+-]")
 _BOARD_COLUMNS = (
     "id, created_at, status, phone, address, quantity, total, currency, channel, client_id, data"
@@ -139,6 +140,10 @@ def _in(prefix: str, values: list[int]) -> tuple[str, dict[str, int]]:
     return ", ".join(f":{n}" for n in names), names
 
 
+def _variants(text: str) -> tuple[str, ...]:
+    return (text, text.lower(), text.capitalize(), text.title(), text.upper())
+
+
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -169,11 +174,23 @@ class OrderBoard:
         query = wanted.query.strip()
         if query:
             digits = _PHONE_CHARS.sub("", query.lstrip("#№"))
-            found = ["LOWER(address) LIKE :text ESCAPE '\\'", "LOWER(data) LIKE :text ESCAPE '\\'"]
-            params["text"] = _like(query.lower())
-            if digits.isdigit():
-                found.append("phone LIKE :phone ESCAPE '\\'")
-                params["phone"] = _like(digits)
+            found = []
+            if query.startswith(("#", "№")):  # an order number, nothing else
+                found.append("id = :number")
+                params["number"] = int(digits) if digits.isdigit() and len(digits) <= 12 else 0
+            else:
+                # Case variants rather than LOWER(): SQLite lowers ASCII only, and names and
+                # addresses here are mostly Cyrillic.
+                for i, variant in enumerate(dict.fromkeys(_variants(query))):
+                    params[f"text{i}"] = _like(variant)
+                    found.append(f"address LIKE :text{i} ESCAPE '\\'")
+                    found.append(f"data LIKE :text{i} ESCAPE '\\'")
+            if digits.isdigit() and not found[0].startswith("id"):
+                if len(digits) >= _MIN_PHONE_DIGITS:
+                    # Stored phones are international (+996555...); a local 0555... is
+                    # searched without its trunk zero.
+                    found.append("phone LIKE :phone ESCAPE '\\'")
+                    params["phone"] = _like(digits.lstrip("0") or digits)
                 if len(digits) <= 12:
                     found.append("id = :number")
                     params["number"] = int(digits)
