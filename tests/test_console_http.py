@@ -287,6 +287,11 @@ async def test_handoff_reply_and_handback(shop: Shop) -> None:
             assert r.status_code == 303
         await wait_for(lambda: "Hi, this is Olga" in shop.chat2desk.texts("777"))
         assert shop.chat2desk.texts("777").count("Hi, this is Olga") == 1
+        for _ in range(100):  # logged by the sender once delivered
+            page = (await http.get("/console/handoffs/chat2desk/777", headers=HTML)).text
+            if "Hi, this is Olga" in page:
+                break
+        assert "· operator" in page
         r = await http.post(
             "/console/handoffs/chat2desk/777/reply",
             data={"csrf_token": csrf, "nonce": "short", "text": "x"},

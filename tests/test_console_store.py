@@ -274,8 +274,10 @@ async def test_stats(runner: SqlRunner) -> None:
     steps = {s.step: s for s in found.steps}
     assert steps["WAITING_ADDRESS"].reached == 6 and steps["WAITING_ADDRESS"].cancelled == 1
     assert steps["WAITING_PHONE"].reached == 5 and steps["WAITING_PHONE"].abandoned == 1
-    assert steps["DECLINED"].cancelled == 1
-    assert "COMPLETED" not in steps
+    # The "no" at the confirmation ends at DECLINED and is counted at the confirmation.
+    assert steps["WAITING_CONFIRMATION"].reached == 4
+    assert steps["WAITING_CONFIRMATION"].cancelled == 1
+    assert "COMPLETED" not in steps and "DECLINED" not in steps
     per_day = dict(found.orders_per_day)
     assert len(per_day) == 8 and sum(per_day.values()) == 3
     assert per_day[shop.day(T0 - DAY)] == 2

@@ -77,6 +77,16 @@ class ConversationMessage:
     at: float
     success: bool = True
     error: str = ""
+    key: str = ""
+
+    @property
+    def sender(self) -> str:
+        """Who wrote an outgoing message: an operator, a status update, or the bot."""
+        if self.key.startswith("operator:"):
+            return "operator"
+        if self.key.startswith("status:"):
+            return "status update"
+        return "bot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,14 +246,14 @@ class OrderBoard:
     ) -> list[ConversationMessage]:
         """The last ``limit`` logged messages with the customer, oldest first."""
         rows = await self._runner.fetch(
-            "SELECT direction, text, created_at, success, error FROM message_logs"
+            "SELECT direction, text, created_at, success, error, message_key FROM message_logs"
             " WHERE channel = :channel AND client_id = :client ORDER BY created_at DESC, id DESC"
             " LIMIT :limit",
             {"channel": channel, "client": client_id, "limit": limit},
         )
         return [
             ConversationMessage(
-                str(r[0]), str(r[1] or ""), float(r[2]), bool(r[3]), str(r[4] or "")
+                str(r[0]), str(r[1] or ""), float(r[2]), bool(r[3]), str(r[4] or ""), str(r[5])
             )
             for r in reversed(rows)
         ]

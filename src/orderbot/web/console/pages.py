@@ -84,8 +84,10 @@ def _status_label(status: str) -> str:
 
 
 def _waited(seconds: float) -> str:
-    """``5 min``, ``2 h 10 min``, ``3 d 4 h``."""
-    minutes = max(0, int(seconds // 60))
+    """``40 s``, ``5 min``, ``2 h 10 min``, ``3 d 4 h``."""
+    if seconds < 60:
+        return f"{max(0, int(seconds))} s"
+    minutes = int(seconds // 60)
     if minutes < 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)

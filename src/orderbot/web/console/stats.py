@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -93,6 +94,12 @@ class Stats:
         }
 
 
+def _targets(next_step: str | Mapping[str, str] | None) -> tuple[str, ...]:
+    if next_step is None:
+        return ()
+    return (next_step,) if isinstance(next_step, str) else tuple(next_step.values())
+
+
 def _day_number(dialect: str) -> str:
     # Whole days since the epoch, shifted by the zone's offset: FLOOR in PostgreSQL, where
     # CAST rounds; SQLite's CAST truncates, which is the floor for the positive times here.
@@ -141,9 +148,21 @@ async def read_stats(
     conversations = sum(by_outcome.values())
     completed = by_outcome.get("completed", 0)
     steps: list[StepNumbers] = []
-    # Question steps in flow order, then the ends where a customer says no (an outcome that
-    # ends there names that step); the completed end is the conversion itself.
-    names = [name for name, step in flow.steps.items() if step.end != "completed"]
+    # The question steps in flow order. A conversation that ends at a "no" end (DECLINED)
+    # is counted at the question that led there (the confirmation); the completed end is
+    # the conversion itself.
+    names = [name for name, step in flow.steps.items() if step.end is None]
+    led_to = {
+        target: name
+        for name in names
+        for target in _targets(flow.steps[name].next)
+        if target in flow.steps and flow.steps[target].end is not None
+    }
+    for (outcome, step), count in list(ended_at.items()):
+        if step in led_to:
+            del ended_at[(outcome, step)]
+            key = (outcome, led_to[step])
+            ended_at[key] = ended_at.get(key, 0) + count
     known = set(names)
     # A conversation reached every step up to the one it ended at (the flow is a sequence);
     # a completed one reached them all. Ends at steps the flow no longer has count at the end.
