@@ -29,12 +29,18 @@ class BarChart:
 
 
 def column_chart(
-    values: Sequence[tuple[str, int]], *, width: int = 640, height: int = 180, axis: int = 20
+    values: Sequence[tuple[str, int]],
+    *,
+    width: int = 420,
+    height: int = 150,
+    axis: int = 18,
+    labels: int = 8,
 ) -> BarChart:
     """Vertical bars, one per value (e.g. orders per day), on a shared scale; ``axis`` pixels
-    at the bottom are left for labels."""
+    at the bottom are left for labels, at most ``labels`` of them (evenly spread)."""
     top = max((v for _, v in values), default=0)
     count = max(1, len(values))
+    every = -(-count // labels)
     slot = width / count
     usable = height - axis - 14
     bars = []
@@ -46,7 +52,7 @@ def column_chart(
                 y=round(height - axis - h, 1),
                 width=round(slot * 0.8, 1),
                 height=round(h, 1),
-                label=label,
+                label=label if i % every == 0 else "",
                 value=value,
                 title=f"{label}: {value}",
             )
@@ -55,12 +61,12 @@ def column_chart(
 
 
 def row_chart(
-    values: Sequence[tuple[str, int]], *, width: int = 640, row: int = 26, label: int = 150
+    values: Sequence[tuple[str, int]], *, width: int = 420, row: int = 22, label: int = 150
 ) -> BarChart:
     """Horizontal bars, one row per value (e.g. conversations reaching each step), with
     ``label`` pixels on the left for the names."""
     top = max((v for _, v in values), default=0)
-    usable = width - label - 60
+    usable = width - label - 40
     bars = []
     for i, (name, value) in enumerate(values):
         w = usable * value / top if top else 0.0
