@@ -77,9 +77,11 @@ async def running_shop(settings: Settings) -> AsyncIterator[Shop]:
             channels={"chat2desk": Chat2DeskChannel(api_url=chat2desk.url, token="test-token")},
         )
         async with serving(create_app(runtime)) as url:
-            accounts = OperatorAccounts(SqliteRunner(runtime.db))
+            runner = SqliteRunner(runtime.db)
+            accounts = OperatorAccounts(runner)
             await accounts.add(ADMIN[0], "admin", ADMIN[1])
             await accounts.add(OPERATOR[0], "operator", OPERATOR[1])
+            await runner.aclose()
             yield Shop(url, runtime, chat2desk)
 
 

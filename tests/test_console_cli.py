@@ -41,7 +41,11 @@ def test_help(command: list[str]) -> None:
 
 async def _authenticate(path: Path, name: str, password: str) -> bool:
     async with SqliteDatabase(path) as db:
-        return await OperatorAccounts(SqliteRunner(db)).authenticate(name, password) is not None
+        runner = SqliteRunner(db)
+        try:
+            return await OperatorAccounts(runner).authenticate(name, password) is not None
+        finally:
+            await runner.aclose()
 
 
 def test_operators(settings: Settings) -> None:

@@ -46,7 +46,9 @@ async def runner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         url = f"sqlite:///{tmp_path / 'console.db'}"
         await db.upgrade_async(url)
         async with SqliteDatabase(tmp_path / "console.db") as database:
-            yield SqliteRunner(database)
+            found = SqliteRunner(database)
+            yield found
+            await found.aclose()
         return
     require_service("PostgreSQL", "127.0.0.1", 5432)
     from sqlalchemy import text

@@ -51,15 +51,19 @@ async def _runner(settings: Settings, *, migrate: bool) -> AsyncIterator[SqlRunn
         async with SqliteDatabase(
             settings.sqlite_path, synchronous=settings.sqlite_synchronous
         ) as db:
-            yield SqliteRunner(db)
+            runner = SqliteRunner(db)
+            try:
+                yield runner
+            finally:
+                await runner.aclose()
         return
     from orderbot.web.console.sql.postgres import PostgresRunner
 
-    runner = PostgresRunner(database.create_engine(settings.database_url), owned=True)
+    postgres = PostgresRunner(database.create_engine(settings.database_url), owned=True)
     try:
-        yield runner
+        yield postgres
     finally:
-        await runner.aclose()
+        await postgres.aclose()
 
 
 def _with_accounts(fn: Callable[[OperatorAccounts], Awaitable[T]]) -> T:

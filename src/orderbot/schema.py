@@ -85,6 +85,8 @@ orders = Table(
     Index(None, "status", "created_at"),
     Index(None, "channel", "client_id"),
     Index(None, "created_at"),
+    # The console's board filtered by status, newest (highest id) first without a sort.
+    Index("ix_orders_status_id", "status", "id"),
 )
 
 order_items = Table(
@@ -177,6 +179,10 @@ dialog_outcomes = Table(
     Column("order_id", BigInteger),
     Index(None, "outcome", "ended_at"),
     Index(None, "last_step"),
+    # The console's numbers for a period: counts per outcome and step, and the median time
+    # to order, read from these alone (in index order: no sorting of the period's rows).
+    Index("ix_dialog_outcomes_steps", "outcome", "last_step", "ended_at"),
+    Index("ix_dialog_outcomes_durations", "outcome", "duration_seconds", "ended_at"),
 )
 
 # -- the web console (orderbot.web.console) ---------------------------------------------------

@@ -5,7 +5,7 @@ see :mod:`orderbot.web.admin`), the operators' console (``/console``, see
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -100,6 +100,7 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
     ``run_background``, runs worker and sender on the same event loop."""
 
     state: dict[str, WebhookIngress | None] = {"ingress": None}
+    closing: list[Callable[[], Awaitable[None]]] = []
     profile = runtime.profile if isinstance(runtime, ReportsHealth) else "embedded"
 
     @asynccontextmanager
@@ -113,6 +114,8 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
             yield
         finally:
             state["ingress"] = None
+            for close in closing:
+                await close()
             await runtime.aclose()
 
     app = FastAPI(
@@ -128,7 +131,7 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         token=getattr(settings, "admin_token", "") if settings is not None else "",
     )
     if settings is not None:
-        install_console(app, runtime, settings)
+        closing.append(install_console(app, runtime, settings))
 
     async def _webhook(request: Request, channel: str, secret: str = "") -> Response:
         ingress = state["ingress"]

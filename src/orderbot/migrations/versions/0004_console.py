@@ -8,6 +8,9 @@ Create Date: 2026-12-07
 ``console_sessions`` the signed-in browsers (the SHA-256 of the cookie's token, the CSRF token,
 created and last seen, for the absolute and idle timeouts); ``login_failures`` the failed logins
 counted per account and per address for throttling; ``order_notes`` operators' internal notes.
+``ix_orders_status_id`` serves the board filtered by status; two indexes on
+``dialog_outcomes`` cover the console's numbers for a period (counts per
+outcome and step; the median time to order).
 """
 
 from __future__ import annotations
@@ -89,8 +92,25 @@ def upgrade() -> None:
             batch_op.f("ix_order_notes_order_id_id"), ["order_id", "id"], unique=False
         )
 
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_index("ix_orders_status_id", ["status", "id"], unique=False)
+    with op.batch_alter_table("dialog_outcomes", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_dialog_outcomes_steps", ["outcome", "last_step", "ended_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_dialog_outcomes_durations",
+            ["outcome", "duration_seconds", "ended_at"],
+            unique=False,
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("dialog_outcomes", schema=None) as batch_op:
+        batch_op.drop_index("ix_dialog_outcomes_durations")
+        batch_op.drop_index("ix_dialog_outcomes_steps")
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_index("ix_orders_status_id")
     with op.batch_alter_table("order_notes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_order_notes_order_id_id"))
     op.drop_table("order_notes")

@@ -26,6 +26,7 @@ __all__ = [
 
 PAGE_SIZE = 50
 _MIN_PHONE_DIGITS = 4
+_PHONE_ONLY_DIGITS = 6
 _PHONE_CHARS = re.compile(r"[\s()+-]")
 _BOARD_COLUMNS = (
     "id, created_at, status, phone, address, quantity, total, currency, channel, client_id, data"
@@ -184,26 +185,22 @@ class OrderBoard:
         query = wanted.query.strip()
         if query:
             digits = _PHONE_CHARS.sub("", query.lstrip("#№"))
-            found = []
-            if query.startswith(("#", "№")):  # an order number, nothing else
-                found.append("id = :number")
-                params["number"] = int(digits) if digits.isdigit() and len(digits) <= 12 else 0
-            else:
-                # Case variants rather than LOWER(): SQLite lowers ASCII only, and names and
-                # addresses here are mostly Cyrillic.
-                for i, variant in enumerate(dict.fromkeys(_variants(query))):
-                    params[f"text{i}"] = _like(variant)
-                    found.append(f"address LIKE :text{i} ESCAPE '\\'")
-                    found.append(f"data LIKE :text{i} ESCAPE '\\'")
-            if digits.isdigit() and not found[0].startswith("id"):
-                if len(digits) >= _MIN_PHONE_DIGITS:
+            number = int(digits) if digits.isdigit() and len(digits) <= 12 else None
+            found: list[str] = ["id = :number"]
+            params["number"] = number if number is not None else 0
+            if not query.startswith(("#", "№")):  # "#12": the order number, nothing else
+                if not (digits.isdigit() and len(digits) >= _PHONE_ONLY_DIGITS):
+                    # Case variants rather than LOWER(): SQLite lowers ASCII only, and names
+                    # and addresses here are mostly Cyrillic. Six digits or more: a phone.
+                    for i, variant in enumerate(dict.fromkeys(_variants(query))):
+                        params[f"text{i}"] = _like(variant)
+                        found.append(f"address LIKE :text{i} ESCAPE '\\'")
+                        found.append(f"data LIKE :text{i} ESCAPE '\\'")
+                if digits.isdigit() and len(digits) >= _MIN_PHONE_DIGITS:
                     # Stored phones are international (+996555...); a local 0555... is
                     # searched without its trunk zero.
                     found.append("phone LIKE :phone ESCAPE '\\'")
                     params["phone"] = _like(digits.lstrip("0") or digits)
-                if len(digits) <= 12:
-                    found.append("id = :number")
-                    params["number"] = int(digits)
             where.append("(" + " OR ".join(found) + ")")
         sql = f"SELECT {_BOARD_COLUMNS} FROM orders"  # noqa: S608 - constant columns
         if where:

@@ -56,7 +56,7 @@ from orderbot.web.console.security import (
 )
 from orderbot.web.console.services import ConsoleServices, services_for
 from orderbot.web.console.sessions import Session
-from orderbot.web.console.stats import parse_period, read_stats
+from orderbot.web.console.stats import Stats, parse_period, read_stats
 
 __all__ = ["install_console"]
 
@@ -65,6 +65,7 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _MAX_TEXT = 4000
 _MAX_NOTE = 2000
 _MAX_QUERY = 100
+STATS_FRESH = 30.0
 
 
 def _environment() -> Environment:
@@ -132,9 +133,12 @@ def _text(form: FormData, name: str, limit: int, *, required: bool = True) -> st
     return text
 
 
-def install_console(app: FastAPI, runtime: Any, settings: Settings) -> None:
+def install_console(
+    app: FastAPI, runtime: Any, settings: Settings
+) -> Callable[[], Awaitable[None]]:
     """Add the console to ``app``. Its services are built at the first request, once the
-    runtime is open (the app's lifespan opens it)."""
+    runtime is open (the app's lifespan opens it); the returned coroutine function closes
+    them (call it before the runtime closes)."""
     env = _environment()
     held: dict[str, ConsoleServices] = {}
 
@@ -591,7 +595,11 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> None:
 
     # -- numbers --------------------------------------------------------------------------
 
-    async def stats_for(request: Request) -> tuple[Any, str]:
+    # Numbers for a period change slowly and cost a scan of the period's rows: each period's
+    # are kept for STATS_FRESH seconds (per process).
+    computed: dict[float, tuple[float, Stats]] = {}
+
+    async def stats_for(request: Request) -> tuple[Stats, str]:
         svc = services()
         period = request.query_params.get("period", "7d")
         try:
@@ -599,9 +607,14 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> None:
         except ValueError as exc:
             raise ConsoleError(422, "invalid", str(exc)) from None
         now = svc.clock()
-        return await read_stats(
-            svc.runner, svc.flow, svc.shop, since=now - seconds, until=now
-        ), period
+        fresh = computed.get(seconds)
+        if fresh is not None and fresh[0] > now:
+            return fresh[1], period
+        found = await read_stats(svc.runner, svc.flow, svc.shop, since=now - seconds, until=now)
+        if len(computed) > 32:
+            computed.clear()
+        computed[seconds] = (now + STATS_FRESH, found)
+        return found, period
 
     @router.get("/console/stats")
     async def stats_page(request: Request) -> Response:
@@ -699,3 +712,10 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> None:
 
     if StorageError not in app.exception_handlers:
         app.add_exception_handler(StorageError, on_storage_error)
+
+    async def aclose() -> None:
+        found = held.pop("services", None)
+        if found is not None:
+            await found.runner.aclose()
+
+    return aclose

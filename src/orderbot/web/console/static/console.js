@@ -3,7 +3,7 @@
 // confirmation of destructive forms.
 (function () {
   "use strict";
-  var POLL_MS = 3000;
+  var POLL_MS = 1500;
 
   function liveBoard() {
     var table = document.getElementById("orders");
