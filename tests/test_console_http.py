@@ -213,9 +213,9 @@ async def test_board_order_page_and_status_buttons(shop: Shop) -> None:
         assert "<script>alert" not in page
         assert "Hello" in page and "Chui avenue" not in page  # the conversation, both ways
         assert "bottles" in page.lower()
-        assert '<button type="submit" name="status" value="confirmed"' in page
-        assert '<button type="submit" name="status" value="cancelled"' in page
-        assert 'value="delivered"' not in page
+        for status in ("confirmed", "in_progress", "ready", "delivered", "cancelled"):
+            assert f'<button type="submit" name="status" value="{status}"' in page
+        assert 'name="status" value="new"' not in page
 
         # CSRF: without the token nothing changes.
         r = await http.post(f"/console/orders/{order_id}/status", data={"status": "confirmed"})
@@ -243,7 +243,7 @@ async def test_board_order_page_and_status_buttons(shop: Shop) -> None:
 
         bad = [
             (f"/console/orders/{order_id}/status", {"status": "lost"}, 422),
-            (f"/console/orders/{order_id}/status", {"status": "delivered"}, 409),
+            (f"/console/orders/{order_id}/status", {"status": "new"}, 409),
             ("/console/orders/999999/status", {"status": "confirmed"}, 404),
             ("/console/orders/abc/status", {"status": "confirmed"}, 404),
             (f"/console/orders/{order_id}/notes", {"text": ""}, 422),
@@ -257,6 +257,23 @@ async def test_board_order_page_and_status_buttons(shop: Shop) -> None:
         assert (await http.get("/console/orders/abc")).status_code == 404
         assert (await http.get(f"/console/orders/{order_id}/files/0")).status_code == 404
 
+        # A jump to a later status: one change, one notification, of the final status.
+        before = len(shop.chat2desk.texts("501"))
+        r = await http.post(
+            f"/console/orders/{order_id}/status", data={"status": "delivered", "csrf_token": csrf}
+        )
+        assert r.status_code == 303
+        delivered = status_notification(FLOW, "delivered", "en", order_id=order_id)
+        await wait_for(lambda: delivered in shop.chat2desk.texts("501"))
+        queued = await shop.runtime.db.run(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM outbox WHERE key LIKE ?", (f"status:{order_id}:%",)
+            ).fetchone()[0]
+        )
+        assert queued == 2  # confirmed, then delivered: nothing for the steps between
+        assert shop.chat2desk.texts("501")[before:] == [delivered]
+        page = (await http.get(f"/console/orders/{order_id}", headers=HTML)).text
+        assert "orders do not change status" in page and 'name="status"' not in page
         r = await http.post(
             f"/console/orders/{order_id}/notes",
             data={"text": "call before <b>noon</b>", "csrf_token": csrf},

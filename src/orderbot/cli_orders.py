@@ -138,7 +138,8 @@ def orders_set_status(
 ) -> None:
     """Change an order's status and notify the customer (through the outbox).
 
-    Statuses go new -> confirmed -> in_progress -> ready -> delivered, one step at a time, or
+    Statuses go new -> confirmed -> in_progress -> ready -> delivered, to any later one at once
+    (one notification, of the final status), or
     to cancelled from any but delivered/cancelled. Exit codes: 1 no such order, 2 unknown
     status, 3 the change is not allowed from the order's status. Works on both profiles (with
     RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one).

@@ -1,7 +1,8 @@
 """Order statuses, and what the customer is told about them: pure code, no I/O.
 
-* Statuses move ``new -> confirmed -> in_progress -> ready -> delivered``, one step at a time,
-  or to ``cancelled`` from any status but the final two; :func:`check_transition` says no with
+* Statuses move forward along ``new -> confirmed -> in_progress -> ready -> delivered``, to
+  any later one in one change (the customer is told once, of the final status), or to
+  ``cancelled`` from any status but the final two; :func:`check_transition` says no with
   an :class:`InvalidTransition` naming what is allowed.
 * :func:`classify` reads a customer message *before* the dialog engine: a tracking request
   (``/track``, "статус заказа", "where is my order 12", ...), a request for a person
@@ -43,12 +44,7 @@ __all__ = [
 
 STATUSES = ORDER_STATUSES
 FINAL_STATUSES = frozenset({"delivered", "cancelled"})
-_FORWARD = {
-    "new": "confirmed",
-    "confirmed": "in_progress",
-    "in_progress": "ready",
-    "ready": "delivered",
-}
+_FORWARD = ("new", "confirmed", "in_progress", "ready", "delivered")
 TRACK_LIMIT = 10
 """How many of a customer's orders a tracking answer lists, newest first."""
 
@@ -74,8 +70,8 @@ def allowed_next(current: str) -> tuple[str, ...]:
     """The statuses an order in ``current`` may move to."""
     if current in FINAL_STATUSES:
         return ()
-    forward = _FORWARD.get(current)
-    return (forward, "cancelled") if forward is not None else ("cancelled",)
+    later = _FORWARD[_FORWARD.index(current) + 1 :] if current in _FORWARD else ()
+    return (*later, "cancelled")
 
 
 def check_transition(current: str, wanted: str) -> None:

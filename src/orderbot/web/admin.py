@@ -127,8 +127,9 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
     )
     async def change_status(store: Admin, order_id: int, change: StatusChange) -> dict[str, Any]:
         """Change the status; the customer is notified (through the outbox) in the same
-        transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered, or to
-        cancelled from any but delivered and cancelled. Returns the updated order."""
+        transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered (to any
+        later one at once, told once), or to cancelled from any but delivered and cancelled.
+        Returns the updated order."""
         try:
             return await store.set_status(order_id, change.status, note=change.note, actor="api")
         except OrderNotFound:

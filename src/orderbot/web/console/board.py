@@ -304,11 +304,21 @@ class OrderBoard:
             )
         return found
 
+    async def handoff_count(self) -> int:
+        """How many customers wait for a person now."""
+        rows = await self._runner.fetch("SELECT COUNT(*) FROM handoffs")
+        return int(rows[0][0])
+
     async def handoff(self, channel: str, client_id: str) -> Handoff | None:
-        for handoff in await self.handoffs():
-            if handoff.channel == channel and handoff.client_id == client_id:
-                return handoff
-        return None
+        """The handoff of one customer (without the extras of :meth:`handoffs`)."""
+        rows = await self._runner.fetch(
+            "SELECT reason, since, until FROM handoffs WHERE client_key = :key",
+            {"key": f"{channel}:{client_id}"},
+        )
+        if not rows:
+            return None
+        reason, since, until = rows[0]
+        return Handoff(channel, client_id, str(reason or ""), float(since), float(until))
 
     async def file(self, order_id: int, position: int) -> StoredFile | None:
         rows = await self._runner.fetch(

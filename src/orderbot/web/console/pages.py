@@ -343,7 +343,7 @@ def install_console(
                 "newest": await svc.board.newest_id(),
                 "live": not filtered,
                 "older": rows[-1].id if len(rows) == PAGE_SIZE else None,
-                "handoff_count": len(await svc.board.handoffs()),
+                "handoff_count": await svc.board.handoff_count(),
             },
             session=session,
         )
