@@ -354,6 +354,18 @@ async def test_dead_letters_replay_and_delete(shop: Shop) -> None:
         page = (await http.get("/console/dead-letters", headers=HTML)).text
         assert "address" in page.lower()  # the text the customer did not get
         first = found[0].split('"')[0]
+
+        # GET /status tells it too (a console session or ADMIN_TOKEN).
+        status = (await http.get("/status")).json()
+        assert status["profile"] == "embedded" and status["dead_letters"]["last_hour"] >= 1
+        assert status["queues"]["dead_letter"] >= 1 and status["uptime_seconds"] >= 0
+        assert status["channels"]["chat2desk"]["circuit"] == "closed"
+        assert "400" in status["channels"]["chat2desk"]["last_error"]
+        assert "oldest_waiting_reply_seconds" in status
+        async with httpx.AsyncClient(base_url=shop.url) as anonymous:
+            assert (await anonymous.get("/status")).status_code == 401
+            r = await anonymous.get("/status", headers={"Authorization": "Bearer s3cret-admin"})
+            assert r.status_code == 200 and r.json()["version"]
         assert (
             await http.post("/console/dead-letters/replay", data={"id": first})
         ).status_code == 403

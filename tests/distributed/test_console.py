@@ -216,6 +216,10 @@ async def _work_the_console(http: httpx.AsyncClient, chat2desk: FakeChat2Desk) -
     page = (await http.get("/console/dead-letters", headers=HTML)).text
     assert 'name="id" value="' not in page
 
+    status = (await http.get("/status")).json()
+    assert status["profile"] == "distributed" and status["oldest_waiting_reply_seconds"] is None
+    assert status["channels"]["chat2desk"]["circuit"] is None  # the sender is another process
+    assert "400" in status["channels"]["chat2desk"]["last_error"]
     numbers = (
         await http.get("/api/stats", headers={"Authorization": "Bearer s3cret-admin"})
     ).json()

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ from orderbot.web.console.security import (
 from orderbot.web.console.services import ConsoleServices, services_for
 from orderbot.web.console.sessions import Session
 from orderbot.web.console.stats import Stats, parse_period, read_stats
+from orderbot.web.console.status import read_status
 
 __all__ = ["install_console"]
 
@@ -141,6 +143,7 @@ def install_console(
     them (call it before the runtime closes)."""
     env = _environment()
     held: dict[str, ConsoleServices] = {}
+    started = time.time()
 
     def services() -> ConsoleServices:
         found = held.get("services")
@@ -636,17 +639,29 @@ def install_console(
             session=session,
         )
 
-    @router.get("/api/stats", include_in_schema=True, tags=["admin"])
-    async def api_stats(request: Request) -> Response:
-        """The numbers of ``/console/stats`` as JSON (``?period=7d``); ``Authorization: Bearer
-        <ADMIN_TOKEN>`` or a console session."""
+    async def token_or_session(request: Request) -> None:
+        """``Authorization: Bearer <ADMIN_TOKEN>`` or a console session; 401 otherwise."""
         given = request.headers.get("authorization", "")
         token = settings.admin_token
         bearer = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
         if not (token and bearer and hmac.compare_digest(bearer.encode(), token.encode())):
             await signed_in(request)
+
+    @router.get("/api/stats", include_in_schema=True, tags=["admin"])
+    async def api_stats(request: Request) -> Response:
+        """The numbers of ``/console/stats`` as JSON (``?period=7d``); ``Authorization: Bearer
+        <ADMIN_TOKEN>`` or a console session."""
+        await token_or_session(request)
         found, _ = await stats_for(request)
         return JSONResponse(found.to_dict())
+
+    @router.get("/status", include_in_schema=True, tags=["service"])
+    async def status(request: Request) -> Response:
+        """Version, profile, uptime, queue depths, the oldest waiting reply, dead letters (all
+        and in the last hour), each channel's circuit breaker and last delivery error;
+        ``null`` where this process cannot tell. ``ADMIN_TOKEN`` or a console session."""
+        await token_or_session(request)
+        return JSONResponse(await read_status(runtime, services(), started=started))
 
     # -- accounts (admins) ----------------------------------------------------------------
 
