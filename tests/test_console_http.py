@@ -14,7 +14,7 @@ import pytest
 
 from orderbot.config import Settings
 from orderbot.dialog import load_flow
-from orderbot.tracking import status_notification
+from orderbot.tracking import flow_text, status_notification
 from tests.console_support import (
     ADMIN,
     HTML,
@@ -424,3 +424,41 @@ async def test_stats_csv_and_api(shop: Shop) -> None:
         # The admin JSON API keeps working with ADMIN_TOKEN.
         r = await api.get("/api/orders", headers={"Authorization": "Bearer s3cret-admin"})
         assert len(r.json()["orders"]) == 2
+
+
+async def test_talking_to_a_customer_from_the_order_page_hands_them_off(shop: Shop) -> None:
+    order_id = await shop.order("901")
+    async with shop.client() as http:
+        csrf = await signed_in(http)
+        page = (await http.get(f"/console/orders/{order_id}", headers=HTML)).text
+        assert f'action="/console/orders/{order_id}/handoff"' in page
+        assert (await http.post(f"/console/orders/{order_id}/handoff")).status_code == 403
+        r = await http.post(f"/console/orders/{order_id}/handoff", data={"csrf_token": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/console/handoffs/chat2desk/901"
+        again = await http.post(f"/console/orders/{order_id}/handoff", data={"csrf_token": csrf})
+        assert again.status_code == 303  # already with a person: nothing new
+        assert (
+            await http.post("/console/orders/999999/handoff", data={"csrf_token": csrf})
+        ).status_code == 404
+
+        # The bot is silent for the customer now: their message is logged, not answered.
+        sent = len(shop.chat2desk.texts("901"))
+        await shop.customer_says("901", 10, "where is my driver?")
+        for _ in range(200):
+            page = (await http.get("/console/handoffs/chat2desk/901", headers=HTML)).text
+            if "where is my driver?" in page:
+                break
+        assert "where is my driver?" in page and "Hand back to the bot" in page
+        pending = await shop.runtime.db.run(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM outbox WHERE client_id = '901' AND status = 'pending'"
+            ).fetchone()[0]
+        )
+        assert pending == 0 and len(shop.chat2desk.texts("901")) == sent
+
+        r = await http.post("/console/handoffs/chat2desk/901/handback", data={"csrf_token": csrf})
+        assert r.status_code == 303
+        await wait_for(lambda: len(shop.chat2desk.texts("901")) > sent)
+        # The order is done, so there is no question to resume: the default language.
+        resumed = {flow_text(FLOW, "handoff_resumed", language) for language in ("ru", "en")}
+        assert any(text in shop.chat2desk.texts("901")[sent] for text in resumed)

@@ -127,6 +127,9 @@ class EmbeddedRuntime:
             self.db, self.flow, dialog_options(settings), outbox_wakeup=outbox_wakeup
         )
         self.files = build_file_receiver(settings)
+        # Kept: a handoff the console starts must be noted by it (it remembers who may be with
+        # an operator, so the common message costs no query).
+        self.desk = SqliteDeskStore(self.db)
         self.worker = Worker(
             self.inbound,
             self.store,
@@ -137,7 +140,7 @@ class EmbeddedRuntime:
             shutdown_timeout=settings.shutdown_timeout,
             files=self.files,
             front_desk=FrontDesk(
-                SqliteDeskStore(self.db),
+                self.desk,
                 self.flow,
                 dialog_options(settings),
                 admin_chats=settings.admin_chats if "telegram" in self.channels else (),

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from orderbot import db
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.distributed import DistributedRuntime
-from orderbot.tracking import status_notification
+from orderbot.tracking import flow_text, status_notification
 from tests.console_support import HTML, csrf_of, sign_in, wait_for
 from tests.desk_bots import FLOW
 from tests.distributed.conftest import (
@@ -197,6 +197,29 @@ async def _work_the_console(http: httpx.AsyncClient, chat2desk: FakeChat2Desk) -
     r = await http.post("/console/handoffs/chat2desk/777/handback", data={"csrf_token": csrf})
     assert r.status_code == 303
     await wait_for(lambda: len(chat2desk.texts("777")) > before, timeout=20)
+
+    # "Talk to the customer" on the order page: the bot goes quiet for them (the handoffs row
+    # and the Redis flag), until the handback.
+    r = await http.post(f"/console/orders/{order_id}/handoff", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    sent = len(chat2desk.texts("501"))
+    await http.post(
+        "/webhook/chat2desk",
+        json={"client_id": "501", "message_id": "501-99", "text": "where is my driver?"},
+    )
+    for _ in range(200):
+        page = (await http.get("/console/handoffs/chat2desk/501", headers=HTML)).text
+        if "where is my driver?" in page:
+            break
+        await asyncio.sleep(0.1)
+    assert "where is my driver?" in page and len(chat2desk.texts("501")) == sent
+    r = await http.post("/console/handoffs/chat2desk/501/handback", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    await wait_for(lambda: len(chat2desk.texts("501")) > sent, timeout=20)
+    # The first thing the customer got after their question is the bot's comeback: it never
+    # answered while they were with a person.
+    resumed = {flow_text(FLOW, "handoff_resumed", language) for language in ("ru", "en")}
+    assert any(text in chat2desk.texts("501")[sent] for text in resumed)
 
     chat2desk.fail_client("888", status=400)
     r = await http.post(

@@ -59,6 +59,7 @@ from orderbot.web.console.services import ConsoleServices, services_for
 from orderbot.web.console.sessions import Session
 from orderbot.web.console.stats import Stats, parse_period, read_stats
 from orderbot.web.console.status import read_status
+from orderbot.web.console.takeover import take_over
 
 __all__ = ["install_console"]
 
@@ -431,6 +432,17 @@ def install_console(
         ):
             raise ConsoleError(404, "not_found", f"no order {order_id}")
         return back(f"/console/orders/{number}?done=note#notes")
+
+    @router.post("/console/orders/{order_id}/handoff")
+    async def talk_to_customer(request: Request, order_id: str) -> Response:
+        """Take the order's customer over from the bot and open their conversation."""
+        session = await signed_in(request)
+        await form_of(request, session)
+        _, order = await order_or_404(order_id)
+        channel, client_id = order["channel"], order["client_id"]
+        if await take_over(runtime, services(), channel, client_id, operator=session.operator.name):
+            log.info("console: %s took a conversation over", session.operator.name)
+        return back(f"/console/handoffs/{channel}/{client_id}")
 
     @router.get("/console/orders/{order_id}/files/{position}")
     async def order_file(request: Request, order_id: str, position: str) -> Response:
