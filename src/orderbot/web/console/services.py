@@ -15,7 +15,6 @@ from typing import Any
 
 from orderbot.config import Settings
 from orderbot.desk.base import OrderAdmin
-from orderbot.dialog import Flow
 from orderbot.messages import OutboundMessage
 from orderbot.queues.base import DeadLetterQueue
 from orderbot.sqlite import SqliteDatabase
@@ -25,6 +24,7 @@ from orderbot.web.console.sessions import ConsoleSessions, LoginThrottle
 from orderbot.web.console.shoptime import ShopTime
 from orderbot.web.console.sql.base import SqlRunner
 from orderbot.web.console.sql.sqlite import SqliteRunner
+from orderbot.web.console.stats import StepsOfFlow
 
 __all__ = ["ConsoleServices", "runner_for", "services_for"]
 
@@ -34,7 +34,7 @@ SendReply = Callable[[OutboundMessage], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class ConsoleServices:
     settings: Settings
-    flow: Flow
+    flow: StepsOfFlow
     runner: SqlRunner
     accounts: OperatorAccounts
     sessions: ConsoleSessions

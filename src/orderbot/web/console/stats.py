@@ -15,13 +15,12 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from orderbot.dialog import Flow
 from orderbot.web.console.shoptime import ShopTime
 from orderbot.web.console.sql.base import SqlRunner
 
-__all__ = ["Stats", "StepNumbers", "parse_period", "read_stats"]
+__all__ = ["FlowStep", "Stats", "StepNumbers", "StepsOfFlow", "parse_period", "read_stats"]
 
 _PERIOD = re.compile(r"^(\d{1,4})([hdw])$")
 _UNIT = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -33,6 +32,23 @@ def parse_period(text: str) -> float:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"period {text!r}: use a number and h, d or w, e.g. 7d")
     return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+class FlowStep(Protocol):
+    """What the numbers need of a flow's step (:class:`orderbot.dialog.flow_model.Step`)."""
+
+    @property
+    def end(self) -> str | None: ...
+    @property
+    def next(self) -> str | Mapping[str, str] | None: ...
+
+
+class StepsOfFlow(Protocol):
+    """What the numbers need of a flow: its steps in order (the web layer does not import
+    the dialog package)."""
+
+    @property
+    def steps(self) -> Mapping[str, FlowStep]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +125,7 @@ def _day_number(dialect: str) -> str:
 
 
 async def read_stats(
-    runner: SqlRunner, flow: Flow, shop: ShopTime, *, since: float, until: float
+    runner: SqlRunner, flow: StepsOfFlow, shop: ShopTime, *, since: float, until: float
 ) -> Stats:
     """The numbers of conversations that ended, and orders placed, in ``[since, until)``."""
     period = {"since": float(since), "until": float(until)}
