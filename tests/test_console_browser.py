@@ -155,6 +155,9 @@ async def test_operator_works_an_order_end_to_end(browser: Any, shop: Shop) -> N
     await page.goto("/console/handoffs")
     await shots.take(context, "handoffs", "/console/handoffs")
     await page.click('a[href="/console/handoffs/chat2desk/777"]')
+    # What the customer writes now appears on the open page without a reload.
+    await shop.customer_says("777", 2, "I need 20 bottles for an office")
+    await page.locator(".conversation li.msg.in", has_text="20 bottles").wait_for(timeout=20_000)
     await page.fill("textarea[name=text]", "Hello, this is Olga. How can I help?")
     await page.click("form.reply button[type=submit]")
     await page.wait_for_url("**done=sent")
@@ -165,7 +168,7 @@ async def test_operator_works_an_order_end_to_end(browser: Any, shop: Shop) -> N
     await page.wait_for_url("**/console/handoffs?done=handback")
     await wait_for(lambda: len(shop.chat2desk.texts("777")) > before)
     assert "Let's continue" in shop.chat2desk.texts("777")[before]
-    await shop.customer_says("777", 2, "Chui avenue 1")  # the bot answers again
+    await shop.customer_says("777", 3, "Chui avenue 1")  # the bot answers again
     await wait_for(lambda: any("phone" in t for t in shop.chat2desk.texts("777")[before:]))
 
     # A reply that cannot be sent ends among the dead letters.

@@ -296,6 +296,15 @@ async def test_handoff_reply_and_handback(shop: Shop) -> None:
         page = (await http.get("/console/handoffs/chat2desk/777", headers=HTML)).text
         assert "operator" in page
         nonce = page.split('name="nonce" value="')[1].split('"')[0]
+        # The open conversation's poll: what was logged after the last message it shows.
+        polled = (await http.get("/console/conversations/chat2desk/777/messages?after=0")).json()
+        assert polled["count"] >= 3 and "operator" in polled["html"]
+        later = await http.get(
+            f"/console/conversations/chat2desk/777/messages?after={polled['last']}"
+        )
+        assert later.json() == {"count": 0, "last": polled["last"], "html": ""}
+        bad = await http.get("/console/conversations/chat2desk/777/messages?after=-1")
+        assert bad.status_code == 422
         for _ in range(2):  # a double submit is sent once
             r = await http.post(
                 "/console/handoffs/chat2desk/777/reply",
@@ -462,3 +471,56 @@ async def test_talking_to_a_customer_from_the_order_page_hands_them_off(shop: Sh
         # The order is done, so there is no question to resume: the default language.
         resumed = {flow_text(FLOW, "handoff_resumed", language) for language in ("ru", "en")}
         assert any(text in shop.chat2desk.texts("901")[sent] for text in resumed)
+
+
+GET_ROUTES = [
+    "/console",
+    "/console/orders/new?after=0",
+    "/console/orders/1",
+    "/console/orders/1/files/0",
+    "/console/orders.csv",
+    "/console/handoffs",
+    "/console/handoffs/chat2desk/1",
+    "/console/conversations/chat2desk/1/messages?after=0",
+    "/console/dead-letters",
+    "/console/stats",
+    "/console/operators",
+    "/api/stats",
+    "/status",
+]
+POST_ROUTES = [
+    "/console/logout",
+    "/console/orders/1/status",
+    "/console/orders/1/notes",
+    "/console/orders/1/handoff",
+    "/console/handoffs/chat2desk/1/reply",
+    "/console/handoffs/chat2desk/1/handback",
+    "/console/dead-letters/replay",
+    "/console/dead-letters/delete",
+    "/console/operators",
+]
+
+
+async def test_every_route_wants_a_session_and_every_post_a_csrf_token(shop: Shop) -> None:
+    async with shop.client() as http:
+        for path in GET_ROUTES:
+            r = await http.get(path)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized", path
+            r = await http.get(path, headers=HTML)
+            assert r.status_code == 303 and r.headers["location"].startswith(
+                "/console/login?next="
+            ), path
+        for path in POST_ROUTES:
+            r = await http.post(path, data={"status": "confirmed", "text": "x", "all": "1"})
+            assert r.status_code == 401, path
+        await signed_in(http)
+        for path in POST_ROUTES:
+            for data in ({}, {"csrf_token": "forged"}):
+                r = await http.post(
+                    path, data={**data, "status": "confirmed", "text": "x", "all": "1"}
+                )
+                assert r.status_code == 403 and r.json()["error"] in ("csrf", "forbidden"), path
+        # Pages carry the strict policy, errors included.
+        for path in ("/console", "/console/orders/999"):
+            r = await http.get(path, headers=HTML)
+            assert "script-src 'self'" in r.headers["content-security-policy"], path

@@ -79,6 +79,7 @@ class ConversationMessage:
     success: bool = True
     error: str = ""
     key: str = ""
+    id: int = 0
 
     @property
     def sender(self) -> str:
@@ -239,18 +240,25 @@ class OrderBoard:
         return await self._with_items([_board_row(r) for r in rows])
 
     async def conversation(
-        self, channel: str, client_id: str, limit: int = 500
+        self, channel: str, client_id: str, limit: int = 500, *, after: int = 0
     ) -> list[ConversationMessage]:
-        """The last ``limit`` logged messages with the customer, oldest first."""
+        """The last ``limit`` logged messages with the customer (those logged after the log
+        row ``after``), oldest first."""
         rows = await self._runner.fetch(
-            "SELECT direction, text, created_at, success, error, message_key FROM message_logs"
-            " WHERE channel = :channel AND client_id = :client ORDER BY created_at DESC, id DESC"
-            " LIMIT :limit",
-            {"channel": channel, "client": client_id, "limit": limit},
+            "SELECT direction, text, created_at, success, error, message_key, id"
+            " FROM message_logs WHERE channel = :channel AND client_id = :client"
+            " AND id > :after ORDER BY created_at DESC, id DESC LIMIT :limit",
+            {"channel": channel, "client": client_id, "limit": limit, "after": after},
         )
         return [
             ConversationMessage(
-                str(r[0]), str(r[1] or ""), float(r[2]), bool(r[3]), str(r[4] or ""), str(r[5])
+                str(r[0]),
+                str(r[1] or ""),
+                float(r[2]),
+                bool(r[3]),
+                str(r[4] or ""),
+                str(r[5]),
+                int(r[6]),
             )
             for r in reversed(rows)
         ]

@@ -391,6 +391,8 @@ def install_console(
                 "history": [{**h, "ts": _iso_ts(h["at"])} for h in order["history"]],
                 "allowed": allowed_next(order["status"]),
                 "conversation": await svc.board.conversation(order["channel"], order["client_id"]),
+                "channel_of": order["channel"],
+                "client_of": order["client_id"],
                 "notes": await svc.board.notes(number),
                 "handoff": await svc.board.handoff(order["channel"], order["client_id"]),
                 "done": request.query_params.get("done", ""),
@@ -514,6 +516,8 @@ def install_console(
             {
                 "channel": channel,
                 "client_id": client_id,
+                "channel_of": channel,
+                "client_of": client_id,
                 "handoff": handoff,
                 "conversation": conversation,
                 "now": svc.clock(),
@@ -521,6 +525,24 @@ def install_console(
                 "done": request.query_params.get("done", ""),
             },
             session=session,
+        )
+
+    @router.get("/console/conversations/{channel}/{client_id}/messages")
+    async def new_messages(request: Request, channel: str, client_id: str) -> Response:
+        """Messages logged after ``after`` (the last log row the page shows), as items to
+        append: the open conversation's poll."""
+        await signed_in(request)
+        after = _int(request.query_params.get("after", ""))
+        if after is None:
+            raise ConsoleError(422, "invalid", "after: the last message id the page has")
+        found = await services().board.conversation(channel, client_id, 100, after=after)
+        html = env.get_template("_messages.html").render(
+            conversation=found, when=services().shop.format
+        )
+        return console_headers(
+            JSONResponse(
+                {"count": len(found), "last": found[-1].id if found else after, "html": html}
+            )
         )
 
     @router.post("/console/handoffs/{channel}/{client_id}/reply")

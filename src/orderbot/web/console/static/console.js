@@ -1,6 +1,6 @@
 // orderbot console: the only script (CSP: script-src 'self'). Pages work without it; it adds
-// the live board (new orders appear without a reload, with a count in the tab title) and
-// confirmation of destructive forms.
+// the live board (new orders appear without a reload, with a count in the tab title), the live
+// conversation (new messages appear as they are logged) and confirmation of destructive forms.
 (function () {
   "use strict";
   var POLL_MS = 1500;
@@ -55,6 +55,31 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  // An open conversation shows what the customer (or anyone) writes next without a reload.
+  function liveConversation() {
+    var list = document.getElementById("conversation");
+    if (!list || !list.dataset.messages) return;
+    var empty = document.getElementById("no-messages");
+
+    function poll() {
+      var url = list.dataset.messages + "?after=" + encodeURIComponent(list.dataset.last || "0");
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) {
+          if (!data || !data.count) return;
+          var holder = document.createElement("ol");
+          holder.innerHTML = data.html;  // rendered and escaped by the server's template
+          while (holder.firstElementChild) list.appendChild(holder.firstElementChild);
+          list.dataset.last = String(data.last);
+          if (empty) empty.hidden = true;
+        })
+        .catch(function () { /* the next poll tries again */ })
+        .then(function () { window.setTimeout(poll, POLL_MS); });
+    }
+
+    window.setTimeout(poll, POLL_MS);
+  }
+
   function confirmations() {
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
@@ -65,6 +90,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     liveBoard();
+    liveConversation();
     confirmations();
   });
 })();
