@@ -230,6 +230,7 @@ async def test_board_search_and_filters(runner: SqlRunner) -> None:
     assert row.id == new and row.items == ("Печать PLA × 2",) and str(row.total) == "1800.00"
     assert row.name == "Айгуль"
     assert await board.newest_id() == new
+    assert await board.open_counts() == {"new": 1}
     assert await board.add_note(new, "olga", "call first", T0)
     assert not await board.add_note(999_999, "olga", "nobody", T0)
     assert [(n.author, n.text) for n in await board.notes(new)] == [("olga", "call first")]

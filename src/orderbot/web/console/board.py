@@ -225,6 +225,14 @@ class OrderBoard:
             items.setdefault(int(order_id), []).append(f"{name} × {quantity}")
         return [replace(r, items=tuple(items.get(r.id, ()))) for r in rows]
 
+    async def open_counts(self) -> dict[str, int]:
+        """How many orders wait in each status before the final two (the work to do)."""
+        rows = await self._runner.fetch(
+            "SELECT status, COUNT(*) FROM orders"
+            " WHERE status IN ('new', 'confirmed', 'in_progress', 'ready') GROUP BY status"
+        )
+        return {str(status): int(count) for status, count in rows}
+
     async def newest_id(self) -> int:
         """The highest order id (0 when there are none): the board's "new since" mark."""
         rows = await self._runner.fetch("SELECT MAX(id) FROM orders")

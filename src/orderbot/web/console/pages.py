@@ -348,6 +348,7 @@ def install_console(
                 "live": not filtered,
                 "older": rows[-1].id if len(rows) == PAGE_SIZE else None,
                 "handoff_count": await svc.board.handoff_count(),
+                "open_counts": await svc.board.open_counts(),
             },
             session=session,
         )
