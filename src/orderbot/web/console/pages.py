@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from orderbot.config import Settings
 from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
-from orderbot.loggers import ingress as log
+from orderbot.loggers import console as log
 from orderbot.messages import OutboundMessage
 from orderbot.tracking import STATUSES, InvalidTransition, allowed_next
 from orderbot.web.console.accounts import ROLES, AccountError
