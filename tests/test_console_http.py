@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -524,3 +526,33 @@ async def test_every_route_wants_a_session_and_every_post_a_csrf_token(shop: Sho
         for path in ("/console", "/console/orders/999"):
             r = await http.get(path, headers=HTML)
             assert "script-src 'self'" in r.headers["content-security-policy"], path
+
+
+async def test_an_orders_model_file_downloads(shop: Shop, tmp_path: Path) -> None:
+    order_id = await shop.order("950")
+    stored = tmp_path / "0a1b.stl"
+    stored.write_bytes(b"solid cube\nendsolid cube\n")
+
+    def add_file(conn: Any) -> None:
+        conn.execute(
+            "INSERT INTO order_files (order_id, position, name, checksum, size, format, path,"
+            " created_at) VALUES (?, 0, ?, '0a1b', ?, 'stl', ?, 0)",
+            (order_id, 'my "cube"/../x.stl', stored.stat().st_size, str(stored)),
+        )
+
+    await shop.runtime.db.run(add_file)
+    async with shop.client() as http:
+        await signed_in(http)
+        page = (await http.get(f"/console/orders/{order_id}", headers=HTML)).text
+        assert f'href="/console/orders/{order_id}/files/0"' in page
+        r = await http.get(f"/console/orders/{order_id}/files/0")
+        assert r.status_code == 200 and r.content == b"solid cube\nendsolid cube\n"
+        disposition = r.headers["content-disposition"]
+        assert (
+            disposition.startswith("attachment;")
+            and "/" not in disposition
+            and '"cube"' not in disposition
+        )
+        assert (await http.get(f"/console/orders/{order_id}/files/1")).status_code == 404
+        stored.unlink()
+        assert (await http.get(f"/console/orders/{order_id}/files/0")).status_code == 404
