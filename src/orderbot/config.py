@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     console_session_lifetime: float = Field(
         12 * 3600, gt=0, description="seconds after which a console sign-in ends regardless"
     )
+    daily_summary_at: str = Field(
+        "",
+        pattern=r"^\s*(([01]?\d|2[0-3]):[0-5]\d)?\s*$",
+        description="HH:MM (shop's time) of the daily summary to ADMIN_CHAT_IDS; empty: off",
+    )
     console_secure_cookie: bool = Field(
         False, description="always mark the session cookie Secure (it is whenever served on https)"
     )

@@ -100,6 +100,7 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
     ``run_background``, runs worker and sender on the same event loop."""
 
     state: dict[str, WebhookIngress | None] = {"ingress": None}
+    starting: list[Callable[[], Awaitable[None]]] = []
     closing: list[Callable[[], Awaitable[None]]] = []
     profile = runtime.profile if isinstance(runtime, ReportsHealth) else "embedded"
 
@@ -109,6 +110,8 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         if run_background:
             runtime.start()
         state["ingress"] = runtime.ingress
+        for start in starting:
+            await start()
         log.info("orderbot %s ready (%s profile, flow %s)", __version__, profile, runtime.flow.name)
         try:
             yield
@@ -131,7 +134,9 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         token=getattr(settings, "admin_token", "") if settings is not None else "",
     )
     if settings is not None:
-        closing.append(install_console(app, runtime, settings))
+        console = install_console(app, runtime, settings)
+        starting.append(console.start)
+        closing.append(console.aclose)
 
     async def _webhook(request: Request, channel: str, secret: str = "") -> Response:
         ingress = state["ingress"]

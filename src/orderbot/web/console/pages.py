@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,10 @@ from orderbot.web.console.services import ConsoleServices, services_for
 from orderbot.web.console.sessions import Session
 from orderbot.web.console.stats import Stats, parse_period, read_stats
 from orderbot.web.console.status import read_status
+from orderbot.web.console.summary import DailySummary, parse_time_of_day
 from orderbot.web.console.takeover import take_over
 
-__all__ = ["install_console"]
+__all__ = ["ConsoleLifecycle", "install_console"]
 
 _HERE = Path(__file__).parent
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -136,12 +138,18 @@ def _text(form: FormData, name: str, limit: int, *, required: bool = True) -> st
     return text
 
 
-def install_console(
-    app: FastAPI, runtime: Any, settings: Settings
-) -> Callable[[], Awaitable[None]]:
-    """Add the console to ``app``. Its services are built at the first request, once the
-    runtime is open (the app's lifespan opens it); the returned coroutine function closes
-    them (call it before the runtime closes)."""
+@dataclass(frozen=True, slots=True)
+class ConsoleLifecycle:
+    """What the app's lifespan calls: ``start`` once the runtime is open (the daily summary's
+    schedule), ``aclose`` before the runtime closes."""
+
+    start: Callable[[], Awaitable[None]]
+    aclose: Callable[[], Awaitable[None]]
+
+
+def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLifecycle:
+    """Add the console to ``app``. Its services are built when the app starts (or at the first
+    request), once the runtime is open (the app's lifespan opens it)."""
     env = _environment()
     held: dict[str, ConsoleServices] = {}
     started = time.time()
@@ -763,9 +771,29 @@ def install_console(
     if StorageError not in app.exception_handlers:
         app.add_exception_handler(StorageError, on_storage_error)
 
+    schedules: list[DailySummary] = []
+
+    async def start() -> None:
+        at = parse_time_of_day(settings.daily_summary_at)
+        channels = getattr(runtime, "channels", {}) or {}
+        if at is None or not settings.admin_chats or getattr(runtime, "admin", None) is None:
+            return
+        if "telegram" not in channels:
+            log.warning("DAILY_SUMMARY_AT is set, but the Telegram channel is not: no summary")
+            return
+
+        async def dead_letters() -> int:
+            return int((await runtime.depths()).dead_letter)
+
+        summary = DailySummary(services(), at=at, chats=settings.admin_chats, depth=dead_letters)
+        summary.start()
+        schedules.append(summary)
+
     async def aclose() -> None:
+        while schedules:
+            await schedules.pop().aclose()
         found = held.pop("services", None)
         if found is not None:
             await found.runner.aclose()
 
-    return aclose
+    return ConsoleLifecycle(start, aclose)
