@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.processes import BotProcess  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.support.processes import BotProcess  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 WRK_SCRIPT = r"""
 local counter = 0

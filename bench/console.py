@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_probe, fake_chat2desk, received_count  # noqa: E402
-from tests.processes import BotProcess  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.support.processes import BotProcess  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 PASSWORD = "bench-password-1"
 DAY = 86400.0
@@ -48,8 +48,8 @@ async def seed(url: str, count: int) -> int:
     import orjson
     from sqlalchemy import insert, text
 
-    from orderbot import db
-    from orderbot.schema import dialog_outcomes, message_logs, order_items, orders
+    from orderbot.storage import sql as db
+    from orderbot.storage.schema import dialog_outcomes, message_logs, order_items, orders
 
     rng = random.Random(7)
     now = time.time()
@@ -250,7 +250,7 @@ def add_account(env: dict[str, str]) -> None:
 
 
 def embedded(count: int, runs: int) -> None:
-    from orderbot import db
+    from orderbot.storage import sql as db
 
     with tempfile.TemporaryDirectory() as tmp, fake_chat2desk() as fake_url:
         work = Path(tmp)
@@ -275,7 +275,7 @@ def embedded(count: int, runs: int) -> None:
 def postgres_database() -> Iterator[str]:
     from sqlalchemy import text
 
-    from orderbot import db
+    from orderbot.storage import sql as db
 
     admin_url = os.environ.get(
         "ORDERBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -301,7 +301,7 @@ def postgres_database() -> Iterator[str]:
 def distributed(count: int, runs: int) -> None:
     from tests.distributed.conftest import RABBIT_URL, REDIS_URL, remove_namespace
 
-    from orderbot import db
+    from orderbot.storage import sql as db
 
     prefix = "bench" + uuid.uuid4().hex[:8]
     with (

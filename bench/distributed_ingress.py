@@ -30,7 +30,7 @@ from tests.distributed.conftest import (
     migrate_postgres,
     remove_namespace,
 )
-from tests.processes import BotProcess
+from tests.support.processes import BotProcess
 
 SHARDS = 8
 

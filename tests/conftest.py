@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orderbot import db
 from orderbot.config import Settings, load_settings
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage import sql as db
+from orderbot.storage.sqlite import SqliteDatabase
 
 REQUIRE_SERVICES = os.environ.get("ORDERBOT_REQUIRE_SERVICES", "") not in ("", "0", "false")
 

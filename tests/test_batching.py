@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from orderbot.batching import Batcher
+from orderbot.storage.batching import Batcher
 
 
 class Doubler(Batcher[int, int]):

@@ -12,14 +12,15 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from orderbot import db
 from orderbot.cli import app
 from orderbot.config import Settings
 from orderbot.messages import OutboundMessage
+from orderbot.orders.models import OrderRecord
 from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
-from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.state.base import StepCommit
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage import sql as db
+from orderbot.storage.sqlite import SqliteDatabase
 from tests.test_sqlite_queues import inbound
 
 runner = CliRunner()
@@ -294,7 +295,7 @@ def test_chat_talks_through_the_engine(settings: Settings) -> None:
 def test_the_server_process_does_not_load_alembic_or_sqlalchemy() -> None:
     # ~30 MB of RSS the embedded server never uses: migrations run in a child process.
     code = (
-        "import sys, orderbot.cli, orderbot.runtime, orderbot.web.app; "
+        "import sys, orderbot.cli, orderbot.runtime.embedded, orderbot.web.app; "
         "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -315,8 +316,8 @@ def test_head_revision_matches_alembic(tmp_path: Path) -> None:
 def test_postgresql_without_asyncpg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from orderbot import db
     from orderbot.errors import ConfigError
+    from orderbot.storage import sql as db
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -11,8 +11,8 @@ import pytest
 
 from orderbot.errors import BackendUnavailable
 from orderbot.messages import InboundMessage
-from orderbot.queues import rabbitmq
-from orderbot.queues.rabbitmq import BATCH_CONTENT_TYPE, _ShardPublisher
+from orderbot.queues.rabbitmq import inbound as rabbitmq
+from orderbot.queues.rabbitmq.inbound import BATCH_CONTENT_TYPE, _ShardPublisher
 
 
 class FakeBroker:

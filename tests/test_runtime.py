@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
+
+from orderbot.channels.base import Channel
 from orderbot.config import Settings
-from orderbot.runtime import EmbeddedRuntime
+from orderbot.desk.sqlite import insert_outbox
+from orderbot.messages import OutboundMessage
+from orderbot.runtime.embedded import EmbeddedRuntime
 from tests.test_sqlite_queues import inbound
 
 
@@ -39,3 +45,37 @@ async def test_idle_dialogs_are_recorded_as_abandoned_once(settings: Settings) -
             lambda c: c.execute("SELECT client_key FROM dialog_states ORDER BY 1").fetchall()
         )
         assert states == [("chat2desk:1",), ("chat2desk:2",)]
+
+
+class HangingChannel(Channel):
+    """A send that never returns (a call stuck beyond any timeout)."""
+
+    name = "chat2desk"
+
+    def parse_webhook(self, payload: object, *, received_at: float) -> None:
+        return None
+
+    async def send(self, message: OutboundMessage) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_embedded_sender_honours_shutdown_timeout(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Drift fixed with the shared runtime base: the embedded sender waited its own default
+    # (10 s) for a stuck send at shutdown, whatever SHUTDOWN_TIMEOUT said.
+    settings = settings.model_copy(update={"shutdown_timeout": 0.3})
+    reply = OutboundMessage(
+        key="k:0", channel="chat2desk", client_id="1", text="hi", created_at=time.time()
+    )
+    async with EmbeddedRuntime(settings, channels={"chat2desk": HangingChannel()}) as runtime:
+        await runtime.db.run(lambda conn: insert_outbox(conn, reply, time.time()))
+        runtime.start()
+        for _ in range(500):
+            if runtime.sender.in_hand == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert runtime.sender.in_hand == 1
+        with caplog.at_level("WARNING", logger="orderbot"):
+            await runtime.stop()
+    assert "1 send(s) still in flight after 0.3s" in caplog.text

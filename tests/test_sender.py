@@ -17,9 +17,9 @@ from orderbot.queues.sqlite import SqliteInboundQueue, SqliteOutbox
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
 from orderbot.sender import Sender
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import StepCommit
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.memory_outbox import MemoryOutbox
 from tests.test_sqlite_queues import inbound

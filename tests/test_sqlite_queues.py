@@ -10,15 +10,16 @@ import pytest
 
 from orderbot.errors import StorageError
 from orderbot.messages import InboundMessage, OutboundMessage
+from orderbot.orders.models import OrderRecord
 from orderbot.queues.sqlite import (
     SqliteDeadLetterQueue,
     SqliteInboundQueue,
     SqliteOutbox,
     Wakeup,
 )
-from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit
+from orderbot.state.base import OutcomeRecord, StepCommit
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 
 
 def inbound(client: str, mid: str, text: str = "hi", channel: str = "chat2desk") -> InboundMessage:

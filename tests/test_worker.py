@@ -10,11 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from orderbot.dialog import DialogOptions, load_flow
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
+from orderbot.errors import DataRejected
 from orderbot.messages import InboundMessage
 from orderbot.queues.sqlite import SqliteDeadLetterQueue, SqliteInboundQueue, SqliteOutbox
-from orderbot.sqlite import SqliteDatabase
+from orderbot.state.base import StepCommit
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.worker import Worker
 
 FLOW = load_flow("water")
@@ -167,6 +170,37 @@ async def test_message_that_keeps_crashing_goes_to_dead_letters(database: Sqlite
     assert await SqliteOutbox(database).claim(5, set())
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        DataRejected("PostgreSQL refused the data: StringDataRightTruncationError"),
+        RuntimeError("a bug past the dialog's error handling"),
+    ],
+)
+async def test_a_step_failing_the_same_way_every_time_is_dead_lettered_and_its_client_goes_on(
+    database: SqliteDatabase, failure: Exception
+) -> None:
+    worker, queue = make_worker(database, max_deliveries=2)
+    commit_step = worker._store.commit_step
+
+    async def refusing(commit: StepCommit) -> int | None:
+        if commit.delivery.message.message_id == "refused" and commit.error is None:
+            raise failure
+        return await commit_step(commit)
+
+    worker._store.commit_step = refusing  # type: ignore[method-assign]
+    await queue.put(message("5", "refused", "привет"))
+    await queue.put(message("5", "next", "привет"))
+    await run_until_idle(worker, queue, 2)
+    (letter,) = await SqliteDeadLetterQueue(database).list()
+    assert (letter.key, letter.attempts) == ("chat2desk:refused", 3)
+    assert f"last error: {type(failure).__name__}: {failure}" in letter.last_error
+    # The client's next message was handled after it (it was not lost behind it).
+    keys = [r["key"] for r in await replies(database)]
+    assert keys[-1] == "chat2desk:next:0" and "chat2desk:refused:0" in keys
+    assert (await queue.depth()).inbound == 0
+
+
 async def test_stop_leaves_unstarted_work_on_the_queue(database: SqliteDatabase) -> None:
     worker, queue = make_worker(database, concurrency=1)
     for i in range(200):
@@ -178,7 +212,7 @@ async def test_stop_leaves_unstarted_work_on_the_queue(database: SqliteDatabase)
 
 
 def test_replies_of_a_step_are_merged_up_to_each_button_set() -> None:
-    from orderbot.dialog import Reply
+    from orderbot.dialog.models import Reply
     from orderbot.worker import merge_replies
 
     assert merge_replies((Reply("Hello!"), Reply("Address?"))) == (Reply("Hello!\n\nAddress?"),)

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
+from orderbot.files.fetchers import DEFAULT_ATTACHMENT_HOSTS, LinkPolicy
 
 __all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 
@@ -24,6 +25,22 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
+    # Slow or greedy clients (run and serve): deadlines, sizes and a cap on connections.
+    http_header_timeout: float = Field(
+        10.0, gt=0, description="seconds to send a request's headers, then the connection closes"
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="seconds to send a request's body after its headers, then 408"
+    )
+    http_keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    http_max_connections: int = Field(
+        2048, ge=1, description="open connections (or requests in flight) before 503s"
+    )
+    http_max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request line and headers, bytes (then 431)"
+    )
     database_url: str = "sqlite:///orderbot.db"
     sqlite_synchronous: Literal["normal", "full"] = Field(
         "normal",
@@ -37,6 +54,9 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     webhook_signature_header: str = ""
     webhook_timestamp_header: str = "X-Timestamp"
+    webhook_timestamp_tolerance: float = Field(
+        300.0, gt=0, description="seconds a signed webhook's timestamp may differ from our clock"
+    )
 
     telegram_bot_token: str = ""
     telegram_webhook_secret: str = Field(
@@ -109,6 +129,32 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a file no order uses (cancelled dialog) is deleted",
     )
+    attachment_hosts: str = Field(
+        ",".join(DEFAULT_ATTACHMENT_HOSTS),
+        description="hosts Chat2Desk attachment links may point to: host, *.domain, host:port",
+    )
+    attachment_trusted_networks: str = Field(
+        "",
+        description="non-public networks (CIDR, comma-separated) links may still resolve to",
+    )
+    download_timeout: float = Field(300.0, gt=0, description="seconds for one whole download")
+    download_min_rate: int = Field(
+        8 * 1024, ge=0, description="bytes/s a download must average after its first 10 s"
+    )
+    download_concurrency: int = Field(
+        2, ge=1, le=64, description="attachments downloaded and checked at once, per process"
+    )
+
+    @field_validator("attachment_trusted_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        LinkPolicy.parse("", value)  # ValueError names the malformed network
+        return value
+
+    @property
+    def link_policy(self) -> LinkPolicy:
+        """``ATTACHMENT_HOSTS`` and ``ATTACHMENT_TRUSTED_NETWORKS`` as a link policy."""
+        return LinkPolicy.parse(self.attachment_hosts, self.attachment_trusted_networks)
 
     @field_validator("log_level", mode="before")
     @classmethod

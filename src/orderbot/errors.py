@@ -9,7 +9,8 @@
     │   ├── PayloadTooLarge      413
     │   └── UnsupportedMediaType 415
     ├── StorageError             the database or a queue failed
-    │   └── BackendUnavailable   a backing service cannot be reached right now (503)
+    │   ├── BackendUnavailable   a backing service cannot be reached right now (503)
+    │   └── DataRejected         the database refuses this data: the same on every try
     └── ChannelError             sending through a messenger API failed
         ├── RateLimited          429: retry after `retry_after` seconds
         ├── Timeout              no answer in time
@@ -29,6 +30,7 @@ __all__ = [
     "ChannelError",
     "CircuitOpen",
     "ConfigError",
+    "DataRejected",
     "FlowError",
     "InvalidPayload",
     "MalformedPayload",
@@ -110,6 +112,13 @@ class BackendUnavailable(StorageError):
     def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DataRejected(StorageError):
+    """The database refused the values themselves (too long, out of range, not encodable):
+    trying the same write again fails the same way, unlike :class:`BackendUnavailable`. The
+    worker counts such a step as a failed delivery, so its message ends in the dead-letter
+    queue after ``MAX_INBOUND_DELIVERIES`` instead of holding up its client."""
 
 
 class ChannelError(OrderbotError):

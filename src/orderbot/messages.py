@@ -6,12 +6,15 @@ backend stores and moves the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["Attachment", "InboundMessage", "OutboundMessage"]
+from orderbot.outbound import client_key, message_key, reply_key
+
+__all__ = ["Attachment", "InboundMessage", "OutboundMessage", "ReplyText", "replies_to"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +65,11 @@ class InboundMessage:
 
     @property
     def dedupe_key(self) -> str:
-        return f"{self.channel}:{self.message_id}"
+        return message_key(self.channel, self.message_id)
 
     @property
     def client_key(self) -> str:
-        return f"{self.channel}:{self.client_id}"
+        return client_key(self.channel, self.client_id)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -143,3 +146,31 @@ class OutboundMessage:
             created_at=data.get("created_at", 0.0),
             kind=data.get("kind", "text"),
         )
+
+
+class ReplyText(Protocol):
+    """What a reply says: the dialog's ``Reply`` (this module does not import the dialog)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def buttons(self) -> tuple[str, ...]: ...
+
+
+def replies_to(
+    message: InboundMessage, replies: Iterable[ReplyText], now: float
+) -> tuple[OutboundMessage, ...]:
+    """The outbox entries answering ``message``: the ``index``-th keyed
+    :func:`~orderbot.outbound.reply_key` of the message's dedupe key, routed back to its client."""
+    return tuple(
+        OutboundMessage(
+            key=reply_key(message.dedupe_key, index),
+            channel=message.channel,
+            client_id=message.client_id,
+            text=reply.text,
+            buttons=reply.buttons,
+            route=message.route,
+            created_at=now,
+        )
+        for index, reply in enumerate(replies)
+    )

@@ -7,10 +7,13 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "CIRCUIT_STATE",
     "DIALOG_STEP_SECONDS",
+    "HOUSEKEEPING_FAILURES",
+    "INBOUND_DEAD_LETTERS",
     "ORDERS_CREATED",
     "QUEUE_DEPTH",
     "RATE_LIMIT_WAITS",
     "REPLIES",
+    "STEP_FAILURES",
     "WEBHOOKS",
 ]
 
@@ -34,4 +37,20 @@ RATE_LIMIT_WAITS = Counter(
 )
 CIRCUIT_STATE = Gauge(
     "orderbot_circuit_open", "1 while the channel's circuit breaker is open", ["channel"]
+)
+STEP_FAILURES = Counter(
+    "orderbot_step_failures_total",
+    "Dialog steps that failed in a way waiting does not cure (data the database refuses, a"
+    " bug), by channel; each counts toward MAX_INBOUND_DELIVERIES",
+    ["channel"],
+)
+INBOUND_DEAD_LETTERS = Counter(
+    "orderbot_inbound_dead_letters_total",
+    "Inbound messages moved to the dead-letter queue after MAX_INBOUND_DELIVERIES, by channel",
+    ["channel"],
+)
+HOUSEKEEPING_FAILURES = Counter(
+    "orderbot_housekeeping_failures_total",
+    "Runs of a housekeeping job that failed (the other jobs still run), by job",
+    ["job"],
 )

@@ -19,7 +19,7 @@ from orderbot import metrics
 if TYPE_CHECKING:  # redis is an optional dependency (the distributed profile)
     from redis.asyncio import Redis
 
-    from orderbot.redisbatch import RedisBatcher
+    from orderbot.storage.redis import RedisBatcher
 
 __all__ = ["LocalRateLimiter", "RateLimiter", "RedisRateLimiter"]
 
@@ -139,7 +139,7 @@ class RedisRateLimiter(RateLimiter):
         if self._burst < 1:
             raise ValueError("burst must be at least 1")
         self._sleep = sleep
-        from orderbot.redisbatch import RedisBatcher
+        from orderbot.storage.redis import RedisBatcher
 
         self._take = redis.register_script(_BUCKET_LUA)
         self._batch = batcher or RedisBatcher(redis)  # concurrent sends share a pipeline

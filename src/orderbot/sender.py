@@ -15,26 +15,30 @@ Rules it keeps (see DESIGN.md, "Correctness rules"):
 * Items are durable in the outbox until marked sent or dead-lettered; stopping (or crashing)
   leaves the rest there, so the worst case after a crash is a reply sent twice, never lost.
 
-The claiming and the lanes are here; trying one reply and recording its outcome (retries, the
-circuit breaker, the dead-letter queue) are in :mod:`orderbot.sender_attempts`, mixed into
-:class:`Sender`.
+One module, one class: the claiming and the lanes, then one reply at a time: an attempt through
+the channel's circuit breaker, the rate limit and (for a reply whose last call timed out) the
+channel's own record of what it delivered, then the outcome recorded in the outbox: sent,
+rescheduled by the retry policy, deferred without spending an attempt, or dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from orderbot import metrics, outbound
 from orderbot.channels.base import Channel
+from orderbot.errors import ChannelError, CircuitOpen, Timeout
+from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
 from orderbot.queues.base import Outbox, OutboxItem
 from orderbot.ratelimit import RateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.sender_attempts import SendAttempts, _Counts, _describe
 
 __all__ = ["Sender"]
 
@@ -54,7 +58,31 @@ class _Lane:
     reported: bool = False  # that attempt was logged as stuck
 
 
-class Sender(SendAttempts):
+# What a lane holds when the rate limiter itself fails (e.g. its Redis is down): not the
+# reply's fault, so it is retried soon without spending an attempt.
+_LIMITER_RETRY = 1.0
+
+
+_OUTBOX_RETRY_MAX = 5.0
+
+
+@dataclass(eq=False)
+class _Deferred:
+    """The call was not made (circuit open, limiter down); retry after ``delay`` seconds."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(eq=False)
+class _Counts:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    deferred: int = 0
+
+
+class Sender:
     """Delivers outbox items through ``channels`` (by channel name) until told to stop.
 
     ``clock`` is wall time, the clock of ``OutboxItem.not_before``. ``max_active_lanes`` bounds
@@ -219,7 +247,7 @@ class Sender(SendAttempts):
         for item in items:
             if item.handle in self._in_hand:  # an outbox that ignored ``exclude``
                 continue
-            key = f"{item.message.channel}:{item.message.client_id}"
+            key = outbound.client_key(item.message.channel, item.message.client_id)
             self._in_hand[item.handle] = key
             lane = self._lanes.get(key)
             if lane is not None:
@@ -270,6 +298,185 @@ class Sender(SendAttempts):
         self._in_hand.pop(handle, None)
         self._freed.set()
 
+    def breaker(self, channel: str) -> CircuitBreaker:
+        """The circuit breaker of ``channel`` (created on first use)."""
+        found = self._breakers.get(channel)
+        if found is None:
+            found = self._breakers[channel] = self._breaker_factory(channel)
+        return found
+
+    def _stopping(self) -> bool:
+        return self._closing or self._stop is None or self._stop.is_set()
+
+    async def _process(self, item: OutboxItem) -> OutboxItem | None:
+        """Try ``item`` once and record the outcome; return the item to keep at the head of
+        its lane (rescheduled), or None when it is done with (sent, dead-lettered, or parked
+        by an outbox that ``parks_retries``)."""
+        name = item.message.channel
+        channel = self._channels.get(name)
+        if channel is None:
+            await self._dead(item, item.attempts, f"no channel adapter named {name!r}")
+            return None
+        started = self._clock()  # no later than the call itself: a safe bound for reconciling
+        outcome = await self._attempt(channel, self.breaker(name), item)
+        if outcome is None:
+            if await self._outbox_call(
+                "mark_sent", item, lambda: self._outbox.mark_sent(item.handle)
+            ):
+                self.counts.sent += 1
+                metrics.REPLIES.labels(channel=name, result="sent").inc()
+            return None
+        if isinstance(outcome, _Deferred):
+            not_before = self._clock() + outcome.delay
+            error = item.last_error or outcome.reason
+            log.debug("reply %s deferred %.1fs: %s", item.handle, outcome.delay, outcome.reason)
+            parked = await self._outbox_call(
+                "reschedule",
+                item,
+                lambda: self._outbox.reschedule(item.handle, item.attempts, not_before, error),
+            )
+            self.counts.deferred += 1
+            if parked and self._outbox.parks_retries:
+                return None  # the outbox hands it out again when due
+            return replace(item, not_before=not_before)
+        attempts = item.attempts + 1
+        error = _describe(outcome)
+        retryable = isinstance(outcome, ChannelError) and outcome.retryable
+        delay = self._policy.next_delay(attempts, outcome) if retryable else None
+        if delay is None:
+            await self._dead(item, attempts, error)
+            return None
+        not_before = self._clock() + delay
+        log.warning(
+            "reply %s via %s failed (attempt %d): %s; retry in %.2fs",
+            item.handle,
+            name,
+            attempts,
+            type(outcome).__name__,
+            delay,
+        )
+        parked = await self._outbox_call(
+            "reschedule",
+            item,
+            lambda: self._outbox.reschedule(item.handle, attempts, not_before, error),
+        )
+        self.counts.retried += 1
+        metrics.REPLIES.labels(channel=name, result="retried").inc()
+        if parked and self._outbox.parks_retries:
+            return None  # the outbox hands it out again when due
+        # A timed-out call may still have been delivered: ask the channel before the next one.
+        in_doubt = (item.in_doubt_since or started) if isinstance(outcome, Timeout) else None
+        return replace(
+            item,
+            attempts=attempts,
+            not_before=not_before,
+            last_error=error,
+            in_doubt_since=in_doubt,
+        )
+
+    async def _attempt(
+        self, channel: Channel, breaker: CircuitBreaker, item: OutboxItem
+    ) -> Exception | _Deferred | None:
+        """One send within the concurrency bound, the breaker and the rate limit: None on
+        success, the error it raised, or a deferral when no call was made."""
+        async with self._slots:
+            try:
+                breaker.before_call()
+            except CircuitOpen as exc:
+                return _Deferred(exc.retry_after, f"CircuitOpen: {exc}")
+            try:
+                await self._limiter.acquire()
+            except Exception as exc:
+                breaker.cancel_trial()
+                log.error("rate limiter failed: %s", _describe(exc))
+                return _Deferred(_LIMITER_RETRY, "rate limiter unavailable")
+            except BaseException:
+                breaker.cancel_trial()
+                raise
+            if item.in_doubt_since is not None:
+                try:
+                    delivered = await channel.was_delivered(item.message, item.in_doubt_since)
+                except ChannelError as exc:
+                    breaker.record(exc)
+                    return exc
+                except Exception as exc:
+                    # A bug in the adapter's check: it cannot tell, so the reply is sent again
+                    # (at least once), as for a channel that keeps no record.
+                    log.warning(
+                        "reply %s: the delivery check failed (%s); sending it again",
+                        item.handle,
+                        type(exc).__name__,
+                    )
+                    delivered = None
+                if delivered:
+                    breaker.record(None)
+                    log.info("reply %s was already delivered; not sending it again", item.handle)
+                    return None
+            try:
+                await self._outbox.begin_send(item.handle)
+            except Exception as exc:
+                breaker.cancel_trial()
+                log.error("outbox begin_send of reply %s failed: %s", item.handle, _describe(exc))
+                return _Deferred(_LIMITER_RETRY, "outbox unavailable")
+            try:
+                await channel.send(item.message)
+            except ChannelError as exc:
+                breaker.record(exc)
+                return exc
+            except Exception as exc:
+                # A bug in the adapter says nothing about the API's health.
+                breaker.cancel_trial()
+                # The traceback's frames, not its message: the message may quote the text.
+                log.debug(
+                    "reply %s: unexpected %s from the adapter:\n%s",
+                    item.handle,
+                    type(exc).__name__,
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
+                return exc
+            except BaseException:
+                breaker.cancel_trial()
+                raise
+            breaker.record(None)
+            return None
+
+    async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
+        log.error(
+            "reply %s via %s dead-lettered after %d attempt(s): %s",
+            item.handle,
+            item.message.channel,
+            attempts,
+            error,
+        )
+        if await self._outbox_call(
+            "dead_letter", item, lambda: self._outbox.dead_letter(item.handle, attempts, error)
+        ):
+            self.counts.dead += 1
+            metrics.REPLIES.labels(channel=item.message.channel, result="dead").inc()
+
+    async def _outbox_call(
+        self, what: str, item: OutboxItem, call: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Record an outcome, retrying while the outbox fails: the lane must not move on (or the
+        item be claimed again) before its result is stored. False when given up on stop."""
+        delay = 0.1
+        while True:
+            try:
+                await call()
+                return True
+            except Exception as exc:
+                log.error(
+                    "outbox %s of reply %s failed (%s); retrying in %.1fs",
+                    what,
+                    item.handle,
+                    _describe(exc),
+                    delay,
+                )
+            if self._stopping():
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _OUTBOX_RETRY_MAX)
+
 
 def _where(task: asyncio.Task[Any]) -> str:
     """Where ``task`` waits: the chain of awaits from its coroutine down to the innermost one,
@@ -286,3 +493,13 @@ def _where(task: asyncio.Task[Any]) -> str:
         places.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return " -> ".join(places[-5:]) or "(finished)"
+
+
+def _describe(exc: BaseException | None) -> str:
+    """An error for logs and the dead-letter queue. Our channel errors are written without
+    personal data; anything else is masked, since it may quote what was being sent."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, ChannelError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {mask_text(str(exc))}"

@@ -1,39 +1,54 @@
 """The worker: takes inbound messages, runs the dialog step for each client, commits the result.
 
 One client's messages are handled one at a time in arrival order (a lane per client); different
-clients run concurrently, at most ``concurrency`` steps at once. The worker never talks to a
-messenger: replies go to the outbox in the same commit as the new state.
+clients run concurrently, at most ``concurrency`` steps at once; a step that downloads model
+files gives its slot up while the files download (the file receiver bounds those on its own).
+The worker never talks to a messenger: replies go to the outbox in the same commit as the new
+state.
+
+A step that cannot be stored because a backing service is down waits at the head of its lane
+and is tried again, for as long as the outage lasts. A step that fails the same way every time
+(the database refuses the message's data, or a bug past the dialog's own error handling) is
+tried again too, with the same backoff, but each try counts as a delivery: after
+``max_deliveries`` the message goes to the dead-letter queue and its client's next messages
+are handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from typing import Any
 
 from orderbot.desk.base import HandoffWindow
-from orderbot.dialog import (
+from orderbot.desk.front import UNKNOWN, FrontDesk, Unknown
+from orderbot.dialog.engine import error_reply, file_room, step, wants_files
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     Reply,
-    error_reply,
-    step,
-    wants_files,
 )
-from orderbot.errors import StorageError
-from orderbot.files import FileReceiver
-from orderbot.frontdesk import UNKNOWN, FrontDesk, Unknown
+from orderbot.errors import DataRejected, StorageError
+from orderbot.files.receiver import FileReceiver, display_name
 from orderbot.loggers import worker as log
-from orderbot.messages import Attachment, InboundMessage, OutboundMessage
-from orderbot.metrics import DIALOG_STEP_SECONDS, ORDERS_CREATED
+from orderbot.messages import Attachment, InboundMessage, OutboundMessage, replies_to
+from orderbot.metrics import (
+    DIALOG_STEP_SECONDS,
+    INBOUND_DEAD_LETTERS,
+    ORDERS_CREATED,
+    STEP_FAILURES,
+)
+from orderbot.orders.models import OrderRecord, order_parts
+from orderbot.outbound import order_idempotency_key
 from orderbot.queues.base import InboundDelivery, InboundQueue
-from orderbot.state.base import OrderRecord, OutcomeRecord, StepCommit, StepStore, order_parts
+from orderbot.state.base import OutcomeRecord, StepCommit, StepStore
 
 __all__ = ["Worker"]
 
@@ -79,6 +94,9 @@ class Worker:
         self._buffered = 0
         self._max_buffered = max(1000, concurrency * 50)
         self._room = asyncio.Event()
+        # The last error of a delivery that failed in a way waiting does not cure, by handle:
+        # the dead letter says why.
+        self._failures: dict[int, Exception] = {}
         self.handled = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -124,22 +142,45 @@ class Worker:
         try:
             while lane:
                 try:
-                    async with self._slots:
-                        await self.handle(lane[0])
+                    await self.handle(lane[0])
+                except DataRejected as exc:
+                    self._failed(lane, exc)
                 except StorageError as exc:
                     # A backing service is down (Redis, the database): the message stays at
                     # the head of its client's lane, unacked, and is tried again when it is back.
                     log.warning("client %s waits for storage (%s); retrying", key, exc)
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, _OUTAGE_PAUSE[1])
+                except Exception as exc:
+                    log.exception("step of message %s failed", lane[0].message.message_id)
+                    self._failed(lane, exc)
+                else:
+                    pause = _OUTAGE_PAUSE[0]
+                    self._failures.pop(lane.popleft().handle, None)
+                    self._buffered -= 1
+                    self._room.set()
                     continue
-                pause = _OUTAGE_PAUSE[0]
-                lane.popleft()
-                self._buffered -= 1
-                self._room.set()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _OUTAGE_PAUSE[1])
         finally:
+            for delivery in lane:
+                self._failures.pop(delivery.handle, None)
             self._buffered -= len(lane)
             del self._lanes[key]
+
+    def _failed(self, lane: deque[InboundDelivery], exc: Exception) -> None:
+        """The step at the head of ``lane`` failed in a way waiting does not cure: count the
+        try as a delivery, so that the message is dead-lettered after ``max_deliveries``
+        (see :meth:`handle`) instead of holding up its client for ever."""
+        delivery = lane[0]
+        STEP_FAILURES.labels(delivery.message.channel).inc()
+        self._failures[delivery.handle] = exc
+        log.warning(
+            "message %s failed (try %d of %d): %s",
+            delivery.message.message_id,
+            delivery.deliveries,
+            self._max_deliveries,
+            _shown(exc),
+        )
+        lane[0] = dataclasses.replace(delivery, deliveries=delivery.deliveries + 1)
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -151,12 +192,44 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle(self, delivery: InboundDelivery) -> None:
-        """Run one step and commit it; never raises for a bad message."""
+        """Run one step and commit it; a step that raises answers with an apology;
+        what raises here is a commit that failed (storage down, or data it refuses), which the
+        lane retries (see :meth:`_run_lane`).
+
+        The step holds one of the ``concurrency`` slots, except while it downloads files: the
+        downloads (bounded by the file receiver: a deadline, a minimum rate, a few at a time)
+        happen between two slot holds, so a slow link never keeps other customers waiting.
+        The client's lane still runs this message to its end before the next one (order), and
+        nothing is committed before the files are in (a crash redoes the step; stored files
+        are named by checksum, so a second download stores nothing new)."""
         started = time.perf_counter()
+        message = delivery.message
+        async with self._slots:
+            loaded = await self._load(delivery, started)
+            if loaded is None:
+                return
+            state, raw = loaded
+            if not self._downloads_files(state, message):
+                await self._step(delivery, state, raw, message.attachments, None, started)
+                return
+        failure: Exception | None = None
+        attachments: tuple[Attachment | ReceivedFile, ...] = message.attachments
+        try:
+            attachments = await self._receive_files(state, message)
+        except Exception as exc:  # answered as a failed step below
+            failure = exc
+        async with self._slots:
+            await self._step(delivery, state, raw, attachments, failure, started)
+
+    async def _load(
+        self, delivery: InboundDelivery, started: float
+    ) -> tuple[DialogState | None, bytes | None] | None:
+        """The client's state, or ``None`` when the message needs no step (a copy of one
+        already processed, dead-lettered, or answered by the front desk)."""
         message = delivery.message
         if delivery.deliveries > self._max_deliveries:
             await self._give_up(delivery, started)
-            return
+            return None
         handoff: HandoffWindow | Unknown | None = UNKNOWN
         if self._front_desk is None:
             raw, processed = await self._store.load(message)
@@ -170,17 +243,30 @@ class Worker:
             log.info("message %s was already processed; dropping the copy", message.message_id)
             await self._inbound.ack(delivery)
             self.handled += 1
-            return
+            return None
         # An attempt starts (counted for a redelivery; a processed copy is not an attempt).
         await self._inbound.begin(delivery)
         state = _decode_state(raw, message)
-        before = state.step if state is not None else "-"
         if self._front_desk is not None and await self._at_front_desk(
             delivery, state, raw, handoff
         ):
-            return
+            return None
+        return state, raw
+
+    async def _step(
+        self,
+        delivery: InboundDelivery,
+        state: DialogState | None,
+        raw: bytes | None,
+        attachments: tuple[Attachment | ReceivedFile, ...],
+        failure: Exception | None,
+        started: float,
+    ) -> None:
+        message = delivery.message
+        before = state.step if state is not None else "-"
         try:
-            attachments = await self._receive_files(state, message)
+            if failure is not None:
+                raise failure
             result = step(
                 self._flow,
                 state,
@@ -249,19 +335,31 @@ class Worker:
         self.handled += 1
         return True
 
+    def _downloads_files(self, state: DialogState | None, message: InboundMessage) -> bool:
+        # Only a step that wants files gets them downloaded: a photo at the address step is not.
+        return (
+            self._files is not None
+            and any(a.kind != "location" for a in message.attachments)
+            and wants_files(self._flow, state)
+        )
+
     async def _receive_files(
         self, state: DialogState | None, message: InboundMessage
     ) -> tuple[Attachment | ReceivedFile, ...]:
-        # Only a step that wants files gets them downloaded: a photo at the address step is not.
-        if not message.attachments or self._files is None or not wants_files(self._flow, state):
-            return message.attachments
-        files = self._files
-        return tuple(
-            [
-                attachment if attachment.kind == "location" else await files.receive(attachment)
-                for attachment in message.attachments
-            ]
-        )
+        """Download what the step takes; no more files than it has room for are fetched (the
+        others are refused as ``too_many`` without a request)."""
+        assert self._files is not None
+        room = file_room(self._flow, state)
+        received: list[Attachment | ReceivedFile] = []
+        for attachment in message.attachments:
+            if attachment.kind == "location":
+                received.append(attachment)
+            elif room <= 0:
+                received.append(ReceivedFile(name=display_name(attachment), refused="too_many"))
+            else:
+                room -= 1  # an attempt counts, refused or not: one link, one request at most
+                received.append(await self._files.receive(attachment, channel=message.channel))
+        return tuple(received)
 
     async def _commit(self, commit: StepCommit, *, ack: bool = True) -> int | None:
         """Commit, then (with ``ack``) tell the queue the message is done: a broker may only
@@ -269,6 +367,8 @@ class Worker:
         for delay in (*_COMMIT_RETRIES, None):
             try:
                 order_id = await self._store.commit_step(commit)
+            except DataRejected:
+                raise  # the same on every try: the lane counts it (see _failed)
             except StorageError:
                 if delay is None:
                     # Not done: the lane tries the message again (its step redone is a no-op
@@ -285,24 +385,47 @@ class Worker:
     async def _give_up(self, delivery: InboundDelivery, started: float) -> None:
         message = delivery.message
         error = f"delivered {delivery.deliveries} times without completing its step"
-        log.error("dead-lettering message %s: %s", message.message_id, error)
+        last = self._failures.get(delivery.handle)
+        if last is not None:
+            log.error(
+                "dead-lettering message %s: %s; last error: %s",
+                message.message_id,
+                error,
+                _shown(last),
+            )
+            error += f"; last error: {type(last).__name__}: {last}"  # the dead letter's record
+        else:
+            log.error("dead-lettering message %s: %s", message.message_id, error)
         language = self._options.default_language
         raw = await self._store.load_state(message.client_key)
         state = _decode_state(raw, message)
         if state is not None:
             language = state.language
-        await self._commit(
-            StepCommit(
-                delivery=delivery,
-                state=raw,
-                state_name=state.step if state is not None else "-",
-                replies=_outbound(message, (error_reply(language),)),
-                error=error,
-            ),
-            ack=False,  # dead_letter takes it off the queue, after the copy is stored
-        )
+        try:
+            await self._commit(
+                StepCommit(
+                    delivery=delivery,
+                    state=raw,
+                    state_name=state.step if state is not None else "-",
+                    replies=_outbound(message, (error_reply(language),)),
+                    error=error,
+                ),
+                ack=False,  # dead_letter takes it off the queue, after the copy is stored
+            )
+        except DataRejected as exc:
+            # The message's own data is what the database refuses (its log row carries it):
+            # the dead letter keeps the message; the apology may not have been published.
+            log.warning("message %s is dead-lettered unlogged: %s", message.message_id, exc)
         await self._inbound.dead_letter(delivery, error)
+        self._failures.pop(delivery.handle, None)
+        INBOUND_DEAD_LETTERS.labels(message.channel).inc()
         self.handled += 1
+
+
+def _shown(exc: Exception) -> str:
+    """An error for a log line: ours name only error classes; another's message may quote
+    values, personal data included (its traceback is logged where it is caught)."""
+    return str(exc) if isinstance(exc, DataRejected) else type(exc).__name__
 
 
 def _decode_state(raw: bytes | None, message: InboundMessage) -> DialogState | None:
@@ -332,19 +455,7 @@ def merge_replies(replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
 
 
 def _outbound(message: InboundMessage, replies: tuple[Reply, ...]) -> tuple[OutboundMessage, ...]:
-    now = time.time()
-    return tuple(
-        OutboundMessage(
-            key=f"{message.dedupe_key}:{index}",
-            channel=message.channel,
-            client_id=message.client_id,
-            text=reply.text,
-            buttons=reply.buttons,
-            route=message.route,
-            created_at=now,
-        )
-        for index, reply in enumerate(merge_replies(replies))
-    )
+    return replies_to(message, merge_replies(replies), time.time())
 
 
 def _commit_for(
@@ -359,7 +470,9 @@ def _commit_for(
     for effect in effects:
         if isinstance(effect, CreateOrder):
             order = OrderRecord(
-                idempotency_key=f"{message.channel}:{message.client_id}:{message.message_id}",
+                idempotency_key=order_idempotency_key(
+                    message.channel, message.client_id, message.message_id
+                ),
                 channel=message.channel,
                 client_id=message.client_id,
                 source=message.route.get("transport", message.channel),

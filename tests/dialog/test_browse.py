@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from orderbot.dialog import (
+from orderbot.dialog.engine import step
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
+from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     Reply,
     StepResult,
-    load_flow,
-    step,
 )
-from orderbot.dialog.flow import FLOWS_DIR
 from orderbot.errors import FlowError
 
 T0 = 1_700_000_000.0

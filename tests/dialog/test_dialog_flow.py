@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orderbot.dialog import DialogOptions, load_flow, step
-from orderbot.dialog.flow import FLOWS_DIR
+from orderbot.dialog.engine import step
+from orderbot.dialog.loader import FLOWS_DIR, load_flow
+from orderbot.dialog.models import DialogOptions
 from orderbot.errors import FlowError
 
 TWO = {"ru": "текст", "en": "text"}

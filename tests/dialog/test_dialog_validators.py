@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from orderbot.dialog.validators import (
-    VALIDATORS,
-    CatalogItem,
-    Invalid,
-    Valid,
-    ValidationContext,
-    parse_address,
-    parse_catalog_choice,
-    parse_email,
-    parse_integer,
-    parse_phone,
-    parse_yes_no,
-)
+from orderbot.dialog.validators.base import Invalid, Valid, ValidationContext
+from orderbot.dialog.validators.choices import CatalogItem, parse_catalog_choice, parse_yes_no
+from orderbot.dialog.validators.contacts import parse_address, parse_email, parse_phone
+from orderbot.dialog.validators.quantities import parse_integer
+from orderbot.dialog.validators.registry import VALIDATORS
 
 
 @pytest.mark.parametrize(

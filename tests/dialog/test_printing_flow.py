@@ -10,20 +10,18 @@ import pytest
 from typer.testing import CliRunner
 
 from orderbot.cli import app
-from orderbot.dialog import (
+from orderbot.dialog.engine import step, wants_files
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
     DialogOptions,
     DialogState,
-    Flow,
     ReceivedFile,
     StepResult,
-    load_flow,
-    order_lines,
-    render_buttons_as_text,
-    step,
-    wants_files,
 )
+from orderbot.dialog.rendering import order_lines, render_buttons_as_text
 from orderbot.errors import FlowError
 from orderbot.messages import Attachment
 

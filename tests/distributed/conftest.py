@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from orderbot import db
 from orderbot.channels.base import Channel
 from orderbot.config import Settings, load_settings
 from orderbot.errors import ServerError
@@ -27,11 +26,12 @@ from orderbot.queues.base import DeadLetterQueue, InboundDelivery, InboundQueue,
 from orderbot.queues.sqlite import SqliteDeadLetterQueue, SqliteInboundQueue, SqliteOutbox, Wakeup
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import CircuitBreaker, RetryPolicy
-from orderbot.schema import dialog_outcomes, message_logs, orders
 from orderbot.sender import Sender
-from orderbot.sqlite import SqliteDatabase
 from orderbot.state.base import StepStore
 from orderbot.state.sqlite import SqliteStepStore
+from orderbot.storage import sql as db
+from orderbot.storage.schema import dialog_outcomes, message_logs, orders
+from orderbot.storage.sqlite import SqliteDatabase
 from tests.conftest import require_service
 
 PG_URL = os.environ.get("ORDERBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -77,7 +77,7 @@ async def remove_namespace(namespace: str, shards: int = 2) -> None:
     import aio_pika
     from redis.asyncio import Redis
 
-    from orderbot.queues.broker import RETRY_DELAYS, RabbitBroker
+    from orderbot.queues.rabbitmq.broker import RETRY_DELAYS, RabbitBroker
 
     names = RabbitBroker(RABBIT_URL, prefix=namespace, shards=shards)
     connection = await aio_pika.connect(RABBIT_URL)
@@ -228,7 +228,7 @@ class DistributedBackend(Backend):
     name = "distributed"
 
     def __init__(self, namespace: str) -> None:
-        from orderbot.distributed import DistributedRuntime
+        from orderbot.runtime.distributed import DistributedRuntime
 
         self.namespace = namespace
         self.settings = distributed_settings(namespace)

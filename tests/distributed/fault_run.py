@@ -41,7 +41,7 @@ from tests.distributed.test_processes import (
     expected_texts,
     wait_ready,
 )
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 __all__ = ["FaultPlan", "FaultReport", "run_faults"]
 
@@ -448,7 +448,7 @@ async def _debug(
 ) -> None:
     from redis.asyncio import Redis
 
-    from orderbot.queues.broker import RabbitBroker
+    from orderbot.queues.rabbitmq.broker import RabbitBroker
 
     names = RabbitBroker(rabbit_url, prefix=namespace, shards=shards, retry_delays=(1, 2, 4, 5))
     connection = await aio_pika.connect(rabbit_url)

@@ -4,7 +4,7 @@ PostgreSQL for the sender) through a TCP proxy the test cuts.
 aiormq writes every frame through a write queue of 10. When the connection is lost, the acks
 issued before its channels are marked closed fill that queue, and every later one waits on it
 forever: nothing reads a dead connection's queue again. A reply lane (or a worker's lane) in such
-an ack held up its client's later messages until the process restarted. ``_ack`` gives up after
+an ack held up its client's later messages until the process restarted. ``ack_message`` gives up after
 ``ACK_TIMEOUT``, as it does for an ack that fails: the message comes back and is recognised.
 """
 
@@ -17,12 +17,12 @@ import uuid
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
-from orderbot.queues import broker as broker_module
-from orderbot.queues.broker import RabbitBroker, _ack
+from orderbot.queues.rabbitmq import broker as broker_module
+from orderbot.queues.rabbitmq.broker import RabbitBroker, ack_message
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
+from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.sender import Sender
 from tests.distributed.conftest import (
     RABBIT_URL,
@@ -72,7 +72,7 @@ async def test_acks_cut_off_by_a_lost_connection_all_return(
             async def acker() -> int:
                 done = 0
                 while not arrived.empty():
-                    await _ack(arrived.get_nowait())
+                    await ack_message(arrived.get_nowait())
                     done += 1
                 return done
 

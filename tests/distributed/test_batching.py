@@ -15,10 +15,10 @@ from redis.exceptions import ResponseError
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orderbot import db
-from orderbot.msglog import InboundLogBatcher, MessageLogWriter
-from orderbot.redisbatch import RedisBatcher
-from orderbot.schema import message_logs
+from orderbot.storage import sql as db
+from orderbot.storage.message_log import InboundLogBatcher, MessageLogWriter
+from orderbot.storage.redis import RedisBatcher
+from orderbot.storage.schema import message_logs
 from tests.distributed.conftest import PG_URL, REDIS_URL, migrate_postgres, require_services
 
 pytestmark = pytest.mark.usefixtures("services")

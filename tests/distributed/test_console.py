@@ -20,12 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from orderbot import db
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.distributed import DistributedRuntime
-from orderbot.tracking import flow_text, status_notification
-from tests.console_support import HTML, csrf_of, sign_in, wait_for
-from tests.desk_bots import FLOW
+from orderbot.desk.texts import flow_text, status_notification
+from orderbot.runtime.distributed import DistributedRuntime
+from orderbot.storage import sql as db
 from tests.distributed.conftest import (
     PG_URL,
     distributed_settings,
@@ -33,7 +31,9 @@ from tests.distributed.conftest import (
     require_services,
 )
 from tests.fakes.chat2desk import FakeChat2Desk
-from tests.servers import free_port
+from tests.support.console import HTML, csrf_of, sign_in, wait_for
+from tests.support.desk_bots import FLOW
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

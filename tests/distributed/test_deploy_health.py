@@ -20,7 +20,7 @@ import yaml
 from tests.distributed.conftest import migrate_postgres, remove_namespace, require_services
 from tests.distributed.test_processes import SHARDS, Process, environment, wait_ready
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from orderbot.errors import BackendUnavailable
-from orderbot.notify import OperatorAlerts
-from orderbot.schema import handoffs, message_logs
-from orderbot.tracking import InvalidTransition
-from tests.desk_bots import DistributedBot, open_bot
+from orderbot.orders.alerts import OperatorAlerts
+from orderbot.orders.status import InvalidTransition
+from orderbot.storage.schema import handoffs, message_logs
+from tests.support.desk_bots import DistributedBot, open_bot
 
 ORDER = ["Hello", "Chui avenue 120, apt 5", "0555 123 456", "3", "yes"]
 
@@ -75,7 +75,8 @@ async def test_new_order_alerts_are_published_again_by_a_redo_under_the_same_key
         await bot.queue.put(_message(bot, hal, "confirm", "yes"))
         (delivery,) = await _fetch(bot)
         raw = await bot.runtime.store.load_state(delivery.message.client_key)
-        from orderbot.dialog import DialogState, step
+        from orderbot.dialog.engine import step
+        from orderbot.dialog.models import DialogState
         from orderbot.worker import _commit_for
 
         state = DialogState.from_json(raw)  # type: ignore[arg-type]

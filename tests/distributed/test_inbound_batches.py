@@ -13,8 +13,8 @@ import pytest
 
 from orderbot.errors import BackendUnavailable
 from orderbot.messages import InboundMessage
-from orderbot.queues.broker import shard_of
-from orderbot.queues.rabbitmq import BATCH_CONTENT_TYPE
+from orderbot.queues.rabbitmq.broker import shard_of
+from orderbot.queues.rabbitmq.inbound import BATCH_CONTENT_TYPE
 from tests.distributed.conftest import (
     DistributedBackend,
     eventually,
@@ -144,7 +144,7 @@ async def test_an_unreadable_message_met_while_the_broker_is_down_is_kept_for_la
         await publish_dead_letter(**fields)  # type: ignore[arg-type]
 
     monkeypatch.setattr(broker, "publish_dead_letter", down_once)
-    await bot.inbound._start()
+    await bot.inbound.consumer.start()
     await eventually(lambda: len(bot.inbound._buffer) == 2)
     got = await bot.inbound.fetch(10)
     assert [d.message.message_id for d in got] == [good.message_id]
@@ -206,7 +206,7 @@ async def test_a_replay_whose_acks_hang_still_returns(
     # letters come back to the queue and are replayed again next time, as copies).
     from aio_pika.message import IncomingMessage
 
-    from orderbot.queues import broker as broker_module
+    from orderbot.queues.rabbitmq import broker as broker_module
 
     for n in range(2):
         await bot.runtime.broker.publish_dead_letter(

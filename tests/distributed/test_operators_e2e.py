@@ -21,13 +21,12 @@ import pytest
 from sqlalchemy import select
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.channels.telegram import TelegramChannel
+from orderbot.channels.order_webhook import OrderWebhookChannel
+from orderbot.channels.telegram.client import TelegramChannel
 from orderbot.config import Settings
-from orderbot.distributed import DistributedRuntime
-from orderbot.notify import OrderWebhookChannel
-from orderbot.schema import message_logs
-from orderbot.tracking import status_notification
-from tests.desk_bots import FLOW, forget_clients
+from orderbot.desk.texts import status_notification
+from orderbot.runtime.distributed import DistributedRuntime
+from orderbot.storage.schema import message_logs
 from tests.distributed.conftest import (
     distributed_settings,
     migrate_postgres,
@@ -36,8 +35,9 @@ from tests.distributed.conftest import (
 )
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.servers import free_port, serving
-from tests.test_admin_api import Receiver
+from tests.support.desk_bots import FLOW, forget_clients
+from tests.support.servers import free_port, serving
+from tests.web.test_admin_api import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -241,6 +241,15 @@ async def test_admin_api_alerts_and_status_notifications(stack: Stack) -> None:
     assert (await http.get(f"/api/orders/{missing}", headers=ADMIN)).status_code == 404
     r = await http.patch(f"/api/orders/{order_id}", json={"status": "lost"}, headers=ADMIN)
     assert r.status_code == 422
+    # Numbers past BIGINT are a 422, not a 503 from the database (issue 18).
+    huge = "9223372036854775808"
+    for r in (
+        await http.get(f"/api/orders?offset={huge}", headers=ADMIN),
+        await http.get(f"/api/orders/{huge}", headers=ADMIN),
+        await http.patch(f"/api/orders/{huge}", json={"status": "confirmed"}, headers=ADMIN),
+    ):
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    assert (await http.get("/health")).status_code == 200
     # Each notification was sent once.
     notes = [t for t in stack.chat2desk.texts(client) if f"#{order_id}" in t]
     assert len(notes) == len(set(notes))

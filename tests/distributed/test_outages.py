@@ -32,7 +32,7 @@ from tests.distributed.test_processes import (
     wait_replies,
 )
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -230,7 +230,7 @@ async def test_broker_open_starts_over_when_the_connection_drops_while_declaring
     # A worker starting while RabbitMQ goes away: connected, then lost mid-declare.
     import aiormq
 
-    from orderbot.queues.broker import RabbitBroker
+    from orderbot.queues.rabbitmq.broker import RabbitBroker
 
     real = RabbitBroker._declare
     calls = 0

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orderbot.distributed import DistributedRuntime
 from orderbot.messages import OutboundMessage
-from orderbot.queues.broker import shard_of
-from orderbot.queues.leases import ShardLeases
+from orderbot.queues.rabbitmq.broker import shard_of
+from orderbot.queues.rabbitmq.leases import ShardLeases
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.retry import RetryPolicy
+from orderbot.runtime.distributed import DistributedRuntime
 from orderbot.sender import Sender
 from tests.distributed.conftest import (
     RecordingChannel,
@@ -109,7 +109,7 @@ async def test_replies_handed_out_before_redis_fails_in_the_same_claim_are_sent(
         await runtime.redis.set(outbox._keys.sent(f"{copied}:0"), "1", ex=60)
         await outbox.put([_reply(copied, 0), _reply(copied, 1)])
         await outbox.put([_reply(other, 0), _reply(other, 1)])
-        await outbox._start()
+        await outbox.consumer.start()
         await eventually(lambda: sum(len(line) for line in outbox._lines.values()) == 4)
         failing = _FailingPipelines(outbox._redis, fail={2})
         monkeypatch.setattr(outbox, "_redis", failing)
@@ -184,7 +184,7 @@ async def test_a_channel_the_broker_closes_is_consumed_again(leased: bool) -> No
     try:
         outbox = runtime.outbox
         if leased:
-            outbox.leased = True
+            outbox.consumer.leased = True
             leases = ShardLeases(
                 runtime.redis, outbox, prefix=namespace, role="outbox", shards=1, interval=0.2
             )
@@ -203,7 +203,7 @@ async def test_a_channel_the_broker_closes_is_consumed_again(leased: bool) -> No
         with contextlib.suppress(AssertionError):
             await eventually(lambda: len(channel.sent) == 2, timeout=10)
         assert channel.keys(client) == [f"{client}:0", f"{client}:1"]
-        assert outbox.consuming == [0]
+        assert outbox.consumer.consuming == [0]
     finally:
         stop.set()
         for task in tasks:

@@ -19,9 +19,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from orderbot import db
-from orderbot.dialog import DialogOptions, load_flow, step
-from orderbot.schema import orders
+from orderbot.dialog.engine import step
+from orderbot.dialog.loader import load_flow
+from orderbot.dialog.models import DialogOptions
+from orderbot.storage import sql as db
+from orderbot.storage.schema import orders
 from orderbot.worker import merge_replies
 from tests.distributed.conftest import (
     PG_URL,
@@ -32,7 +34,7 @@ from tests.distributed.conftest import (
     require_services,
 )
 from tests.fakes.chat2desk import ThreadedFakeChat2Desk
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderbot.distributed_runtime import DistributedRuntime
 from orderbot.errors import ConfigError
-from orderbot.queues.broker import RabbitBroker
+from orderbot.queues.rabbitmq.broker import RabbitBroker
+from orderbot.runtime.distributed import DistributedRuntime
 from tests.distributed.conftest import (
     PG_URL,
     RABBIT_URL,

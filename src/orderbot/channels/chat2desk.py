@@ -16,7 +16,17 @@ from urllib.parse import quote
 
 import orjson
 
-from orderbot.channels.base import Channel, invalid_field, json_type_name
+from orderbot.channels.base import (
+    MAX_ID_LENGTH,
+    MAX_INTEGER_ID,
+    Channel,
+    check_id,
+    check_integer_id,
+    check_url,
+    clean_text,
+    invalid_field,
+    json_type_name,
+)
 from orderbot.errors import (
     PermanentError,
     RateLimited,
@@ -31,9 +41,6 @@ if TYPE_CHECKING:  # imported on the first send: a server or worker process neve
 
 __all__ = ["Chat2DeskChannel", "parse_retry_after", "render_buttons"]
 
-# Chat2Desk sends ids as integers; a proxy or a hand-written test may send strings. Anything
-# longer than this is not an id we issued, and would only bloat keys and logs.
-_MAX_ID_LENGTH = 128
 # The single-URL media fields of the inbox webhook, and the attachment kind each one becomes.
 _MEDIA_FIELDS = (("photo", "photo"), ("pdf", "file"), ("audio", "audio"), ("video", "video"))
 _DEFAULT_RETRY_AFTER = 1.0
@@ -41,28 +48,35 @@ _EXCERPT_CHARS = 200
 
 
 def _parse_id(payload: dict[str, Any], field: str) -> str:
+    """An id of the inbox webhook. Chat2Desk's ids are integers (``client_id: 12568`` in its
+    webhook, tests/test_chat2desk.py REAL_INBOX); a proxy or a hand-written test may send strings.
+    A digit string is read as the integer it spells, so ``"07001"``, ``"7001"`` and ``7001`` are
+    one client; integers must fit 64 bits (they go back to the API as JSON numbers); other
+    strings must be plain ids (:func:`check_id`)."""
     value = payload.get(field)
     # ``type(...) is`` on purpose: bool is an int subclass, and True must not become client "True".
     if type(value) is int:
-        return str(value)
+        if value < 0:
+            raise invalid_field(field, "must not be negative")
+        return str(check_integer_id(field, value))
     if type(value) is str:
         text = value.strip()
-        if not text:
-            raise invalid_field(field, "must not be empty")
-        if len(text) > _MAX_ID_LENGTH:
-            raise invalid_field(field, f"longer than {_MAX_ID_LENGTH} characters")
-        return text
+        if text.isascii() and text.isdigit():
+            if len(text) > MAX_ID_LENGTH:
+                raise invalid_field(field, f"longer than {MAX_ID_LENGTH} characters")
+            return str(check_integer_id(field, int(text)))
+        return check_id(field, text)
     if field not in payload:
         raise invalid_field(field, "missing")
     raise invalid_field(field, f"must be a string or an integer, not {json_type_name(value)}")
 
 
-def _route_value(value: object) -> str | None:
-    if type(value) is int:
-        return str(value)
-    if type(value) is str and value.strip():
-        return value.strip()
-    return None
+def _route_value(payload: dict[str, Any], field: str) -> str | None:
+    """``transport`` or ``channel_id``: absent or empty is None, else an id as above."""
+    value = payload.get(field)
+    if type(value) is int or (type(value) is str and value.strip()):
+        return _parse_id(payload, field)
+    return None  # absent, empty, or a type we never used: answering still works without it
 
 
 def _parse_attachments(payload: dict[str, Any]) -> tuple[Attachment, ...]:
@@ -73,14 +87,15 @@ def _parse_attachments(payload: dict[str, Any]) -> tuple[Attachment, ...]:
             continue
         if type(value) is not str:
             raise invalid_field(field, f"must be a URL string, not {json_type_name(value)}")
-        found.append(Attachment(url=value, kind=kind))
+        found.append(Attachment(url=check_url(field, value), kind=kind))
     coordinates = payload.get("coordinates")
     if coordinates is not None and coordinates != "":
         if type(coordinates) is not str:
             raise invalid_field(
                 "coordinates", f"must be a string, not {json_type_name(coordinates)}"
             )
-        found.append(Attachment(url=f"geo:{coordinates.replace(' ', '')}", kind="location"))
+        where = check_url("coordinates", coordinates.replace(" ", ""))
+        found.append(Attachment(url=f"geo:{where}", kind="location"))
     items = payload.get("attachments")
     if items is None:
         return tuple(found)
@@ -93,7 +108,7 @@ def _parse_attachments(payload: dict[str, Any]) -> tuple[Attachment, ...]:
 
 def _parse_attachment(field: str, item: object) -> Attachment:
     if type(item) is str and item:
-        return Attachment(url=item)
+        return Attachment(url=check_url(field, item))
     if type(item) is not dict:
         raise invalid_field(field, f"must be an object or a URL string, not {json_type_name(item)}")
     url = item.get("link", item.get("url"))
@@ -104,9 +119,9 @@ def _parse_attachment(field: str, item: object) -> Attachment:
     size = item.get("size")
     kind = item.get("type", "file")
     return Attachment(
-        url=url,
-        name=name if type(name) is str else "",
-        mime_type=mime_type if type(mime_type) is str else "",
+        url=check_url(f"{field}.link", url),
+        name=clean_text(name) if type(name) is str else "",
+        mime_type=clean_text(mime_type) if type(mime_type) is str else "",
         size=size if type(size) is int and size >= 0 else None,
         kind=kind if type(kind) is str and kind else "file",
     )
@@ -143,8 +158,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
 
 
 def _json_id(value: str) -> int | str:
-    # Chat2Desk ids are integers; send them as such, but keep anything else verbatim.
-    return int(value) if value.isascii() and value.isdigit() else value
+    # Chat2Desk ids are integers; send them as such, but keep anything else verbatim (also a digit
+    # string past 64 bits, which ingress refuses but an older queued message may hold).
+    if value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_INTEGER_ID:
+        return int(value)
+    return value
 
 
 class Chat2DeskChannel(Channel):
@@ -223,14 +241,16 @@ class Chat2DeskChannel(Channel):
             text = ""
         elif type(text) is not str:
             raise invalid_field("text", f"must be a string, not {json_type_name(text)}")
+        else:
+            text = clean_text(text)
         attachments = _parse_attachments(payload)
         if not attachments and not text.strip():
             raise invalid_field("text", "missing: a message needs text or an attachment")
         route: dict[str, str] = {}
-        transport = _route_value(payload.get("transport"))
+        transport = _route_value(payload, "transport")
         if transport is not None:
             route["transport"] = transport
-        channel_id = _route_value(payload.get("channel_id"))
+        channel_id = _route_value(payload, "channel_id")
         if channel_id is not None:
             route["channel_id"] = channel_id
         return InboundMessage(

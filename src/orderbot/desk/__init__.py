@@ -1,4 +1,4 @@
-"""What the front desk and operators read and change: ``base`` (the interfaces), ``sqlite``
-(embedded), and on the distributed profile (PostgreSQL, Redis flags, the RabbitMQ outbox)
-``postgres`` (the front desk's reads) and ``postgres_admin`` (operators), with
-``postgres_orders``, ``postgres_notifications`` and ``postgres_handbacks`` holding its parts."""
+"""What the front desk and operators read and change: ``front`` (answered before the dialog),
+``requests`` (what a message asks for), ``texts`` (what the customer is told), ``base`` (the
+interfaces), ``sqlite`` (embedded), and on the distributed profile (PostgreSQL, Redis flags, the
+RabbitMQ outbox) ``postgres`` (the front desk's reads) and ``postgres_admin`` (operators)."""

@@ -1,12 +1,12 @@
 """The interfaces behind tracking, operator handoff and order administration, one per backend.
 
-* :class:`DeskStore`: what :class:`~orderbot.frontdesk.FrontDesk` reads before the dialog
+* :class:`DeskStore`: what :class:`~orderbot.desk.front.FrontDesk` reads before the dialog
   engine runs: whether a client is with an operator (asked for *every* message, so it must be
   cheap when the answer is no), the customer's own orders, the conversation so far.
 * :class:`OrderAdmin`: what operators do (CLI, admin API, housekeeping): list, show, change an
   order's status (the customer is notified), hand a conversation back, expire handoffs.
 
-Embedded: :mod:`orderbot.desk.sqlite` (and :class:`orderbot.order_admin.SqliteOrderAdmin`).
+Embedded: :mod:`orderbot.desk.sqlite` (and :class:`orderbot.desk.sqlite.SqliteOrderAdmin`).
 Distributed: :mod:`orderbot.desk.postgres` and :mod:`orderbot.desk.postgres_admin`.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orderbot.errors import OrderbotError
-from orderbot.tracking import HistoryEntry, OrderSummary
+from orderbot.orders.models import HistoryEntry, OrderSummary
 
 __all__ = ["DeskStore", "HandoffNotFound", "HandoffWindow", "OrderAdmin", "OrderNotFound"]
 

@@ -27,12 +27,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.base import DeskStore, HandoffWindow
+from orderbot.desk.requests import TRACK_LIMIT
 from orderbot.errors import BackendUnavailable
 from orderbot.loggers import storage as log
-from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
-from orderbot.redisbatch import RedisBatcher
-from orderbot.schema import handoffs, message_logs, order_status_history, orders
-from orderbot.tracking import TRACK_LIMIT, HistoryEntry, OrderSummary
+from orderbot.orders.models import HistoryEntry, OrderSummary
+from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
+from orderbot.storage.schema import handoffs, message_logs, order_status_history, orders
 
 __all__ = ["PostgresDeskStore", "handoff_flag"]
 

@@ -6,14 +6,14 @@ replies that come back, and saves the new state; everything about the conversati
 is decided here, from the flow's data.
 
 Files are I/O, so they never reach this module as bytes: the worker fetches, checks and stores
-what the customer attached *before* the step (see :mod:`orderbot.files`) and passes each result as
-a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps the list.
+what the customer attached *before* the step (see :mod:`orderbot.files.receiver`) and passes
+each result as a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps
+the list.
 
 The conversation is decided in four modules: this one reads what a message is (a command, a
 button, an answer) and routes it; :mod:`~orderbot.dialog.handlers` acts on each kind;
 :mod:`~orderbot.dialog.navigation` knows where the answers lead; :mod:`~orderbot.dialog.rendering`
-words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`, and are
-re-exported here, where callers have always imported them.
+words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`.
 """
 
 from __future__ import annotations
@@ -25,18 +25,16 @@ from collections.abc import Sequence
 from orderbot.dialog import browse
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.handlers import (
-    _answer,
-    _begin,
-    _cancel,
-    _ended,
-    _numbered_listing,
-    _pick_item,
-    _receive_files,
-    _show_catalog,
+    begin_dialog,
+    cancel_dialog,
+    dialog_ended,
+    handle_answer,
+    numbered_listing,
+    pick_item,
+    receive_files,
+    show_catalog,
 )
 from orderbot.dialog.models import (
-    CreateOrder,
-    DialogEnded,
     DialogOptions,
     DialogState,
     Effect,
@@ -44,29 +42,13 @@ from orderbot.dialog.models import (
     Reply,
     StepResult,
 )
-from orderbot.dialog.navigation import _back_target, _buttons, _prune, _summaries
-from orderbot.dialog.rendering import _prompt, _with_prompt, order_lines, render_buttons_as_text
+from orderbot.dialog.navigation import back_target, prune, step_buttons, summaries
+from orderbot.dialog.rendering import render_prompt, with_prompt
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import phrases as _phrases
 from orderbot.messages import Attachment
 
-__all__ = [
-    "CreateOrder",
-    "DialogEnded",
-    "DialogOptions",
-    "DialogState",
-    "Effect",
-    "ReceivedFile",
-    "Reply",
-    "StepResult",
-    "detect_language",
-    "error_reply",
-    "order_lines",
-    "question",
-    "render_buttons_as_text",
-    "step",
-    "wants_files",
-]
+__all__ = ["detect_language", "error_reply", "file_room", "question", "step", "wants_files"]
 
 
 _ERROR_TEXTS = {
@@ -141,6 +123,17 @@ def wants_files(flow: Flow, state: DialogState | None) -> bool:
     return flow.steps[state.step].validator == "model_files"
 
 
+def file_room(flow: Flow, state: DialogState | None) -> int:
+    """How many more model files the current step takes (0 when it wants none): the worker
+    downloads no more than this from one message, and the rest are refused as ``too_many``."""
+    if state is None or not wants_files(flow, state):
+        return 0
+    current = flow.steps[state.step]
+    stored = state.data.get(current.field or "") or []
+    taken = len(stored) if isinstance(stored, list) else 0
+    return max(0, int(current.params.get("max_files", 10)) - taken)
+
+
 def step(
     flow: Flow,
     state: DialogState | None,
@@ -168,7 +161,7 @@ def step(
         or flow.steps[state.step].end is not None
         or (state.return_to is not None and state.return_to not in flow.steps)
     ):
-        effects.append(_ended(state, "abandoned", now))
+        effects.append(dialog_ended(state, "abandoned", now))
         state = None
     command = _command(flow, text)
 
@@ -180,26 +173,26 @@ def step(
         if command == "cancel":
             return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
         if command == "services":
-            return _show_catalog(flow, None, language, 0, now, buttons, effects)
+            return show_catalog(flow, None, language, 0, now, buttons, effects)
         # A button of an old listing: an order button, "Next ›".
         action = browse.read(flow, text, None, numbers=False)
         if isinstance(action, browse.ShowPage):
-            return _show_catalog(flow, None, language, action.page, now, buttons, effects)
+            return show_catalog(flow, None, language, action.page, now, buttons, effects)
         if isinstance(action, browse.PickItem):
-            return _pick_item(flow, None, language, action.item, now, options, effects)
-        new_state, replies = _begin(flow, language, now)
+            return pick_item(flow, None, language, action.item, now, options, effects)
+        new_state, replies = begin_dialog(flow, language, now)
         return StepResult(new_state, replies, tuple(effects))
 
     language = flow.language(state.language)
     if command == "start" or (command == "order" and state.restart_asked):
         # The /start itself is the first message of the new dialog, not the last of the old one.
-        effects.append(_ended(state, "abandoned", now))
-        new_state, replies = _begin(flow, language, now)
+        effects.append(dialog_ended(state, "abandoned", now))
+        new_state, replies = begin_dialog(flow, language, now)
         return StepResult(new_state, replies, tuple(effects))
     if command == "order" and not state.data:
         # Nothing collected yet (say, only the catalog was shown): the same dialog, from its
         # first question, without asking whether to drop it.
-        new_state, replies = _begin(flow, language, now)
+        new_state, replies = begin_dialog(flow, language, now)
         new_state = dataclasses.replace(
             new_state, started_at=state.started_at, message_count=state.message_count + 1
         )
@@ -216,37 +209,37 @@ def step(
         restart_asked=False,
     )
     if command == "cancel":
-        return _cancel(flow, advanced, language, effects, now)
+        return cancel_dialog(flow, advanced, language, effects, now)
     if command in ("help", "unknown"):
         before = flow.text("help" if command == "help" else "unknown_command", language)
         if command == "help" and current.help:
             before = f"{before}\n\n{current.help[language]}"
-        reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
+        reply = with_prompt(flow, current, language, state.data, before, state.return_to)
         return StepResult(advanced, (reply,), tuple(effects))
     if command == "order":
         before = browse.browse_text(flow, "order_in_progress", language)
-        reply = _with_prompt(flow, current, language, state.data, before, state.return_to)
+        reply = with_prompt(flow, current, language, state.data, before, state.return_to)
         asked = dataclasses.replace(advanced, restart_asked=True)
         return StepResult(asked, (reply,), tuple(effects))
     if command == "services":
-        return _show_catalog(flow, advanced, language, 0, now, buttons, effects)
+        return show_catalog(flow, advanced, language, 0, now, buttons, effects)
     # A location pin is no file: at a file step it is read like a message without text.
     files = [a for a in attachments if not (isinstance(a, Attachment) and a.kind == "location")]
     if files and current.validator == "model_files":
-        return _receive_files(flow, current, advanced, language, files, effects)
+        return receive_files(flow, current, advanced, language, files, effects)
     if not text.strip():
-        reply = _with_prompt(
+        reply = with_prompt(
             flow, current, language, state.data, flow.text("empty", language), state.return_to
         )
         return StepResult(advanced, (reply,), tuple(effects))
-    numbers = _numbered_listing(flow, current, language, state.data, state.return_to, buttons)
+    numbers = numbered_listing(flow, current, language, state.data, state.return_to, buttons)
     action = browse.read(flow, text, state.catalog_page, numbers=numbers)
     if isinstance(action, browse.ShowPage):
-        return _show_catalog(flow, advanced, language, action.page, now, buttons, effects)
+        return show_catalog(flow, advanced, language, action.page, now, buttons, effects)
     if isinstance(action, browse.PickItem):
-        return _pick_item(flow, advanced, language, action.item, now, options, effects)
+        return pick_item(flow, advanced, language, action.item, now, options, effects)
 
-    shown = _buttons(flow, current, language, state.data, state.return_to)
+    shown = step_buttons(flow, current, language, state.data, state.return_to)
     number = _BUTTON_NUMBER.fullmatch(text)
     # With numeric labels ("1", "2", "5") a typed number is the label itself, not its position.
     numeric_labels = any(label.strip().isdigit() for label in shown)
@@ -255,16 +248,16 @@ def step(
         text = shown[int(number.group(1)) - 1]
     phrase = _phrase(text)
     if flow.cancel_label and phrase == _phrase(flow.cancel_label[language]):
-        return _cancel(flow, advanced, language, effects, now)
-    back = _back_target(flow, current, state.data, state.return_to)
+        return cancel_dialog(flow, advanced, language, effects, now)
+    back = back_target(flow, current, state.data, state.return_to)
     back_phrases = {_phrase(label) for label in flow.back_label.values()}
     back_phrases |= {_phrase(word) for word in flow.back_words}
     if back is not None and phrase in back_phrases:
-        data = _prune(flow, state.data) if back in _summaries(flow) else state.data
+        data = prune(flow, state.data) if back in summaries(flow) else state.data
         moved = dataclasses.replace(advanced, step=back, data=data, return_to=None)
-        reply = _prompt(flow, flow.steps[back], language, data)
+        reply = render_prompt(flow, flow.steps[back], language, data)
         return StepResult(moved, (reply,), tuple(effects))
-    return _answer(flow, current, advanced, language, text, options, effects)
+    return handle_answer(flow, current, advanced, language, text, options, effects)
 
 
 def question(
@@ -282,4 +275,4 @@ def question(
     ):
         return None
     current = flow.steps[state.step]
-    return _prompt(flow, current, flow.language(state.language), state.data, state.return_to)
+    return render_prompt(flow, current, flow.language(state.language), state.data, state.return_to)

@@ -1,287 +1,138 @@
-"""Flows as data: load a YAML flow file into a checked, immutable :class:`Flow`.
+"""A loaded flow as the engine sees it: :class:`Flow` with its :class:`Step` objects and its
+optional :class:`Catalog`, the order statuses, the optional global texts, and the ``{name}``
+placeholders texts may hold.
 
-Everything that can be wrong with a flow is found here, at load time, and reported as one
-``FlowError`` line naming the file, the step and the key, so a typo never reaches a customer.
-This module reads the file and checks the flow as a whole; the checks of each part (texts,
-catalog, steps, branches, placeholders) are in :mod:`orderbot.dialog.flow_parts`, and the loaded
-objects (:class:`Flow`, :class:`Step`, :class:`Catalog`) in :mod:`orderbot.dialog.flow_model`,
-re-exported here.
-
-Schema (see ``flows/water.yaml`` for a full example)::
-
-    name: water
-    languages: [ru, en]            # the first is the fallback
-    start: WAITING_ADDRESS         # the first question, asked right after the greeting
-    vars: {manager_phone: "..."}   # optional constants usable as {placeholders} in any text
-    texts:                         # global texts, each {language: text}
-      greeting, help, cancelled, empty, unknown_command
-      # optional (code defaults otherwise), for order tracking and operator handoff:
-      # track_header, track_line ({order_id} {date} {status} {total}), track_empty,
-      # track_not_found ({number}), track_order ({order_id} {date} {status} {total} {history}),
-      # handoff_started, handoff_unavailable, handoff_resumed
-      # and for /services and /order (see orderbot/dialog/browse.py for the defaults):
-      # services (a flow without catalog: what the shop offers), catalog_header,
-      # catalog_item ({name} {description} {price} {unit}), catalog_order_button ({name},
-      # required in it: the button must tell the items apart), catalog_page ({page} {pages}),
-      # catalog_prev, catalog_next, catalog_pick_numbers, catalog_pick_names, catalog_more,
-      # catalog_chosen ({name} {price}), order_in_progress
-    status_texts: {confirmed: {ru: ..., en: ...}, ...}   # optional: what the customer is told
-                                   # when an order gets that status ({order_id} {status} {note})
-    status_names: {in_progress: {ru: ..., en: ...}, ...} # optional: how a status is shown
-    cancel_words: {ru: [...], en: [...]}   # optional; a whole message equal to one cancels
-    restart_words: {ru: [...], en: [...]}  # optional; likewise restarts
-    navigation:                    # optional: Back and Cancel buttons on every question step
-      back: {ru: "« Назад", en: "« Back"}       # (no Back on the start step)
-      cancel: {ru: "Отмена", en: "Cancel"}
-      back_words: {ru: [назад], en: [back]}    # optional; typed words that mean Back
-    catalog:                       # optional: what the customer orders, with prices
-      file: printing_catalog.yaml  # relative to the flow file (or `items` + `currency` inline)
-      field: service               # the field holding the chosen item's id
-      quantity: files              # optional field counting units: a number or a list (its
-                                   # length); without it one unit. Orders then get line items
-                                   # and a total; texts may use {catalog}, {order_lines}, {total}
-      page_size: 5                 # optional: items a /services page shows (default 5)
-    steps:
-      NAME:                        # a question step
-        prompt: {ru: ..., en: ...}
-        validator: address         # a name in validators.VALIDATORS
-        params: {...}              # optional, checked by the validator
-        field: address             # optional; where the value goes in the dialog data
-        errors: {reason: {ru: ..., en: ...}}   # a text for every reason (or a `default`)
-        next: NEXT_STEP            # or {value: STEP, ..., "*": STEP} to branch on the value
-                                   # (yes_no: yes/no; catalog_choice: item ids; skipped: null)
-        buttons: {ru: [...], en: [...]}        # optional choice labels; a bare "2" picks the
-                                               # second (yes_no: [yes, no]; catalog_choice:
-                                               # one per item, in order)
-        skip: {ru: [...], en: [...]}           # optional words that leave the field empty
-        help: {ru: ..., en: ...}               # optional, shown before the prompt on /help
-        returns_to: SUMMARY        # optional, on an edit menu: the step picked from it is
-                                   # changed in place and the dialog comes back to SUMMARY
-        messages: {name: {ru: ..., en: ...}}   # texts the validator's step needs besides errors
-                                   # (model_files: received, removed)
-      NAME:                        # an end step
-        end: completed | cancelled # completed stores the order
-        text: {ru: ..., en: ...}   # completed: must hold {order_id}, and no other placeholder
-
-Texts substitute ``{field}`` (collected values; a choice shows its button label, a missing
-field "—"), ``{var}`` (from ``vars``) and, in a step's own texts, ``{param}`` (its scalar params,
-e.g. ``{max}``) at render time, never via ``str.format``.
-
-A catalog step names the catalog as its items: ``validator: catalog_choice`` with
-``params: {items: catalog}``; its buttons default to the item names.
+Separate from loading (:mod:`orderbot.dialog.loader`, :mod:`orderbot.dialog.flow_parts`): the
+dialog only reads these immutable objects and never needs the YAML checks behind them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
-
-import yaml
-
-from orderbot.dialog.flow_model import (
-    OPTIONAL_TEXTS,
-    ORDER_STATUSES,
-    Catalog,
-    CatalogEntry,
-    Flow,
-    Step,
-    placeholders,
-)
-from orderbot.dialog.flow_parts import (
-    _catalog,
-    _check_branches,
-    _check_placeholders,
-    _mapping,
-    _placeholders_known,
-    _Problem,
-    _status_texts,
-    _step,
-    _string,
-    _texts,
-    _unknown_keys,
-    _word_lists,
-)
-from orderbot.errors import FlowError
+from dataclasses import dataclass
+from dataclasses import field as _default
+from decimal import Decimal
+from typing import Any, Literal
 
 __all__ = [
-    "FLOWS_DIR",
+    "DEFAULT_PAGE_SIZE",
     "OPTIONAL_TEXTS",
-    "ORDER_STATUSES",
     "Catalog",
     "CatalogEntry",
     "Flow",
     "Step",
-    "load_flow",
+    "Texts",
     "placeholders",
 ]
 
-FLOWS_DIR = Path(__file__).parent / "flows"
-"""Where the shipped flows live; ``load_flow("water")`` reads ``FLOWS_DIR / "water.yaml"``."""
-
-_GLOBAL_TEXTS = ("greeting", "help", "cancelled", "empty", "unknown_command")
-_STATUS_TEXT_VALUES = frozenset({"order_id", "status", "note"})
-_CATALOG_VALUES = frozenset({"catalog", "order_lines", "total", "currency"})
-_NAV_KEYS = {"back", "cancel", "back_words"}
-_TOP_KEYS = {
-    "name",
-    "languages",
-    "start",
-    "vars",
-    "texts",
-    "cancel_words",
-    "restart_words",
-    "navigation",
-    "catalog",
-    "steps",
-    "status_texts",
-    "status_names",
+ORDER_ID = "order_id"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Optional global texts (tracking, handoff) and the placeholders each may use besides vars.
+OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
+    "track_header": frozenset(),
+    "track_line": frozenset({"order_id", "date", "status", "total"}),
+    "track_empty": frozenset(),
+    "track_not_found": frozenset({"number"}),
+    "track_order": frozenset({"order_id", "date", "status", "total", "history"}),
+    "handoff_started": frozenset(),
+    "handoff_unavailable": frozenset(),
+    "handoff_resumed": frozenset(),
+    "services": frozenset(),
+    "catalog_header": frozenset(),
+    "catalog_item": frozenset({"name", "description", "price", "unit"}),
+    "catalog_order_button": frozenset({"name"}),
+    "catalog_page": frozenset({"page", "pages"}),
+    "catalog_prev": frozenset(),
+    "catalog_next": frozenset(),
+    "catalog_pick_numbers": frozenset(),
+    "catalog_pick_names": frozenset(),
+    "catalog_more": frozenset(),
+    "catalog_chosen": frozenset({"name", "price"}),
+    "order_in_progress": frozenset(),
 }
+DEFAULT_PAGE_SIZE = 5
+
+Texts = Mapping[str, str]
+"""One text in every language of the flow: ``{"ru": ..., "en": ...}``."""
 
 
-def load_flow(source: str | Path) -> Flow:
-    """Load a flow: a shipped flow's name (``"water"``) or the path of a YAML file.
-
-    Raises ``FlowError`` with one line naming what is wrong and where.
-    """
-    if isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]+", source):
-        path = FLOWS_DIR / f"{source}.yaml"
-        if not path.is_file():
-            shipped = sorted(p.stem for p in FLOWS_DIR.glob("*.yaml"))
-            raise FlowError(f"unknown flow {source!r} (shipped flows: {', '.join(shipped)})")
-    else:
-        path = Path(source)
-    try:
-        raw_text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlowError(f"cannot read flow file {path}: {exc}") from exc
-    try:
-        raw = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise FlowError(f"{path}: YAML syntax error{where}: {problem}") from exc
-    try:
-        return _build(raw, path.parent)
-    except _Problem as exc:
-        raise FlowError(f"{path}: {exc}") from None
+def placeholders(text: str) -> set[str]:
+    """The ``{name}`` placeholders in a text."""
+    return set(_PLACEHOLDER.findall(text))
 
 
-def _build(raw: object, base_dir: Path) -> Flow:
-    top = _mapping(raw, "top level")
-    _unknown_keys(top, _TOP_KEYS, "top level")
-    for key in ("name", "languages", "start", "texts", "steps"):
-        if key not in top:
-            raise _Problem(f"missing top-level key {key!r}")
-    name = _string(top["name"], "name")
-    if not isinstance(top["languages"], list) or not top["languages"]:
-        raise _Problem("languages: must be a non-empty list such as [ru, en]")
-    languages = tuple(_string(lang, "languages") for lang in top["languages"])
-    if len(set(languages)) != len(languages):
-        raise _Problem("languages: listed twice")
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a flow: a question (``validator`` set) or an end (``end`` set)."""
 
-    variables = {k: str(v) for k, v in _mapping(top.get("vars", {}), "vars").items()}
-    texts_raw = _mapping(top["texts"], "texts")
-    _unknown_keys(texts_raw, set(_GLOBAL_TEXTS) | set(OPTIONAL_TEXTS), "texts")
-    texts: dict[str, dict[str, str]] = {}
-    for key in _GLOBAL_TEXTS:
-        if key not in texts_raw:
-            raise _Problem(f"texts: missing text {key!r}")
-        texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
-    for key in OPTIONAL_TEXTS:
-        if key in texts_raw:
-            texts[key] = _texts(texts_raw[key], languages, f"texts.{key}")
-    status_texts = _status_texts(top.get("status_texts", {}), languages, "status_texts")
-    status_names = _status_texts(top.get("status_names", {}), languages, "status_names")
-    for key, by_status in (("status_texts", status_texts), ("status_names", status_names)):
-        allowed = _STATUS_TEXT_VALUES if key == "status_texts" else frozenset()
-        for status, by_language in by_status.items():
-            for language, text in by_language.items():
-                _placeholders_known(text, set(variables) | allowed, f"{key}.{status}.{language}")
+    name: str
+    prompt: Texts = _default(default_factory=dict)
+    validator: str | None = None
+    params: Mapping[str, Any] = _default(default_factory=dict)
+    field: str | None = None
+    errors: Mapping[str, Texts] = _default(default_factory=dict)
+    next: str | Mapping[str, str] | None = None
+    buttons: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    skip: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    help: Texts = _default(default_factory=dict)
+    returns_to: str | None = None
+    messages: Mapping[str, Texts] = _default(default_factory=dict)
+    end: Literal["completed", "cancelled"] | None = None
+    text: Texts = _default(default_factory=dict)
 
-    catalog = (
-        _catalog(top["catalog"], languages, base_dir) if top.get("catalog") is not None else None
-    )
-    steps_raw = _mapping(top["steps"], "steps")
-    if not steps_raw:
-        raise _Problem("steps: a flow needs at least one step")
-    steps = {
-        step_name: _step(step_name, body, languages, catalog)
-        for step_name, body in steps_raw.items()
-    }
 
-    start = _string(top["start"], "start")
-    if start not in steps:
-        raise _Problem(f"start: step {start!r} does not exist")
-    if steps[start].end is not None:
-        raise _Problem(f"start: step {start!r} is an end step; the flow must ask something")
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One thing a customer can order; ``price`` is per ``unit``, in the catalog's currency."""
 
-    fields: set[str] = {s.field for s in steps.values() if s.field}
-    if catalog is not None:
-        reserved = sorted(fields & {"items", "total", "currency"})
-        if reserved:
-            raise _Problem(f"field {reserved[0]!r} is reserved for the order of a catalog flow")
-        counted: tuple[tuple[str, str | None], ...] = (
-            ("field", catalog.field),
-            ("quantity", catalog.quantity_field),
-        )
-        for key, field_name in counted:
-            if field_name is not None and field_name not in fields:
-                raise _Problem(f"catalog.{key}: no step collects field {field_name!r}")
-    extra = set(_CATALOG_VALUES) if catalog is not None else set()
-    for s in steps.values():
-        if s.returns_to is not None:
-            summary = steps.get(s.returns_to)
-            if summary is None or summary.end is not None:
-                raise _Problem(
-                    f"steps.{s.name}.returns_to: {s.returns_to!r} is not a question step"
-                )
-            if not isinstance(s.next, Mapping):
-                raise _Problem(f"steps.{s.name}.returns_to: an edit menu needs a branching next")
-        targets = [s.next] if isinstance(s.next, str) else list((s.next or {}).values())
-        for target in targets:
-            if target not in steps:
-                raise _Problem(f"steps.{s.name}.next: step {target!r} does not exist")
-        if isinstance(s.next, Mapping):
-            _check_branches(s)
-        _check_placeholders(s, texts, fields | extra, set(variables))
-    for key, by_language in texts.items():
-        known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
-        for language, text in by_language.items():
-            _placeholders_known(text, known, f"texts.{key}.{language}")
-    for language, text in texts.get("catalog_order_button", {}).items():
-        # A pressed button comes back as its label: without the name, every card's button
-        # would read the same and the item could not be told.
-        if "name" not in placeholders(text):
-            raise _Problem(f"texts.catalog_order_button.{language}: must contain {{name}}")
-    navigation = _mapping(top.get("navigation", {}), "navigation")
-    _unknown_keys(navigation, _NAV_KEYS, "navigation")
-    back_label: dict[str, str] = {}
-    cancel_label: dict[str, str] = {}
-    if navigation:
-        for key in ("back", "cancel"):
-            if key not in navigation:
-                raise _Problem(f"navigation: missing key {key!r}")
-        back_label = _texts(navigation["back"], languages, "navigation.back")
-        cancel_label = _texts(navigation["cancel"], languages, "navigation.cancel")
-    back_words = _word_lists(navigation.get("back_words", {}), languages, "navigation.back_words")
+    id: str
+    name: Texts
+    description: Texts
+    price: Decimal
+    unit: Texts
 
-    cancel = _word_lists(top.get("cancel_words", {}), languages, "cancel_words")
-    restart = _word_lists(top.get("restart_words", {}), languages, "restart_words")
-    return Flow(
-        name=name,
-        languages=languages,
-        start=start,
-        steps=steps,
-        texts=texts,
-        vars=variables,
-        cancel_words=tuple(w for words in cancel.values() for w in words),
-        restart_words=tuple(w for words in restart.values() for w in words),
-        back_label=back_label,
-        cancel_label=cancel_label,
-        back_words=tuple(w for words in back_words.values() for w in words),
-        catalog=catalog,
-        status_texts=status_texts,
-        status_names=status_names,
-    )
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A flow's catalog: its items in display order, and how an order counts them."""
+
+    items: tuple[CatalogEntry, ...]
+    currency: str
+    currency_name: Texts
+    field: str
+    quantity_field: str | None = None
+    page_size: int = DEFAULT_PAGE_SIZE
+    """How many items one page of the /services listing shows."""
+
+    def get(self, item_id: object) -> CatalogEntry | None:
+        """The item with ``item_id``, or ``None``."""
+        return next((item for item in self.items if item.id == item_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A loaded, checked flow. Treat it as read-only; it is shared by every dialog."""
+
+    name: str
+    languages: tuple[str, ...]
+    start: str
+    steps: Mapping[str, Step]
+    texts: Mapping[str, Texts]
+    vars: Mapping[str, str] = _default(default_factory=dict)
+    cancel_words: tuple[str, ...] = ()
+    restart_words: tuple[str, ...] = ()
+    back_label: Texts = _default(default_factory=dict)
+    cancel_label: Texts = _default(default_factory=dict)
+    back_words: tuple[str, ...] = ()
+    catalog: Catalog | None = None
+    status_texts: Mapping[str, Texts] = _default(default_factory=dict)
+    status_names: Mapping[str, Texts] = _default(default_factory=dict)
+
+    def language(self, wanted: str) -> str:
+        """``wanted`` if the flow speaks it, else the flow's first language."""
+        return wanted if wanted in self.languages else self.languages[0]
+
+    def text(self, key: str, language: str) -> str:
+        """The global text ``key`` in ``language`` (or the flow's first language)."""
+        return self.texts[key][self.language(language)]

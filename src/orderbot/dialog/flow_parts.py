@@ -2,8 +2,8 @@
 every language, word lists), the status texts, the catalog, each step, a branching ``next`` and
 the placeholders a step's texts may use.
 
-Separate from :mod:`orderbot.dialog.flow`, which reads the file and puts the parts together
-(:func:`~orderbot.dialog.flow.load_flow`): each check here reports a :class:`_Problem` naming
+Separate from :mod:`orderbot.dialog.loader`, which reads the file and puts the parts together
+(:func:`~orderbot.dialog.loader.load_flow`): each check here reports a :class:`Problem` naming
 the key, and ``load_flow`` puts the file name in front of it.
 """
 
@@ -17,19 +17,32 @@ from typing import Any
 
 import yaml
 
-from orderbot.dialog.flow_model import (
-    _DEFAULT_PAGE_SIZE,
+from orderbot.dialog.flow import (
+    DEFAULT_PAGE_SIZE,
     ORDER_ID,
-    ORDER_STATUSES,
     Catalog,
     CatalogEntry,
     Step,
     Texts,
     placeholders,
 )
-from orderbot.dialog.validators import VALIDATORS
+from orderbot.dialog.validators.registry import VALIDATORS
+from orderbot.orders.status import STATUSES
 
-__all__: list[str] = []
+__all__ = [
+    "Problem",
+    "check_branches",
+    "check_placeholders",
+    "parse_catalog",
+    "parse_status_texts",
+    "parse_step",
+    "parse_texts",
+    "placeholders_known",
+    "require_mapping",
+    "require_string",
+    "unknown_keys",
+    "word_lists",
+]
 
 _STEP_KEYS = {
     "prompt",
@@ -52,122 +65,122 @@ _CATALOG_KEYS = {"file", "items", "currency", "currency_name", "field", "quantit
 _END_KEYS = {"end", "text"}
 
 
-class _Problem(Exception):
+class Problem(Exception):
     """A flow inconsistency, before the file name is put in front of it."""
 
 
-def _mapping(value: object, where: str) -> Mapping[str, Any]:
+def require_mapping(value: object, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise _Problem(f"{where}: must be a mapping, got {type(value).__name__}")
+        raise Problem(f"{where}: must be a mapping, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise _Problem(f"{where}: keys must be strings, got {key!r}")
+            raise Problem(f"{where}: keys must be strings, got {key!r}")
     return value
 
 
-def _string(value: object, where: str) -> str:
+def require_string(value: object, where: str) -> str:
     if isinstance(value, bool):
         # YAML 1.1 reads unquoted yes/no/on/off as booleans: a classic trap in button labels.
-        raise _Problem(f"{where}: must be a string, got {value!r} (quote yes/no/on/off in YAML)")
+        raise Problem(f"{where}: must be a string, got {value!r} (quote yes/no/on/off in YAML)")
     if not isinstance(value, str) or not value.strip():
-        raise _Problem(f"{where}: must be a non-empty string")
+        raise Problem(f"{where}: must be a non-empty string")
     return value
 
 
-def _unknown_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def unknown_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise _Problem(
+        raise Problem(
             f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
         )
 
 
-def _texts(value: object, languages: tuple[str, ...], where: str) -> dict[str, str]:
-    data = _mapping(value, where)
+def parse_texts(value: object, languages: tuple[str, ...], where: str) -> dict[str, str]:
+    data = require_mapping(value, where)
     for language in languages:
         if language not in data:
-            raise _Problem(f"{where}: missing text for language {language!r}")
+            raise Problem(f"{where}: missing text for language {language!r}")
     extra = sorted(set(data) - set(languages))
     if extra:
-        raise _Problem(f"{where}: language {extra[0]!r} is not in the flow's languages")
-    return {language: _string(data[language], f"{where}.{language}") for language in languages}
+        raise Problem(f"{where}: language {extra[0]!r} is not in the flow's languages")
+    return {
+        language: require_string(data[language], f"{where}.{language}") for language in languages
+    }
 
 
-def _word_lists(
-    value: object, languages: tuple[str, ...], where: str
-) -> dict[str, tuple[str, ...]]:
-    data = _mapping(value, where)
+def word_lists(value: object, languages: tuple[str, ...], where: str) -> dict[str, tuple[str, ...]]:
+    data = require_mapping(value, where)
     result: dict[str, tuple[str, ...]] = {}
     for language, words in data.items():
         if language not in languages:
-            raise _Problem(f"{where}: language {language!r} is not in the flow's languages")
+            raise Problem(f"{where}: language {language!r} is not in the flow's languages")
         if not isinstance(words, list) or not words:
-            raise _Problem(f"{where}.{language}: must be a non-empty list of strings")
-        result[language] = tuple(_string(w, f"{where}.{language}") for w in words)
+            raise Problem(f"{where}.{language}: must be a non-empty list of strings")
+        result[language] = tuple(require_string(w, f"{where}.{language}") for w in words)
     return result
 
 
-def _status_texts(
+def parse_status_texts(
     value: object, languages: tuple[str, ...], where: str
 ) -> dict[str, dict[str, str]]:
-    data = _mapping(value, where)
-    _unknown_keys(data, set(ORDER_STATUSES), where)
-    return {status: _texts(t, languages, f"{where}.{status}") for status, t in data.items()}
+    data = require_mapping(value, where)
+    unknown_keys(data, set(STATUSES), where)
+    return {status: parse_texts(t, languages, f"{where}.{status}") for status, t in data.items()}
 
 
-def _catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catalog:
-    data = dict(_mapping(value, "catalog"))
-    _unknown_keys(data, _CATALOG_KEYS, "catalog")
+def parse_catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catalog:
+    data = dict(require_mapping(value, "catalog"))
+    unknown_keys(data, _CATALOG_KEYS, "catalog")
     if "file" in data:
-        file = base_dir / _string(data.pop("file"), "catalog.file")
+        file = base_dir / require_string(data.pop("file"), "catalog.file")
         try:
             loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise _Problem(f"catalog.file: cannot read {file}: {exc}") from None
-        loaded = _mapping(loaded, f"catalog file {file.name}")
-        _unknown_keys(loaded, {"items", "currency", "currency_name"}, f"catalog file {file.name}")
+            raise Problem(f"catalog.file: cannot read {file}: {exc}") from None
+        loaded = require_mapping(loaded, f"catalog file {file.name}")
+        unknown_keys(loaded, {"items", "currency", "currency_name"}, f"catalog file {file.name}")
         data = {**loaded, **data}
     for key in ("items", "currency", "field"):
         if key not in data:
-            raise _Problem(f"catalog: missing key {key!r}")
-    currency = _string(data["currency"], "catalog.currency")
+            raise Problem(f"catalog: missing key {key!r}")
+    currency = require_string(data["currency"], "catalog.currency")
     if not isinstance(data["items"], list) or not data["items"]:
-        raise _Problem("catalog.items: must be a non-empty list")
+        raise Problem("catalog.items: must be a non-empty list")
     items: list[CatalogEntry] = []
     for index, raw_item in enumerate(data["items"]):
         where = f"catalog.items[{index}]"
-        item = _mapping(raw_item, where)
-        _unknown_keys(item, {"id", "name", "description", "price", "unit"}, where)
+        item = require_mapping(raw_item, where)
+        unknown_keys(item, {"id", "name", "description", "price", "unit"}, where)
         for key in ("id", "name", "description", "price", "unit"):
             if key not in item:
-                raise _Problem(f"{where}: missing key {key!r}")
-        item_id = _string(item["id"], f"{where}.id")
+                raise Problem(f"{where}: missing key {key!r}")
+        item_id = require_string(item["id"], f"{where}.id")
         if any(existing.id == item_id for existing in items):
-            raise _Problem(f"{where}.id: {item_id!r} is listed twice")
+            raise Problem(f"{where}.id: {item_id!r} is listed twice")
         items.append(
             CatalogEntry(
                 id=item_id,
-                name=_texts(item["name"], languages, f"{where}.name"),
-                description=_texts(item["description"], languages, f"{where}.description"),
+                name=parse_texts(item["name"], languages, f"{where}.name"),
+                description=parse_texts(item["description"], languages, f"{where}.description"),
                 price=_price(item["price"], f"{where}.price"),
-                unit=_texts(item["unit"], languages, f"{where}.unit"),
+                unit=parse_texts(item["unit"], languages, f"{where}.unit"),
             )
         )
     currency_name = (
-        _texts(data["currency_name"], languages, "catalog.currency_name")
+        parse_texts(data["currency_name"], languages, "catalog.currency_name")
         if "currency_name" in data
         else dict.fromkeys(languages, currency)
     )
     quantity = data.get("quantity")
-    page_size = data.get("page_size", _DEFAULT_PAGE_SIZE)
+    page_size = data.get("page_size", DEFAULT_PAGE_SIZE)
     if type(page_size) is not int or not 1 <= page_size <= 20:
-        raise _Problem("catalog.page_size: must be a whole number from 1 to 20")
+        raise Problem("catalog.page_size: must be a whole number from 1 to 20")
     return Catalog(
         items=tuple(items),
         currency=currency,
         currency_name=currency_name,
-        field=_string(data["field"], "catalog.field"),
-        quantity_field=None if quantity is None else _string(quantity, "catalog.quantity"),
+        field=require_string(data["field"], "catalog.field"),
+        quantity_field=None if quantity is None else require_string(quantity, "catalog.quantity"),
         page_size=page_size,
     )
 
@@ -175,44 +188,46 @@ def _catalog(value: object, languages: tuple[str, ...], base_dir: Path) -> Catal
 def _price(value: object, where: str) -> Decimal:
     # Money is exact: YAML floats go through their text, never through binary arithmetic.
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _Problem(f"{where}: must be a number such as 500 or 12.50")
+        raise Problem(f"{where}: must be a number such as 500 or 12.50")
     try:
         price = Decimal(str(value))
     except InvalidOperation:
-        raise _Problem(f"{where}: must be a number such as 500 or 12.50") from None
+        raise Problem(f"{where}: must be a number such as 500 or 12.50") from None
     if not price.is_finite() or price < 0 or price != price.quantize(Decimal("0.01")):
-        raise _Problem(f"{where}: must be zero or more, with at most two decimals")
+        raise Problem(f"{where}: must be zero or more, with at most two decimals")
     return price
 
 
-def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog | None) -> Step:
+def parse_step(
+    name: str, body: object, languages: tuple[str, ...], catalog: Catalog | None
+) -> Step:
     where = f"steps.{name}"
-    data = _mapping(body, where)
+    data = require_mapping(body, where)
     if "end" in data:
-        _unknown_keys(data, _END_KEYS, where)
+        unknown_keys(data, _END_KEYS, where)
         end = data["end"]
         if end not in ("completed", "cancelled"):
-            raise _Problem(f"{where}.end: must be 'completed' or 'cancelled', got {end!r}")
+            raise Problem(f"{where}.end: must be 'completed' or 'cancelled', got {end!r}")
         if "text" not in data:
-            raise _Problem(f"{where}: missing key 'text'")
-        return Step(name=name, end=end, text=_texts(data["text"], languages, f"{where}.text"))
+            raise Problem(f"{where}: missing key 'text'")
+        return Step(name=name, end=end, text=parse_texts(data["text"], languages, f"{where}.text"))
 
-    _unknown_keys(data, _STEP_KEYS, where)
+    unknown_keys(data, _STEP_KEYS, where)
     for key in ("prompt", "validator", "next"):
         if key not in data:
-            raise _Problem(f"{where}: missing key {key!r}")
-    validator_name = _string(data["validator"], f"{where}.validator")
+            raise Problem(f"{where}: missing key {key!r}")
+    validator_name = require_string(data["validator"], f"{where}.validator")
     validator = VALIDATORS.get(validator_name)
     if validator is None:
-        raise _Problem(
+        raise Problem(
             f"{where}.validator: unknown validator {validator_name!r} "
             f"(known: {', '.join(sorted(VALIDATORS))})"
         )
-    params = dict(_mapping(data.get("params", {}), f"{where}.params"))
+    params = dict(require_mapping(data.get("params", {}), f"{where}.params"))
     from_catalog = validator_name == "catalog_choice" and params.get("items") == "catalog"
     if from_catalog:
         if catalog is None:
-            raise _Problem(f"{where}.params.items: the flow has no catalog")
+            raise Problem(f"{where}.params.items: the flow has no catalog")
         params["items"] = [
             {"id": item.id, "names": [item.name[lang] for lang in languages]}
             for item in catalog.items
@@ -220,70 +235,74 @@ def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog 
     try:
         validator.check_params(params)
     except ValueError as exc:
-        raise _Problem(f"{where}.params: {validator_name}: {exc}") from None
+        raise Problem(f"{where}.params: {validator_name}: {exc}") from None
 
-    errors_raw = _mapping(data.get("errors", {}), f"{where}.errors")
+    errors_raw = require_mapping(data.get("errors", {}), f"{where}.errors")
     allowed_reasons = set(validator.reasons) | {"default"}
     for reason in errors_raw:
         if reason not in allowed_reasons:
-            raise _Problem(
+            raise Problem(
                 f"{where}.errors: {validator_name} has no reason {reason!r} "
                 f"(reasons: {', '.join(sorted(validator.reasons))}, default)"
             )
     if "default" not in errors_raw:
         missing = sorted(validator.reasons - set(errors_raw))
         if missing:
-            raise _Problem(f"{where}.errors: missing text for reason {missing[0]!r}")
-    errors = {r: _texts(t, languages, f"{where}.errors.{r}") for r, t in errors_raw.items()}
+            raise Problem(f"{where}.errors: missing text for reason {missing[0]!r}")
+    errors = {r: parse_texts(t, languages, f"{where}.errors.{r}") for r, t in errors_raw.items()}
 
     next_raw = data["next"]
     next_step: str | dict[str, str]
     if isinstance(next_raw, Mapping):
         next_step = {
-            str(k).lower() if isinstance(k, bool) else str(k): _string(v, f"{where}.next.{k}")
+            str(k).lower() if isinstance(k, bool) else str(k): require_string(
+                v, f"{where}.next.{k}"
+            )
             for k, v in next_raw.items()
         }
         # YAML reads a bare yes/no key as a boolean; accept both spellings.
         next_step = {{"true": "yes", "false": "no"}.get(k, k): v for k, v in next_step.items()}
     else:
-        next_step = _string(next_raw, f"{where}.next")
+        next_step = require_string(next_raw, f"{where}.next")
 
-    buttons = _word_lists(data.get("buttons", {}), languages, f"{where}.buttons")
+    buttons = word_lists(data.get("buttons", {}), languages, f"{where}.buttons")
     if from_catalog and not buttons:
         assert catalog is not None
         buttons = {lang: tuple(item.name[lang] for item in catalog.items) for lang in languages}
     if validator_name == "model_files" and len(next(iter(buttons.values()), ())) != 2:
-        raise _Problem(f"{where}.buttons: model_files needs two labels: continue, remove the last")
-    messages_raw = _mapping(data.get("messages", {}), f"{where}.messages")
+        raise Problem(f"{where}.buttons: model_files needs two labels: continue, remove the last")
+    messages_raw = require_mapping(data.get("messages", {}), f"{where}.messages")
     wanted_messages = _STEP_MESSAGES.get(validator_name, frozenset())
-    _unknown_keys(messages_raw, set(wanted_messages), f"{where}.messages")
+    unknown_keys(messages_raw, set(wanted_messages), f"{where}.messages")
     for key in sorted(wanted_messages - set(messages_raw)):
-        raise _Problem(f"{where}.messages: missing text {key!r}")
-    messages = {k: _texts(t, languages, f"{where}.messages.{k}") for k, t in messages_raw.items()}
+        raise Problem(f"{where}.messages: missing text {key!r}")
+    messages = {
+        k: parse_texts(t, languages, f"{where}.messages.{k}") for k, t in messages_raw.items()
+    }
     returns_to = data.get("returns_to")
     if returns_to is not None:
-        returns_to = _string(returns_to, f"{where}.returns_to")
+        returns_to = require_string(returns_to, f"{where}.returns_to")
     if buttons:
         if set(buttons) != set(languages):
             missing_lang = sorted(set(languages) - set(buttons))[0]
-            raise _Problem(f"{where}.buttons: missing labels for language {missing_lang!r}")
+            raise Problem(f"{where}.buttons: missing labels for language {missing_lang!r}")
         if len({len(labels) for labels in buttons.values()}) != 1:
-            raise _Problem(f"{where}.buttons: every language needs the same number of labels")
+            raise Problem(f"{where}.buttons: every language needs the same number of labels")
     field_name = data.get("field")
     if field_name is not None and not (
         isinstance(field_name, str) and re.fullmatch(r"[A-Za-z_]\w*", field_name)
     ):
-        raise _Problem(f"{where}.field: must be an identifier, got {field_name!r}")
+        raise Problem(f"{where}.field: must be an identifier, got {field_name!r}")
     if field_name == ORDER_ID:
-        raise _Problem(f"{where}.field: {ORDER_ID!r} is reserved for the order number")
+        raise Problem(f"{where}.field: {ORDER_ID!r} is reserved for the order number")
     if validator_name == "model_files" and field_name is None:
-        raise _Problem(f"{where}: a model_files step needs a 'field' for its list of files")
-    skip = _word_lists(data.get("skip", {}), languages, f"{where}.skip")
+        raise Problem(f"{where}: a model_files step needs a 'field' for its list of files")
+    skip = word_lists(data.get("skip", {}), languages, f"{where}.skip")
     if skip and field_name is None:
-        raise _Problem(f"{where}.skip: a skippable step needs a 'field'")
+        raise Problem(f"{where}.skip: a skippable step needs a 'field'")
     return Step(
         name=name,
-        prompt=_texts(data["prompt"], languages, f"{where}.prompt"),
+        prompt=parse_texts(data["prompt"], languages, f"{where}.prompt"),
         validator=validator_name,
         params=params,
         field=field_name,
@@ -291,13 +310,13 @@ def _step(name: str, body: object, languages: tuple[str, ...], catalog: Catalog 
         next=next_step,
         buttons=buttons,
         skip=skip,
-        help=_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
+        help=parse_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
         returns_to=returns_to,
         messages=messages,
     )
 
 
-def _check_branches(step: Step) -> None:
+def check_branches(step: Step) -> None:
     """A branching ``next`` must name only values the validator can produce, and cover them
     all (or have a ``"*"`` entry), so no answer can leave the dialog without a next step."""
     assert step.validator is not None
@@ -308,32 +327,32 @@ def _check_branches(step: Step) -> None:
     skips = {"null"} if step.skip else set()
     if outcomes_of is None:
         if "*" not in step.next:
-            raise _Problem(f"{where}: {step.validator} values are open-ended; add a '*' entry")
+            raise Problem(f"{where}: {step.validator} values are open-ended; add a '*' entry")
         return
     outcomes = set(outcomes_of(step.params)) | skips
     unknown = sorted(keys - outcomes)
     if unknown:
-        raise _Problem(
+        raise Problem(
             f"{where}: {step.validator} never gives {unknown[0]!r} "
             f"(values: {', '.join(sorted(outcomes))})"
         )
     missing = sorted(outcomes - keys)
     if missing and "*" not in step.next:
-        raise _Problem(f"{where}: no step for value {missing[0]!r} (add it or a '*' entry)")
+        raise Problem(f"{where}: no step for value {missing[0]!r} (add it or a '*' entry)")
 
 
-def _placeholders_known(text: str, known: set[str], where: str) -> None:
+def placeholders_known(text: str, known: set[str], where: str) -> None:
     unknown = sorted(placeholders(text) - known)
     if unknown:
         hint = " (only an end step with end: completed may use it)" if ORDER_ID in unknown else ""
-        raise _Problem(f"{where}: unknown placeholder {{{unknown[0]}}}{hint}")
+        raise Problem(f"{where}: unknown placeholder {{{unknown[0]}}}{hint}")
 
 
 def _is_scalar(value: object) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
-def _check_placeholders(
+def check_placeholders(
     step: Step, texts: Mapping[str, Texts], fields: set[str], variables: set[str]
 ) -> None:
     where = f"steps.{step.name}"
@@ -343,10 +362,10 @@ def _check_placeholders(
         for language, text in step.text.items():
             found = placeholders(text)
             if ORDER_ID not in found:
-                raise _Problem(f"{where}.text.{language}: must contain {{{ORDER_ID}}}")
+                raise Problem(f"{where}.text.{language}: must contain {{{ORDER_ID}}}")
             if found - {ORDER_ID}:
                 extra = sorted(found - {ORDER_ID})[0]
-                raise _Problem(
+                raise Problem(
                     f"{where}.text.{language}: only {{{ORDER_ID}}} is allowed here, not {{{extra}}}"
                 )
         return
@@ -362,4 +381,4 @@ def _check_placeholders(
     groups += [(f"messages.{key}", t) for key, t in step.messages.items()]
     for key, by_language in groups:
         for language, text in by_language.items():
-            _placeholders_known(text, known, f"{where}.{key}.{language}")
+            placeholders_known(text, known, f"{where}.{key}.{language}")

@@ -25,28 +25,41 @@ from orderbot.dialog.models import (
     Reply,
     StepResult,
 )
-from orderbot.dialog.navigation import _buttons, _next_step, _options, _path, _prune, _summaries
+from orderbot.dialog.navigation import (
+    answer_path,
+    next_step,
+    prune,
+    step_buttons,
+    step_options,
+    summaries,
+)
 from orderbot.dialog.rendering import (
-    _line_total,
-    _prompt,
-    _values,
-    _with_prompt,
+    line_total,
     order_lines,
+    render_prompt,
+    summary_values,
+    with_prompt,
 )
-from orderbot.dialog.validators import (
-    FILES_REMOVE_LAST,
-    VALIDATORS,
-    Invalid,
-    ValidationContext,
-)
+from orderbot.dialog.validators.base import Invalid, ValidationContext
+from orderbot.dialog.validators.choices import FILES_REMOVE_LAST
+from orderbot.dialog.validators.registry import VALIDATORS
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import render as _render
 from orderbot.messages import Attachment
 
-__all__: list[str] = []
+__all__ = [
+    "begin_dialog",
+    "cancel_dialog",
+    "dialog_ended",
+    "handle_answer",
+    "numbered_listing",
+    "pick_item",
+    "receive_files",
+    "show_catalog",
+]
 
 
-def _ended(
+def dialog_ended(
     state: DialogState,
     outcome: Literal["completed", "cancelled", "abandoned"],
     now: float,
@@ -63,7 +76,7 @@ def _ended(
     )
 
 
-def _begin(flow: Flow, language: str, now: float) -> tuple[DialogState, tuple[Reply, ...]]:
+def begin_dialog(flow: Flow, language: str, now: float) -> tuple[DialogState, tuple[Reply, ...]]:
     state = DialogState(
         step=flow.start,
         language=language,
@@ -74,7 +87,7 @@ def _begin(flow: Flow, language: str, now: float) -> tuple[DialogState, tuple[Re
     )
     first = flow.steps[flow.start]
     greeting = Reply(_render(flow.text("greeting", language), flow.vars))
-    return state, (greeting, _prompt(flow, first, language, state.data))
+    return state, (greeting, render_prompt(flow, first, language, state.data))
 
 
 def _catalog_step(flow: Flow) -> Step | None:
@@ -84,7 +97,7 @@ def _catalog_step(flow: Flow) -> Step | None:
     return next((s for s in flow.steps.values() if s.field == flow.catalog.field), None)
 
 
-def _numbered_listing(
+def numbered_listing(
     flow: Flow,
     current: Step | None,
     language: str,
@@ -99,10 +112,10 @@ def _numbered_listing(
         return False
     if current is None or current is _catalog_step(flow):
         return True
-    return not _buttons(flow, current, language, data, return_to)
+    return not step_buttons(flow, current, language, data, return_to)
 
 
-def _show_catalog(
+def show_catalog(
     flow: Flow,
     state: DialogState | None,
     language: str,
@@ -119,23 +132,23 @@ def _show_catalog(
         if flow.catalog is None:
             offer = browse.browse_text(flow, "services", language)
             return StepResult(None, (Reply(offer),), tuple(effects))
-        state, (first_greeting, _) = _begin(flow, language, now)
+        state, (first_greeting, _) = begin_dialog(flow, language, now)
         greeting = (first_greeting,)
     current = flow.steps[state.step]
     if flow.catalog is None:
         offer = browse.browse_text(flow, "services", language)
-        reply = _with_prompt(flow, current, language, state.data, offer, state.return_to)
+        reply = with_prompt(flow, current, language, state.data, offer, state.return_to)
         return StepResult(state, (reply,), tuple(effects))
-    numbered = _numbered_listing(flow, current, language, state.data, state.return_to, buttons)
+    numbered = numbered_listing(flow, current, language, state.data, state.return_to, buttons)
     shown = browse.listing(flow, language, page, buttons=buttons, numbered=numbered)
     replies = greeting + tuple(Reply(text, labels) for text, labels in shown)
     if current is not _catalog_step(flow):
-        replies += (_prompt(flow, current, language, state.data, state.return_to),)
+        replies += (render_prompt(flow, current, language, state.data, state.return_to),)
     listed = dataclasses.replace(state, catalog_page=browse.clamp_page(flow.catalog, page))
     return StepResult(listed, replies, tuple(effects))
 
 
-def _pick_item(
+def pick_item(
     flow: Flow,
     state: DialogState | None,
     language: str,
@@ -149,7 +162,7 @@ def _pick_item(
     the current question asked again (nothing collected is lost)."""
     assert flow.catalog is not None
     if state is None:
-        state, _ = _begin(flow, language, now)
+        state, _ = begin_dialog(flow, language, now)
     chosen = browse.browse_text(
         flow,
         "catalog_chosen",
@@ -159,25 +172,25 @@ def _pick_item(
     choice = _catalog_step(flow)
     if choice is not None and state.step == choice.name:
         # The catalog step's validator reads item names in every language.
-        result = _answer(flow, choice, state, language, item.name[language], options, effects)
+        result = handle_answer(flow, choice, state, language, item.name[language], options, effects)
         first, *rest = result.replies
         replies = (Reply(f"{chosen}\n\n{first.text}", first.buttons), *rest)
         return StepResult(result.state, replies, result.effects)
     data = {**state.data, flow.catalog.field: item.id}
-    path = _path(flow, data)
+    path = answer_path(flow, data)
     # A catalog step that branches on the item may lead elsewhere now: go on where the new
     # choice leads, at its first unanswered step.
     target = state.step if state.step in path or state.return_to is not None else path[-1]
     return_to = state.return_to if target == state.step else None
     moved = dataclasses.replace(state, step=target, data=data, return_to=return_to)
-    reply = _with_prompt(flow, flow.steps[target], language, data, chosen, return_to)
+    reply = with_prompt(flow, flow.steps[target], language, data, chosen, return_to)
     return StepResult(moved, (reply,), tuple(effects))
 
 
-def _cancel(
+def cancel_dialog(
     flow: Flow, state: DialogState, language: str, effects: list[Effect], now: float
 ) -> StepResult:
-    effects.append(_ended(state, "cancelled", now))
+    effects.append(dialog_ended(state, "cancelled", now))
     return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
 
 
@@ -189,7 +202,7 @@ def _error_text(current: Step, reason: str) -> Mapping[str, str]:
     return texts
 
 
-def _receive_files(
+def receive_files(
     flow: Flow,
     current: Step,
     state: DialogState,
@@ -214,7 +227,7 @@ def _receive_files(
         if reason is None:
             files.append(received.to_data())
         template = current.messages["received"] if reason is None else _error_text(current, reason)
-        values = _values(flow, current, {**state.data, current.field: files}, language)
+        values = summary_values(flow, current, {**state.data, current.field: files}, language)
         values |= {
             "file_name": received.name or "—",
             "file_count": str(len(files)),
@@ -223,11 +236,11 @@ def _receive_files(
         lines.append(_render(template[language], values))
     data = {**state.data, current.field: files}
     moved = dataclasses.replace(state, data=data)
-    buttons = _buttons(flow, current, language, data, state.return_to)
+    buttons = step_buttons(flow, current, language, data, state.return_to)
     return StepResult(moved, (Reply("\n".join(lines), buttons),), tuple(effects))
 
 
-def _answer(
+def handle_answer(
     flow: Flow,
     current: Step,
     state: DialogState,
@@ -237,10 +250,10 @@ def _answer(
     effects: list[Effect],
 ) -> StepResult:
     """Validate an answer to ``current`` and move on, or re-ask with the reason's text."""
-    shown = _buttons(flow, current, language, state.data, state.return_to)
+    shown = step_buttons(flow, current, language, state.data, state.return_to)
 
     def refuse(reason: str, extra: Mapping[str, str] | None = None) -> StepResult:
-        values = _values(flow, current, state.data, language) | dict(extra or {})
+        values = summary_values(flow, current, state.data, language) | dict(extra or {})
         reply = Reply(_render(_error_text(current, reason)[language], values), shown)
         return StepResult(state, (reply,), tuple(effects))
 
@@ -250,7 +263,7 @@ def _answer(
         value = None
     else:
         assert current.validator is not None  # only end steps lack one, and they are never current
-        params, labels = _options(flow, current, language, state.data)
+        params, labels = step_options(flow, current, language, state.data)
         context = ValidationContext(params, options.phone_region, labels)
         result = VALIDATORS[current.validator].run(text, context)
         if isinstance(result, Invalid):
@@ -266,20 +279,20 @@ def _answer(
         if value == FILES_REMOVE_LAST:
             removed = files.pop()
             data[current.field] = files
-            values = _values(flow, current, data, language) | {
+            values = summary_values(flow, current, data, language) | {
                 "file_name": str(removed.get("name", "")) or "—",
                 "file_count": str(len(files)),
                 "limit_mb": "0",
             }
             reply = Reply(
                 _render(current.messages["removed"][language], values),
-                _buttons(flow, current, language, data, state.return_to),
+                step_buttons(flow, current, language, data, state.return_to),
             )
             return StepResult(dataclasses.replace(state, data=data), (reply,), tuple(effects))
         value = files
     if current.field is not None:
         data[current.field] = value
-    target_name = _next_step(current, value)
+    target_name = next_step(current, value)
     return_to = state.return_to
     if current.returns_to is not None:
         # Picked from an edit menu: change that one answer, then come back.
@@ -297,17 +310,17 @@ def _answer(
     target = flow.steps[target_name]
 
     if target.end is None:
-        if target_name in _summaries(flow):
-            data = _prune(flow, data)
+        if target_name in summaries(flow):
+            data = prune(flow, data)
         moved = dataclasses.replace(state, step=target.name, data=data, return_to=return_to)
-        reply = _prompt(flow, target, language, data, return_to)
+        reply = render_prompt(flow, target, language, data, return_to)
         return StepResult(moved, (reply,), tuple(effects))
-    data = _prune(flow, data)
+    data = prune(flow, data)
     if target.end == "completed":
         order_data = dict(data)
         lines = order_lines(flow, data, language)
         if flow.catalog is not None and lines:
-            total = sum((_line_total(line) for line in lines), Decimal(0))
+            total = sum((line_total(line) for line in lines), Decimal(0))
             order_data |= {
                 "items": lines,
                 "total": str(total.quantize(Decimal("0.01"))),
@@ -325,8 +338,8 @@ def _answer(
         # Not rendered: {order_id} is the worker's to fill, and nothing else may be in it.
         reply = Reply(target.text[language])
     else:
-        reply = Reply(_render(target.text[language], _values(flow, None, data, language)))
-    effects.append(_ended(state, target.end, state.updated_at, last_step=target.name))
+        reply = Reply(_render(target.text[language], summary_values(flow, None, data, language)))
+    effects.append(dialog_ended(state, target.end, state.updated_at, last_step=target.name))
     return StepResult(None, (reply,), tuple(effects))
 
 

@@ -15,10 +15,18 @@ from typing import Any
 from orderbot.dialog.flow import Flow, Step
 from orderbot.errors import FlowError
 
-__all__: list[str] = []
+__all__ = [
+    "answer_path",
+    "back_target",
+    "next_step",
+    "prune",
+    "step_buttons",
+    "step_options",
+    "summaries",
+]
 
 
-def _path(flow: Flow, data: Mapping[str, Any]) -> list[str]:
+def answer_path(flow: Flow, data: Mapping[str, Any]) -> list[str]:
     """The steps the answers in ``data`` lead through, from the start to the first step that
     has no answer (or no field). Fields of steps off this path are stale: a branch was changed."""
     path: list[str] = []
@@ -29,24 +37,24 @@ def _path(flow: Flow, data: Mapping[str, Any]) -> list[str]:
         if current.end is not None or current.field is None or current.field not in data:
             break
         try:
-            name = _next_step(current, data[current.field])
+            name = next_step(current, data[current.field])
         except FlowError:
             break
     return path
 
 
-def _prune(flow: Flow, data: Mapping[str, Any]) -> dict[str, Any]:
+def prune(flow: Flow, data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` without the fields of steps the answers no longer lead through (an address
     after switching to pickup)."""
-    fields = {flow.steps[name].field for name in _path(flow, data)}
+    fields = {flow.steps[name].field for name in answer_path(flow, data)}
     return {key: value for key, value in data.items() if key in fields}
 
 
-def _summaries(flow: Flow) -> set[str]:
+def summaries(flow: Flow) -> set[str]:
     return {s.returns_to for s in flow.steps.values() if s.returns_to is not None}
 
 
-def _back_target(
+def back_target(
     flow: Flow, current: Step, data: Mapping[str, Any], return_to: str | None
 ) -> str | None:
     if not flow.back_label:
@@ -55,14 +63,14 @@ def _back_target(
         return return_to  # Back while changing one answer: leave it as it was
     if current.returns_to is not None:
         return current.returns_to
-    path = _path(flow, data)
+    path = answer_path(flow, data)
     if current.name in path:
         index = path.index(current.name)
         return path[index - 1] if index > 0 else None
     return path[-1] if path[-1] != current.name else None
 
 
-def _options(
+def step_options(
     flow: Flow, current: Step, language: str, data: Mapping[str, Any]
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The step's params and option labels as shown now. An edit menu shows only the steps the
@@ -70,7 +78,7 @@ def _options(
     labels = current.buttons.get(language, ())
     if current.returns_to is None or not isinstance(current.next, Mapping):
         return dict(current.params), labels
-    on_path = set(_path(flow, data)) | {current.returns_to}
+    on_path = set(answer_path(flow, data)) | {current.returns_to}
     items = current.params.get("items", [])
     kept = [
         (item, label)
@@ -81,19 +89,19 @@ def _options(
     return params, tuple(label for _, label in kept)
 
 
-def _buttons(
+def step_buttons(
     flow: Flow, current: Step, language: str, data: Mapping[str, Any], return_to: str | None
 ) -> tuple[str, ...]:
-    _, labels = _options(flow, current, language, data)
+    _, labels = step_options(flow, current, language, data)
     navigation: tuple[str, ...] = ()
-    if _back_target(flow, current, data, return_to) is not None:
+    if back_target(flow, current, data, return_to) is not None:
         navigation += (flow.back_label[language],)
     if flow.cancel_label:
         navigation += (flow.cancel_label[language],)
     return labels + navigation
 
 
-def _next_step(current: Step, value: object) -> str:
+def next_step(current: Step, value: object) -> str:
     if isinstance(current.next, str):
         return current.next
     assert current.next is not None

@@ -15,11 +15,18 @@ from typing import Any
 
 from orderbot.dialog.flow import Catalog, Flow, Step
 from orderbot.dialog.models import Reply
-from orderbot.dialog.navigation import _buttons
+from orderbot.dialog.navigation import step_buttons
 from orderbot.dialog.wording import money as _money
 from orderbot.dialog.wording import render as _render
 
-__all__ = ["order_lines", "render_buttons_as_text"]
+__all__ = [
+    "line_total",
+    "order_lines",
+    "render_buttons_as_text",
+    "render_prompt",
+    "summary_values",
+    "with_prompt",
+]
 
 
 def render_buttons_as_text(reply: Reply) -> str:
@@ -72,7 +79,7 @@ def order_lines(flow: Flow, data: Mapping[str, Any], language: str) -> list[dict
     ]
 
 
-def _line_total(line: Mapping[str, Any]) -> Decimal:
+def line_total(line: Mapping[str, Any]) -> Decimal:
     return Decimal(line["unit_price"]) * int(line["quantity"])
 
 
@@ -88,10 +95,10 @@ def _catalog_values(flow: Flow, data: Mapping[str, Any], language: str) -> dict[
     lines = order_lines(flow, data, language)
     rendered = [
         f"{line['name']}: {line['quantity']} × {_money(Decimal(line['unit_price']))} {currency}"
-        f" = {_money(_line_total(line))} {currency}"
+        f" = {_money(line_total(line))} {currency}"
         for line in lines
     ]
-    total = sum((_line_total(line) for line in lines), Decimal(0))
+    total = sum((line_total(line) for line in lines), Decimal(0))
     return {
         "catalog": "\n".join(listing),
         "order_lines": "\n".join(rendered) if rendered else "—",
@@ -114,7 +121,7 @@ def _choice_label(step: Step, value: object, language: str) -> str | None:
     return None
 
 
-def _values(
+def summary_values(
     flow: Flow, current: Step | None, data: Mapping[str, Any], language: str
 ) -> dict[str, str]:
     values = dict(flow.vars)
@@ -138,18 +145,18 @@ def _values(
     return values
 
 
-def _prompt(
+def render_prompt(
     flow: Flow,
     current: Step,
     language: str,
     data: Mapping[str, Any],
     return_to: str | None = None,
 ) -> Reply:
-    text = _render(current.prompt[language], _values(flow, current, data, language))
-    return Reply(text, _buttons(flow, current, language, data, return_to))
+    text = _render(current.prompt[language], summary_values(flow, current, data, language))
+    return Reply(text, step_buttons(flow, current, language, data, return_to))
 
 
-def _with_prompt(
+def with_prompt(
     flow: Flow,
     current: Step,
     language: str,
@@ -157,6 +164,6 @@ def _with_prompt(
     before: str,
     return_to: str | None = None,
 ) -> Reply:
-    prompt = _prompt(flow, current, language, data, return_to)
-    text = _render(before, _values(flow, current, data, language))
+    prompt = render_prompt(flow, current, language, data, return_to)
+    text = _render(before, summary_values(flow, current, data, language))
     return Reply(f"{text}\n\n{prompt.text}", prompt.buttons)

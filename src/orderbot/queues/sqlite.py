@@ -26,7 +26,7 @@ from orderbot.queues.base import (
     OutboxItem,
     QueueDepths,
 )
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage.sqlite import SqliteDatabase
 
 __all__ = ["SqliteDeadLetterQueue", "SqliteInboundQueue", "SqliteOutbox", "Wakeup", "queue_depths"]
 

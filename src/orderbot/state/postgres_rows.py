@@ -15,11 +15,12 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orderbot.msglog import log_inbound
-from orderbot.schema import dialog_outcomes, handoffs, order_files, order_items, orders
-from orderbot.state.base import OrderRecord, StepCommit
+from orderbot.orders.models import OrderRecord
+from orderbot.state.base import StepCommit
+from orderbot.storage.message_log import log_inbound
+from orderbot.storage.schema import dialog_outcomes, handoffs, order_files, order_items, orders
 
-__all__: list[str] = []
+__all__ = ["inbound_row", "write_rows"]
 
 
 async def _write_lines(conn: AsyncConnection, order_id: int, o: OrderRecord, now: float) -> None:
@@ -60,7 +61,7 @@ async def _write_lines(conn: AsyncConnection, order_id: int, o: OrderRecord, now
         )
 
 
-async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> int | None:
+async def write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> int | None:
     message = commit.delivery.message
     order_id: int | None = None
     if commit.order is not None:
@@ -123,7 +124,7 @@ async def _write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> 
     return order_id
 
 
-def _inbound_row(commit: StepCommit, now: float) -> dict[str, Any]:
+def inbound_row(commit: StepCommit, now: float) -> dict[str, Any]:
     message = commit.delivery.message
     return {
         "channel": message.channel,
@@ -140,7 +141,7 @@ def _inbound_row(commit: StepCommit, now: float) -> dict[str, Any]:
 async def _log_inbound(conn: AsyncConnection, commit: StepCommit, now: float) -> bool:
     """Write the step's inbound message log row in ``conn``'s transaction (the row is the
     "this step's rows are written" mark); False when a redo of the step wrote it."""
-    (written,) = await log_inbound(conn, [_inbound_row(commit, now)])
+    (written,) = await log_inbound(conn, [inbound_row(commit, now)])
     return written
 
 

@@ -10,7 +10,7 @@ safe to redo (the worker acks the inbound message only after all of it):
    (``handoffs``). The log row doubles as the "this step's rows are written" mark: a redo that
    finds it writes no second outcome, handoff change or log row. A step with none of order,
    outcomes and handoff change (most of them) is that one conditional insert, in autocommit,
-   batched with the steps that finish at the same moment (:class:`~orderbot.msglog.
+   batched with the steps that finish at the same moment (:class:`~orderbot.storage.message_log.
    InboundLogBatcher`).
 2. The replies, published with confirms, each under its deterministic key (the sender drops a
    key it already sent); at the same time as 1 when the step has no order (nothing to wait
@@ -22,7 +22,7 @@ safe to redo (the worker acks the inbound message only after all of it):
    acknowledged and dropped before anything else (the worker reads state and mark with one
    ``MGET``).
 
-Redis commands of concurrent steps share pipelines (:class:`~orderbot.redisbatch.RedisBatcher`).
+Redis commands of concurrent steps share pipelines (:class:`~orderbot.storage.redis.RedisBatcher`).
 
 A crash between any two steps redoes the step from the old state, which yields the same order
 key and reply keys, so nothing happens twice.
@@ -44,21 +44,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.desk.postgres import handoff_flag
-from orderbot.errors import BackendUnavailable
+from orderbot.errors import BackendUnavailable, DataRejected
 from orderbot.loggers import storage as log
 from orderbot.messages import InboundMessage
-from orderbot.msglog import InboundLogBatcher
-from orderbot.queues.broker import KEEP_SECONDS, RedisKeys
-from orderbot.queues.rabbit_outbox import RabbitOutbox
-from orderbot.redisbatch import RedisBatcher
-from orderbot.schema import dialog_outcomes
-from orderbot.state.base import (
-    ORDER_ID_PLACEHOLDER,
-    NewOrderAlerts,
-    StepCommit,
-    StepStore,
-)
-from orderbot.state.postgres_rows import _inbound_row, _write_rows
+from orderbot.orders.models import ORDER_ID_PLACEHOLDER
+from orderbot.queues.rabbitmq.outbox import RabbitOutbox
+from orderbot.state.base import NewOrderAlerts, StepCommit, StepStore
+from orderbot.state.postgres_rows import inbound_row, write_rows
+from orderbot.storage.message_log import InboundLogBatcher
+from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
+from orderbot.storage.schema import dialog_outcomes
+from orderbot.storage.sql import driver_error_name, refused_data
 
 __all__ = ["STATE_TTL_SECONDS", "RedisStepStore"]
 
@@ -282,6 +278,11 @@ class RedisStepStore(StepStore):
         try:
             return await self._write(commit, now)
         except (SQLAlchemyError, OSError) as exc:
+            if refused_data(exc):
+                # The message's own values (an over-long id, say): no wait makes it pass.
+                raise DataRejected(
+                    f"PostgreSQL refused the data: {driver_error_name(exc)}"
+                ) from None
             raise BackendUnavailable(f"PostgreSQL: {type(exc).__name__}") from None
 
     async def _write(self, commit: StepCommit, now: float) -> int | None:
@@ -289,10 +290,10 @@ class RedisStepStore(StepStore):
         statement in autocommit (it is its own redo check). A step with an order, outcomes or
         a handoff change writes them in one transaction."""
         if commit.order is None and not commit.outcomes and commit.handoff is None:
-            await self._inbound_log.write(_inbound_row(commit, now))
+            await self._inbound_log.write(inbound_row(commit, now))
             return None
         async with self._engine.begin() as conn:
-            return await _write_rows(conn, commit, now)
+            return await write_rows(conn, commit, now)
 
 
 def _summary(state: bytes | None, now: float) -> str:

@@ -12,16 +12,10 @@ from decimal import Decimal
 import orjson
 
 from orderbot.messages import OutboundMessage
+from orderbot.orders.models import ORDER_ID_PLACEHOLDER, OrderRecord
 from orderbot.queues.sqlite import Wakeup
-from orderbot.sqlite import SqliteDatabase
-from orderbot.state.base import (
-    ORDER_ID_PLACEHOLDER,
-    NewOrderAlerts,
-    OrderRecord,
-    OutcomeRecord,
-    StepCommit,
-    StepStore,
-)
+from orderbot.state.base import NewOrderAlerts, OutcomeRecord, StepCommit, StepStore
+from orderbot.storage.sqlite import SqliteDatabase
 
 __all__ = ["SqliteStepStore"]
 
@@ -89,7 +83,7 @@ class SqliteStepStore(StepStore):
         return await self._db.run(read)
 
     async def abandon_idle(self, older_than: float, now: float, limit: int = 1000) -> int:
-        from orderbot.dialog import DialogState
+        from orderbot.dialog.models import DialogState
 
         count = 0
         for client_key, raw, updated_at in await self.idle_states(older_than, limit):

@@ -1,32 +1,37 @@
 """The admin HTTP API: orders and their statuses, conversations handed to operators.
 
 Every route wants ``Authorization: Bearer <ADMIN_TOKEN>`` (compared in constant time): 401
-without it or with another token. With ``ADMIN_TOKEN`` unset the API is off and answers 503
-rather than being open. Errors are JSON ``{"error": code, "message": text}``; a body or query
-that does not validate gets FastAPI's 422 with the details. A backing service that is down
-(the database, or RabbitMQ for a notification that must go out first) gives 503 with
-``Retry-After``.
+without it or with another token, checked before anything of the request is read or validated.
+With ``ADMIN_TOKEN`` unset the API is off and answers 503 rather than being open. Errors are JSON
+``{"error": code, "message": text}``; a body, path or query that does not validate (an id or
+offset past 64 bits included) gets 422 with FastAPI's ``detail`` beside them. A backing service
+that is down (the database, or RabbitMQ for a notification that must go out first) gives 503
+with ``Retry-After``.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads these signatures at run time, and
 # they refer to names local to install_admin_api.
 import builtins
 import hmac
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
-from orderbot.order_admin import HandoffNotFound, OrderNotFound
-from orderbot.tracking import InvalidTransition
+from orderbot.orders.status import InvalidTransition, Status
 
 __all__ = ["OrderAdmin", "install_admin_api"]
 
-Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cancelled"]
+# Order ids are BIGINT; an offset past this is past every table. Larger numbers are a 422.
+MAX_SQL_INTEGER = 2**63 - 1
 
 
 class OrderAdmin(Protocol):
@@ -83,35 +88,56 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
     )
     expected = token.encode()
 
-    async def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> OrderAdmin:
+    def authenticate(request: Request) -> None:
         if not expected:
             raise AdminError(503, "admin_disabled", "admin API disabled (set ADMIN_TOKEN)")
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            given = ""
+        if not hmac.compare_digest(given.strip().encode(), expected):
             raise AdminError(401, "unauthorized", "a valid Authorization: Bearer token is needed")
+
+    class AuthenticatedRoute(APIRoute):
+        """Checks the token before FastAPI reads and validates the body, path and query: a
+        stranger learns nothing of what a request would need, only 401."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
+
+            async def authenticated(request: Request) -> Response:
+                authenticate(request)
+                return await handle(request)
+
+            return authenticated
+
+    async def authorized(
+        # Declared for OpenAPI (the security scheme); AuthenticatedRoute has checked it already.
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> OrderAdmin:
         store = admin()
         if store is None:
             raise AdminError(503, "unavailable", "the admin API is not available in this profile")
         return store
 
     Admin = Annotated[OrderAdmin, Depends(authorized)]
-    router = APIRouter(prefix="/api", tags=["admin"], responses=_AUTH_RESPONSES)
+    OrderId = Annotated[int, Path(ge=1, le=MAX_SQL_INTEGER)]
+    router = APIRouter(
+        prefix="/api", tags=["admin"], responses=_AUTH_RESPONSES, route_class=AuthenticatedRoute
+    )
 
     @router.get("/orders")
     async def list_orders(
         store: Admin,
         status: Annotated[Status | None, Query(description="Only orders with this status.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_SQL_INTEGER)] = 0,
     ) -> dict[str, Any]:
         """Orders, newest first."""
         found = await store.list(status=status, limit=limit, offset=offset)
         return {"orders": found, "limit": limit, "offset": offset}
 
     @router.get("/orders/{order_id}", responses={404: _error("No such order.")})
-    async def get_order(store: Admin, order_id: int) -> dict[str, Any]:
+    async def get_order(store: Admin, order_id: OrderId) -> dict[str, Any]:
         """One order with its line items, files and status history."""
         order = await store.get(order_id)
         if order is None:
@@ -125,7 +151,9 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
             409: _error("The order cannot go to that status from the one it has."),
         },
     )
-    async def change_status(store: Admin, order_id: int, change: StatusChange) -> dict[str, Any]:
+    async def change_status(
+        store: Admin, order_id: OrderId, change: StatusChange
+    ) -> dict[str, Any]:
         """Change the status; the customer is notified (through the outbox) in the same
         transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered (to any
         later one at once, told once), or to cancelled from any but delivered and cancelled.
@@ -170,6 +198,22 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
             headers={"Retry-After": str(max(1, round(retry_after)))},
         )
 
+    async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+            for error in exc.errors()
+        )
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "message": problems[:1000] or "the request does not validate",
+                "detail": jsonable_encoder(exc.errors()),
+            },
+            status_code=422,
+        )
+
     app.add_exception_handler(AdminError, on_error)
+    app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(StorageError, on_storage_error)
     app.include_router(router)

@@ -7,22 +7,30 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from orderbot import __version__
-from orderbot.dialog import Flow
+from orderbot.config import Settings
 from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
 from orderbot.web.admin import install_admin_api
 from orderbot.web.console.pages import install_console
-from orderbot.web.ingress import IngressApp, WebhookIngress
+from orderbot.web.ingress import HttpLimits, IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
+
+# Swagger UI (swagger-ui-dist from npm, Apache 2.0, its LICENSE beside it) is served from the
+# package, so /docs works without the internet and loads nothing from another host.
+_STATIC = Path(__file__).parent / "static"
+_SWAGGER = "/static/swagger-ui"
 
 _WEBHOOK_BODY: dict[str, Any] = {
     "requestBody": {
@@ -53,9 +61,13 @@ _WEBHOOK_BODY: dict[str, Any] = {
         "400": {"description": "The body is not JSON."},
         "401": {"description": "The signature does not match."},
         "404": {"description": "No such channel, or the secret path is wrong."},
+        "408": {"description": "The body did not arrive within HTTP_BODY_TIMEOUT seconds."},
         "413": {"description": "The body is over 64 KiB."},
         "415": {"description": "Content-Type is not application/json."},
-        "422": {"description": "A required field is missing or has the wrong type."},
+        "422": {
+            "description": "A required field is missing or has the wrong type, or an id is "
+            "out of range (integers: 64 bits; strings: 1-64 of A-Z a-z 0-9 _ . : @ -)."
+        },
         "503": {"description": "Storage is unavailable; retry after Retry-After seconds."},
     },
 }
@@ -71,11 +83,18 @@ def _metrics_text() -> bytes:
     return generate_latest(registry)
 
 
+class NamedFlow(Protocol):
+    """The app only names the flow in its log; the dialog is the worker's."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class ServiceRuntime(Protocol):
     """What the app needs of a runtime: ``EmbeddedRuntime`` or ``DistributedRuntime``."""
 
     @property
-    def flow(self) -> Flow: ...
+    def flow(self) -> NamedFlow: ...
     @property
     def ingress(self) -> WebhookIngress: ...
     @property
@@ -126,7 +145,23 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
         version=__version__,
         description="Takes shop orders through chat. Webhooks in, replies out, orders stored.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package, not from a CDN
+        redoc_url=None,  # ReDoc would load from a CDN; /docs describes the same API
     )
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{_SWAGGER}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_SWAGGER}/swagger-ui.css",
+            swagger_favicon_url=f"{_SWAGGER}/favicon-32x32.png",
+            # No badge from validator.swagger.io: nothing leaves the page.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
     settings = getattr(runtime, "settings", None)
     install_admin_api(
         app,
@@ -217,4 +252,13 @@ def create_app(runtime: ServiceRuntime, *, run_background: bool = True) -> Ingre
             log.warning("metrics: queue depths unavailable")
         return Response(_metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
-    return IngressApp(app, lambda: state["ingress"])
+    limits = (
+        HttpLimits(
+            header_timeout=settings.http_header_timeout,
+            body_timeout=settings.http_body_timeout,
+            max_header_bytes=settings.http_max_header_bytes,
+        )
+        if isinstance(settings, Settings)
+        else HttpLimits()
+    )
+    return IngressApp(app, lambda: state["ingress"], limits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -30,7 +31,14 @@ from orderbot.loggers import ingress as log
 from orderbot.metrics import WEBHOOKS
 from orderbot.queues.base import InboundQueue
 
-__all__ = ["MAX_BODY_BYTES", "IngressApp", "SignatureCheck", "WebhookIngress", "WebhookResponse"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "HttpLimits",
+    "IngressApp",
+    "SignatureCheck",
+    "WebhookIngress",
+    "WebhookResponse",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -47,6 +55,16 @@ _NOT_FOUND = orjson.dumps({"success": False, "error": "not_found", "message": "n
 
 
 @dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How long and how much a client may take to send a request (HTTP_* settings), kept by
+    the server's protocol (:mod:`orderbot.web.server`), which finds them on the app."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookResponse:
     status: int
     body: bytes
@@ -55,22 +73,39 @@ class WebhookResponse:
 
 @dataclass(frozen=True, slots=True)
 class SignatureCheck:
-    """Chat2Desk's optional HMAC: hex HMAC-SHA256, key md5(api token), over raw body + timestamp."""
+    """Chat2Desk's optional HMAC: hex HMAC-SHA256, key md5(api token), over raw body + timestamp.
+    The timestamp (unix seconds) must be within ``tolerance`` seconds of our clock, either way,
+    so a captured request cannot be replayed later."""
 
     header: str
     timestamp_header: str
     key: bytes
+    tolerance: float = 300.0
 
     @classmethod
-    def for_token(cls, token: str, header: str, timestamp_header: str) -> SignatureCheck:
+    def for_token(
+        cls, token: str, header: str, timestamp_header: str, *, tolerance: float = 300.0
+    ) -> SignatureCheck:
         key = hashlib.md5(token.encode(), usedforsecurity=False).hexdigest().encode()
-        return cls(header=header.lower(), timestamp_header=timestamp_header.lower(), key=key)
+        return cls(
+            header=header.lower(),
+            timestamp_header=timestamp_header.lower(),
+            key=key,
+            tolerance=tolerance,
+        )
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> bool:
         signature = headers.get(self.header, "")
         timestamp = headers.get(self.timestamp_header, "")
         expected = hmac.new(self.key, body + timestamp.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.strip().lower(), expected)
+        if not hmac.compare_digest(signature.strip().lower(), expected):
+            return False
+        try:
+            moment = float(timestamp)
+        except ValueError:
+            return False
+        current = time.time() if now is None else now
+        return math.isfinite(moment) and abs(current - moment) <= self.tolerance
 
 
 class WebhookIngress:
@@ -172,11 +207,18 @@ def _json(status: int, body: dict[str, Any]) -> WebhookResponse:
 
 
 class IngressApp:
-    """ASGI entry: ``POST /webhook/...`` on the lean path, the rest to ``app``."""
+    """ASGI entry: ``POST /webhook/...`` on the lean path, the rest to ``app``. ``limits`` are
+    the HTTP limits of this app, kept by the server's protocol (:mod:`orderbot.web.server`)."""
 
-    def __init__(self, app: ASGIApp, ingress: Callable[[], WebhookIngress | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        ingress: Callable[[], WebhookIngress | None],
+        limits: HttpLimits | None = None,
+    ) -> None:
         self.app = app
         self._ingress = ingress  # resolved per request: built by the app's lifespan
+        self.limits = limits or HttpLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/webhook/"):
@@ -221,6 +263,8 @@ class IngressApp:
             await _respond(send, _error(PayloadTooLarge(f"body is over {ingress.max_body} bytes")))
             return
         body = await _read_body(receive, ingress.max_body)
+        if body is _GONE:
+            return  # the client left (or was cut off by the body deadline): nothing to answer
         if body is None:
             await _respond(send, _error(PayloadTooLarge(f"body is over {ingress.max_body} bytes")))
             return
@@ -231,15 +275,23 @@ def _error(exc: PayloadError) -> WebhookResponse:
     return WebhookResponse(exc.status, orjson.dumps(exc.to_json()))
 
 
+_GONE = b"\x00gone"  # a sentinel no JSON body can be
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body; None past ``limit``; ``_GONE`` when the client disconnected first."""
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            return _GONE
         return body if len(body) <= limit else None
     chunks = [body]
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

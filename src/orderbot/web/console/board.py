@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from orderbot.outbound import client_key
 from orderbot.web.console.sql.base import Params, Row, SqlRunner
 
 __all__ = [
@@ -111,7 +112,7 @@ class Handoff:
 
     @property
     def client_key(self) -> str:
-        return f"{self.channel}:{self.client_id}"
+        return client_key(self.channel, self.client_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +330,7 @@ class OrderBoard:
         """The handoff of one customer (without the extras of :meth:`handoffs`)."""
         rows = await self._runner.fetch(
             "SELECT reason, since, until FROM handoffs WHERE client_key = :key",
-            {"key": f"{channel}:{client_id}"},
+            {"key": client_key(channel, client_id)},
         )
         if not rows:
             return None

@@ -40,7 +40,8 @@ from orderbot.desk.base import HandoffNotFound, OrderNotFound
 from orderbot.errors import BackendUnavailable, StorageError
 from orderbot.loggers import console as log
 from orderbot.messages import OutboundMessage
-from orderbot.tracking import STATUSES, InvalidTransition, allowed_next
+from orderbot.orders.status import STATUSES, InvalidTransition, allowed_next
+from orderbot.outbound import client_key, operator_reply_key
 from orderbot.web.console.accounts import ROLES, AccountError
 from orderbot.web.console.board import PAGE_SIZE, BoardFilter, BoardRow
 from orderbot.web.console.charts import column_chart, row_chart
@@ -570,7 +571,7 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
         # The form's nonce names the reply: a double submit queues it once.
         await svc.send_reply(
             OutboundMessage(
-                key=f"operator:{channel}:{client_id}:{nonce}",
+                key=operator_reply_key(client_key(channel, client_id), nonce),
                 channel=channel,
                 client_id=client_id,
                 text=text,

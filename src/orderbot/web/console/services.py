@@ -2,7 +2,7 @@
 database, accounts, sessions, the login throttle, the board's reads, the order admin (status
 changes, handbacks), the dead-letter queue, and how an operator's reply reaches the outbox.
 
-Embedded: the runtime's :class:`~orderbot.sqlite.SqliteDatabase` and SQLite outbox (no
+Embedded: the runtime's :class:`~orderbot.storage.sqlite.SqliteDatabase` and SQLite outbox (no
 SQLAlchemy loaded). Distributed: the runtime's ``AsyncEngine`` and RabbitMQ outbox.
 """
 
@@ -17,7 +17,7 @@ from orderbot.config import Settings
 from orderbot.desk.base import OrderAdmin
 from orderbot.messages import OutboundMessage
 from orderbot.queues.base import DeadLetterQueue
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.web.console.accounts import OperatorAccounts
 from orderbot.web.console.board import OrderBoard
 from orderbot.web.console.sessions import ConsoleSessions, LoginThrottle
@@ -61,7 +61,7 @@ def runner_for(runtime: Any) -> SqlRunner:
 def _reply_sender(runtime: Any) -> SendReply:
     db = getattr(runtime, "db", None)
     if isinstance(db, SqliteDatabase):
-        from orderbot.order_admin import insert_outbox
+        from orderbot.desk.sqlite import insert_outbox
 
         wakeup = getattr(runtime.outbox, "wakeup", None)
 

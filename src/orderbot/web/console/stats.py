@@ -35,7 +35,7 @@ def parse_period(text: str) -> float:
 
 
 class FlowStep(Protocol):
-    """What the numbers need of a flow's step (:class:`orderbot.dialog.flow_model.Step`)."""
+    """What the numbers need of a flow's step (:class:`orderbot.dialog.flow.Step`)."""
 
     @property
     def end(self) -> str | None: ...

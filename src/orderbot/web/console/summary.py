@@ -17,6 +17,7 @@ from datetime import date, time
 
 from orderbot.loggers import console as log
 from orderbot.messages import OutboundMessage
+from orderbot.outbound import daily_summary_key
 from orderbot.web.console.board import OrderBoard
 from orderbot.web.console.services import ConsoleServices
 from orderbot.web.console.shoptime import ShopTime
@@ -125,7 +126,7 @@ class DailySummary:
         for chat in self._chats:
             await svc.send_reply(
                 OutboundMessage(
-                    key=f"daily-summary:{day.isoformat()}:{chat}",
+                    key=daily_summary_key(day.isoformat(), chat),
                     channel="telegram",
                     client_id=chat,
                     text=text,

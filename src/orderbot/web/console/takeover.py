@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orderbot.outbound import client_key
 from orderbot.web.console.services import ConsoleServices
 
 __all__ = ["take_over"]
@@ -22,7 +23,7 @@ async def take_over(
     """Hand the customer to an operator; False when they were with one already."""
     now = svc.clock()
     until = now + svc.settings.handoff_timeout
-    key = f"{channel}:{client_id}"
+    key = client_key(channel, client_id)
     rows = await svc.runner.execute(
         "INSERT INTO handoffs (client_key, channel, client_id, reason, since, until)"
         " VALUES (:key, :channel, :client, :reason, :now, :until)"

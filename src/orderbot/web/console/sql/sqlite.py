@@ -1,7 +1,7 @@
 """The console's statements on the embedded SQLite file.
 
 Writes go through the profile's single-writer connection
-(:class:`~orderbot.sqlite.SqliteDatabase`), like every other write. Reads do not: a page of
+(:class:`~orderbot.storage.sqlite.SqliteDatabase`), like every other write. Reads do not: a page of
 numbers over 100,000 orders takes tens of milliseconds, and on the writer's thread every
 webhook would wait behind it. They run on read-only connections of their own, in worker
 threads (WAL lets readers and the writer work at the same time), at most ``readers`` at once.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from orderbot.errors import StorageError
-from orderbot.sqlite import SqliteDatabase
+from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.web.console.sql.base import Params, Row, SqlRunner, Statement
 
 __all__ = ["SqliteRunner"]

@@ -1,0 +1,1 @@
+"""Telegram, directly: the Bot API client, parsing updates, laying out replies."""

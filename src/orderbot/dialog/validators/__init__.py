@@ -1,0 +1,1 @@
+"""Named, reusable validators of what a customer writes, and the values they share."""

@@ -1,0 +1,1 @@
+"""Model files: receiving attachments, downloading them, checking their format by content."""
