@@ -96,7 +96,8 @@ def test_the_services_are_the_versions_the_profile_is_built_for() -> None:
     assert redis["image"] == "redis:7"
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"  # AOF on: state survives
-    # RabbitMQ's consumer timeout must outlast a reply's retries (README, deploy/rabbitmq.conf).
+    # RabbitMQ's consumer timeout must outlast a reply's retries (docs/deployment.md,
+    # deploy/rabbitmq.conf).
     mounted = [v.split(":")[0] for v in service("rabbitmq")["volumes"]]
     assert "./deploy/rabbitmq.conf" in mounted
     conf = (ROOT / "deploy" / "rabbitmq.conf").read_text()

@@ -31,7 +31,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="orderbot",
     help="Takes shop orders through chat (Chat2Desk, Telegram, a terminal). Settings come from the "
-    "environment and .env; see README.md.",
+    "environment and .env; see docs/configuration.md.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -199,7 +199,8 @@ class DistributedRuntime(Runtime):
 
     async def _refuse_stranded_shards(self) -> None:
         """A worker or sender does not start while QUEUE_SHARDS is lower than the shards that
-        still hold messages: those would wait unread (README, "Changing QUEUE_SHARDS")."""
+        still hold messages: those would wait unread (docs/deployment.md,
+        "Choosing and changing QUEUE_SHARDS")."""
         stranded = await self.broker.stranded_shards()
         if stranded:
             raise ConfigError(self.broker.describe_stranded(stranded))

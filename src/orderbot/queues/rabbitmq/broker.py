@@ -340,8 +340,8 @@ class RabbitBroker:
         return (
             f"QUEUE_SHARDS={self.shards} is lower than the shards in use: {held} message(s) "
             "that no process would read. Set QUEUE_SHARDS back to its previous value "
-            "everywhere, stop the server, let those queues drain, then lower it (README: "
-            "Changing QUEUE_SHARDS)"
+            "everywhere, stop the server, let those queues drain, then lower it "
+            "(docs/deployment.md: Choosing and changing QUEUE_SHARDS)"
         )
 
     async def depths(self) -> QueueDepths:
