@@ -185,6 +185,8 @@ async def _work_the_console(http: httpx.AsyncClient, chat2desk: FakeChat2Desk) -
 
     await _say(http, chat2desk, "777", 0, "Hello")
     await _say(http, chat2desk, "777", 1, "operator")
+    connecting = flow_text(FLOW, "handoff_started", "en")
+    await wait_for(lambda: connecting in chat2desk.texts("777"), timeout=20)  # handed off
     page = (await http.get("/console/handoffs/chat2desk/777", headers=HTML)).text
     nonce = page.split('name="nonce" value="')[1].split('"')[0]
     r = await http.post(

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from orderbot.config import Settings
-from orderbot.desk.texts import status_notification
+from orderbot.desk.texts import flow_text, status_notification
 from orderbot.dialog.loader import load_flow
 from tests.conftest import REQUIRE_SERVICES
 from tests.support.console import ADMIN, OPERATOR, Shop, running_shop, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLOW = load_flow("water")
+CONNECTING = flow_text(FLOW, "handoff_started", "en")
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -151,7 +152,7 @@ async def test_operator_works_an_order_end_to_end(browser: Any, shop: Shop) -> N
     await shop.customer_says("777", 0, "Hello")
     await wait_for(lambda: shop.chat2desk.texts("777"))
     await shop.customer_says("777", 1, "operator")
-    await wait_for(lambda: len(shop.chat2desk.texts("777")) >= 2)
+    await wait_for(lambda: CONNECTING in shop.chat2desk.texts("777"))  # handed off
     await page.goto("/console/handoffs")
     await shots.take(context, "handoffs", "/console/handoffs")
     await page.click('a[href="/console/handoffs/chat2desk/777"]')

@@ -30,6 +30,7 @@ from tests.support.console import (
 )
 
 FLOW = load_flow("water")
+CONNECTING = flow_text(FLOW, "handoff_started", "en")
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -290,7 +291,7 @@ async def test_handoff_reply_and_handback(shop: Shop) -> None:
     await shop.customer_says("777", 0, "Hello")
     await wait_for(lambda: shop.chat2desk.texts("777"))
     await shop.customer_says("777", 1, "operator")
-    await wait_for(lambda: len(shop.chat2desk.texts("777")) >= 2)
+    await wait_for(lambda: CONNECTING in shop.chat2desk.texts("777"))  # handed off
     async with shop.client() as http:
         csrf = await signed_in(http)
         page = (await http.get("/console/handoffs", headers=HTML)).text
