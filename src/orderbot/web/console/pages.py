@@ -599,15 +599,7 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
     async def dead_letters_page(request: Request) -> Response:
         session = await signed_in(request)
         letters = await services().dead_letters.list(200)
-        shown = []
-        for letter in letters:
-            text = ""
-            if letter.kind == "outbox":
-                try:
-                    text = OutboundMessage.from_json(letter.payload).text
-                except (ValueError, KeyError, TypeError):
-                    text = "(unreadable)"
-            shown.append({"letter": letter, "text": text})
+        shown = [{"letter": letter, "text": letter.text} for letter in letters]
         return render(
             request,
             "dead_letters.html",
