@@ -82,6 +82,28 @@ async def test_a_jump_to_a_later_status_is_one_change_told_once(
         assert note["text"] == status_notification(FLOW, "delivered", "en", order_id=order_id)
 
 
+async def test_a_note_for_the_customer_is_in_the_message_an_internal_one_is_not(
+    profile: str, tmp_path: Path
+) -> None:
+    async with open_bot(profile, tmp_path) as bot:
+        _, order_id = await place_order(bot)
+        await bot.admin.set_status(order_id, "confirmed", note="paid by card")
+        order = await bot.admin.set_status(
+            order_id, "cancelled", note="Out of stock until Monday", note_public=True
+        )
+        assert [(h["note"], h["note_public"]) for h in order["history"]] == [
+            ("paid by card", False),
+            ("Out of stock until Monday", True),
+        ]
+        confirmed, cancelled = await status_messages(bot)
+        assert confirmed["text"] == status_notification(FLOW, "confirmed", "en", order_id=order_id)
+        assert "paid by card" not in confirmed["text"]
+        assert cancelled["text"] == (
+            status_notification(FLOW, "cancelled", "en", order_id=order_id)
+            + "\nOut of stock until Monday"
+        )
+
+
 async def test_refused_changes_change_nothing(profile: str, tmp_path: Path) -> None:
     async with open_bot(profile, tmp_path) as bot:
         _, order_id = await place_order(bot)

@@ -557,3 +557,23 @@ async def test_an_orders_model_file_downloads(shop: Shop, tmp_path: Path) -> Non
         assert (await http.get(f"/console/orders/{order_id}/files/1")).status_code == 404
         stored.unlink()
         assert (await http.get(f"/console/orders/{order_id}/files/0")).status_code == 404
+
+
+async def test_a_cancellation_reason_can_be_told_to_the_customer(shop: Shop) -> None:
+    order_id = await shop.order("960")
+    async with shop.client() as http:
+        csrf = await signed_in(http)
+        r = await http.post(
+            f"/console/orders/{order_id}/status",
+            data={
+                "csrf_token": csrf,
+                "status": "cancelled",
+                "note": "No trucks today",
+                "tell": "1",
+            },
+        )
+        assert r.status_code == 303
+        expected = status_notification(FLOW, "cancelled", "en", order_id=order_id)
+        await wait_for(lambda: expected + "\nNo trucks today" in shop.chat2desk.texts("960"))
+        page = (await http.get(f"/console/orders/{order_id}", headers=HTML)).text
+        assert "No trucks today (told the customer)" in page

@@ -126,6 +126,9 @@ def orders_set_status(
         ),
     ],
     note: Annotated[str, typer.Option(help="Why (kept in the history; internal).")] = "",
+    tell: Annotated[
+        bool, typer.Option("--tell", help="Tell the customer the note too (e.g. why cancelled).")
+    ] = False,
 ) -> None:
     """Change an order's status and notify the customer (through the outbox).
 
@@ -145,7 +148,9 @@ def orders_set_status(
         order = run_async(
             _with_order_admin(
                 settings,
-                lambda admin: admin.set_status(order_id, status, note=note, actor="cli"),
+                lambda admin: admin.set_status(
+                    order_id, status, note=note, actor="cli", note_public=tell
+                ),
             )
         )
     except OrderNotFound:

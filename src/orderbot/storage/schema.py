@@ -130,6 +130,8 @@ order_status_history = Table(
     Column("to_status", String(32), nullable=False),
     Column("note", Text, nullable=False, server_default=""),
     Column("actor", String(100), nullable=False, server_default=""),  # cli, api, ...
+    # The note was told to the customer (in the notification), not kept internal.
+    Column("note_public", Boolean, nullable=False, server_default=false()),
     Column("created_at", Float, nullable=False),
     Index(None, "order_id", "id"),
 )

@@ -423,7 +423,11 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
         note = _text(form, "note", _MAX_NOTE, required=False)
         try:
             await services().admin.set_status(
-                number, wanted, note=note, actor=session.operator.name
+                number,
+                wanted,
+                note=note,
+                actor=session.operator.name,
+                note_public=form.get("tell") == "1",
             )
         except OrderNotFound:
             raise ConsoleError(404, "not_found", f"no order {order_id}") from None

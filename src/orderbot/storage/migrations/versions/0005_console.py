@@ -7,7 +7,8 @@ Create Date: 2026-12-07
 ``operators`` are named console accounts (role admin or operator, an argon2id hash);
 ``console_sessions`` the signed-in browsers (the SHA-256 of the cookie's token, the CSRF token,
 created and last seen, for the absolute and idle timeouts); ``login_failures`` the failed logins
-counted per account and per address for throttling; ``order_notes`` operators' internal notes.
+counted per account and per address for throttling; ``order_notes`` operators' internal notes;
+``order_status_history.note_public``: the change's note was told to the customer.
 ``ix_orders_status_id`` serves the board filtered by status; two indexes on
 ``dialog_outcomes`` cover the console's numbers for a period (counts per
 outcome and step; the median time to order).
@@ -94,6 +95,10 @@ def upgrade() -> None:
 
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.create_index("ix_orders_status_id", ["status", "id"], unique=False)
+    with op.batch_alter_table("order_status_history", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("note_public", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
     with op.batch_alter_table("dialog_outcomes", schema=None) as batch_op:
         batch_op.create_index(
             "ix_dialog_outcomes_steps", ["outcome", "last_step", "ended_at"], unique=False
@@ -109,6 +114,8 @@ def downgrade() -> None:
     with op.batch_alter_table("dialog_outcomes", schema=None) as batch_op:
         batch_op.drop_index("ix_dialog_outcomes_durations")
         batch_op.drop_index("ix_dialog_outcomes_steps")
+    with op.batch_alter_table("order_status_history", schema=None) as batch_op:
+        batch_op.drop_column("note_public")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index("ix_orders_status_id")
     with op.batch_alter_table("order_notes", schema=None) as batch_op:
