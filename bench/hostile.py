@@ -669,7 +669,8 @@ async def ids(clients: Clients, ready: list[str], f: Figures, stop: asyncio.Even
     c = str(2**64 + 1)
     cases.append((c, {**clients.payload(c, GREETING), "client_id": 2**64 + 1}))
     c = "07001" + clients.new()[-3:]
-    cases.append((c, {**clients.payload(c, GREETING), "client_id": c}))
+    # Chat2Desk ids are integers: the bot answers client int(c), so its replies are counted there.
+    cases.append((str(int(c)), {**clients.payload(c, GREETING), "client_id": c}))
     posted = [await clients.attack(client, payload) for client, payload in cases]
     f.notes.append(
         "statuses by case (NUL in text, control characters, 120-char client id, 300-char"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 
 import pytest
@@ -11,6 +13,7 @@ from orderbot.channels.base import Channel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import insert_outbox
 from orderbot.messages import OutboundMessage
+from orderbot.metrics import HOUSEKEEPING_FAILURES
 from orderbot.runtime.embedded import EmbeddedRuntime
 from tests.test_sqlite_queues import inbound
 
@@ -79,3 +82,36 @@ async def test_the_embedded_sender_honours_shutdown_timeout(
         with caplog.at_level("WARNING", logger="orderbot"):
             await runtime.stop()
     assert "1 send(s) still in flight after 0.3s" in caplog.text
+
+
+async def test_a_failing_housekeeping_job_is_counted_and_the_others_still_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each embedded housekeeping job runs on its own, as on the distributed profile: the
+    first job (pruning the inbound queue) failing still lets the upload cleanup run."""
+    settings = settings.model_copy(update={"upload_retention": 60.0})
+    async with EmbeddedRuntime(settings) as runtime:
+        upload = runtime.files.upload_dir / ("0" * 64 + ".stl")
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        upload.write_bytes(b"solid x\nendsolid x\n")
+        old = time.time() - 3600
+        os.utime(upload, (old, old))
+
+        async def broken() -> int:
+            raise RuntimeError("housekeeping bug (test)")
+
+        monkeypatch.setattr(runtime.inbound, "prune", broken)
+        failures = HOUSEKEEPING_FAILURES.labels(job="inbound_prune")
+        before = failures._value.get()
+        with caplog.at_level(logging.ERROR, logger="orderbot"):
+            runtime.start()  # housekeeping runs at once, then every PRUNE_INTERVAL
+            try:
+                for _ in range(200):
+                    if not upload.exists():
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await runtime.stop()
+        assert not upload.exists()
+        assert failures._value.get() - before == 1
+        assert "housekeeping job inbound_prune failed" in caplog.text

@@ -52,7 +52,8 @@ class InboundMessage:
     """One customer message, whatever channel it came from.
 
     ``route`` keeps what the channel needs to answer the same way (for Chat2Desk: ``transport``
-    and ``channel_id``); the dialog never looks at it.
+    and ``channel_id``); the dialog never looks at it. ``language`` is the language the
+    customer's app is set to, when the channel tells (Telegram's ``language_code``), else "".
     """
 
     channel: str
@@ -62,6 +63,7 @@ class InboundMessage:
     received_at: float
     attachments: tuple[Attachment, ...] = ()
     route: dict[str, str] = field(default_factory=dict)
+    language: str = ""
 
     @property
     def dedupe_key(self) -> str:
@@ -72,17 +74,18 @@ class InboundMessage:
         return client_key(self.channel, self.client_id)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "channel": self.channel,
-                "client_id": self.client_id,
-                "message_id": self.message_id,
-                "text": self.text,
-                "received_at": self.received_at,
-                "attachments": [a.to_dict() for a in self.attachments],
-                "route": self.route,
-            }
-        )
+        data: dict[str, Any] = {
+            "channel": self.channel,
+            "client_id": self.client_id,
+            "message_id": self.message_id,
+            "text": self.text,
+            "received_at": self.received_at,
+            "attachments": [a.to_dict() for a in self.attachments],
+            "route": self.route,
+        }
+        if self.language:  # only when known: queued messages keep their old shape otherwise
+            data["language"] = self.language
+        return orjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InboundMessage:
@@ -98,6 +101,7 @@ class InboundMessage:
             received_at=data["received_at"],
             attachments=tuple(Attachment.from_dict(a) for a in data.get("attachments", ())),
             route=dict(data.get("route", {})),
+            language=str(data.get("language") or ""),
         )
 
 

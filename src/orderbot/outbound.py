@@ -23,6 +23,7 @@ __all__ = [
     "operator_reply_key",
     "order_idempotency_key",
     "pending_notification_member",
+    "question_alert_key",
     "reply_key",
     "status_notification_key",
     "transfer_key",
@@ -52,6 +53,12 @@ def transfer_key(message_key: str) -> str:
 def handoff_alert_key(message_key: str, chat: str) -> str:
     """The operators' Telegram alert of a handoff asked for by one message, per operator chat."""
     return f"{message_key}:handoff:{chat}"
+
+
+def question_alert_key(message_key: str, chat: str) -> str:
+    """The operators' Telegram copy of a question the flow could not answer, per operator chat
+    (the dialog goes on; issue 16)."""
+    return f"{message_key}:question:{chat}"
 
 
 def handback_key(client_key: str, since: float) -> str:

@@ -28,6 +28,7 @@ from orderbot.desk.front import UNKNOWN, FrontDesk, Unknown
 from orderbot.dialog.engine import error_reply, file_room, step, wants_files
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import (
+    AskOperator,
     CreateOrder,
     DialogEnded,
     DialogOptions,
@@ -264,6 +265,12 @@ class Worker:
     ) -> None:
         message = delivery.message
         before = state.step if state is not None else "-"
+        known: dict[str, Any] = {}
+        if self._front_desk is not None and (
+            state is None or state.updated_at + self._options.idle_timeout < time.time()
+        ):
+            # A dialog begins: what this customer ordered last, to offer it again.
+            known = await self._front_desk.known_customer(message.channel, message.client_id)
         try:
             if failure is not None:
                 raise failure
@@ -275,8 +282,15 @@ class Worker:
                 options=self._options,
                 attachments=attachments,
                 buttons=message.channel in _BUTTON_CHANNELS,
+                language_hint=message.language or None,
+                known=known,
             )
-            commit = _commit_for(delivery, result.state, result.replies, result.effects)
+            alerts: tuple[OutboundMessage, ...] = ()
+            desk = self._front_desk
+            for effect in result.effects:
+                if isinstance(effect, AskOperator) and desk is not None:
+                    alerts += desk.question_alerts(message, effect.step, time.time())
+            commit = _commit_for(delivery, result.state, result.replies, result.effects, alerts)
         except Exception as exc:  # a step failure still answers the customer
             log.exception("dialog step failed for message %s", message.message_id)
             language = state.language if state is not None else self._options.default_language
@@ -292,6 +306,8 @@ class Worker:
         DIALOG_STEP_SECONDS.observe(elapsed)
         if commit.order is not None and order_id is not None:
             ORDERS_CREATED.labels(message.channel).inc()
+            if self._front_desk is not None:
+                self._front_desk.note_order(message.client_key)
         self.handled += 1
         log.info(
             "handled %s client=%s msg=%s step=%s->%s replies=%d order=%s %.1fms",
@@ -462,7 +478,8 @@ def _commit_for(
     delivery: InboundDelivery,
     state: DialogState | None,
     replies: tuple[Reply, ...],
-    effects: tuple[CreateOrder | DialogEnded, ...],
+    effects: tuple[CreateOrder | DialogEnded | AskOperator, ...],
+    alerts: tuple[OutboundMessage, ...] = (),
 ) -> StepCommit:
     message = delivery.message
     order: OrderRecord | None = None
@@ -485,7 +502,7 @@ def _commit_for(
                 route={k: v for k, v in message.route.items() if k != "callback_query_id"},
                 **order_parts(effect.data),
             )
-        else:
+        elif isinstance(effect, DialogEnded):
             outcomes.append(
                 OutcomeRecord(
                     outcome=effect.outcome,
@@ -499,7 +516,7 @@ def _commit_for(
         delivery=delivery,
         state=state.to_json() if state is not None else None,
         state_name=state.step if state is not None else "-",
-        replies=_outbound(message, replies),
+        replies=_outbound(message, replies) + alerts,
         order=order,
         outcomes=tuple(outcomes),
     )

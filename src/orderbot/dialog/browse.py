@@ -123,7 +123,7 @@ def order_button(flow: Flow, item: CatalogEntry, language: str) -> str:
 
 
 def _labels(flow: Flow, key: str) -> set[str]:
-    return {browse_text(flow, key, language).strip() for language in flow.languages}
+    return {browse_text(flow, key, language).strip() for language in flow.spoken}
 
 
 def read(flow: Flow, text: str, page: int | None, *, numbers: bool) -> ShowPage | PickItem | None:
@@ -145,7 +145,7 @@ def read(flow: Flow, text: str, page: int | None, *, numbers: bool) -> ShowPage 
         return ShowPage(clamp_page(catalog, shown - 1))
     said = phrase(stripped)
     for item in catalog.items:
-        if said in {phrase(order_button(flow, item, lang)) for lang in flow.languages}:
+        if said in {phrase(order_button(flow, item, lang)) for lang in flow.spoken}:
             return PickItem(item)
     if page is None:
         return None

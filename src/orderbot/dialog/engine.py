@@ -10,8 +10,11 @@ what the customer attached *before* the step (see :mod:`orderbot.files.receiver`
 each result as a :class:`ReceivedFile` (stored, or refused with a reason); the engine only keeps
 the list.
 
-The conversation is decided in four modules: this one reads what a message is (a command, a
-button, an answer) and routes it; :mod:`~orderbot.dialog.handlers` acts on each kind;
+The conversation is decided in these modules: this one reads what a message is (a command, a
+button, an answer) and routes it; :mod:`~orderbot.dialog.conversation` handles a message
+written as people write (every detail read by :mod:`~orderbot.dialog.understanding`,
+corrections, questions, the wrong keyboard layout) and hands the current question's answer to
+:mod:`~orderbot.dialog.handlers`, which acts on each kind;
 :mod:`~orderbot.dialog.navigation` knows where the answers lead; :mod:`~orderbot.dialog.rendering`
 words the replies. The values going in and out are in :mod:`~orderbot.dialog.models`.
 """
@@ -20,20 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from orderbot.dialog import browse
+from orderbot.dialog.conversation import repeat_offer, respond
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.handlers import (
     begin_dialog,
     cancel_dialog,
     dialog_ended,
-    handle_answer,
     numbered_listing,
     pick_item,
     receive_files,
     show_catalog,
 )
+from orderbot.dialog.layout import other_layout
 from orderbot.dialog.models import (
     DialogOptions,
     DialogState,
@@ -43,7 +48,9 @@ from orderbot.dialog.models import (
     StepResult,
 )
 from orderbot.dialog.navigation import back_target, prune, step_buttons, summaries
+from orderbot.dialog.notes import note
 from orderbot.dialog.rendering import render_prompt, with_prompt
+from orderbot.dialog.understanding import is_question, known_details, read, wants_repeat
 from orderbot.dialog.wording import phrase as _phrase
 from orderbot.dialog.wording import phrases as _phrases
 from orderbot.messages import Attachment
@@ -54,6 +61,7 @@ __all__ = ["detect_language", "error_reply", "file_room", "question", "step", "w
 _ERROR_TEXTS = {
     "ru": "Извините, что-то пошло не так. Пожалуйста, повторите последнее сообщение.",
     "en": "Sorry, something went wrong. Please repeat your last message.",
+    "ky": "Кечиресиз, бир нерсе туура эмес болду. Акыркы билдирүүңүздү кайталаңызчы.",
 }
 
 
@@ -65,10 +73,18 @@ def error_reply(language: str) -> Reply:
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _LATIN = re.compile("[A-Za-z]")
 _SLASH_COMMAND = re.compile(r"/[A-Za-z_]\w*(?:@\w+)?")
+_KYRGYZ_LETTERS = re.compile("[ңөүҢӨҮ]")
+# Kyrgyz words written without its own letters; "салам" is said in Russian too, so not here.
+_KYRGYZ_WORDS = frozenset(
+    {"саламатсызбы", "ооба", "рахмат", "керек", "канча", "жок", "макул", "барбы", "кандайсыз",
+     "жакшы", "бизге", "мага", "суу", "бар", "эки", "алты", "жети", "сегиз", "тогуз", "отуз",
+     "кырк", "жыйырма", "кайда", "качан", "эмне", "кыргызча"}
+)  # fmt: skip
 
 
 def detect_language(text: str, default: str) -> str:
-    """``ru`` for a message mostly in Cyrillic, ``en`` for Latin, else ``default``.
+    """``ky`` for a message with Kyrgyz letters (ң, ө, ү) or words, ``ru`` for one mostly in
+    Cyrillic, ``en`` for Latin, else ``default``.
 
     Slash commands are ignored: "/start" says nothing about the customer's language.
     """
@@ -76,6 +92,8 @@ def detect_language(text: str, default: str) -> str:
     cyrillic = len(_CYRILLIC.findall(letters))
     latin = len(_LATIN.findall(letters))
     if cyrillic and cyrillic >= latin:
+        if _KYRGYZ_LETTERS.search(letters) or set(_phrase(letters).split()) & _KYRGYZ_WORDS:
+            return "ky"
         return "ru"
     if latin:
         return "en"
@@ -91,7 +109,35 @@ _COMMANDS = {
     "/services": "services",
     "/catalog": "services",
     "/order": "order",
+    "/ru": "language:ru",
+    "/en": "language:en",
+    "/ky": "language:ky",
+    "/kg": "language:ky",
 }
+# Commands typed without the slash, as the whole message.
+_COMMAND_WORDS = {
+    "start": "start",
+    "старт": "start",
+    "help": "help",
+    "помощь": "help",
+    "справка": "help",
+    "жардам": "help",
+    "menu": "services",
+    "меню": "services",
+    "english": "language:en",
+    "in english": "language:en",
+    "по английски": "language:en",
+    "русский": "language:ru",
+    "по русски": "language:ru",
+    "на русском": "language:ru",
+    "in russian": "language:ru",
+    "кыргызча": "language:ky",
+    "кыргыз тилинде": "language:ky",
+    "на кыргызском": "language:ky",
+    "по кыргызски": "language:ky",
+    "in kyrgyz": "language:ky",
+}
+_DIGIT = re.compile(r"\d")
 _BUTTON_NUMBER = re.compile(r"\s*(\d{1,2})\s*[.)]?\s*")
 
 
@@ -106,13 +152,25 @@ def _command(flow: Flow, text: str) -> str | None:
     # Cancel and restart words count only as the whole message: an address or a name may
     # contain them, and eating a customer's answer is worse than asking once more.
     phrase = _phrase(stripped)
-    if phrase and phrase in _phrases(flow.cancel_words):
+    if not phrase:
+        return None
+    found = _command_word(flow, phrase)
+    if found is None and len(phrase) <= 30 and _DIGIT.search(phrase) is None:
+        # "jnvtyf": "отмена" typed with the Latin layout on.
+        swapped = other_layout(stripped)
+        if swapped is not None:
+            found = _command_word(flow, _phrase(swapped))
+    return found
+
+
+def _command_word(flow: Flow, phrase: str) -> str | None:
+    if phrase in _phrases(flow.cancel_words):
         return "cancel"
-    if phrase and phrase in _phrases(flow.restart_words):
+    if phrase in _phrases(flow.restart_words):
         return "start"
-    if phrase and phrase in _phrases(browse.SERVICES_WORDS):
+    if phrase in _phrases(browse.SERVICES_WORDS):
         return "services"
-    return None
+    return _COMMAND_WORDS.get(phrase)
 
 
 def wants_files(flow: Flow, state: DialogState | None) -> bool:
@@ -143,6 +201,8 @@ def step(
     options: DialogOptions,
     attachments: Sequence[Attachment | ReceivedFile] = (),
     buttons: bool = True,
+    language_hint: str | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> StepResult:
     """Handle one customer message.
 
@@ -151,7 +211,12 @@ def step(
     :class:`ReceivedFile` once the worker fetched and checked it, a bare ``Attachment`` when
     nobody did (a file step then says it could not get the file). ``buttons``: whether the
     channel shows buttons (Telegram) or numbered text (Chat2Desk); only the catalog listing
-    differs (:mod:`orderbot.dialog.browse`). Pure: the same arguments give the same result.
+    differs (:mod:`orderbot.dialog.browse`). ``language_hint``: the language the customer's
+    app is set to (Telegram's ``language_code``), used for a new dialog when the text itself
+    says nothing (a bare "/start"). ``known``: the data of the customer's last order, which
+    the worker reads for a message that begins a dialog; the dialog offers it again ("как
+    обычно") and keeps what it may reuse in its state. Pure: the same arguments give the same
+    result.
     """
     effects: list[Effect] = []
     if state is not None and (
@@ -164,12 +229,19 @@ def step(
         effects.append(dialog_ended(state, "abandoned", now))
         state = None
     command = _command(flow, text)
+    # A location pin is no file: at a file step it is read like a message without text.
+    files = [a for a in attachments if not (isinstance(a, Attachment) and a.kind == "location")]
 
     if state is None:
         wanted = options.default_language
         if options.detect_language:
-            wanted = detect_language(text, options.default_language)
-        language = flow.language(wanted if wanted in flow.languages else options.default_language)
+            hint = (language_hint or "").split("-")[0].lower()
+            wanted = detect_language(
+                text, hint if hint in flow.spoken else options.default_language
+            )
+        if command is not None and command.startswith("language:"):
+            wanted = command.split(":", 1)[1]
+        language = flow.language(wanted if wanted in flow.spoken else options.default_language)
         if command == "cancel":
             return StepResult(None, (Reply(flow.text("cancelled", language)),), tuple(effects))
         if command == "services":
@@ -181,6 +253,21 @@ def step(
         if isinstance(action, browse.PickItem):
             return pick_item(flow, None, language, action.item, now, options, effects)
         new_state, replies = begin_dialog(flow, language, now)
+        details = known_details(flow, known)
+        if details:
+            new_state = dataclasses.replace(new_state, known=details)
+        if (
+            command is None
+            and text.strip()
+            and _opens_with_details(flow, new_state, text, options, media=bool(files))
+        ):
+            # The first message already says something: read it, after the greeting.
+            first = flow.steps[flow.start]
+            result = respond(flow, first, new_state, language, text, options, effects, first=True)
+            return StepResult(result.state, (replies[0], *result.replies), result.effects)
+        offer = repeat_offer(flow, details, language)
+        if offer is not None:
+            replies = (replies[0], offer, *replies[1:])
         return StepResult(new_state, replies, tuple(effects))
 
     language = flow.language(state.language)
@@ -188,6 +275,7 @@ def step(
         # The /start itself is the first message of the new dialog, not the last of the old one.
         effects.append(dialog_ended(state, "abandoned", now))
         new_state, replies = begin_dialog(flow, language, now)
+        new_state = dataclasses.replace(new_state, known=state.known)
         return StepResult(new_state, replies, tuple(effects))
     if command == "order" and not state.data:
         # Nothing collected yet (say, only the catalog was shown): the same dialog, from its
@@ -223,8 +311,11 @@ def step(
         return StepResult(asked, (reply,), tuple(effects))
     if command == "services":
         return show_catalog(flow, advanced, language, 0, now, buttons, effects)
-    # A location pin is no file: at a file step it is read like a message without text.
-    files = [a for a in attachments if not (isinstance(a, Attachment) and a.kind == "location")]
+    if command is not None and command.startswith("language:"):
+        switched = dataclasses.replace(advanced, language=flow.language(command.split(":")[1]))
+        before = note(flow, "language_switched", switched.language)
+        reply = with_prompt(flow, current, switched.language, state.data, before, state.return_to)
+        return StepResult(switched, (reply,), tuple(effects))
     if files and current.validator == "model_files":
         return receive_files(flow, current, advanced, language, files, effects)
     if not text.strip():
@@ -257,7 +348,32 @@ def step(
         moved = dataclasses.replace(advanced, step=back, data=data, return_to=None)
         reply = render_prompt(flow, flow.steps[back], language, data)
         return StepResult(moved, (reply,), tuple(effects))
-    return handle_answer(flow, current, advanced, language, text, options, effects)
+    return respond(flow, current, advanced, language, text, options, effects, media=bool(files))
+
+
+def _opens_with_details(
+    flow: Flow, state: DialogState, text: str, options: DialogOptions, *, media: bool
+) -> bool:
+    """Whether the first message of a dialog is more than a greeting: a question, or details
+    (a phone, a quantity with its unit, an address that looks like one)."""
+    if media:
+        return False
+    if is_question(text) or (state.known and wants_repeat(text)):
+        return True
+    first = flow.steps[flow.start]
+    if first.validator in (None, "model_files"):
+        return False
+    reading = read(
+        flow,
+        first,
+        state.data,
+        text,
+        region=options.phone_region,
+        language=state.language,
+        first=True,
+        known=state.known,
+    )
+    return bool(reading.values) or reading.answer is not None
 
 
 def question(

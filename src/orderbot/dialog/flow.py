@@ -18,8 +18,10 @@ from typing import Any, Literal
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "OPTIONAL_TEXTS",
+    "BusinessHours",
     "Catalog",
     "CatalogEntry",
+    "FaqEntry",
     "Flow",
     "Step",
     "Texts",
@@ -50,6 +52,18 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "catalog_more": frozenset(),
     "catalog_chosen": frozenset({"name", "price"}),
     "order_in_progress": frozenset(),
+    # How the bot says what it read (see orderbot/dialog/notes.py for the defaults).
+    "details_noted": frozenset({"details"}),
+    "details_changed": frozenset({"details"}),
+    "change_field": frozenset({"field"}),
+    "edit_hint": frozenset({"fields"}),
+    "question_unknown": frozenset(),
+    "stale_button": frozenset(),
+    "media_caption": frozenset(),
+    "language_switched": frozenset(),
+    "closed_note": frozenset({"when"}),
+    # Offered to a returning customer after the greeting; may also use every {field}.
+    "repeat_offer": frozenset(),
 }
 DEFAULT_PAGE_SIZE = 5
 
@@ -78,6 +92,12 @@ class Step:
     help: Texts = _default(default_factory=dict)
     returns_to: str | None = None
     messages: Mapping[str, Texts] = _default(default_factory=dict)
+    labels: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    """Words that name the step's field in a message ("Адрес: ...", "change the phone to ...");
+    the first of a language is how a reply names it."""
+    units: Mapping[str, tuple[str, ...]] = _default(default_factory=dict)
+    """A quantity step: unit words that make a number anywhere in a message its answer
+    ("3 бутыли", "алты бөтөлкө")."""
     end: Literal["completed", "cancelled"] | None = None
     text: Texts = _default(default_factory=dict)
 
@@ -111,6 +131,26 @@ class Catalog:
 
 
 @dataclass(frozen=True, slots=True)
+class FaqEntry:
+    """A question the bot answers itself: any of its ``keywords`` (word beginnings, by
+    language) in a customer's question picks ``answer``."""
+
+    keywords: Mapping[str, tuple[str, ...]]
+    answer: Texts
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessHours:
+    """When the shop delivers: ``week`` has one ``(opens, closes)`` pair of minutes after
+    midnight per weekday (Monday first; None: closed), ``holidays`` ISO dates closed all day,
+    in the IANA ``timezone``."""
+
+    timezone: str
+    week: tuple[tuple[int, int] | None, ...]
+    holidays: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """A loaded, checked flow. Treat it as read-only; it is shared by every dialog."""
 
@@ -128,10 +168,20 @@ class Flow:
     catalog: Catalog | None = None
     status_texts: Mapping[str, Texts] = _default(default_factory=dict)
     status_names: Mapping[str, Texts] = _default(default_factory=dict)
+    faq: tuple[FaqEntry, ...] = ()
+    hours: BusinessHours | None = None
+    partial_languages: tuple[str, ...] = ()
+    """Languages the flow speaks besides ``languages`` whose texts may be missing in the file
+    (the loader fills them with the first language's): every text has them all."""
+
+    @property
+    def spoken(self) -> tuple[str, ...]:
+        """Every language the flow answers in: ``languages`` then ``partial_languages``."""
+        return self.languages + self.partial_languages
 
     def language(self, wanted: str) -> str:
         """``wanted`` if the flow speaks it, else the flow's first language."""
-        return wanted if wanted in self.languages else self.languages[0]
+        return wanted if wanted in self.spoken else self.languages[0]
 
     def text(self, key: str, language: str) -> str:
         """The global text ``key`` in ``language`` (or the flow's first language)."""

@@ -9,7 +9,9 @@ the key, and ``load_flow`` puts the file name in front of it.
 
 from __future__ import annotations
 
+import datetime
 import re
+import zoneinfo
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -20,8 +22,10 @@ import yaml
 from orderbot.dialog.flow import (
     DEFAULT_PAGE_SIZE,
     ORDER_ID,
+    BusinessHours,
     Catalog,
     CatalogEntry,
+    FaqEntry,
     Step,
     Texts,
     placeholders,
@@ -30,10 +34,13 @@ from orderbot.dialog.validators.registry import VALIDATORS
 from orderbot.orders.status import STATUSES
 
 __all__ = [
+    "Languages",
     "Problem",
     "check_branches",
     "check_placeholders",
+    "parse_business_hours",
     "parse_catalog",
+    "parse_faq",
     "parse_status_texts",
     "parse_step",
     "parse_texts",
@@ -56,6 +63,8 @@ _STEP_KEYS = {
     "help",
     "returns_to",
     "messages",
+    "labels",
+    "units",
 }
 # Texts a validator's step needs besides its errors, by validator.
 _STEP_MESSAGES = {"model_files": frozenset({"received", "removed"})}
@@ -95,16 +104,37 @@ def unknown_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None
         )
 
 
+class Languages(tuple[str, ...]):
+    """A flow's languages as the checks see them: the declared ones (every text required),
+    then the partial ones (a missing text is the first language's)."""
+
+    partial: frozenset[str]
+
+    def __new__(cls, declared: tuple[str, ...], partial: tuple[str, ...] = ()) -> Languages:
+        made = super().__new__(cls, (*declared, *partial))
+        made.partial = frozenset(partial)
+        return made
+
+
+def _partial(languages: tuple[str, ...]) -> frozenset[str]:
+    return languages.partial if isinstance(languages, Languages) else frozenset()
+
+
 def parse_texts(value: object, languages: tuple[str, ...], where: str) -> dict[str, str]:
     data = require_mapping(value, where)
+    partial = _partial(languages)
     for language in languages:
-        if language not in data:
+        if language not in data and language not in partial:
             raise Problem(f"{where}: missing text for language {language!r}")
     extra = sorted(set(data) - set(languages))
     if extra:
         raise Problem(f"{where}: language {extra[0]!r} is not in the flow's languages")
+    first = languages[0]
     return {
-        language: require_string(data[language], f"{where}.{language}") for language in languages
+        language: require_string(
+            data[language if language in data else first], f"{where}.{language}"
+        )
+        for language in languages
     }
 
 
@@ -282,6 +312,10 @@ def parse_step(
     returns_to = data.get("returns_to")
     if returns_to is not None:
         returns_to = require_string(returns_to, f"{where}.returns_to")
+    if buttons and languages[0] in buttons:
+        # A partial language without its own labels shows the first language's.
+        for lang in _partial(languages) - set(buttons):
+            buttons[lang] = buttons[languages[0]]
     if buttons:
         if set(buttons) != set(languages):
             missing_lang = sorted(set(languages) - set(buttons))[0]
@@ -300,6 +334,12 @@ def parse_step(
     skip = word_lists(data.get("skip", {}), languages, f"{where}.skip")
     if skip and field_name is None:
         raise Problem(f"{where}.skip: a skippable step needs a 'field'")
+    labels = word_lists(data.get("labels", {}), languages, f"{where}.labels")
+    if labels and field_name is None:
+        raise Problem(f"{where}.labels: only a step with a 'field' has a label")
+    units = word_lists(data.get("units", {}), languages, f"{where}.units")
+    if units and validator_name not in ("quantity", "integer"):
+        raise Problem(f"{where}.units: only a quantity or integer step counts units")
     return Step(
         name=name,
         prompt=parse_texts(data["prompt"], languages, f"{where}.prompt"),
@@ -313,6 +353,8 @@ def parse_step(
         help=parse_texts(data["help"], languages, f"{where}.help") if "help" in data else {},
         returns_to=returns_to,
         messages=messages,
+        labels=labels,
+        units=units,
     )
 
 
@@ -382,3 +424,74 @@ def check_placeholders(
     for key, by_language in groups:
         for language, text in by_language.items():
             placeholders_known(text, known, f"{where}.{key}.{language}")
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def parse_faq(value: object, languages: tuple[str, ...]) -> tuple[FaqEntry, ...]:
+    """``faq``: a list of ``{keywords: {language: [word, ...]}, answer: {language: text}}``."""
+    if not isinstance(value, list):
+        raise Problem("faq: must be a list of {keywords, answer}")
+    entries: list[FaqEntry] = []
+    for index, raw in enumerate(value):
+        where = f"faq[{index}]"
+        entry = require_mapping(raw, where)
+        unknown_keys(entry, {"keywords", "answer"}, where)
+        for key in ("keywords", "answer"):
+            if key not in entry:
+                raise Problem(f"{where}: missing key {key!r}")
+        keywords = word_lists(entry["keywords"], languages, f"{where}.keywords")
+        if not keywords:
+            raise Problem(f"{where}.keywords: needs words in at least one language")
+        entries.append(
+            FaqEntry(keywords, parse_texts(entry["answer"], languages, f"{where}.answer"))
+        )
+    return tuple(entries)
+
+
+def parse_business_hours(value: object) -> BusinessHours:
+    """``business_hours``: ``timezone`` (IANA), ``week`` ({mon: "09:00-20:00", ..., sun:
+    closed}; a day left out is closed) and optional ``holidays`` (ISO dates)."""
+    data = require_mapping(value, "business_hours")
+    unknown_keys(data, {"timezone", "week", "holidays"}, "business_hours")
+    for key in ("timezone", "week"):
+        if key not in data:
+            raise Problem(f"business_hours: missing key {key!r}")
+    timezone = require_string(data["timezone"], "business_hours.timezone")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise Problem(
+            f"business_hours.timezone: unknown time zone {timezone!r} (e.g. Asia/Bishkek)"
+        ) from None
+    week_raw = require_mapping(data["week"], "business_hours.week")
+    unknown_keys(week_raw, set(_WEEKDAYS), "business_hours.week")
+    week: list[tuple[int, int] | None] = []
+    for day in _WEEKDAYS:
+        hours = week_raw.get(day, "closed")
+        where = f"business_hours.week.{day}"
+        if hours is False or hours == "closed":  # YAML reads a bare "off" as False
+            week.append(None)
+            continue
+        match = _HOURS.fullmatch(str(hours).strip())
+        if match is None:
+            raise Problem(f'{where}: must be like "09:00-20:00" or closed, got {hours!r}')
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        opens, closes = h1 * 60 + m1, h2 * 60 + m2
+        if not (h1 < 24 and h2 <= 24 and m1 < 60 and m2 < 60 and opens < closes <= 24 * 60):
+            raise Problem(f"{where}: {hours!r} must open before it closes, within one day")
+        week.append((opens, closes))
+    holidays_raw = data.get("holidays", [])
+    if not isinstance(holidays_raw, list):
+        raise Problem("business_hours.holidays: must be a list of dates like 2027-01-01")
+    holidays: set[str] = set()
+    for day in holidays_raw:
+        try:
+            holidays.add(datetime.date.fromisoformat(str(day)).isoformat())
+        except ValueError:
+            raise Problem(
+                f"business_hours.holidays: {day!r} is not a date like 2027-01-01"
+            ) from None
+    return BusinessHours(timezone, tuple(week), frozenset(holidays))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from orderbot.dialog import browse
 from orderbot.dialog.flow import CatalogEntry, Flow, Step
+from orderbot.dialog.hours import next_opening, when_text
 from orderbot.dialog.models import (
     CreateOrder,
     DialogEnded,
@@ -33,6 +34,7 @@ from orderbot.dialog.navigation import (
     step_options,
     summaries,
 )
+from orderbot.dialog.notes import note
 from orderbot.dialog.rendering import (
     line_total,
     order_lines,
@@ -336,7 +338,14 @@ def handle_answer(
             )
         )
         # Not rendered: {order_id} is the worker's to fill, and nothing else may be in it.
-        reply = Reply(target.text[language])
+        text = target.text[language]
+        if flow.hours is not None:
+            opening = next_opening(flow.hours, state.updated_at)
+            if opening is not None:
+                # Our own words only (no customer data), so still nothing but {order_id}.
+                when = when_text(opening, state.updated_at, language)
+                text += "\n" + note(flow, "closed_note", language, {"when": when})
+        reply = Reply(text)
     else:
         reply = Reply(_render(target.text[language], summary_values(flow, None, data, language)))
     effects.append(dialog_ended(state, target.end, state.updated_at, last_step=target.name))

@@ -10,6 +10,8 @@ Schema (see ``flows/water.yaml`` for a full example)::
 
     name: water
     languages: [ru, en]            # the first is the fallback
+    partial_languages: [ky]        # optional: also spoken, but a text may be missing in them
+                                   # (the first language's is shown), so adding one is gradual
     start: WAITING_ADDRESS         # the first question, asked right after the greeting
     vars: {manager_phone: "..."}   # optional constants usable as {placeholders} in any text
     texts:                         # global texts, each {language: text}
@@ -24,6 +26,10 @@ Schema (see ``flows/water.yaml`` for a full example)::
       # required in it: the button must tell the items apart), catalog_page ({page} {pages}),
       # catalog_prev, catalog_next, catalog_pick_numbers, catalog_pick_names, catalog_more,
       # catalog_chosen ({name} {price}), order_in_progress
+      # and for customers who write like people (see orderbot/dialog/notes.py): details_noted,
+      # details_changed ({details}), change_field ({field}), edit_hint ({fields}),
+      # question_unknown, stale_button, media_caption, language_switched, closed_note ({when}),
+      # and repeat_offer (any {field}: offered to a returning customer with the last order)
     status_texts: {confirmed: {ru: ..., en: ...}, ...}   # optional: what the customer is told
                                    # when an order gets that status ({order_id} {status} {note})
     status_names: {in_progress: {ru: ..., en: ...}, ...} # optional: how a status is shown
@@ -40,6 +46,13 @@ Schema (see ``flows/water.yaml`` for a full example)::
                                    # length); without it one unit. Orders then get line items
                                    # and a total; texts may use {catalog}, {order_lines}, {total}
       page_size: 5                 # optional: items a /services page shows (default 5)
+    faq:                           # optional: questions the bot answers itself
+      - keywords: {ru: [цен, стоит], en: [price, cost]}   # word beginnings, by language
+        answer: {ru: ..., en: ...}
+    business_hours:                # optional: outside them the confirmation says when
+      timezone: Asia/Bishkek       # delivery can happen (orders are still taken)
+      week: {mon: "09:00-20:00", ..., sun: closed}        # a day left out is closed
+      holidays: ["2027-01-01"]
     steps:
       NAME:                        # a question step
         prompt: {ru: ..., en: ...}
@@ -58,6 +71,11 @@ Schema (see ``flows/water.yaml`` for a full example)::
                                    # changed in place and the dialog comes back to SUMMARY
         messages: {name: {ru: ..., en: ...}}   # texts the validator's step needs besides errors
                                    # (model_files: received, removed)
+        labels: {ru: [адрес], en: [address]}   # optional words naming the field in a message
+                                   # ("Адрес: ...", "change the address to ..."); the first is
+                                   # how replies name it
+        units: {ru: [бутыли, ...], en: [bottles]}  # optional, quantity/integer steps: a number
+                                   # next to one of these anywhere in a message answers the step
       NAME:                        # an end step
         end: completed | cancelled # completed stores the order
         text: {ru: ..., en: ...}   # completed: must hold {order_id}, and no other placeholder
@@ -84,10 +102,13 @@ from orderbot.dialog.flow import (
     placeholders,
 )
 from orderbot.dialog.flow_parts import (
+    Languages,
     Problem,
     check_branches,
     check_placeholders,
+    parse_business_hours,
     parse_catalog,
+    parse_faq,
     parse_status_texts,
     parse_step,
     parse_texts,
@@ -121,6 +142,9 @@ _TOP_KEYS = {
     "steps",
     "status_texts",
     "status_names",
+    "partial_languages",
+    "faq",
+    "business_hours",
 }
 
 
@@ -162,9 +186,14 @@ def _build(raw: object, base_dir: Path) -> Flow:
     name = require_string(top["name"], "name")
     if not isinstance(top["languages"], list) or not top["languages"]:
         raise Problem("languages: must be a non-empty list such as [ru, en]")
-    languages = tuple(require_string(lang, "languages") for lang in top["languages"])
+    declared = tuple(require_string(lang, "languages") for lang in top["languages"])
+    partial_raw = top.get("partial_languages", [])
+    if not isinstance(partial_raw, list):
+        raise Problem("partial_languages: must be a list such as [ky]")
+    partial = tuple(require_string(lang, "partial_languages") for lang in partial_raw)
+    languages = Languages(declared, partial)
     if len(set(languages)) != len(languages):
-        raise Problem("languages: listed twice")
+        raise Problem("languages: listed twice (in languages or partial_languages)")
 
     variables = {k: str(v) for k, v in require_mapping(top.get("vars", {}), "vars").items()}
     texts_raw = require_mapping(top["texts"], "texts")
@@ -216,6 +245,16 @@ def _build(raw: object, base_dir: Path) -> Flow:
         for key, field_name in counted:
             if field_name is not None and field_name not in fields:
                 raise Problem(f"catalog.{key}: no step collects field {field_name!r}")
+    named: dict[str, str] = {}
+    for s in steps.values():
+        for words in s.labels.values():
+            for word in words:
+                key = word.lower().replace("ё", "е")
+                if named.setdefault(key, s.field or "") != s.field:
+                    # "Номер: ..." must say which detail it is, or it is not read at all.
+                    raise Problem(
+                        f"steps.{s.name}.labels: {word!r} already names field {named[key]!r}"
+                    )
     extra = set(_CATALOG_VALUES) if catalog is not None else set()
     for s in steps.values():
         if s.returns_to is not None:
@@ -233,6 +272,8 @@ def _build(raw: object, base_dir: Path) -> Flow:
         check_placeholders(s, texts, fields | extra, set(variables))
     for key, by_language in texts.items():
         known = set(variables) | OPTIONAL_TEXTS.get(key, frozenset())
+        if key == "repeat_offer":
+            known |= fields
         for language, text in by_language.items():
             placeholders_known(text, known, f"texts.{key}.{language}")
     for language, text in texts.get("catalog_order_button", {}).items():
@@ -256,7 +297,8 @@ def _build(raw: object, base_dir: Path) -> Flow:
     restart = word_lists(top.get("restart_words", {}), languages, "restart_words")
     return Flow(
         name=name,
-        languages=languages,
+        languages=declared,
+        partial_languages=partial,
         start=start,
         steps=steps,
         texts=texts,
@@ -269,4 +311,10 @@ def _build(raw: object, base_dir: Path) -> Flow:
         catalog=catalog,
         status_texts=status_texts,
         status_names=status_names,
+        faq=parse_faq(top.get("faq", []), languages),
+        hours=(
+            parse_business_hours(top["business_hours"])
+            if top.get("business_hours") is not None
+            else None
+        ),
     )

@@ -8,12 +8,13 @@ decided. ``DialogState`` is stored between messages, so its JSON form is part of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 __all__ = [
+    "AskOperator",
     "CreateOrder",
     "DialogEnded",
     "DialogOptions",
@@ -42,6 +43,9 @@ class DialogState:
     "more", a number or an item's name then refer to it."""
     restart_asked: bool = False
     """``/order`` came mid-dialog and was asked to be sent again to start over."""
+    known: dict[str, Any] = field(default_factory=dict)
+    """The details of the customer's last order (address, phone, ...), given to the step that
+    began the dialog: "как обычно" repeats them, "номер прежний" takes one of them."""
 
     def to_json(self) -> bytes:
         """The stored form of the state."""
@@ -67,6 +71,7 @@ class DialogState:
                 return_to=obj.get("return_to"),
                 catalog_page=obj.get("catalog_page"),
                 restart_asked=obj.get("restart_asked", False),
+                known=obj.get("known") or {},
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"dialog state lacks a field: {exc}") from exc
@@ -78,6 +83,7 @@ class DialogState:
             and isinstance(state.return_to, str | None)
             and (type(state.catalog_page) is int or state.catalog_page is None)
             and isinstance(state.restart_asked, bool)
+            and isinstance(state.known, dict)
         ):
             raise ValueError("dialog state has a field of the wrong type")
         return state
@@ -144,7 +150,17 @@ class DialogEnded:
     ended_at: float
 
 
-Effect = CreateOrder | DialogEnded
+@dataclass(frozen=True, slots=True)
+class AskOperator:
+    """Effect: a question the flow has no answer to; the operators get it (as a handoff
+    transcript would reach them) while the dialog goes on."""
+
+    question: str
+    step: str
+    language: str
+
+
+Effect = CreateOrder | DialogEnded | AskOperator
 
 
 @dataclass(frozen=True, slots=True)

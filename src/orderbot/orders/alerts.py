@@ -24,7 +24,7 @@ from orderbot.orders.models import OrderRecord
 from orderbot.outbound import new_order_alert_key, new_order_webhook_key
 from orderbot.state.base import NewOrderAlerts
 
-__all__ = ["OperatorAlerts", "order_json", "transcript"]
+__all__ = ["OperatorAlerts", "order_json", "question_alert", "transcript"]
 
 _TRANSCRIPT_CHARS = 3500  # one Telegram message (4,096) with room for the header
 
@@ -130,6 +130,15 @@ class OperatorAlerts(NewOrderAlerts):
                 )
             )
         return tuple(found)
+
+
+def question_alert(message: InboundMessage, step: str) -> str:
+    """What admins get when a customer asks something the flow has no answer to; the dialog
+    goes on meanwhile, so the operator answers in the chat (or takes it over)."""
+    return (
+        f"❓ {message.channel}:{message.client_id} asks (at {step}), and the bot has no answer:\n"
+        f"👤 {message.text.strip()}"
+    )
 
 
 def transcript(message: InboundMessage, rows: Sequence[tuple[str, str]], *, hand_back: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,6 +29,7 @@ from orderbot.dialog.models import DialogOptions
 from orderbot.files.fetchers import TelegramFileFetcher
 from orderbot.files.receiver import FileReceiver
 from orderbot.loggers import storage as log
+from orderbot.metrics import HOUSEKEEPING_FAILURES
 from orderbot.orders.alerts import OperatorAlerts
 from orderbot.queues.base import InboundQueue, QueueDepths
 from orderbot.state.base import StepStore
@@ -36,6 +37,19 @@ from orderbot.web.ingress import SignatureCheck, WebhookIngress
 from orderbot.worker import Worker
 
 __all__ = ["Runtime", "build_channels", "build_file_receiver", "dialog_options"]
+
+
+async def run_housekeeping_job(name: str, job: Callable[[], Awaitable[object]]) -> bool:
+    """Run one housekeeping job on its own: a failure is logged and counted in
+    ``orderbot_housekeeping_failures_total{job=name}`` and never skips the other jobs. False when
+    it failed (the caller may try it again sooner)."""
+    try:
+        await job()
+    except Exception:
+        HOUSEKEEPING_FAILURES.labels(job=name).inc()
+        log.exception("housekeeping job %s failed", name)
+        return False
+    return True
 
 
 def dialog_options(settings: Settings) -> DialogOptions:

@@ -28,7 +28,7 @@ from orderbot.queues.sqlite import (
     queue_depths,
 )
 from orderbot.ratelimit import LocalRateLimiter
-from orderbot.runtime.base import Runtime, dialog_options
+from orderbot.runtime.base import Runtime, dialog_options, run_housekeeping_job
 from orderbot.sender import Sender
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as database
@@ -118,28 +118,32 @@ class EmbeddedRuntime(Runtime):
         """Give conversations back to the bot when their handoff times out (HANDOFF_TIMEOUT)."""
         interval = min(HANDOFF_CHECK_INTERVAL, self.settings.handoff_timeout / 4)
         while not self._stop.is_set():
-            try:
-                resumed = await self.admin.expire_handoffs()
-                if resumed:
-                    log.info(
-                        "%d conversation(s) back with the bot after the handoff timeout", resumed
-                    )
-            except Exception:
-                log.exception("handoff timeouts failed")
+            await run_housekeeping_job("handoff_timeouts", self._expire_handoffs)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
+    async def _expire_handoffs(self) -> int:
+        resumed = await self.admin.expire_handoffs()
+        if resumed:
+            log.info("%d conversation(s) back with the bot after the handoff timeout", resumed)
+        return resumed
+
+    async def _prune_inbound(self) -> int:
+        removed = await self.inbound.prune()
+        if removed:
+            log.info("pruned %d processed queue rows older than 7 days", removed)
+        return removed
+
+    async def _remove_unlinked_files(self) -> int:
+        return await cleanup_unlinked_files(
+            self.db, self.files.upload_dir, older_than=self.settings.upload_retention
+        )
+
     async def _housekeeping(self) -> None:
+        # Each job on its own, as on the distributed profile: one failing skips no other.
         while not self._stop.is_set():
-            try:
-                removed = await self.inbound.prune()
-                if removed:
-                    log.info("pruned %d processed queue rows older than 7 days", removed)
-                await self._abandon_idle_dialogs()
-                await cleanup_unlinked_files(
-                    self.db, self.files.upload_dir, older_than=self.settings.upload_retention
-                )
-            except Exception:
-                log.exception("housekeeping failed")
+            await run_housekeeping_job("inbound_prune", self._prune_inbound)
+            await run_housekeeping_job("idle_dialogs", self._abandon_idle_dialogs)
+            await run_housekeeping_job("upload_cleanup", self._remove_unlinked_files)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), PRUNE_INTERVAL)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,8 +18,8 @@ from orderbot.config import Settings
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
 from orderbot.files.receiver import FileReceiver, remove_unlinked_files
 from orderbot.loggers import storage as log
-from orderbot.metrics import HOUSEKEEPING_FAILURES
 from orderbot.queues.rabbitmq.broker import RabbitBroker
+from orderbot.runtime.base import run_housekeeping_job
 from orderbot.state.redis import RedisStepStore
 from orderbot.storage.schema import order_files
 
@@ -61,28 +60,20 @@ class Housekeeping:
         interval = min(HOUSEKEEPING_INTERVAL, self.settings.handoff_timeout / 4)
         files_due = 0.0
         while not stop.is_set():
-            await self._run_job("handoff_timeouts", self._expire_handoffs)
-            await self._run_job("unpublished_notifications", self.admin.republish_notifications)
-            await self._run_job("handoff_flags", self.admin.restore_handoff_flags)
-            await self._run_job("idle_dialogs", self._abandon_idle_dialogs)
+            await run_housekeeping_job("handoff_timeouts", self._expire_handoffs)
+            await run_housekeeping_job(
+                "unpublished_notifications", self.admin.republish_notifications
+            )
+            await run_housekeeping_job("handoff_flags", self.admin.restore_handoff_flags)
+            await run_housekeeping_job("idle_dialogs", self._abandon_idle_dialogs)
             # Hourly; a failed run is tried again the next round.
-            if time.monotonic() >= files_due and await self._run_job(
+            if time.monotonic() >= files_due and await run_housekeeping_job(
                 "upload_cleanup", self.remove_unlinked_files
             ):
                 files_due = time.monotonic() + FILE_CLEANUP_INTERVAL
-            await self._run_job("stranded_shards", self._report_stranded_shards)
+            await run_housekeeping_job("stranded_shards", self._report_stranded_shards)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-
-    async def _run_job(self, name: str, job: Callable[[], Awaitable[object]]) -> bool:
-        """Run one housekeeping job; False (logged and counted) when it failed."""
-        try:
-            await job()
-        except Exception:
-            HOUSEKEEPING_FAILURES.labels(job=name).inc()
-            log.exception("housekeeping job %s failed", name)
-            return False
-        return True
 
     async def _expire_handoffs(self) -> int:
         resumed = await self.admin.expire_handoffs()

@@ -183,6 +183,7 @@ def _parse_message(
         text=clean_text(text or ""),
         received_at=received_at,
         attachments=tuple(_attachments(message)),
+        language=_language_code(sender),
     )
 
 
@@ -213,7 +214,15 @@ def _parse_callback(
         text=clean_text(button_text(data, message)),
         received_at=received_at,
         route={"callback_query_id": query_id},
+        language=_language_code(sender),
     )
+
+
+def _language_code(sender: dict[str, Any] | None) -> str:
+    """The user's app language (``User.language_code``, an IETF tag such as "en" or "ru"),
+    if Telegram sent it: https://core.telegram.org/bots/api#user"""
+    code = sender.get("language_code") if sender is not None else None
+    return code if isinstance(code, str) and len(code) <= 35 else ""
 
 
 async def poll_updates(

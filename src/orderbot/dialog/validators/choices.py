@@ -8,6 +8,7 @@ values, which flows may branch on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from orderbot.dialog.validators.base import (
     fold,
     split_words,
 )
+from orderbot.dialog.wording import close_word
 
 __all__ = [
     "FILES_CONTINUE",
@@ -39,12 +41,15 @@ _YES_PHRASES = {
     "подтверждаю", "подтвердить", "ок", "окей", "хорошо", "давай", "давайте", "оформляйте",
     "yes", "yep", "yeah", "yup", "sure", "ok", "okay", "confirm", "confirmed", "correct",
     "right", "all right", "alright", "go ahead", "of course",
-    "ооба", "макул", "туура", "болот",
+    "ооба", "макул", "туура", "болот", "ооба туура", "баары туура", "жарайт", "макулмун",
+    "бекитем", "ырастайм", "ооба бекитем",
+    "da", "ага да", "yes please", "sure thing",
+    "канешно", "канешна", "конешна", "конешно", "конечно да",
 }  # fmt: skip
 _NO_PHRASES = {
     "нет", "неа", "не надо", "не нужно", "неправильно", "не правильно", "неверно", "не верно",
     "не то", "не подтверждаю", "no", "nope", "nah", "no way", "not correct", "incorrect",
-    "wrong", "not right", "жок", "туура эмес", "керек эмес",
+    "wrong", "not right", "жок", "туура эмес", "керек эмес", "жок рахмат", "net",
 }  # fmt: skip
 # Phrases that contain a yes word but do not mean yes.
 _UNSURE_PHRASES = {
@@ -55,7 +60,11 @@ _UNSURE_PHRASES = {
 _FILLER = {
     "пожалуйста", "спасибо", "так", "ну", "и", "а", "все", "всё", "please", "thanks", "thank",
     "you", "it", "is", "that's", "thats", "that", "all", "oh", "well", "рахмат", "sir",
+    "баары", "пжл", "пж", "плиз", "pls", "plz",
 }  # fmt: skip
+_YES_WORDS = frozenset(p for p in _YES_PHRASES if " " not in p)
+_NO_WORDS = frozenset(p for p in _NO_PHRASES if " " not in p)
+_STRETCHED = re.compile(r"([^\W\d_])\1+")
 _YES_SYMBOLS = {"+", "👍", "👌", "✅", "✔", "☑"}
 _NO_SYMBOLS = {"-", "👎", "❌", "✖", "🚫"}
 _LONGEST_PHRASE = max(len(p.split()) for p in _YES_PHRASES | _NO_PHRASES | _UNSURE_PHRASES)
@@ -78,7 +87,7 @@ def parse_yes_no(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
         return Valid(True)
     if symbols and symbols <= _NO_SYMBOLS:
         return Valid(False)
-    words = split_words(bare.replace("’", "'"))
+    words = [_known_word(word) for word in split_words(bare.replace("’", "'"))]
     # "ок 👎" contradicts itself; emoji count, "+"/"-" only alone (they also separate words).
     kinds: set[str] = set()
     if symbols & (_YES_SYMBOLS - {"+"}):
@@ -110,6 +119,16 @@ def parse_yes_no(text: str, *, buttons: Sequence[str] = ()) -> ValidationResult:
     return Invalid("unclear")
 
 
+def _known_word(word: str) -> str:
+    """A stretched or mistyped yes/no word as meant ("даааа", "нееет", "конешно"), else as is."""
+    if word in _YES_WORDS or word in _NO_WORDS or word in _FILLER:
+        return word
+    for squeezed in (_STRETCHED.sub(r"\1", word), _STRETCHED.sub(r"\1\1", word)):
+        if squeezed in _YES_WORDS or squeezed in _NO_WORDS:
+            return squeezed
+    return close_word(word, _YES_WORDS | _NO_WORDS) or word
+
+
 # --------------------------------------------------------------------------------------------
 # catalog choice
 
@@ -134,6 +153,13 @@ def parse_catalog_choice(text: str, items: Sequence[CatalogItem]) -> ValidationR
         index = int(answer)
         if 1 <= index <= len(items):
             return Valid(items[index - 1].id)
+    # One mistyped letter in a long name ("подтвердаю") still picks it, if only one is that close.
+    names = {
+        " ".join(split_words(name)): item.id for item in items for name in (item.id, *item.names)
+    }
+    near = close_word(answer, frozenset(names)) if " " not in answer else None
+    if near is not None:
+        return Valid(names[near])
     return Invalid("unknown_choice")
 
 

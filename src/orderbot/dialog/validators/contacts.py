@@ -9,6 +9,7 @@ libraries (``phonenumbers``, ``email-validator``).
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -43,12 +44,14 @@ def parse_address(text: str, *, min_length: int = 5, max_length: int = 200) -> V
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s\-().]*\d")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_phone(text: str, *, region: str = "KG") -> ValidationResult:
     """Find a valid phone number in ``text`` and return it as E.164 (``+996555123456``).
 
     Local forms are read in ``region``. ``PhoneNumberMatcher`` finds numbers inside sentences;
     it skips bare national numbers (``555123456``) and a country code without ``+``
-    (``996555123456``), so digit runs are tried again explicitly.
+    (``996555123456``), so digit runs are tried again explicitly. Results are cached: the
+    same number is read when found in a message and again when its step validates it.
     """
     for match in phonenumbers.PhoneNumberMatcher(text, region):
         if phonenumbers.is_valid_number(match.number):

@@ -1,5 +1,5 @@
-"""Quantities: one whole number read from what a customer wrote, in digits or in Russian or
-English number words, with units allowed around it.
+"""Quantities: one whole number read from what a customer wrote, in digits or in Russian,
+English or Kyrgyz number words, with units allowed around it.
 
 Separate from the other parsers because reading numbers safely (no guessing at "1.5", "2-3",
 "2 бутыли по 19 л") takes its own word tables and rules.
@@ -11,7 +11,7 @@ import re
 
 from orderbot.dialog.validators.base import Invalid, Valid, ValidationResult, fold, split_words
 
-__all__ = ["parse_integer"]
+__all__ = ["NUMBER_WORDS", "parse_integer"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -36,11 +36,22 @@ _EN_UNITS = {
 }  # fmt: skip
 _EN_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
             "eighty": 80, "ninety": 90}  # fmt: skip
+_KY_UNITS = {
+    "нөл": 0, "бир": 1, "эки": 2, "үч": 3, "төрт": 4, "беш": 5, "алты": 6, "жети": 7,
+    "сегиз": 8, "тогуз": 9,
+}  # fmt: skip
+# Kyrgyz says 11 as "он бир" (ten one): "он" is a tens word like "двадцать".
+_KY_TENS = {"он": 10, "жыйырма": 20, "отуз": 30, "кырк": 40, "элүү": 50, "алтымыш": 60,
+            "жетимиш": 70, "сексен": 80, "токсон": 90}  # fmt: skip
 # Big words only matter for saying "too many", so they stand alone.
-_BIG = {"сто": 100, "hundred": 100, "тысяча": 1000, "тысячу": 1000, "thousand": 1000}
-_UNITS = _RU_UNITS | _EN_UNITS
-_TENS = _RU_TENS | _EN_TENS
-_FRACTION_WORDS = {"пол", "полторы", "полтора", "половина", "половину", "half", "halves"}
+_BIG = {"сто": 100, "hundred": 100, "тысяча": 1000, "тысячу": 1000, "thousand": 1000,
+        "жүз": 100, "миң": 1000}  # fmt: skip
+_UNITS = _RU_UNITS | _EN_UNITS | _KY_UNITS
+_TENS = _RU_TENS | _EN_TENS | _KY_TENS
+NUMBER_WORDS = frozenset(_UNITS) | frozenset(_TENS)
+"""Every word read as a number below 100 ("три", "twenty", "төрт"), for finding quantities
+inside longer messages."""
+_FRACTION_WORDS = {"пол", "полторы", "полтора", "половина", "половину", "half", "halves", "жарым"}
 _NEGATIVE_WORDS = {"минус", "minus"}
 
 # "2 бутыли по 19 л": the 19 is the bottle's volume, not a second quantity.
@@ -50,13 +61,24 @@ _DECIMAL = re.compile(r"\d[.,]\d|\d/\d")
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
 
 
+# Kyrgyz case endings on a number ("бешти алып келиңиз": bring five): the number is the stem.
+_KY_ENDINGS = ("ни", "ны", "ну", "нү", "ти", "ты", "ту", "тү", "ди", "ды", "ду", "дү")
+_KY_NUMBERS = frozenset(_KY_UNITS) | frozenset(_KY_TENS)
+
+
+def _kyrgyz_stem(word: str) -> str:
+    if word in _UNITS or word in _TENS or not word.endswith(_KY_ENDINGS):
+        return word
+    return word[:-2] if word[:-2] in _KY_NUMBERS else word
+
+
 def _numbers(text: str) -> list[tuple[int, int]]:
     """(value, start offset) of every number in ``text``, digits or words; a tens word directly
     followed by a unit word is one number ("двадцать пять", "twenty-five")."""
     found: list[tuple[int, int]] = []
     pending_tens: tuple[int, int, int] | None = None  # value, start, end
     for token in _TOKEN.finditer(text):
-        word = token.group()
+        word = _kyrgyz_stem(token.group())
         if pending_tens is not None:
             tens, start, end = pending_tens
             pending_tens = None
@@ -79,7 +101,7 @@ def _numbers(text: str) -> list[tuple[int, int]]:
 
 
 def parse_integer(text: str, *, minimum: int = 1, maximum: int | None = None) -> ValidationResult:
-    """Read one whole number, in digits or in Russian/English words, units allowed around it
+    """Read one whole number, in digits or in Russian/English/Kyrgyz words, units allowed around it
     ("10 бутылей", "3шт", "twenty-five bottles").
 
     Reasons: ``not_a_number`` (nothing to read, or an exponent), ``decimal``, ``negative``,
