@@ -251,7 +251,9 @@ def test_orders_and_dead_letters(settings: Settings) -> None:
         "ServerError: HTTP 500",
         50,
     )
-    assert "ServerError" in runner.invoke(app, ["dlq", "list"], env=env).output
+    assert letter["text"] == "x"  # what the customer did not get
+    listed = runner.invoke(app, ["dlq", "list"], env=env).output
+    assert "ServerError" in listed and listed.splitlines()[1].strip() == "x"
     assert runner.invoke(app, ["dlq", "replay"], env=env).exit_code == 2
     replayed = runner.invoke(app, ["dlq", "replay", str(letter["id"])], env=env)
     assert "replayed 1" in replayed.output

@@ -246,3 +246,15 @@ async def test_synchronous_setting_reaches_sqlite(db_path, setting: str, pragma:
         mode = await database.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         journal = await database.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
     assert (mode, journal) == (pragma, "wal")
+
+
+def test_a_dead_letter_tells_its_text() -> None:
+    from orderbot.queues.base import DeadLetter
+
+    def letter(payload: bytes) -> DeadLetter:
+        return DeadLetter(1, "outbox", "k", "chat2desk", "7", payload, 3, "err", 0.0)
+
+    assert letter(b'{"key": "k", "text": "Your order is ready"}').text == "Your order is ready"
+    batch = b'[{"text": "first"}, {"text": "second"}, {"no": "text"}]'
+    assert letter(batch).text == "first\nsecond"
+    assert letter(b"\xff not json").text == ""

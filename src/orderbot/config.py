@@ -114,6 +114,25 @@ class Settings(BaseSettings):
         False, description="open the dialog in the operators' desk with each bot reply"
     )
 
+    # The web console (/console): where the shop is, and how long a sign-in lasts.
+    shop_timezone: str = Field(
+        "Asia/Bishkek", description="IANA time zone the console shows times in (stored in UTC)"
+    )
+    console_idle_timeout: float = Field(
+        2 * 3600, gt=0, description="seconds without a request before a console sign-in ends"
+    )
+    console_session_lifetime: float = Field(
+        12 * 3600, gt=0, description="seconds after which a console sign-in ends regardless"
+    )
+    daily_summary_at: str = Field(
+        "",
+        pattern=r"^\s*(([01]?\d|2[0-3]):[0-5]\d)?\s*$",
+        description="HH:MM (shop's time) of the daily summary to ADMIN_CHAT_IDS; empty: off",
+    )
+    console_secure_cookie: bool = Field(
+        False, description="always mark the session cookie Secure (it is whenever served on https)"
+    )
+
     max_inbound_deliveries: int = Field(5, ge=1, description="then the message is dead-lettered")
     # Distributed profile: sending retries and the circuit breaker (defaults as DESIGN.md).
     send_retry_slow_delay: int = Field(
@@ -187,6 +206,17 @@ class Settings(BaseSettings):
             value = value.strip().upper()
             if len(value) != 2 or not value.isalpha():
                 raise ValueError("must be a two-letter country code such as KG")
+        return value
+
+    @field_validator("shop_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as Asia/Bishkek") from None
         return value
 
     @field_validator("database_url")

@@ -8,13 +8,23 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["dialog", "ingress", "mask_phone", "mask_text", "sender", "storage", "worker"]
+__all__ = [
+    "console",
+    "dialog",
+    "ingress",
+    "mask_phone",
+    "mask_text",
+    "sender",
+    "storage",
+    "worker",
+]
 
 ingress = logging.getLogger("orderbot.ingress")
 worker = logging.getLogger("orderbot.worker")
 sender = logging.getLogger("orderbot.sender")
 dialog = logging.getLogger("orderbot.dialog")
 storage = logging.getLogger("orderbot.storage")
+console = logging.getLogger("orderbot.console")  # what operators do in the web console
 
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s\-()]{5,}\d")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")

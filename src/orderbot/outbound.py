@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "client_key",
+    "daily_summary_key",
     "handback_key",
     "handoff_alert_key",
     "message_key",
@@ -22,6 +23,7 @@ __all__ = [
     "new_order_webhook_key",
     "operator_notice_key",
     "operator_pass_key",
+    "operator_reply_key",
     "order_idempotency_key",
     "pending_notification_member",
     "question_alert_key",
@@ -114,3 +116,14 @@ def order_idempotency_key(channel: str, client_id: str, message_id: str) -> str:
 def pending_notification_member(order_id: int, now: float) -> str:
     """A status change whose notification may not be published yet (a Redis sorted-set member)."""
     return f"{order_id}:{now!r}"
+
+
+def operator_reply_key(client_key: str, nonce: str) -> str:
+    """An operator's reply from the console: the reply form's nonce names it (a double submit
+    queues it once)."""
+    return f"operator:{client_key}:{nonce}"
+
+
+def daily_summary_key(day: str, chat: str) -> str:
+    """The daily summary of the shop's date ``day`` (ISO) to one admin chat."""
+    return f"daily-summary:{day}:{chat}"

@@ -148,6 +148,10 @@ class Sender:
         """How many claimed items this sender holds right now."""
         return len(self._in_hand)
 
+    def circuits(self) -> dict[str, str]:
+        """The circuit-breaker state of each channel this sender has called (``GET /status``)."""
+        return {name: breaker.state for name, breaker in self._breakers.items()}
+
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set; then stop claiming, let in-flight sends finish (at most
         ``drain_timeout`` seconds) and return. Unfinished items stay in the outbox."""

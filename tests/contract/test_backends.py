@@ -118,6 +118,22 @@ async def test_poison_message_goes_to_the_dead_letter_queue_and_back(backend: Ba
     assert await backend.dead_letters.list() == []
 
 
+async def test_one_dead_letter_is_deleted_and_the_others_kept_in_order(backend: Backend) -> None:
+    for n in range(3):
+        await backend.inbound.put(inbound(backend, str(20 + n), f"poison {n}"))
+    for delivery in await backend.fetch_n(3):
+        await backend.inbound.dead_letter(delivery, "crashed 6 times")
+    letters = await backend.dead_letters.list()
+    assert len(letters) == 3
+    assert await backend.dead_letters.delete([letters[1].id]) == 1
+    assert await backend.dead_letters.delete([letters[1].id]) == 0  # gone already
+    assert await backend.dead_letters.list() == [letters[0], letters[2]]
+    assert await backend.dead_letters.delete(None) == 2
+    assert await backend.dead_letters.list() == []
+    await backend.restart()
+    assert await backend.fetch_n(1, timeout=0.5) == []  # deleted, not replayed
+
+
 async def test_an_unreadable_dead_letter_is_kept_and_the_others_replayed(
     backend: Backend,
 ) -> None:

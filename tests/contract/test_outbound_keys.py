@@ -32,6 +32,10 @@ def test_key_formats_are_pinned() -> None:
     assert outbound.topic_post_key("telegram:m-1", "back") == "telegram:m-1:back"
     assert outbound.operator_pass_key("telegram:77") == "telegram:77:customer"
     assert outbound.operator_notice_key("quota:chat2desk", "-100") == "quota:chat2desk:-100"
+    assert (
+        outbound.operator_reply_key("chat2desk:7", "n0nce-123") == "operator:chat2desk:7:n0nce-123"
+    )
+    assert outbound.daily_summary_key("2026-12-07", "-100") == "daily-summary:2026-12-07:-100"
 
 
 def test_messages_use_the_pinned_keys() -> None:

@@ -70,12 +70,46 @@ async def test_every_change_is_recorded_and_notified_in_the_customer_channel(
         assert order_id in [o["id"] for o in listed]
 
 
+async def test_a_jump_to_a_later_status_is_one_change_told_once(
+    profile: str, tmp_path: Path
+) -> None:
+    async with open_bot(profile, tmp_path) as bot:
+        _, order_id = await place_order(bot)
+        order = await bot.admin.set_status(order_id, "delivered", actor="olga")
+        assert order["status"] == "delivered"
+        assert [(h["from"], h["to"]) for h in order["history"]] == [("new", "delivered")]
+        (note,) = await status_messages(bot)
+        assert note["text"] == status_notification(FLOW, "delivered", "en", order_id=order_id)
+
+
+async def test_a_note_for_the_customer_is_in_the_message_an_internal_one_is_not(
+    profile: str, tmp_path: Path
+) -> None:
+    async with open_bot(profile, tmp_path) as bot:
+        _, order_id = await place_order(bot)
+        await bot.admin.set_status(order_id, "confirmed", note="paid by card")
+        order = await bot.admin.set_status(
+            order_id, "cancelled", note="Out of stock until Monday", note_public=True
+        )
+        assert [(h["note"], h["note_public"]) for h in order["history"]] == [
+            ("paid by card", False),
+            ("Out of stock until Monday", True),
+        ]
+        confirmed, cancelled = await status_messages(bot)
+        assert confirmed["text"] == status_notification(FLOW, "confirmed", "en", order_id=order_id)
+        assert "paid by card" not in confirmed["text"]
+        assert cancelled["text"] == (
+            status_notification(FLOW, "cancelled", "en", order_id=order_id)
+            + "\nOut of stock until Monday"
+        )
+
+
 async def test_refused_changes_change_nothing(profile: str, tmp_path: Path) -> None:
     async with open_bot(profile, tmp_path) as bot:
         _, order_id = await place_order(bot)
         admin = bot.admin
-        with pytest.raises(InvalidTransition, match="cannot go from new to delivered"):
-            await admin.set_status(order_id, "delivered")
+        with pytest.raises(InvalidTransition, match="already new"):
+            await admin.set_status(order_id, "new")
         with pytest.raises(ValueError, match="unknown status"):
             await admin.set_status(order_id, "lost")
         with pytest.raises(OrderNotFound):
@@ -97,9 +131,9 @@ def test_cli_set_status_and_show(settings: Settings, profile: str, tmp_path: Pat
         assert ok.exit_code == 0, ok.output
         assert "new -> confirmed" in ok.output
 
-        refused = runner.invoke(app, ["orders", "set-status", str(order_id), "delivered"], env=env)
+        refused = runner.invoke(app, ["orders", "set-status", str(order_id), "new"], env=env)
         assert refused.exit_code == 3
-        assert "cannot go from confirmed to delivered" in refused.output
+        assert "cannot go from confirmed to new" in refused.output
         lost = runner.invoke(app, ["orders", "set-status", str(order_id), "lost"], env=env)
         assert lost.exit_code == 2
         nothing = runner.invoke(app, ["orders", "set-status", str(missing), "confirmed"], env=env)

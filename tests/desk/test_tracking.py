@@ -33,6 +33,8 @@ PRINTING = load_flow("printing")
         ("confirmed", "in_progress"),
         ("in_progress", "ready"),
         ("ready", "delivered"),
+        ("new", "delivered"),  # any later status at once
+        ("confirmed", "ready"),
         ("new", "cancelled"),
         ("ready", "cancelled"),
     ],
@@ -44,7 +46,7 @@ def test_allowed_transitions(current: str, wanted: str) -> None:
 @pytest.mark.parametrize(
     ("current", "wanted", "message"),
     [
-        ("new", "ready", "cannot go from new to ready (allowed: confirmed, cancelled)"),
+        ("ready", "confirmed", "cannot go from ready to confirmed (allowed: delivered, cancelled)"),
         ("confirmed", "new", "cannot go from confirmed to new"),
         ("new", "new", "already new"),
         ("delivered", "cancelled", "delivered orders do not change status"),

@@ -121,7 +121,7 @@ async def test_a_status_notification_not_published_is_published_by_housekeeping(
         # A change that was refused leaves nothing to publish; one that went out at once
         # leaves nothing pending.
         with pytest.raises(InvalidTransition):
-            await bot.admin.set_status(order_id, "delivered")
+            await bot.admin.set_status(order_id, "new")
         await bot.admin.set_status(order_id, "in_progress")
         bot.clock.now += 31
         assert await admin.republish_notifications() == 0

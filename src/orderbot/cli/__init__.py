@@ -4,7 +4,8 @@ This module is the one Typer app: it adds every command and command group, in th
 ``orderbot --help`` lists them, and :func:`main` turns errors a user can fix into one line and an
 exit code. The commands live in modules named after what they work on: :mod:`orderbot.cli.processes`
 (run, serve, worker, sender, chat), :mod:`orderbot.cli.orders` (orders, handback),
-:mod:`orderbot.cli.dead_letters` (dlq) and :mod:`orderbot.cli.channels` (chat2desk, telegram);
+:mod:`orderbot.cli.dead_letters` (dlq), :mod:`orderbot.cli.channels` (chat2desk, telegram) and
+:mod:`orderbot.cli.console` (operators, stats, orders export);
 the two small groups below (db, flow) stay here. What they share (settings, exit codes) is in
 :mod:`orderbot.cli.common`.
 """
@@ -19,6 +20,7 @@ import typer
 from orderbot import __version__
 from orderbot.cli.channels import chat2desk_app, telegram_app
 from orderbot.cli.common import read_settings
+from orderbot.cli.console import operators_app, orders_export, stats
 from orderbot.cli.dead_letters import dlq_app
 from orderbot.cli.orders import handback, orders_app
 from orderbot.cli.processes import chat, run, sender, serve, worker
@@ -36,7 +38,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 flow_app = typer.Typer(help="Dialog flows.", no_args_is_help=True)
+orders_app.command("export")(orders_export)
 app.add_typer(orders_app, name="orders")
+app.add_typer(operators_app, name="operators")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(chat2desk_app, name="chat2desk")
 app.add_typer(telegram_app, name="telegram")
@@ -49,6 +53,7 @@ app.command()(worker)
 app.command()(sender)
 app.command()(chat)
 app.command()(handback)
+app.command()(stats)
 
 
 def _version(value: bool) -> None:

@@ -41,7 +41,8 @@ def dlq_list(
     limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """What could not be sent (or processed), with the last error."""
+    """What could not be sent (or processed), with the last error and the text: the reply
+    the customer did not get, or what they wrote."""
     letters = run_async(_with_dead_letters(lambda q: q.list(limit)))
     if as_json:
         rows = [
@@ -54,6 +55,7 @@ def dlq_list(
                 "attempts": d.attempts,
                 "last_error": d.last_error,
                 "created_at": d.created_at,
+                "text": d.text,
             }
             for d in letters
         ]
@@ -68,6 +70,8 @@ def dlq_list(
             f"{d.id:>6}  {when}  {d.kind:<7} {d.channel}:{d.client_id}  "
             f"attempts={d.attempts}  {d.last_error}"
         )
+        if d.text:  # what the customer did not get (or what they wrote)
+            typer.echo("        " + d.text.replace("\n", "\n        "))
 
 
 @dlq_app.command("replay")

@@ -126,10 +126,14 @@ def orders_set_status(
         ),
     ],
     note: Annotated[str, typer.Option(help="Why (kept in the history; internal).")] = "",
+    tell: Annotated[
+        bool, typer.Option("--tell", help="Tell the customer the note too (e.g. why cancelled).")
+    ] = False,
 ) -> None:
     """Change an order's status and notify the customer (through the outbox).
 
-    Statuses go new -> confirmed -> in_progress -> ready -> delivered, one step at a time, or
+    Statuses go new -> confirmed -> in_progress -> ready -> delivered, to any later one at once
+    (one notification, of the final status), or
     to cancelled from any but delivered/cancelled. Exit codes: 1 no such order, 2 unknown
     status, 3 the change is not allowed from the order's status. Works on both profiles (with
     RABBITMQ_URL, REDIS_URL and a PostgreSQL DATABASE_URL, the distributed one).
@@ -144,7 +148,9 @@ def orders_set_status(
         order = run_async(
             _with_order_admin(
                 settings,
-                lambda admin: admin.set_status(order_id, status, note=note, actor="cli"),
+                lambda admin: admin.set_status(
+                    order_id, status, note=note, actor="cli", note_public=tell
+                ),
             )
         )
     except OrderNotFound:

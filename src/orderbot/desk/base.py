@@ -111,10 +111,17 @@ class OrderAdmin(ABC):
 
     @abstractmethod
     async def set_status(
-        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+        self,
+        order_id: int,
+        status: str,
+        *,
+        note: str = "",
+        actor: str = "",
+        note_public: bool = False,
     ) -> dict[str, Any]:
-        """Move the order to ``status`` and notify the customer. Raises OrderNotFound,
-        InvalidTransition, or ValueError for a status that does not exist."""
+        """Move the order to ``status`` and notify the customer (with ``note`` when
+        ``note_public``). Raises OrderNotFound, InvalidTransition, or ValueError for a status
+        that does not exist."""
 
     @abstractmethod
     async def handback(self, channel: str, client_id: str) -> None:

@@ -186,6 +186,7 @@ async def _details(conn: AsyncConnection, order_id: int) -> dict[str, Any] | Non
                 order_status_history.c.note,
                 order_status_history.c.actor,
                 order_status_history.c.created_at,
+                order_status_history.c.note_public,
             )
             .where(order_status_history.c.order_id == order_id)
             .order_by(order_status_history.c.id)
@@ -199,6 +200,7 @@ async def _details(conn: AsyncConnection, order_id: int) -> dict[str, Any] | Non
             "note": h.note,
             "actor": h.actor,
             "at": _iso(h.created_at),
+            "note_public": bool(h.note_public),
         }
         for h in history
     ]
@@ -280,7 +282,13 @@ class PostgresOrderAdmin(OrderAdmin):
     # -- status changes ------------------------------------------------------------------
 
     async def set_status(
-        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+        self,
+        order_id: int,
+        status: str,
+        *,
+        note: str = "",
+        actor: str = "",
+        note_public: bool = False,
     ) -> dict[str, Any]:
         now = self._clock()
         # Before the change: a crash after its commit leaves this entry for housekeeping.
@@ -336,6 +344,7 @@ class PostgresOrderAdmin(OrderAdmin):
                             note=marked,
                             actor=actor,
                             created_at=now,
+                            note_public=note_public,
                         )
                         .returning(order_status_history.c.id)
                     )
@@ -352,6 +361,7 @@ class PostgresOrderAdmin(OrderAdmin):
             client_id=row.client_id,
             language=row.language,
             route=row.route,
+            note_public=note_public,
         )
         await self._notify([notification], [pending])
         found = await self.get(order_id)
@@ -370,12 +380,20 @@ class PostgresOrderAdmin(OrderAdmin):
         client_id: str,
         language: str,
         route: str | None,
+        note_public: bool = False,
     ) -> OutboundMessage:
         return OutboundMessage(
             key=status_notification_key(order_id, history_id),
             channel=channel,
             client_id=client_id,
-            text=status_notification(self._flow, status, language, order_id=order_id, note=note),
+            text=status_notification(
+                self._flow,
+                status,
+                language,
+                order_id=order_id,
+                note=note,
+                note_public=note_public,
+            ),
             route={str(k): str(v) for k, v in orjson.loads(route or "{}").items()},
             created_at=at,
         )
@@ -427,6 +445,7 @@ class PostgresOrderAdmin(OrderAdmin):
                         client_id=row.client_id,
                         language=row.language,
                         route=row.route,
+                        note_public=bool(row.note_public),
                     )
                 )
         if messages:
@@ -447,6 +466,7 @@ class PostgresOrderAdmin(OrderAdmin):
                 order_status_history.c.order_id,
                 order_status_history.c.to_status,
                 order_status_history.c.note,
+                order_status_history.c.note_public,
                 order_status_history.c.created_at,
                 orders.c.channel,
                 orders.c.client_id,

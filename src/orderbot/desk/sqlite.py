@@ -92,7 +92,8 @@ def insert_outbox(conn: sqlite3.Connection, message: OutboundMessage, now: float
 
 def _history(conn: sqlite3.Connection, order_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT id, from_status, to_status, note, actor, created_at FROM order_status_history"
+        "SELECT id, from_status, to_status, note, actor, created_at, note_public"
+        " FROM order_status_history"
         " WHERE order_id = ? ORDER BY id",
         (order_id,),
     ).fetchall()
@@ -104,6 +105,7 @@ def _history(conn: sqlite3.Connection, order_id: int) -> list[dict[str, Any]]:
             "note": r[3],
             "actor": r[4],
             "at": _iso(r[5]),
+            "note_public": bool(r[6]),
         }
         for r in rows
     ]
@@ -151,6 +153,7 @@ def _set_status(
     actor: str,
     now: float,
     window_transports: tuple[str, ...] = (),
+    note_public: bool = False,
 ) -> dict[str, Any]:
     row = conn.execute(
         "SELECT status, channel, client_id, language, route FROM orders WHERE id = ?",
@@ -175,8 +178,8 @@ def _set_status(
     )
     history_id = conn.execute(
         "INSERT INTO order_status_history (order_id, from_status, to_status, note, actor,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        (order_id, current, status, marked, actor, now),
+        " created_at, note_public) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (order_id, current, status, marked, actor, now, note_public),
     ).fetchone()[0]
     insert_outbox(
         conn,
@@ -184,7 +187,9 @@ def _set_status(
             key=status_notification_key(order_id, history_id),
             channel=channel,
             client_id=client_id,
-            text=status_notification(flow, status, language, order_id=order_id, note=note),
+            text=status_notification(
+                flow, status, language, order_id=order_id, note=note, note_public=note_public
+            ),
             route=dict(orjson.loads(route or "{}")),
             created_at=now,
         ),
@@ -336,14 +341,28 @@ class SqliteOrderAdmin(OrderAdmin):
         return await self._db.run(lambda conn: _details(conn, order_id))
 
     async def set_status(
-        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+        self,
+        order_id: int,
+        status: str,
+        *,
+        note: str = "",
+        actor: str = "",
+        note_public: bool = False,
     ) -> dict[str, Any]:
         """Move the order to ``status`` and notify the customer, in one transaction. Raises
         OrderNotFound, InvalidTransition, or ValueError for a status that does not exist."""
         now = self._clock()
         order = await self._db.run(
             lambda conn: _set_status(
-                conn, self._flow, order_id, status, note, actor, now, self._window_transports
+                conn,
+                self._flow,
+                order_id,
+                status,
+                note,
+                actor,
+                now,
+                self._window_transports,
+                note_public,
             )
         )
         if self._wakeup is not None:

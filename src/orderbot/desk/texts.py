@@ -110,18 +110,29 @@ def status_name(flow: Flow, status: str, language: str) -> str:
 
 
 def status_notification(
-    flow: Flow, status: str, language: str, *, order_id: int, note: str = ""
+    flow: Flow,
+    status: str,
+    language: str,
+    *,
+    order_id: int,
+    note: str = "",
+    note_public: bool = False,
 ) -> str:
     """What the customer is told when their order gets ``status``. An operator's note reaches
-    the customer only where the flow's text asks for ``{note}``: by default notes are internal."""
-    texts = flow.status_texts.get(status) or DEFAULT_STATUS_TEXTS[status]
+    the customer where the flow's text asks for ``{note}``, and, when the operator marked it
+    for the customer (``note_public``: a cancellation's reason), on a line of its own after a
+    text without ``{note}``. By default notes are internal."""
+    template = _pick(flow.status_texts.get(status) or DEFAULT_STATUS_TEXTS[status], flow, language)
     values = {
         **flow.vars,
         "order_id": str(order_id),
         "status": status_name(flow, status, language),
         "note": note,
     }
-    return render(_pick(texts, flow, language), values)
+    text = render(template, values)
+    if note_public and note.strip() and "{note}" not in template:
+        text += "\n" + note.strip()
+    return text
 
 
 def _date(ts: float) -> str:

@@ -1,6 +1,7 @@
 """The order status machine: pure code, no I/O.
 
-Statuses move ``new -> confirmed -> in_progress -> ready -> delivered``, one step at a time, or to
+Statuses move forward along ``new -> confirmed -> in_progress -> ready -> delivered``, to any
+later one in one change (the customer is told once, of the final status), or to
 ``cancelled`` from any status but the final two; :func:`check_transition` says no with an
 :class:`InvalidTransition` naming what is allowed. :data:`STATUSES` is the one definition of the
 statuses (flows name them, the admin API validates them, the CLI lists them).
@@ -28,12 +29,7 @@ Status = Literal["new", "confirmed", "in_progress", "ready", "delivered", "cance
 STATUSES: tuple[str, ...] = get_args(Status)
 """Every status an order can have, in the order they are reached."""
 FINAL_STATUSES = frozenset({"delivered", "cancelled"})
-_FORWARD = {
-    "new": "confirmed",
-    "confirmed": "in_progress",
-    "in_progress": "ready",
-    "ready": "delivered",
-}
+_FORWARD = ("new", "confirmed", "in_progress", "ready", "delivered")
 
 
 class InvalidTransition(OrderbotError):
@@ -57,8 +53,8 @@ def allowed_next(current: str) -> tuple[str, ...]:
     """The statuses an order in ``current`` may move to."""
     if current in FINAL_STATUSES:
         return ()
-    forward = _FORWARD.get(current)
-    return (forward, "cancelled") if forward is not None else ("cancelled",)
+    later = _FORWARD[_FORWARD.index(current) + 1 :] if current in _FORWARD else ()
+    return (*later, "cancelled")
 
 
 def check_transition(current: str, wanted: str) -> None:

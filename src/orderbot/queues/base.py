@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import orjson
+
 from orderbot.messages import InboundMessage, OutboundMessage
 
 __all__ = [
@@ -68,6 +70,18 @@ class DeadLetter:
     attempts: int
     last_error: str
     created_at: float
+
+    @property
+    def text(self) -> str:
+        """What the message said: the reply the customer did not get, or what the customer
+        wrote (a batch of webhooks: each on its own line); empty when it cannot be read."""
+        try:
+            data = orjson.loads(self.payload)
+        except orjson.JSONDecodeError:
+            return ""
+        parts = data if isinstance(data, list) else [data]
+        texts = (str(p.get("text") or "") for p in parts if isinstance(p, dict))
+        return "\n".join(t for t in texts if t)
 
 
 class InboundQueue(ABC):
@@ -167,3 +181,7 @@ class DeadLetterQueue(ABC):
 
     @abstractmethod
     async def purge(self) -> int: ...
+
+    @abstractmethod
+    async def delete(self, ids: builtins.list[int] | None) -> int:
+        """Delete dead letters for good (all when ``ids`` is None); return how many."""

@@ -382,5 +382,20 @@ class SqliteDeadLetterQueue(DeadLetterQueue):
                 wakeup.set()
         return count
 
+    async def delete(self, ids: builtins.list[int] | None) -> int:
+        """Delete the dead letters ``ids`` (all when None); a deleted reply is never sent."""
+        if ids is None:
+            return await self.purge()
+
+        def delete(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                f"DELETE FROM dead_letters WHERE id IN ({_in_clause(ids)})"  # noqa: S608
+                " RETURNING kind, key",
+                list(ids),
+            ).fetchall()
+            return len(rows)
+
+        return await self._db.run(delete) if ids else 0
+
     async def purge(self) -> int:
         return await self._db.run(lambda conn: conn.execute("DELETE FROM dead_letters").rowcount)

@@ -75,9 +75,10 @@ class EmbeddedRuntime(Runtime):
             window_transports=settings.window_transports,
         )
         topics = operator_topics(self.channels, SqliteOperatorTopics(self.db))
-        self.worker = self.build_worker(
-            self.inbound, self.store, SqliteDeskStore(self.db), topics=topics
-        )
+        # Kept: a handoff the console starts must be noted by it (it remembers who may be with
+        # an operator, so the common message costs no query).
+        self.desk = SqliteDeskStore(self.db)
+        self.worker = self.build_worker(self.inbound, self.store, self.desk, topics=topics)
         self.sender = Sender(
             self.outbox,
             self.channels,

@@ -1,9 +1,10 @@
 """The database schema: SQLAlchemy 2 tables, the single source for Alembic migrations and for
 the SQL the embedded backend precompiles.
 
-Shared by both profiles: ``orders`` (with ``order_items``, ``order_files`` and
-``order_status_history``), ``handoffs``,
-``message_logs``, ``dialog_outcomes``.
+Shared by both profiles: ``orders`` (with ``order_items``, ``order_files``,
+``order_status_history`` and ``order_notes``), ``handoffs``,
+``message_logs``, ``dialog_outcomes``, and the console's ``operators``, ``console_sessions``
+and ``login_failures``.
 Embedded profile only (queues and dialog state in the same SQLite file): ``inbound_queue``,
 ``outbox``, ``dead_letters``, ``dialog_states``, ``operator_topics`` (the distributed profile
 keeps that map in Redis).
@@ -26,20 +27,25 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = [
     "EMBEDDED_TABLES",
+    "console_sessions",
     "dead_letters",
     "dialog_outcomes",
     "dialog_states",
     "handoffs",
     "inbound_queue",
+    "login_failures",
     "message_logs",
     "metadata",
     "operator_topics",
+    "operators",
     "order_files",
     "order_items",
+    "order_notes",
     "order_status_history",
     "orders",
     "outbox",
@@ -81,6 +87,8 @@ orders = Table(
     Index(None, "status", "created_at"),
     Index(None, "channel", "client_id"),
     Index(None, "created_at"),
+    # The console's board filtered by status, newest (highest id) first without a sort.
+    Index("ix_orders_status_id", "status", "id"),
 )
 
 order_items = Table(
@@ -124,6 +132,8 @@ order_status_history = Table(
     Column("to_status", String(32), nullable=False),
     Column("note", Text, nullable=False, server_default=""),
     Column("actor", String(100), nullable=False, server_default=""),  # cli, api, ...
+    # The note was told to the customer (in the notification), not kept internal.
+    Column("note_public", Boolean, nullable=False, server_default=false()),
     Column("created_at", Float, nullable=False),
     Index(None, "order_id", "id"),
 )
@@ -182,6 +192,63 @@ dialog_outcomes = Table(
     Column("order_id", BigInteger),
     Index(None, "outcome", "ended_at"),
     Index(None, "last_step"),
+    # The console's numbers for a period: counts per outcome and step, and the median time
+    # to order, read from these alone (in index order: no sorting of the period's rows).
+    Index("ix_dialog_outcomes_steps", "outcome", "last_step", "ended_at"),
+    Index("ix_dialog_outcomes_durations", "outcome", "duration_seconds", "ended_at"),
+)
+
+# -- the web console (orderbot.web.console) ---------------------------------------------------
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin | operator
+    Column("password_hash", Text, nullable=False),  # argon2id, with its parameters
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# A signed-in browser: the cookie holds a random token, the table its SHA-256 (a stolen
+# database copy opens no session). Deleted at logout, when the account is disabled or its
+# password changes, and after the idle or absolute timeout.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "operator_id", BigInteger, ForeignKey("operators.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("address", String(64), nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Index(None, "operator_id"),
+)
+
+# Failed console logins, counted per account and per address (shared by every server process).
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("scope", String(200), nullable=False),  # account:<name> | address:<ip>
+    Column("created_at", Float, nullable=False),
+    Index(None, "scope", "created_at"),
+)
+
+# Internal notes operators keep on an order (never sent to the customer).
+order_notes = Table(
+    "order_notes",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("author", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index(None, "order_id", "id"),
 )
 
 inbound_queue = Table(

@@ -43,17 +43,25 @@ class OrderAdmin(Protocol):
     ) -> builtins.list[dict[str, Any]]: ...
     async def get(self, order_id: int) -> dict[str, Any] | None: ...
     async def set_status(
-        self, order_id: int, status: str, *, note: str = "", actor: str = ""
+        self,
+        order_id: int,
+        status: str,
+        *,
+        note: str = "",
+        actor: str = "",
+        note_public: bool = False,
     ) -> dict[str, Any]: ...
     async def handback(self, channel: str, client_id: str) -> None: ...
     async def handoffs(self) -> builtins.list[dict[str, Any]]: ...
 
 
 class StatusChange(BaseModel):
-    """A new status for an order; ``note`` stays internal unless the flow's text shows it."""
+    """A new status for an order; ``note`` stays internal unless the flow's text shows it or
+    ``note_public`` tells it to the customer (a cancellation's reason)."""
 
     status: Status
     note: str = Field("", max_length=1000)
+    note_public: bool = False
 
 
 class AdminError(Exception):
@@ -155,10 +163,17 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
         store: Admin, order_id: OrderId, change: StatusChange
     ) -> dict[str, Any]:
         """Change the status; the customer is notified (through the outbox) in the same
-        transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered, or to
-        cancelled from any but delivered and cancelled. Returns the updated order."""
+        transaction. Statuses go new -> confirmed -> in_progress -> ready -> delivered (to any
+        later one at once, told once), or to cancelled from any but delivered and cancelled.
+        Returns the updated order."""
         try:
-            return await store.set_status(order_id, change.status, note=change.note, actor="api")
+            return await store.set_status(
+                order_id,
+                change.status,
+                note=change.note,
+                actor="api",
+                note_public=change.note_public,
+            )
         except OrderNotFound:
             raise AdminError(404, "not_found", f"no order {order_id}") from None
         except InvalidTransition as exc:

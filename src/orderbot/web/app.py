@@ -1,10 +1,11 @@
 """The HTTP application: webhooks (lean path), health, metrics, the admin API (``/api``,
-see :mod:`orderbot.web.admin`), and their OpenAPI description."""
+see :mod:`orderbot.web.admin`), the operators' console (``/console``, see
+:mod:`orderbot.web.console.pages`), and their OpenAPI description."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -22,6 +23,7 @@ from orderbot.loggers import ingress as log
 from orderbot.metrics import QUEUE_DEPTH
 from orderbot.queues.base import QueueDepths
 from orderbot.web.admin import install_admin_api
+from orderbot.web.console.pages import install_console
 from orderbot.web.ingress import HttpLimits, IngressApp, WebhookIngress
 
 __all__ = ["create_app"]
@@ -125,6 +127,8 @@ def create_app(
     missing: the process is fine, but no message reaches it)."""
 
     state: dict[str, WebhookIngress | None] = {"ingress": None}
+    starting: list[Callable[[], Awaitable[None]]] = []
+    closing: list[Callable[[], Awaitable[None]]] = []
     profile = runtime.profile if isinstance(runtime, ReportsHealth) else "embedded"
 
     @asynccontextmanager
@@ -133,11 +137,15 @@ def create_app(
         if run_background:
             runtime.start()
         state["ingress"] = runtime.ingress
+        for start in starting:
+            await start()
         log.info("orderbot %s ready (%s profile, flow %s)", __version__, profile, runtime.flow.name)
         try:
             yield
         finally:
             state["ingress"] = None
+            for close in closing:
+                await close()
             await runtime.aclose()
 
     app = FastAPI(
@@ -168,6 +176,10 @@ def create_app(
         lambda: getattr(runtime, "admin", None),
         token=getattr(settings, "admin_token", "") if settings is not None else "",
     )
+    if settings is not None:
+        console = install_console(app, runtime, settings)
+        starting.append(console.start)
+        closing.append(console.aclose)
 
     async def _webhook(request: Request, channel: str, secret: str = "") -> Response:
         ingress = state["ingress"]

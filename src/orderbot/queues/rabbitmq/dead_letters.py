@@ -131,6 +131,23 @@ class RabbitDeadLetterQueue(DeadLetterQueue):
                 headers=reply_headers(0, 0.0, ""),
             )
 
+    async def delete(self, ids: builtins.list[int] | None) -> int:
+        """Take dead letters ``ids`` off the queue for good (all when None)."""
+        if ids is None:
+            return await self.purge()
+        wanted = set(ids)
+        channel, taken = await self._browse(None)
+        count = 0
+        try:
+            for raw in taken:
+                if _letter(raw).id in wanted:
+                    await ack_message(raw)
+                    count += 1
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()  # the rest, unacked, go back in order
+        return count
+
     async def purge(self) -> int:
         channel = await self._broker.connection.channel()
         try:
