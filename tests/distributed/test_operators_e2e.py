@@ -437,7 +437,7 @@ async def test_a_status_button_in_the_operators_chat_end_to_end(tmp_path: Path) 
             (card,) = fake.sent(group)
             assert card["message_thread_id"] == thread
             order_id = int(card["_message"]["text"].split("Новый заказ #", 1)[1].split()[0])
-            confirm, _cancel = status_buttons(FLOW, order_id, "new", "ru")
+            confirm = status_buttons(FLOW, order_id, "new", "ru")[0]
 
             told_before = len(fake.texts(chat))
             press = fake.press(6, group, confirm, thread_id=thread)
