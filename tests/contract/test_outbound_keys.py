@@ -32,6 +32,11 @@ def test_key_formats_are_pinned() -> None:
     assert outbound.topic_post_key("telegram:m-1", "back") == "telegram:m-1:back"
     assert outbound.operator_pass_key("telegram:77") == "telegram:77:customer"
     assert outbound.operator_notice_key("quota:chat2desk", "-100") == "quota:chat2desk:-100"
+    # the one reminder of an unfinished dialog (issue 16)
+    assert (
+        outbound.reminder_key("chat2desk:7", 1700000000.25) == "reminder:chat2desk:7:1700000000.25"
+    )
+    assert outbound.reminder_key("telegram:42", 1700000000) == "reminder:telegram:42:1700000000.0"
 
 
 def test_messages_use_the_pinned_keys() -> None:
