@@ -124,7 +124,9 @@ class EmbeddedRuntime(Runtime):
     async def send_reminders(self) -> int:
         """The one reminder of each unfinished order due now (REMINDER_AFTER; see
         :mod:`orderbot.runtime.reminders`)."""
-        return await send_reminders(self.store, self.flow, self.settings, self.options, time.time())
+        return await send_reminders(
+            self.store, self.flow, self.options, time.time(), after=self.settings.reminder_after
+        )
 
     async def _handoff_timeouts(self) -> None:
         """Every minute (or a quarter of HANDOFF_TIMEOUT): give conversations back to the bot

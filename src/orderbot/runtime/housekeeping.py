@@ -101,7 +101,9 @@ class Housekeeping:
     async def send_reminders(self) -> int:
         """The one reminder of each unfinished order due now (REMINDER_AFTER), found in the
         active-dialog index the abandonment uses (:mod:`orderbot.runtime.reminders`)."""
-        return await send_reminders(self.store, self.flow, self.settings, self.options, time.time())
+        return await send_reminders(
+            self.store, self.flow, self.options, time.time(), after=self.settings.reminder_after
+        )
 
     async def _report_stranded_shards(self) -> None:
         # A server still running with a larger QUEUE_SHARDS (the start checked once).

@@ -12,7 +12,6 @@ only within 24 hours of the customer's last message (WhatsApp's window); Telegra
 
 from __future__ import annotations
 
-from orderbot.config import Settings
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState
 from orderbot.dialog.reminder import remind
@@ -31,16 +30,17 @@ CHANNEL_WINDOWS: dict[str, float] = {"chat2desk": WHATSAPP_WINDOW}
 async def send_reminders(
     store: StepStore,
     flow: Flow,
-    settings: Settings,
     options: DialogOptions,
     now: float,
+    *,
+    after: float,
 ) -> int:
-    """Queue the reminders due at ``now``; returns how many were queued."""
-    after = settings.reminder_after
-    if after <= 0 or after >= settings.dialog_idle_timeout:
+    """Queue the reminders due at ``now`` for dialogs idle ``after`` seconds (REMINDER_AFTER;
+    0: none) but not past ``options.idle_timeout``; returns how many were queued."""
+    if after <= 0 or after >= options.idle_timeout:
         return 0
     sent = 0
-    idle = await store.idle_dialogs(now - settings.dialog_idle_timeout, now - after)
+    idle = await store.idle_dialogs(now - options.idle_timeout, now - after)
     for dialog in idle:
         channel, _, client_id = dialog.client_key.partition(":")
         window = CHANNEL_WINDOWS.get(channel)
