@@ -315,6 +315,9 @@ class RedisStepStore(StepStore):
         again next round (the sender sends it once); a message the customer sends meanwhile
         leaves the mark unset, and the new last-step time gives a new key only if the dialog
         goes idle again unreminded (its state carries ``reminded`` once marked)."""
+        score = await self._redis.zscore(self._active, dialog.client_key)
+        if score is None or float(score) != dialog.last_step:
+            return False  # moved on (or ended) since it was listed: nothing to remind of
         await self._outbox.put((reminder,))
         marked = await self._mark_reminded(
             keys=[self._active, self._keys.state(dialog.client_key)],
