@@ -24,10 +24,12 @@ async def test_one_reminder_resumes_the_step_and_the_order_counts_as_recovered(
     profile: str, tmp_path: Path
 ) -> None:
     async with open_bot(profile, tmp_path) as bot:
-        lee, gil, ann, bob = (bot.client(n) for n in ("lee", "gil", "ann", "bob"))
+        lee, gil, ann, dan, bob = (bot.client(n) for n in ("lee", "gil", "ann", "dan", "bob"))
         await bot.say(lee, "Hello", "Chui avenue 120, apt 5")  # now asked for the phone
         await bot.say(gil, "Hello", "/cancel")
         await bot.say(ann, "Hello", "/operator")  # with an operator
+        await bot.say(dan, "Hello", "/operator")  # an operator took it and gave it back:
+        await bot.admin.handback("chat2desk", dan)  # no reminder of that dialog either
         await bot.say(bob, "Hello", "Chui avenue 1", "0555 123 456", "1", "yes")  # ordered
         assert await bot.order_ids(bob)
         sent_before = len(await bot.sent())
@@ -53,3 +55,5 @@ async def test_one_reminder_resumes_the_step_and_the_order_counts_as_recovered(
         assert len(await bot.order_ids(lee)) == 1
         assert await bot.outcomes(lee) == [("recovered", True)]
         assert await bot.outcomes(bob) == [("completed", True)]
+        raw = await bot.state(dan)
+        assert raw is not None and DialogState.from_json(raw).handed_off

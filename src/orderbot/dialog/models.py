@@ -49,6 +49,9 @@ class DialogState:
     reminded: bool = False
     """The one reminder of this unfinished dialog was sent (:mod:`orderbot.dialog.reminder`):
     never another; an order placed after it counts as ``recovered``."""
+    handed_off: bool = False
+    """An operator took the conversation during this dialog (set by the front desk): it gets
+    no reminder afterwards."""
     route: dict[str, str] = field(default_factory=dict)
     """How the customer's last message came (the channel's route, e.g. Chat2Desk's transport),
     set by the worker: where a reminder goes."""
@@ -79,6 +82,7 @@ class DialogState:
                 restart_asked=obj.get("restart_asked", False),
                 known=obj.get("known") or {},
                 reminded=obj.get("reminded", False),
+                handed_off=obj.get("handed_off", False),
                 route=obj.get("route") or {},
             )
         except (KeyError, TypeError) as exc:
@@ -93,6 +97,7 @@ class DialogState:
             and isinstance(state.restart_asked, bool)
             and isinstance(state.known, dict)
             and isinstance(state.reminded, bool)
+            and isinstance(state.handed_off, bool)
             and isinstance(state.route, dict)
         ):
             raise ValueError("dialog state has a field of the wrong type")

@@ -30,9 +30,16 @@ def remind(
 ) -> tuple[DialogState, Reply] | None:
     """The reminder for ``state`` and the state that records it, or None when none is due: no
     dialog, reminders off (``after`` 0), not idle for ``after`` seconds yet, already reminded,
-    idle past the dialog timeout (it starts over instead), or at no step that asks anything
-    (a cancel or an order ended it)."""
-    if state is None or after <= 0 or state.reminded or now - state.updated_at < after:
+    an operator took the conversation (``handed_off``; after the handback too), idle past the
+    dialog timeout (it starts over instead), or at no step that asks anything (a cancel or an
+    order ended it)."""
+    if (
+        state is None
+        or after <= 0
+        or state.reminded
+        or state.handed_off
+        or now - state.updated_at < after
+    ):
         return None
     asked = question(flow, state, now, options=options)
     if asked is None:
