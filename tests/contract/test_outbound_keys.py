@@ -36,6 +36,11 @@ def test_key_formats_are_pinned() -> None:
         outbound.operator_reply_key("chat2desk:7", "n0nce-123") == "operator:chat2desk:7:n0nce-123"
     )
     assert outbound.daily_summary_key("2026-12-07", "-100") == "daily-summary:2026-12-07:-100"
+    # the one reminder of an unfinished dialog (issue 16)
+    assert (
+        outbound.reminder_key("chat2desk:7", 1700000000.25) == "reminder:chat2desk:7:1700000000.25"
+    )
+    assert outbound.reminder_key("telegram:42", 1700000000) == "reminder:telegram:42:1700000000.0"
 
 
 def test_messages_use_the_pinned_keys() -> None:

@@ -465,6 +465,9 @@ class FrontDesk:
             )
             return self._commit(delivery, raw, _step_name(state), replies)
         self._store.note_handoff(message.client_key, active=True)
+        if state is not None and not state.handed_off:
+            # A dialog an operator took gets no reminder of it later (dialog.reminder).
+            raw = replace(state, handed_off=True).to_json()
         return self._commit(
             delivery,
             raw,
@@ -486,7 +489,7 @@ class FrontDesk:
         message = delivery.message
         now = self._clock()
         outbound = replies_to(message, replies, now)
-        # The state is written back as it was: the dialog is where it stood.
+        # The dialog is where it stood (a handoff only marks the state ``handed_off``).
         return StepCommit(
             delivery=delivery,
             state=raw,

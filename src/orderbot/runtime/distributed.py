@@ -194,6 +194,8 @@ class DistributedRuntime(Runtime):
             admin=self.admin,
             store=self.store,
             files=self.files,
+            flow=self.flow,
+            options=self.options,
         )
 
     async def open(self) -> None:
