@@ -78,6 +78,17 @@ def cli(
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"DEFAULT_PHONE_REGION": "Kyrgyzstan"}, "DEFAULT_PHONE_REGION"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "orderbot.db"}, "DATABASE_URL"),
+        # A URL without its scheme.
+        ({"CHAT2DESK_API_URL": "api.chat2desk.com/v1"}, "CHAT2DESK_API_URL"),
+        ({"TELEGRAM_API_URL": "api.telegram.org"}, "TELEGRAM_API_URL"),
+        ({"ORDER_WEBHOOK_URL": "shop.example/orders"}, "ORDER_WEBHOOK_URL"),
+        ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL"),
+        ({"RABBITMQ_URL": "guest:guest@127.0.0.1:5672/"}, "RABBITMQ_URL"),
+        ({"CHAT2DESK_API_URL": "https://api.chat2desk.com/ v1"}, "CHAT2DESK_API_URL"),
+        # Telegram chats with no bot to write to them.
+        ({"ADMIN_CHAT_IDS": "12345"}, "ADMIN_CHAT_IDS"),
+        ({"OPERATOR_CHAT_ID": "-100123"}, "OPERATOR_CHAT_ID"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], name: str) -> None:
@@ -87,6 +98,43 @@ def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and name in lines[0]
+
+
+def test_a_url_setting_names_neither_its_value_nor_a_password(tmp_path: Path) -> None:
+    result = cli(
+        "orders", "list", env={"RABBITMQ_URL": "guest:hunter2@127.0.0.1:5672/"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "RABBITMQ_URL" in result.stderr and "amqp://" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_telegram_chats_with_the_bot_token_and_urls_with_schemes_are_fine(tmp_path: Path) -> None:
+    env = {
+        "ADMIN_CHAT_IDS": "12345,-100999",
+        "OPERATOR_CHAT_ID": "-100123",
+        "TELEGRAM_BOT_TOKEN": "123:abc",
+        "ORDER_WEBHOOK_URL": "https://shop.example/orders",
+        "REDIS_URL": "unix:///run/redis.sock",
+        "CHAT2DESK_API_URL": "http://127.0.0.1:8080/v1",
+    }
+    result = cli("db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "serve", "worker", "sender", "db"])
+def test_a_port_that_is_no_number_stops_every_command_naming_port(
+    tmp_path: Path, command: str
+) -> None:
+    # `orderbot run` once got as far as its migration child and said "database migration
+    # failed"; every command reads the settings first.
+    args = ["db", "upgrade"] if command == "db" else [command]
+    result = cli(*args, env={"PORT": "abc"}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "PORT" in lines[0], lines
+    assert "migration" not in result.stderr
+    assert not (tmp_path / "orderbot.db").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "sender"])
