@@ -398,3 +398,41 @@ def test_chat2desk_set_webhook_is_idempotent_and_info_shows_the_hooks(tmp_path: 
     assert info["orderbot_webhook"]["state"] == "disabled"
     assert info["orderbot_webhook"]["errors"] == ["timeout"]
     assert "requests_limit" in info["data"]
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and group of ``orderbot``, as the words that name it."""
+    import typer
+
+    found: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_help_shows_flags_without_type_noise() -> None:
+    import typer
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path in command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output and "BOOLEAN" not in result.output, path
+        for param in command.params:
+            if getattr(param, "is_flag", False):
+                for line in result.output.splitlines():
+                    if line.strip().startswith(param.opts[0] + " "):
+                        assert "<" not in line.split("  ")[1], (path, line)
+                        checked += 1
+    assert checked >= 10  # --help of every command, --json, --version, --tell, ...
+    # Help text in brackets is shown as written (rich markup once swallowed it).
+    assert "[env PORT, 3000]" in CliRunner().invoke(app, ["run", "--help"]).output
