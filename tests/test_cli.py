@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -436,3 +437,101 @@ def test_help_shows_flags_without_type_noise() -> None:
     assert checked >= 10  # --help of every command, --json, --version, --tell, ...
     # Help text in brackets is shown as written (rich markup once swallowed it).
     assert "[env PORT, 3000]" in CliRunner().invoke(app, ["run", "--help"]).output
+
+
+# 2026-12-07 12:05 UTC is 18:05 in Asia/Bishkek (UTC+6) and 15:05 in Europe/Moscow.
+_NOON = 1796645100.0
+
+
+async def _seed_printing_order(path: Path) -> int:
+    """A 3D-printing order (a catalog service, options, a total, the customer's name) with a
+    conversation in the message log: the customer's message and the bot's reply."""
+    from orderbot.orders.models import OrderItem
+
+    await db.upgrade_async(f"sqlite:///{path}")
+    async with SqliteDatabase(path) as database:
+        queue = SqliteInboundQueue(database)
+        await queue.put(inbound("9100", "m1", text="Хочу напечатать деталь", channel="telegram"))
+        (delivery,) = await queue.fetch(1)
+        order_id = await SqliteStepStore(database).commit_step(
+            StepCommit(
+                delivery=delivery,
+                state=None,
+                state_name="-",
+                replies=(),
+                order=OrderRecord(
+                    idempotency_key="telegram:9100:m1",
+                    channel="telegram",
+                    client_id="9100",
+                    source="dialog",
+                    phone="+996555123456",
+                    address=None,
+                    quantity=None,
+                    language="ru",
+                    data={
+                        "name": "Айда",
+                        "material": "PETG",
+                        "layer_height": "0.2 mm",
+                        "infill": "20%",
+                        "delivery": "pickup",
+                    },
+                    items=(OrderItem("fdm", "FDM printing", 2, "450.00"),),
+                    total="900.00",
+                    currency="KGS",
+                ),
+            )
+        )
+    assert order_id is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE orders SET created_at = ?", (_NOON,))
+        conn.execute("UPDATE message_logs SET created_at = ?", (_NOON,))
+        conn.execute(
+            "INSERT INTO message_logs (direction, channel, client_id, message_key, text, success,"
+            " error, created_at) VALUES ('out', 'telegram', '9100', 'r1', ?, 1, NULL, ?)",
+            (f"Заказ №{order_id} принят", _NOON + 60),
+        )
+    return order_id
+
+
+def test_orders_list_reads_well_for_a_printing_order(settings: Settings) -> None:
+    asyncio.run(_seed_printing_order(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+    result = runner.invoke(app, ["orders", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "QTY" not in text and " - " not in text
+    assert "times in Asia/Bishkek" in text
+    assert "2026-12-07 18:05" in text  # the shop's time, not UTC
+    assert "Айда, +996555123456" in text  # the name
+    assert "FDM printing × 2; PETG, 0.2 mm, 20%, pickup  (total 900.00 KGS)" in text
+    moscow = runner.invoke(app, ["orders", "list"], env={**env, "SHOP_TIMEZONE": "Europe/Moscow"})
+    assert "2026-12-07 15:05" in moscow.output
+
+
+def test_orders_show_prints_the_order_and_the_conversation(settings: Settings) -> None:
+    order_id = asyncio.run(_seed_printing_order(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+    result = runner.invoke(app, ["orders", "show", str(order_id)], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    assert lines[0] == f"Order #{order_id}  new"
+    assert "Placed:       2026-12-07 18:05 (Asia/Bishkek)" in lines
+    assert "Customer:     Айда, +996555123456" in lines
+    assert "Item:         FDM printing × 2 @ 450.00 = 900.00" in lines
+    assert "Material:     PETG" in lines
+    assert "Layer height: 0.2 mm" in lines
+    assert "Total:        900.00 KGS" in lines
+    # The conversation, both directions, in order, at the shop's time.
+    start = lines.index("Conversation:")
+    assert lines[start + 1 :] == [
+        "  2026-12-07 18:05  customer:     Хочу напечатать деталь",
+        f"  2026-12-07 18:06  bot:          Заказ №{order_id} принят",
+    ]
+    shown = orjson.loads(
+        runner.invoke(app, ["orders", "show", str(order_id), "--json"], env=env).output
+    )
+    assert [(m["from"], m["text"]) for m in shown["conversation"]] == [
+        ("customer", "Хочу напечатать деталь"),
+        ("bot", f"Заказ №{order_id} принят"),
+    ]
+    assert shown["total"] == "900.00" and shown["items"][0]["name"] == "FDM printing"
