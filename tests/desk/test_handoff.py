@@ -341,7 +341,7 @@ async def test_operators_chat_topic_carries_the_conversation_both_ways(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from tests.fakes.telegram import topic_update
 
     group = "-1002003004005"
@@ -395,6 +395,7 @@ def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
     from orderbot.dialog.loader import load_flow
     from orderbot.orders.alerts import OperatorAlerts, read_status_button
     from orderbot.orders.models import OrderItem, OrderRecord
+    from orderbot.orders.status import allowed_next
 
     printing = load_flow("printing")
     order = OrderRecord(
@@ -427,8 +428,7 @@ def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
         assert shown in card.text
     assert "Получение: pickup" in card.text and "Итого: 900.00 KGS" in card.text
     assert [read_status_button(printing, b) for b in card.buttons] == [
-        (42, "confirmed"),
-        (42, "cancelled"),
+        (42, status) for status in allowed_next("new")
     ]
 
 
@@ -436,7 +436,7 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from orderbot.orders.alerts import status_buttons
     from tests.fakes.telegram import topic_update
 
@@ -447,7 +447,7 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
         await bot.say(cust, *ORDER, channel="telegram")
         (order_id,) = await bot.order_ids(cust)
         await bot.topics.remember(Topic(f"telegram:{cust}", 1014, {}))
-        (label, _) = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")
+        label = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")[0]  # confirmed
         press = topic_update(6001, int(group), 1014, "")
         query = {
             "id": "q-77",
@@ -489,3 +489,31 @@ async def test_a_status_change_outside_whatsapps_window_is_marked_on_the_order(
         # and never carries the operators' mark
         notes = [e for e in (await bot.sent())[before:] if e["client_id"] == wa]
         assert len(notes) == 1 and "WhatsApp" not in notes[0]["text"]
+
+
+async def test_a_chat2desk_customers_file_reaches_their_topic_as_a_link(
+    profile: str, tmp_path: Path
+) -> None:
+    """Chat2Desk customers' files cannot be copied through Telegram: the topic gets the
+    attachment's kind, name and link (Chat2Desk's file URL), with the words that came with it."""
+    from orderbot.messages import Attachment, InboundMessage
+
+    group = "-1002003004005"
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9300")
+        await bot.say(cust, "Hello", "/operator")
+        url = "https://storage.chat2desk.com/clients/photo_1.jpg"
+        produced = await bot.put(
+            InboundMessage(
+                channel="chat2desk",
+                client_id=cust,
+                message_id=f"{bot.prefix}file-1",
+                text="this bottle",
+                received_at=time.time(),
+                attachments=(Attachment(url=url, name="photo_1.jpg", kind="photo"),),
+                route={"transport": "whatsapp", "channel_id": "3"},
+            )
+        )
+        assert [(e.get("kind"), e["client_id"], e["text"]) for e in produced] == [
+            ("topic", group, f"👤 this bottle\n📎 photo: photo_1.jpg {url}")
+        ]

@@ -20,12 +20,13 @@ import orjson
 from sqlalchemy import delete, select
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.desk.base import OrderAdmin
+from orderbot.desk.base import OperatorTopics, OrderAdmin
 from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
+from orderbot.desk.redis_topics import RedisOperatorTopics
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
-from orderbot.desk.topics import OperatorTopics, RedisOperatorTopics, SqliteOperatorTopics
+from orderbot.desk.sqlite_topics import SqliteOperatorTopics
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions
 from orderbot.messages import InboundMessage, OutboundMessage

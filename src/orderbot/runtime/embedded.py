@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
-from orderbot.desk.topics import SqliteOperatorTopics
+from orderbot.desk.sqlite_topics import SqliteOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.files.receiver import cleanup_unlinked_files
 from orderbot.loggers import storage as log
