@@ -428,6 +428,7 @@ def test_help_shows_flags_without_type_noise() -> None:
         result = CliRunner().invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "<bool>" not in result.output and "BOOLEAN" not in result.output, path
+        assert "range>" not in result.output, path  # a count reads N, its range in the help
         for param in command.params:
             if getattr(param, "is_flag", False):
                 for line in result.output.splitlines():

@@ -84,7 +84,7 @@ def orders_list(
         str | None, typer.Option(help="Only orders with this status, e.g. new.")
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=10000, help="At most this many, newest first.")
+        int, typer.Option(min=1, max=10000, metavar="N", help="At most this many, newest first.")
     ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
