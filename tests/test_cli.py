@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,17 @@ def cli(
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"DEFAULT_PHONE_REGION": "Kyrgyzstan"}, "DEFAULT_PHONE_REGION"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "orderbot.db"}, "DATABASE_URL"),
+        # A URL without its scheme.
+        ({"CHAT2DESK_API_URL": "api.chat2desk.com/v1"}, "CHAT2DESK_API_URL"),
+        ({"TELEGRAM_API_URL": "api.telegram.org"}, "TELEGRAM_API_URL"),
+        ({"ORDER_WEBHOOK_URL": "shop.example/orders"}, "ORDER_WEBHOOK_URL"),
+        ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL"),
+        ({"RABBITMQ_URL": "guest:guest@127.0.0.1:5672/"}, "RABBITMQ_URL"),
+        ({"CHAT2DESK_API_URL": "https://api.chat2desk.com/ v1"}, "CHAT2DESK_API_URL"),
+        # Telegram chats with no bot to write to them.
+        ({"ADMIN_CHAT_IDS": "12345"}, "ADMIN_CHAT_IDS"),
+        ({"OPERATOR_CHAT_ID": "-100123"}, "OPERATOR_CHAT_ID"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], name: str) -> None:
@@ -87,6 +99,43 @@ def test_bad_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and name in lines[0]
+
+
+def test_a_url_setting_names_neither_its_value_nor_a_password(tmp_path: Path) -> None:
+    result = cli(
+        "orders", "list", env={"RABBITMQ_URL": "guest:hunter2@127.0.0.1:5672/"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "RABBITMQ_URL" in result.stderr and "amqp://" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_telegram_chats_with_the_bot_token_and_urls_with_schemes_are_fine(tmp_path: Path) -> None:
+    env = {
+        "ADMIN_CHAT_IDS": "12345,-100999",
+        "OPERATOR_CHAT_ID": "-100123",
+        "TELEGRAM_BOT_TOKEN": "123:abc",
+        "ORDER_WEBHOOK_URL": "https://shop.example/orders",
+        "REDIS_URL": "unix:///run/redis.sock",
+        "CHAT2DESK_API_URL": "http://127.0.0.1:8080/v1",
+    }
+    result = cli("db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "serve", "worker", "sender", "db"])
+def test_a_port_that_is_no_number_stops_every_command_naming_port(
+    tmp_path: Path, command: str
+) -> None:
+    # `orderbot run` once got as far as its migration child and said "database migration
+    # failed"; every command reads the settings first.
+    args = ["db", "upgrade"] if command == "db" else [command]
+    result = cli(*args, env={"PORT": "abc"}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "PORT" in lines[0], lines
+    assert "migration" not in result.stderr
+    assert not (tmp_path / "orderbot.db").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "sender"])
@@ -350,3 +399,140 @@ def test_chat2desk_set_webhook_is_idempotent_and_info_shows_the_hooks(tmp_path: 
     assert info["orderbot_webhook"]["state"] == "disabled"
     assert info["orderbot_webhook"]["errors"] == ["timeout"]
     assert "requests_limit" in info["data"]
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and group of ``orderbot``, as the words that name it."""
+    import typer
+
+    found: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_help_shows_flags_without_type_noise() -> None:
+    import typer
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path in command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output and "BOOLEAN" not in result.output, path
+        assert "range>" not in result.output, path  # a count reads N, its range in the help
+        for param in command.params:
+            if getattr(param, "is_flag", False):
+                for line in result.output.splitlines():
+                    if line.strip().startswith(param.opts[0] + " "):
+                        assert "<" not in line.split("  ")[1], (path, line)
+                        checked += 1
+    assert checked >= 10  # --help of every command, --json, --version, --tell, ...
+    # Help text in brackets is shown as written (rich markup once swallowed it).
+    assert "[env PORT, 3000]" in CliRunner().invoke(app, ["run", "--help"]).output
+
+
+# 2026-12-07 12:05 UTC is 18:05 in Asia/Bishkek (UTC+6) and 15:05 in Europe/Moscow.
+_NOON = 1796645100.0
+
+
+async def _seed_printing_order(path: Path) -> int:
+    """A 3D-printing order (a catalog service, options, a total, the customer's name) with a
+    conversation in the message log: the customer's message and the bot's reply."""
+    from orderbot.orders.models import OrderItem
+
+    await db.upgrade_async(f"sqlite:///{path}")
+    async with SqliteDatabase(path) as database:
+        queue = SqliteInboundQueue(database)
+        await queue.put(inbound("9100", "m1", text="Хочу напечатать деталь", channel="telegram"))
+        (delivery,) = await queue.fetch(1)
+        order_id = await SqliteStepStore(database).commit_step(
+            StepCommit(
+                delivery=delivery,
+                state=None,
+                state_name="-",
+                replies=(),
+                order=OrderRecord(
+                    idempotency_key="telegram:9100:m1",
+                    channel="telegram",
+                    client_id="9100",
+                    source="dialog",
+                    phone="+996555123456",
+                    address=None,
+                    quantity=None,
+                    language="ru",
+                    data={
+                        "name": "Айда",
+                        "material": "PETG",
+                        "layer_height": "0.2 mm",
+                        "infill": "20%",
+                        "delivery": "pickup",
+                    },
+                    items=(OrderItem("fdm", "FDM printing", 2, "450.00"),),
+                    total="900.00",
+                    currency="KGS",
+                ),
+            )
+        )
+    assert order_id is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE orders SET created_at = ?", (_NOON,))
+        conn.execute("UPDATE message_logs SET created_at = ?", (_NOON,))
+        conn.execute(
+            "INSERT INTO message_logs (direction, channel, client_id, message_key, text, success,"
+            " error, created_at) VALUES ('out', 'telegram', '9100', 'r1', ?, 1, NULL, ?)",
+            (f"Заказ №{order_id} принят", _NOON + 60),
+        )
+    return order_id
+
+
+def test_orders_list_reads_well_for_a_printing_order(settings: Settings) -> None:
+    asyncio.run(_seed_printing_order(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+    result = runner.invoke(app, ["orders", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "QTY" not in text and " - " not in text
+    assert "times in Asia/Bishkek" in text
+    assert "2026-12-07 18:05" in text  # the shop's time, not UTC
+    assert "Айда, +996555123456" in text  # the name
+    assert "FDM printing × 2; PETG, 0.2 mm, 20%, pickup  (total 900.00 KGS)" in text
+    moscow = runner.invoke(app, ["orders", "list"], env={**env, "SHOP_TIMEZONE": "Europe/Moscow"})
+    assert "2026-12-07 15:05" in moscow.output
+
+
+def test_orders_show_prints_the_order_and_the_conversation(settings: Settings) -> None:
+    order_id = asyncio.run(_seed_printing_order(settings.sqlite_path))
+    env = {"DATABASE_URL": settings.database_url}
+    result = runner.invoke(app, ["orders", "show", str(order_id)], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    assert lines[0] == f"Order #{order_id}  new"
+    assert "Placed:       2026-12-07 18:05 (Asia/Bishkek)" in lines
+    assert "Customer:     Айда, +996555123456" in lines
+    assert "Item:         FDM printing × 2 @ 450.00 = 900.00" in lines
+    assert "Material:     PETG" in lines
+    assert "Layer height: 0.2 mm" in lines
+    assert "Total:        900.00 KGS" in lines
+    # The conversation, both directions, in order, at the shop's time.
+    start = lines.index("Conversation:")
+    assert lines[start + 1 :] == [
+        "  2026-12-07 18:05  customer:     Хочу напечатать деталь",
+        f"  2026-12-07 18:06  bot:          Заказ №{order_id} принят",
+    ]
+    shown = orjson.loads(
+        runner.invoke(app, ["orders", "show", str(order_id), "--json"], env=env).output
+    )
+    assert [(m["from"], m["text"]) for m in shown["conversation"]] == [
+        ("customer", "Хочу напечатать деталь"),
+        ("bot", f"Заказ №{order_id} принят"),
+    ]
+    assert shown["total"] == "900.00" and shown["items"][0]["name"] == "FDM printing"

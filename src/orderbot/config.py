@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderbot.errors import INSTALL_DISTRIBUTED, ConfigError
@@ -14,6 +15,18 @@ from orderbot.files.fetchers import DEFAULT_ATTACHMENT_HOSTS, LinkPolicy
 __all__ = ["Settings", "load_settings", "require_distributed", "require_distributed_packages"]
 
 DEFAULT_FLOW = "water"
+
+# The URL settings, the schemes each takes and an example; an empty value switches the feature
+# off for those in OPTIONAL_URLS. A URL without a scheme ("api.chat2desk.com/v1") stops the start
+# with the variable named (its value is not repeated: it may hold a password).
+URL_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
+    "chat2desk_api_url": (("http", "https"), "https://api.chat2desk.com/v1"),
+    "telegram_api_url": (("http", "https"), "https://api.telegram.org"),
+    "order_webhook_url": (("http", "https"), "https://shop.example/orders"),
+    "redis_url": (("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0"),
+    "rabbitmq_url": (("amqp", "amqps"), "amqp://user:password@127.0.0.1:5672/"),
+}
+OPTIONAL_URLS = frozenset({"order_webhook_url", "redis_url", "rabbitmq_url"})
 
 
 class Settings(BaseSettings):
@@ -94,7 +107,7 @@ class Settings(BaseSettings):
         pattern=r"^\s*(-?\d+)?\s*$",
         description="Telegram supergroup with topics where operators talk to handed-off customers",
     )
-    order_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    order_webhook_url: str = ""
     handoff_timeout: float = Field(2 * 3600, gt=0, description="seconds before the bot resumes")
     chat2desk_operator_id: int | None = Field(None, ge=1)
     chat2desk_group_id: int | None = Field(None, ge=1)
@@ -232,6 +245,37 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
+    @field_validator(*URL_SCHEMES)
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        name = info.field_name or ""
+        if not value and name in OPTIONAL_URLS:
+            return value
+        schemes, example = URL_SCHEMES[name]
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+            raise ValueError(
+                f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+                f"such as {example}"
+            )
+        if any(c.isspace() for c in value):
+            raise ValueError(f"must be a URL without spaces, such as {example}")
+        return value
+
+    @model_validator(mode="after")
+    def _telegram_chats_need_the_bot(self) -> Settings:
+        for name, value in (
+            ("ADMIN_CHAT_IDS", self.admin_chat_ids),
+            ("OPERATOR_CHAT_ID", self.operator_chat_id),
+        ):
+            if value.strip() and not self.telegram_bot_token:
+                raise ValueError(
+                    f"{name} is set, but TELEGRAM_BOT_TOKEN is empty: the bot writes to the "
+                    f"Telegram chats in {name} with its token; set TELEGRAM_BOT_TOKEN or "
+                    f"clear {name}"
+                )
+        return self
+
     @property
     def is_distributed(self) -> bool:
         """RabbitMQ, Redis and PostgreSQL are all configured (``orderbot serve/worker/sender``)."""
@@ -267,8 +311,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-            problems.append(f"{name}: {err['msg']}")
+            name = ".".join(str(p) for p in err["loc"]).upper()
+            # pydantic prefixes the text of a ValueError raised by a validator.
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 

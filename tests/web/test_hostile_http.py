@@ -197,6 +197,35 @@ async def test_admin_numbers_past_64_bits_are_a_422(admin_api: httpx.AsyncClient
     assert (await admin_api.get("/api/orders?offset=0", headers=ADMIN)).status_code == 200
 
 
+async def test_admin_422_is_exactly_the_documented_error_shape(
+    admin_api: httpx.AsyncClient,
+) -> None:
+    """docs/http.md: errors are ``{"error", "message"}``; FastAPI's ``detail`` is not added."""
+    for r in (
+        await admin_api.get("/api/orders?limit=0", headers=ADMIN),
+        await admin_api.get("/api/orders/twelve", headers=ADMIN),
+        await admin_api.patch("/api/orders/1", json={"status": "lost"}, headers=ADMIN),
+        await admin_api.patch("/api/orders/1", json={"note": "x"}, headers=ADMIN),
+        await admin_api.patch(
+            "/api/orders/1",
+            content=b"{not json",
+            headers={**ADMIN, "content-type": "application/json"},
+        ),
+    ):
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert set(body) == {"error", "message"}, body
+        assert body["error"] == "invalid_request" and body["message"]
+    missing = await admin_api.patch("/api/orders/1", json={"note": "x"}, headers=ADMIN)
+    assert "body.status: Field required" in missing.json()["message"]
+    # The OpenAPI document promises the same shape, not FastAPI's HTTPValidationError.
+    schema = (await admin_api.get("/openapi.json")).json()
+    answer = schema["paths"]["/api/orders/{order_id}"]["patch"]["responses"]["422"]
+    example = answer["content"]["application/json"]["example"]
+    assert set(example) == {"error", "message"}
+    assert "HTTPValidationError" not in str(schema["paths"]["/api/orders/{order_id}"])
+
+
 async def test_admin_authenticates_before_it_validates(admin_api: httpx.AsyncClient) -> None:
     json_type = {"content-type": "application/json"}
     for headers in (json_type, {**json_type, "Authorization": "Bearer wrong"}):

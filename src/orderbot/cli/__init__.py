@@ -35,6 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: flags without a type (rich help showed `--json <bool>`), and help text
+    # in brackets ("[env PORT, 3000]") printed as written instead of read as rich markup.
+    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 flow_app = typer.Typer(help="Dialog flows.", no_args_is_help=True)

@@ -160,7 +160,9 @@ def telegram_delete_webhook(
 
 @telegram_app.command("poll")
 def telegram_poll(
-    timeout: Annotated[int, typer.Option(min=1, max=50, help="Long-poll wait in seconds.")] = 25,
+    timeout: Annotated[
+        int, typer.Option(min=1, max=50, metavar="SECONDS", help="Long-poll wait in seconds.")
+    ] = 25,
 ) -> None:
     """Run the bot on Telegram without a public URL (development): long polling (getUpdates)
     feeds the inbound queue; worker and sender run in this process on SQLite.

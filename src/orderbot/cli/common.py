@@ -9,15 +9,26 @@ order of the commands in ``--help`` is set in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from orderbot.config import Settings, load_settings
 from orderbot.errors import ConfigError
 
-__all__ = ["fail", "read_settings", "require_database", "require_sqlite", "run_async"]
+if TYPE_CHECKING:
+    from orderbot.web.console.sql.base import SqlRunner
+
+__all__ = [
+    "fail",
+    "open_sql_runner",
+    "read_settings",
+    "require_database",
+    "require_sqlite",
+    "run_async",
+]
 
 T = TypeVar("T")
 
@@ -51,3 +62,36 @@ def require_database(settings: Settings) -> None:
         raise fail(
             f"no database at {settings.sqlite_path} (run `orderbot run` or `orderbot db upgrade`)"
         )
+
+
+@asynccontextmanager
+async def open_sql_runner(settings: Settings, *, migrate: bool) -> AsyncIterator[SqlRunner]:
+    """The console's SQL reads on either profile with only DATABASE_URL: SQLite through the
+    embedded single-writer connection, PostgreSQL through SQLAlchemy. With ``migrate``, the
+    schema is brought up to date first; without, a missing SQLite file stops the command."""
+    from orderbot.storage import sql as database
+
+    if migrate and not database.schema_is_current(settings.database_url):
+        await database.upgrade_async(settings.database_url)
+    else:
+        require_database(settings)
+    if settings.is_sqlite:
+        from orderbot.storage.sqlite import SqliteDatabase
+        from orderbot.web.console.sql.sqlite import SqliteRunner
+
+        async with SqliteDatabase(
+            settings.sqlite_path, synchronous=settings.sqlite_synchronous
+        ) as db:
+            runner = SqliteRunner(db)
+            try:
+                yield runner
+            finally:
+                await runner.aclose()
+        return
+    from orderbot.web.console.sql.postgres import PostgresRunner
+
+    postgres = PostgresRunner(database.create_engine(settings.database_url), owned=True)
+    try:
+        yield postgres
+    finally:
+        await postgres.aclose()

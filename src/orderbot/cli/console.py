@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -17,10 +16,8 @@ from typing import Annotated, TypeVar
 import orjson
 import typer
 
-from orderbot.cli.common import fail, read_settings, require_database, run_async
-from orderbot.config import Settings
+from orderbot.cli.common import fail, open_sql_runner, read_settings, run_async
 from orderbot.web.console.accounts import ROLES, AccountError, OperatorAccounts
-from orderbot.web.console.sql.base import SqlRunner
 
 __all__ = ["operators_app", "orders_export", "stats"]
 
@@ -36,39 +33,9 @@ EXIT_INVALID = 2
 EXIT_EXISTS = 3
 
 
-@asynccontextmanager
-async def _runner(settings: Settings, *, migrate: bool) -> AsyncIterator[SqlRunner]:
-    from orderbot.storage import sql as database
-
-    if migrate and not database.schema_is_current(settings.database_url):
-        await database.upgrade_async(settings.database_url)
-    else:
-        require_database(settings)
-    if settings.is_sqlite:
-        from orderbot.storage.sqlite import SqliteDatabase
-        from orderbot.web.console.sql.sqlite import SqliteRunner
-
-        async with SqliteDatabase(
-            settings.sqlite_path, synchronous=settings.sqlite_synchronous
-        ) as db:
-            runner = SqliteRunner(db)
-            try:
-                yield runner
-            finally:
-                await runner.aclose()
-        return
-    from orderbot.web.console.sql.postgres import PostgresRunner
-
-    postgres = PostgresRunner(database.create_engine(settings.database_url), owned=True)
-    try:
-        yield postgres
-    finally:
-        await postgres.aclose()
-
-
 def _with_accounts(fn: Callable[[OperatorAccounts], Awaitable[T]]) -> T:
     async def go() -> T:
-        async with _runner(read_settings(), migrate=True) as runner:
+        async with open_sql_runner(read_settings(), migrate=True) as runner:
             return await fn(OperatorAccounts(runner))
 
     try:
@@ -187,7 +154,7 @@ def stats(
 
     async def go() -> dict[str, object]:
         now = time.time()
-        async with _runner(settings, migrate=False) as runner:
+        async with open_sql_runner(settings, migrate=False) as runner:
             found = await read_stats(runner, flow, shop, since=now - seconds, until=now)
         return found.to_dict()
 
@@ -261,7 +228,7 @@ def orders_export(
     async def go() -> None:
         out = output.open("wb") if output is not None else sys.stdout.buffer
         try:
-            async with _runner(settings, migrate=False) as runner:
+            async with open_sql_runner(settings, migrate=False) as runner:
                 async for chunk in export_csv(runner, shop, wanted):
                     out.write(chunk.encode("utf-8"))
         finally:

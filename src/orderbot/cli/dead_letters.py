@@ -38,7 +38,9 @@ async def _with_dead_letters(fn: Callable[[Any], Awaitable[T]]) -> T:
 
 @dlq_app.command("list")
 def dlq_list(
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="At most this many, oldest first.")
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """What could not be sent (or processed), with the last error and the text: the reply

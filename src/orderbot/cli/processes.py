@@ -126,7 +126,9 @@ def _migrate_in_child(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address [env HOST, 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [env PORT, 3000].")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, metavar="N", help="uvicorn processes.")
+    ] = 1,
 ) -> None:
     """Distributed profile: webhook and API server only (RABBITMQ_URL, REDIS_URL, PostgreSQL).
 
@@ -177,7 +179,8 @@ def serve(
 
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(min=1, max=1000, help="Steps at once [env WORKER_CONCURRENCY].")
+        int | None,
+        typer.Option(min=1, max=1000, metavar="N", help="Steps at once [env WORKER_CONCURRENCY]."),
     ] = None,
 ) -> None:
     """Distributed profile: run dialog steps from RabbitMQ. Start as many as you like: a client's

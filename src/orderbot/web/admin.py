@@ -3,8 +3,9 @@
 Every route wants ``Authorization: Bearer <ADMIN_TOKEN>`` (compared in constant time): 401
 without it or with another token, checked before anything of the request is read or validated.
 With ``ADMIN_TOKEN`` unset the API is off and answers 503 rather than being open. Errors are JSON
-``{"error": code, "message": text}``; a body, path or query that does not validate (an id or
-offset past 64 bits included) gets 422 with FastAPI's ``detail`` beside them. A backing service
+``{"error": code, "message": text}``, nothing else: a body, path or query that does not validate
+(an id or offset past 64 bits included) gets 422 ``invalid_request`` with a message naming each
+field and what is wrong with it. A backing service
 that is down (the database, or RabbitMQ for a notification that must go out first) gives 503
 with ``Retry-After``.
 """
@@ -17,7 +18,6 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -86,6 +86,8 @@ def _error(description: str) -> dict[str, Any]:
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("No bearer token, or not ADMIN_TOKEN."),
     503: _error("ADMIN_TOKEN is not set (the admin API is disabled), or not available here."),
+    # Replaces FastAPI's HTTPValidationError ({"detail": [...]}): the handler below answers so.
+    422: _error("The body, path or query does not validate; the message names each field."),
 }
 
 
@@ -222,7 +224,6 @@ def install_admin_api(app: FastAPI, admin: Callable[[], OrderAdmin | None], *, t
             {
                 "error": "invalid_request",
                 "message": problems[:1000] or "the request does not validate",
-                "detail": jsonable_encoder(exc.errors()),
             },
             status_code=422,
         )
