@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from orderbot.alerting import OperationsAlerts
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.errors import OutsideWindow, QuotaExceeded
@@ -493,23 +494,34 @@ class _Admins(Channel):
 async def test_quota_waits_without_spending_attempts_and_tells_the_operators_once(
     outbox: MemoryOutbox,
 ) -> None:
-    channel, admins = _QuotaThenOk(times=12), _Admins()
+    channel = _QuotaThenOk(times=12)
     outbox.add("chat2desk", "1", "first")
     outbox.add("chat2desk", "1", "second")
     policy = RetryPolicy(quick_delays=(0.01,), slow_delay=0.01, max_attempts=2)
+    queued: list[OutboundMessage] = []
+
+    async def put(message: OutboundMessage) -> None:
+        queued.append(message)
+
     sender = make_sender(
         outbox,
-        {"chat2desk": channel, "telegram": admins},
+        {"chat2desk": channel},
         policy=policy,
-        admin_chats=("500", "501"),
+        alerts=OperationsAlerts(put, chats=("500", "501"), clock=lambda: 1800.0),
     )
     async with running(sender):
         await eventually(lambda: len(outbox.sent) == 2)
     assert channel.sent == ["first", "second"]  # in order, none dead-lettered
     assert outbox.dead == []
     assert all(attempts == 0 for _, attempts, _, _ in outbox.reschedules)
-    assert [chat for chat, _ in admins.told] == ["500", "501"]  # once per operator chat
-    assert "quota" in admins.told[0][1]
+    # told once per operator chat through the outbox, then resolved when a send succeeded
+    assert [m.key for m in queued] == [
+        "alert:quota:chat2desk:2:500",
+        "alert:quota:chat2desk:2:501",
+        "alert:quota:chat2desk:2:resolved:500",
+        "alert:quota:chat2desk:2:resolved:501",
+    ]
+    assert "quota" in queued[0].text and queued[0].channel == "telegram"
 
 
 async def test_after_the_probe_succeeds_replies_waiting_for_a_slow_retry_go_at_once(
