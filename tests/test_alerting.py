@@ -23,7 +23,7 @@ from orderbot.web.app import create_app
 from tests.fakes.chat2desk import FakeChat2Desk
 from tests.fakes.memory_outbox import MemoryOutbox
 from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.support.console import wait_for
+from tests.support.console import HTML, running_shop, signed_in, wait_for
 from tests.support.servers import serving
 from tests.test_sender import eventually, make_sender, running
 
@@ -297,3 +297,21 @@ async def test_embedded_a_dead_letter_reaches_the_admin_chat_and_status(
         assert ("webhook", "chat2desk") in kinds
         assert status["dead_letters"]["last_hour"] == 1
         assert status["channels"]["chat2desk"]["circuit"] == "closed"
+
+
+async def test_the_console_shows_what_needs_a_person_on_every_page(settings: Settings) -> None:
+    async with running_shop(settings) as shop:
+        shop.chat2desk.fail_client("888", status=400)
+        await shop.customer_says("888", 0, "<b>Hello</b>")
+        await wait_for(lambda: shop.runtime.sender.counts.dead == 1)
+        async with shop.client() as http:
+            await signed_in(http)
+            for path in ("/console", "/console/stats", "/console/dead-letters"):
+                page = (await http.get(path, headers=HTML)).text
+                assert 'class="alerts" role="alert"' in page, path
+                assert "A reply could not be sent: chat2desk" in page
+                # no hook registered at the fake: the sender's check says so
+                assert "The Chat2Desk webhook does not work: chat2desk" in page
+        async with shop.client() as anonymous:
+            login = await anonymous.get("/console/login", headers=HTML)
+        assert login.status_code == 200 and 'role="alert"' not in login.text  # nobody signed in

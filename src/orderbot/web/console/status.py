@@ -19,7 +19,7 @@ from typing import Any
 from orderbot import __version__
 from orderbot.web.console.services import ConsoleServices
 
-__all__ = ["read_status"]
+__all__ = ["read_alerts", "read_status"]
 
 _DEAD_LETTERS_LOOKED_AT = 1000
 
@@ -70,6 +70,12 @@ async def read_status(runtime: Any, svc: ConsoleServices, *, started: float) -> 
         for name in channels
     }
     return found
+
+
+async def read_alerts(runtime: Any, profile: str) -> list[dict[str, Any]]:
+    """The operations alerts that hold now (the console's banner)."""
+    _, alerts = await _sender_states(runtime, profile)
+    return alerts
 
 
 _WORST = {"closed": 0, "half_open": 1, "open": 2}
