@@ -129,13 +129,13 @@ class OperationsAlerts:
                 self._tell(found, now)
 
     def active(self) -> list[dict[str, Any]]:
-        """What needs a person now: conditions that hold, and events of the current interval."""
+        """What needs a person now: conditions that hold, and events of the last interval."""
         now = self._clock()
         shown = []
         for found in self._alerts.values():
             if found.kind in _CONDITIONS and not found.active:
                 continue
-            if found.kind not in _CONDITIONS and self.bucket(found.since) != self.bucket(now):
+            if found.kind not in _CONDITIONS and now - found.since >= self._interval:
                 continue
             shown.append(
                 {
