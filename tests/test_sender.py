@@ -478,19 +478,6 @@ class _QuotaThenOk(Channel):
         self.sent.append(message.text)
 
 
-class _Admins(Channel):
-    name = "telegram"
-
-    def __init__(self) -> None:
-        self.told: list[tuple[str, str]] = []
-
-    def parse_webhook(self, payload: object, *, received_at: float) -> None:
-        return None
-
-    async def send(self, message: OutboundMessage) -> None:
-        self.told.append((message.client_id, message.text))
-
-
 async def test_quota_waits_without_spending_attempts_and_tells_the_operators_once(
     outbox: MemoryOutbox,
 ) -> None:
@@ -558,16 +545,26 @@ class _ClosedWindow(Channel):
 async def test_a_message_outside_the_window_is_dead_lettered_and_the_operators_are_told(
     outbox: MemoryOutbox,
 ) -> None:
-    admins = _Admins()
+    queued: list[OutboundMessage] = []
+
+    async def put(message: OutboundMessage) -> None:
+        queued.append(message)
+
     outbox.put(
         OutboundMessage(key="status:42:7", channel="chat2desk", client_id="5", text="Order ready")
     )
     sender = make_sender(
-        outbox, {"chat2desk": _ClosedWindow(), "telegram": admins}, admin_chats=("500",)
+        outbox,
+        {"chat2desk": _ClosedWindow()},
+        alerts=OperationsAlerts(put, chats=("500",)),
     )
     async with running(sender):
-        await eventually(lambda: len(outbox.dead) == 1 and len(admins.told) == 1)
+        await eventually(
+            lambda: len(outbox.dead) == 1 and "window:status:42:7:500" in [m.key for m in queued]
+        )
     assert "OutsideWindow" in outbox.dead[0].last_error
-    chat, text = admins.told[0]
-    assert chat == "500" and "order #42" in text and "call the customer" in text
-    assert "Order ready" in text
+    # the notice through the outbox, under its pinned key (and the dead letter's alert)
+    notice = next(m for m in queued if m.key == "window:status:42:7:500")
+    assert notice.client_id == "500" and notice.channel == "telegram"
+    assert "order #42" in notice.text and "call the customer" in notice.text
+    assert "Order ready" in notice.text

@@ -30,7 +30,7 @@ from typing import Any
 from orderbot.loggers import mask_text
 from orderbot.loggers import sender as log
 from orderbot.messages import OutboundMessage
-from orderbot.outbound import ops_alert_key, ops_alert_resolved_key
+from orderbot.outbound import operator_notice_key, ops_alert_key, ops_alert_resolved_key
 
 __all__ = ["ALERT_INTERVAL", "KINDS", "OperationsAlerts", "PutAlert"]
 
@@ -120,6 +120,11 @@ class OperationsAlerts:
             ],
             text,
         )
+
+    def notice(self, topic: str, text: str) -> None:
+        """A one-off notice to the admin chats about one thing (``topic`` names it, e.g. a
+        message outside WhatsApp's window): once per topic, not throttled, not shown."""
+        self._queue([(operator_notice_key(topic, chat), chat) for chat in self._chats], text)
 
     def tick(self) -> None:
         """Tell conditions that still hold and were held back by the interval."""

@@ -100,8 +100,9 @@ def operator_pass_key(message_key: str) -> str:
 
 
 def operator_notice_key(topic: str, chat: str) -> str:
-    """A notice sent to an operator chat directly (quota used up, a message outside WhatsApp's
-    window): ``topic`` names what it is about; sent once, not through the outbox."""
+    """A one-off notice to an admin chat (a message outside WhatsApp's window; the quota
+    notice of issue 17 before it became the ``quota`` alert): ``topic`` names what it is
+    about; queued once through the outbox (``OperationsAlerts.notice``)."""
     return f"{topic}:{chat}"
 
 

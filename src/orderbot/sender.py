@@ -37,7 +37,7 @@ import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,7 +121,6 @@ class Sender:
         max_active_lanes: int | None = None,
         max_in_hand: int = 50_000,
         stuck_after: float = 60.0,
-        admin_chats: Sequence[str] = (),
         alerts: OperationsAlerts | None = None,
         webhook_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         report: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
@@ -141,7 +140,6 @@ class Sender:
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
         self._stuck_after = stuck_after
-        self._admin_chats = tuple(admin_chats)
         self.alerts = alerts or OperationsAlerts(None)
         self._webhook_status = webhook_status
         self._report = report
@@ -421,7 +419,7 @@ class Sender:
         elif outcome is None:
             self.alerts.resolve("quota", name)
         elif isinstance(outcome, OutsideWindow):
-            await self._tell_operators(
+            self.alerts.notice(
                 f"window:{item.message.key}",
                 f"orderbot: call the customer ({name} client {item.message.client_id}): "
                 f"{_what(item.message)} could not be sent, {outcome}.\n\n{item.message.text}",
@@ -549,25 +547,6 @@ class Sender:
             if probing and breaker.state == "closed":
                 await self._channel_recovered(item.message.channel)
             return None
-
-    async def _tell_operators(self, key: str, text: str) -> None:
-        """Send ``text`` to the operators' Telegram chats (``admin_chats``) directly, best
-        effort: it is about a channel that may be failing, so it does not queue behind it."""
-        telegram = self._channels.get("telegram")
-        if telegram is None:
-            return
-        for chat in self._admin_chats:
-            try:
-                await telegram.send(
-                    OutboundMessage(
-                        key=outbound.operator_notice_key(key, chat),
-                        channel="telegram",
-                        client_id=chat,
-                        text=text,
-                    )
-                )
-            except Exception as exc:  # telling is best effort
-                log.warning("could not tell operator chat %s: %s", chat, _describe(exc))
 
     async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
         log.error(

@@ -172,7 +172,6 @@ class DistributedRuntime(Runtime):
             drain_timeout=settings.shutdown_timeout,
             poll_interval=poll_interval,
             **sender_options,
-            admin_chats=settings.admin_chats,
             alerts=self.operations_alerts(self._queue_alert),
             webhook_status=self.webhook_watch.status if self.webhook_watch else None,
             report=self._publish_sender_state,

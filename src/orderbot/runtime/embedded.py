@@ -85,7 +85,6 @@ class EmbeddedRuntime(Runtime):
             self.channels,
             rate_limiter=LocalRateLimiter(settings.outbound_rate_limit),
             drain_timeout=settings.shutdown_timeout,
-            admin_chats=settings.admin_chats,
             alerts=self.operations_alerts(self._queue_alert),
             webhook_status=self.webhook_watch.status if self.webhook_watch else None,
         )
