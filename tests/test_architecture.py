@@ -98,6 +98,8 @@ BACKENDS = (
     "orderbot.desk.sqlite",
     "orderbot.desk.postgres",
     "orderbot.desk.postgres_admin",
+    "orderbot.desk.sqlite_topics",
+    "orderbot.desk.redis_topics",
     "orderbot.orders.repository",
 )
 HEAVY = ("sqlalchemy", "alembic", "redis", "aio_pika", "aiormq", "asyncpg")

@@ -15,6 +15,7 @@ from orderbot.desk.sqlite import insert_outbox
 from orderbot.messages import OutboundMessage
 from orderbot.metrics import HOUSEKEEPING_FAILURES
 from orderbot.runtime.embedded import EmbeddedRuntime
+from orderbot.runtime.reminders import send_reminders
 from tests.test_sqlite_queues import inbound
 
 
@@ -115,3 +116,44 @@ async def test_a_failing_housekeeping_job_is_counted_and_the_others_still_run(
         assert not upload.exists()
         assert failures._value.get() - before == 1
         assert "housekeeping job inbound_prune failed" in caplog.text
+
+
+async def test_a_reminded_dialog_resumes_and_its_order_counts_as_recovered(
+    settings: Settings,
+) -> None:
+    # Issue 16, item 7, through the worker: the reminder re-asks the step, once; the answer
+    # goes on from there; the order is recorded as "recovered", with its id.
+    async with EmbeddedRuntime(settings) as runtime:
+        await handle(runtime, "1", "a", "Здравствуйте")
+        await handle(runtime, "1", "b", "ул. Токтогула 1")  # now waiting for the phone
+        await handle(runtime, "2", "c", "Здравствуйте")
+        await handle(runtime, "2", "d", "/cancel")  # no dialog left to remind of
+        assert await runtime.send_reminders() == 0  # not idle yet
+        later = time.time() + settings.reminder_after + 60
+        for _ in range(2):  # housekeeping twice: one reminder
+            await send_reminders(
+                runtime.store,
+                runtime.flow,
+                runtime.options,
+                later,
+                after=settings.reminder_after,
+            )
+
+        def reminders(conn):  # type: ignore[no-untyped-def]
+            return conn.execute(
+                "SELECT client_id, payload FROM outbox WHERE key LIKE 'reminder:%'"
+            ).fetchall()
+
+        (row,) = await runtime.db.run(reminders)
+        assert row[0] == "1"
+        assert "Вы не закончили заказ воды" in OutboundMessage.from_json(row[1]).text
+        await handle(runtime, "1", "e", "0555 123 456")
+        await handle(runtime, "1", "f", "2")
+        await handle(runtime, "1", "g", "Да")
+
+        def outcomes(conn):  # type: ignore[no-untyped-def]
+            return conn.execute(
+                "SELECT client_id, outcome, order_id IS NOT NULL FROM dialog_outcomes ORDER BY id"
+            ).fetchall()
+
+        assert await runtime.db.run(outcomes) == [("2", "cancelled", 0), ("1", "recovered", 1)]

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     circuit_cooldown: float = Field(30.0, gt=0, description="seconds open before a trial call")
     shutdown_timeout: float = Field(10.0, ge=0)
     dialog_idle_timeout: float = Field(24 * 3600, gt=0)
+    reminder_after: float = Field(
+        1800,
+        ge=0,
+        description="seconds idle at a step before the one reminder of an unfinished order;"
+        " 0 = off",
+    )
     upload_dir: Path = Field(Path("uploads"), description="where model files are stored")
     max_upload_mb: int = Field(50, ge=1, le=2048, description="largest model file accepted, MB")
     upload_retention: float = Field(

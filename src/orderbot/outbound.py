@@ -29,6 +29,7 @@ __all__ = [
     "order_idempotency_key",
     "pending_notification_member",
     "question_alert_key",
+    "reminder_key",
     "reply_key",
     "status_notification_key",
     "topic_post_key",
@@ -65,6 +66,12 @@ def question_alert_key(message_key: str, chat: str) -> str:
     """The operators' Telegram copy of a question the flow could not answer, per operator chat
     (the dialog goes on; issue 16)."""
     return f"{message_key}:question:{chat}"
+
+
+def reminder_key(client_key: str, last_activity: float) -> str:
+    """The one reminder of a dialog left unfinished since ``last_activity`` (the stored time
+    of its last step; the state then marks it sent)."""
+    return f"reminder:{client_key}:{float(last_activity)!r}"
 
 
 def handback_key(client_key: str, since: float) -> str:

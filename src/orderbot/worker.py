@@ -515,6 +515,11 @@ def _commit_for(
                     ended_at=effect.ended_at,
                 )
             )
+    if state is not None:
+        # Where a reminder of this dialog goes (the route of the customer's last message).
+        route = {k: v for k, v in message.route.items() if k != "callback_query_id"}
+        if route != state.route:
+            state = dataclasses.replace(state, route=route)
     return StepCommit(
         delivery=delivery,
         state=state.to_json() if state is not None else None,

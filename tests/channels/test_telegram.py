@@ -537,7 +537,7 @@ async def test_operator_topics_are_created_once_and_written_in(
     """Bot API forum topics: createForumTopic once per customer (reused afterwards, also by a
     new process), every message of that customer's topic with its message_thread_id; an
     operator's message there comes back as an operator_reply event of the chat."""
-    from orderbot.desk.topics import SqliteOperatorTopics
+    from orderbot.desk.sqlite_topics import SqliteOperatorTopics
     from orderbot.messages import EVENT_OPERATOR_REPLY
     from orderbot.storage import sql as db
     from orderbot.storage.sqlite import SqliteDatabase
@@ -608,6 +608,4 @@ async def test_an_operators_file_is_copied_to_the_customer(
         kind="copy",
     )
     await telegram.send(copy)
-    assert fake.params("copyMessage") == [
-        {"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}
-    ]
+    assert fake.copies() == [{"chat_id": CHAT, "from_chat_id": -1002003004005, "message_id": 50030}]

@@ -45,6 +45,11 @@ def test_key_formats_are_pinned() -> None:
         outbound.ops_alert_resolved_key("quota", "chat2desk", 1963000, "-100")
         == "alert:quota:chat2desk:1963000:resolved:-100"
     )
+    # the one reminder of an unfinished dialog (issue 16)
+    assert (
+        outbound.reminder_key("chat2desk:7", 1700000000.25) == "reminder:chat2desk:7:1700000000.25"
+    )
+    assert outbound.reminder_key("telegram:42", 1700000000) == "reminder:telegram:42:1700000000.0"
 
 
 def test_messages_use_the_pinned_keys() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from orderbot.cli import app
 from orderbot.config import Settings
+from orderbot.dialog.models import DialogState
 from orderbot.storage import sql as db
 from orderbot.storage.sqlite import SqliteDatabase
 from tests.fakes.chat2desk import FakeState
@@ -109,7 +111,13 @@ async def test_handoff_on_chat2desk_transfers_and_keeps_silent_until_handback(
             ("hello?", "HANDOFF"),
         ]
         assert await pending_inbound(bot) == 0
-        assert await bot.state(dan) == before
+        # The dialog is where it stood; the state only notes that an operator took it (so it
+        # gets no reminder later).
+        after = await bot.state(dan)
+        assert before is not None and after is not None
+        assert DialogState.from_json(after) == dataclasses.replace(
+            DialogState.from_json(before), handed_off=True
+        )
 
         await bot.admin.handback("chat2desk", dan)
         (back,) = (await bot.sent())[-1:]
@@ -341,7 +349,7 @@ async def test_operators_chat_topic_carries_the_conversation_both_ways(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from tests.fakes.telegram import topic_update
 
     group = "-1002003004005"
@@ -395,6 +403,7 @@ def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
     from orderbot.dialog.loader import load_flow
     from orderbot.orders.alerts import OperatorAlerts, read_status_button
     from orderbot.orders.models import OrderItem, OrderRecord
+    from orderbot.orders.status import allowed_next
 
     printing = load_flow("printing")
     order = OrderRecord(
@@ -427,8 +436,7 @@ def test_new_order_card_has_every_detail_in_the_shops_language() -> None:
         assert shown in card.text
     assert "Получение: pickup" in card.text and "Итого: 900.00 KGS" in card.text
     assert [read_status_button(printing, b) for b in card.buttons] == [
-        (42, "confirmed"),
-        (42, "cancelled"),
+        (42, status) for status in allowed_next("new")
     ]
 
 
@@ -436,7 +444,7 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
     profile: str, tmp_path: Path
 ) -> None:
     from orderbot.channels.telegram.client import TelegramChannel
-    from orderbot.desk.topics import Topic
+    from orderbot.desk.base import Topic
     from orderbot.orders.alerts import status_buttons
     from tests.fakes.telegram import topic_update
 
@@ -447,7 +455,7 @@ async def test_a_status_button_in_the_operators_chat_acts_as_that_operator(
         await bot.say(cust, *ORDER, channel="telegram")
         (order_id,) = await bot.order_ids(cust)
         await bot.topics.remember(Topic(f"telegram:{cust}", 1014, {}))
-        (label, _) = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")
+        label = status_buttons(FLOW_FOR_TESTS, order_id, "new", "ru")[0]  # confirmed
         press = topic_update(6001, int(group), 1014, "")
         query = {
             "id": "q-77",
@@ -489,3 +497,31 @@ async def test_a_status_change_outside_whatsapps_window_is_marked_on_the_order(
         # and never carries the operators' mark
         notes = [e for e in (await bot.sent())[before:] if e["client_id"] == wa]
         assert len(notes) == 1 and "WhatsApp" not in notes[0]["text"]
+
+
+async def test_a_chat2desk_customers_file_reaches_their_topic_as_a_link(
+    profile: str, tmp_path: Path
+) -> None:
+    """Chat2Desk customers' files cannot be copied through Telegram: the topic gets the
+    attachment's kind, name and link (Chat2Desk's file URL), with the words that came with it."""
+    from orderbot.messages import Attachment, InboundMessage
+
+    group = "-1002003004005"
+    async with open_bot(profile, tmp_path, operator_chat=group) as bot:
+        cust = bot.client("9300")
+        await bot.say(cust, "Hello", "/operator")
+        url = "https://storage.chat2desk.com/clients/photo_1.jpg"
+        produced = await bot.put(
+            InboundMessage(
+                channel="chat2desk",
+                client_id=cust,
+                message_id=f"{bot.prefix}file-1",
+                text="this bottle",
+                received_at=time.time(),
+                attachments=(Attachment(url=url, name="photo_1.jpg", kind="photo"),),
+                route={"transport": "whatsapp", "channel_id": "3"},
+            )
+        )
+        assert [(e.get("kind"), e["client_id"], e["text"]) for e in produced] == [
+            ("topic", group, f"👤 this bottle\n📎 photo: photo_1.jpg {url}")
+        ]

@@ -185,3 +185,29 @@ def test_a_language_listed_twice(tmp_path: Path) -> None:
     raw = water_raw() | {"partial_languages": ["en"]}
     with pytest.raises(FlowError, match="listed twice"):
         load_flow(write(tmp_path, raw))
+
+
+def test_the_printing_flow_speaks_kyrgyz() -> None:
+    printing = load_flow("printing")
+    first = step(printing, None, "Саламатсызбы", 1.0, options=DialogOptions())
+    assert first.state is not None and first.state.language == "ky"
+    greeting, question = first.replies
+    assert "3D-басып чыгаруу студиясы" in greeting.text
+    assert "Сизге кайсы кызмат керек?" in question.text
+    assert "FDM-басуу" in question.text
+    named = step(printing, first.state, "1", 2.0, options=DialogOptions())
+    assert named.state is not None and named.state.step == "NAME"
+    assert "Атыңызды жазыңыз" in named.replies[0].text
+
+
+def test_the_reminder_text_is_checked_like_every_text(tmp_path: Path) -> None:
+    raw = water_raw()
+    raw["texts"]["reminder"] = {"ru": "Продолжим?"}
+    with pytest.raises(FlowError, match=r"texts\.reminder: missing text for language 'en'"):
+        load_flow(write(tmp_path, raw))
+    raw["texts"]["reminder"] = {"ru": "Продолжим, {name}?", "en": "Go on?"}
+    with pytest.raises(FlowError, match=r"texts\.reminder"):
+        load_flow(write(tmp_path, raw))
+    raw["texts"]["reminder"] = {"ru": "Продолжим? {manager_phone}", "en": "Go on?"}
+    flow = load_flow(write(tmp_path, raw))
+    assert flow.texts["reminder"]["ky"] == "Продолжим? {manager_phone}"  # partial: from ru

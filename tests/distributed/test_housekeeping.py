@@ -33,12 +33,19 @@ JOBS = (
     "unpublished_notifications",
     "handoff_flags",
     "idle_dialogs",
+    "reminders",
     "upload_cleanup",
     "stranded_shards",
 )
 
 
-RECORDED = ("handoff_timeouts", "unpublished_notifications", "handoff_flags", "idle_dialogs")
+RECORDED = (
+    "handoff_timeouts",
+    "unpublished_notifications",
+    "handoff_flags",
+    "idle_dialogs",
+    "reminders",
+)
 
 
 @pytest.fixture
@@ -69,6 +76,7 @@ def record_calls(runtime: DistributedRuntime, monkeypatch: pytest.MonkeyPatch) -
         "unpublished_notifications": (runtime.admin, "republish_notifications"),
         "handoff_flags": (runtime.admin, "restore_handoff_flags"),
         "idle_dialogs": (runtime.store, "abandon_idle"),
+        "reminders": (runtime.store, "idle_dialogs"),
         "stranded_shards": (runtime.broker, "stranded_shards"),
     }
     for job, (owner, name) in targets.items():

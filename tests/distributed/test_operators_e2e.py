@@ -413,3 +413,77 @@ async def test_an_operator_answering_in_chat2desk_takes_over_until_the_request_c
     await wait_for(lambda: len(chat2desk.texts(client)) > sent)
     (back,) = chat2desk.texts(client)[sent:]
     assert "operator has finished" in back and "address" in back
+
+
+async def test_a_status_button_in_the_operators_chat_end_to_end(tmp_path: Path) -> None:
+    """Issue 17 on the distributed profile: the Telegram updates as the ingress parses them go
+    through RabbitMQ to the worker; the sender creates the customer's topic (remembered in Redis)
+    and posts the new-order card there with its buttons; an operator's press of one changes the
+    status in PostgreSQL as that operator, the customer is told once (the press redelivered
+    changes nothing), and the topic gets the outcome with the next buttons."""
+    from orderbot.desk.texts import status_name
+    from orderbot.orders.alerts import status_buttons
+    from tests.fakes.telegram import text_update
+
+    require_services()
+    await migrate_postgres()
+    namespace = "e" + uuid.uuid4().hex[:10]
+    group = -1002003004005
+    chat = 700_000_000 + uuid.uuid4().int % 100_000_000  # PostgreSQL is shared: a fresh customer
+    async with FakeTelegram() as fake:
+        settings = distributed_settings(
+            namespace, telegram_bot_token=TOKEN, telegram_api_url=fake.url
+        )
+        telegram = TelegramChannel(
+            token=TOKEN, api_url=fake.url, chat_interval=0.0, operator_chat=str(group)
+        )
+        runtime = DistributedRuntime(
+            settings,
+            roles=("worker", "sender"),
+            channels={"telegram": telegram},
+            poll_interval=0.1,
+            lease_interval=0.2,
+        )
+
+        async def post(update: dict[str, Any]) -> bool:
+            message = telegram.parse_webhook(update, received_at=time.time())
+            assert message is not None
+            return await runtime.inbound.put(message)
+
+        try:
+            await runtime.open()
+            runtime.start()
+            for n, text in enumerate(["/start", "Chui avenue 120, apt 5", "0555 123 456", "2"], 1):
+                await post(text_update(n, chat, text))
+            await fake.wait_for(lambda: any("Всё верно?" in t for t in fake.texts(chat)), 20)
+            await post(fake.press(5, chat, "Да"))
+            await fake.wait_for(lambda: any("Новый заказ #" in t for t in fake.texts(group)), 20)
+            await fake.wait_for(lambda: any("принят" in t for t in fake.texts(chat)), 20)
+            ((thread, topic),) = fake.topics.items()
+            assert topic["name"] == f"telegram:{chat}"
+            (card,) = fake.sent(group)
+            assert card["message_thread_id"] == thread
+            order_id = int(card["_message"]["text"].split("Новый заказ #", 1)[1].split()[0])
+            confirm = status_buttons(FLOW, order_id, "new", "ru")[0]
+
+            told_before = len(fake.texts(chat))
+            press = fake.press(6, group, confirm, thread_id=thread)
+            await post(press)
+            await fake.wait_for(lambda: any("(Anna)" in t for t in fake.in_topic(thread)), 20)
+            await fake.wait_for(lambda: len(fake.texts(chat)) > told_before, 20)
+            await post(press)  # redelivered: the worker drops it by its processed mark
+            await asyncio.sleep(0.5)  # whatever else was going to arrive has arrived
+            assert fake.texts(chat)[told_before:] == [f"Заказ №{order_id} подтверждён."]
+            (outcome,) = [p for p in fake.sent(group) if "(Anna)" in p["_message"]["text"]]
+            assert outcome["message_thread_id"] == thread
+            assert status_name(FLOW, "confirmed", "ru") in outcome["_message"]["text"]
+            labels = [b["text"] for row in outcome["reply_markup"]["inline_keyboard"] for b in row]
+            assert labels == list(status_buttons(FLOW, order_id, "confirmed", "ru"))
+            assert fake.params("answerCallbackQuery")[-1] == {"callback_query_id": "cq-6"}
+            assert len(fake.params("createForumTopic")) == 1
+            order = await runtime.admin.get(order_id)
+            assert order is not None and order["status"] == "confirmed"
+            assert order["history"][-1]["actor"] == "telegram:Anna"
+        finally:
+            await runtime.aclose()
+            await remove_namespace(namespace)

@@ -250,3 +250,132 @@ def test_telegram_commands_have_help(command: list[str]) -> None:
     result = runner.invoke(app, ["telegram", *command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+GROUP = -1002003004005
+
+
+async def test_a_status_button_on_the_order_card_in_the_operators_chat(
+    settings: Settings, fake: FakeTelegram
+) -> None:
+    """Issue 17, end to end on the embedded profile: a Telegram customer's order puts a card in
+    their topic of the operators' chat (createForumTopic, then sendMessage with
+    message_thread_id and the status buttons); an operator presses one (a callback_query of the
+    operators' chat): the order moves on with that operator as its actor, the customer is told
+    once (a redelivered press changes nothing), and the topic gets the outcome with the next
+    buttons."""
+    from orderbot.dialog.loader import load_flow
+    from orderbot.orders.alerts import status_buttons
+
+    water = load_flow("water")  # the default FLOW
+    telegram = TelegramChannel(
+        token=TOKEN,
+        api_url=fake.url,
+        webhook_secret=SECRET,
+        chat_interval=0.01,
+        timeout=5,
+        operator_chat=str(GROUP),
+    )
+    runtime = EmbeddedRuntime(settings, channels={"telegram": telegram})
+    async with (
+        serving(create_app(runtime)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+
+        async def post(update: dict[str, Any]) -> None:
+            r = await client.post("/webhook/telegram", json=update, headers=HEADERS)
+            assert r.status_code == 200, r.text
+
+        for n, text in enumerate(["/start", "Chui avenue 120, apt 5", "0555 123 456", "2"], 1):
+            await post(text_update(n, CHAT, text))
+        await fake.wait_for(lambda: any("Всё верно?" in t for t in fake.texts(CHAT)))
+        await post(fake.press(5, CHAT, "Да"))
+        await fake.wait_for(lambda: any("Новый заказ #1" in t for t in fake.texts(GROUP)))
+        await fake.wait_for(lambda: any("Заказ №1 принят" in t for t in fake.texts(CHAT)))
+        ((thread, topic),) = fake.topics.items()
+        assert topic["name"] == f"telegram:{CHAT}" and topic["chat_id"] == GROUP
+        (card,) = [p for p in fake.sent(GROUP) if "Новый заказ #1" in p["_message"]["text"]]
+        assert card["message_thread_id"] == thread
+        labels = [b["text"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
+        assert labels == list(status_buttons(water, 1, "new", "ru"))
+        confirm = labels[0]
+        assert confirm == "#1 → подтверждён"
+
+        told_before = len(fake.texts(CHAT))
+        press = fake.press(6, GROUP, confirm, thread_id=thread)
+        assert press["callback_query"]["from"]["first_name"] == "Anna"
+        await post(press)
+        await fake.wait_for(lambda: any("(Anna)" in t for t in fake.in_topic(thread)))
+        await fake.wait_for(lambda: len(fake.texts(CHAT)) > told_before)
+        # Telegram redelivers the press (our 200 was lost): nothing happens twice
+        r = await client.post("/webhook/telegram", json=press, headers=HEADERS)
+        assert r.json()["duplicate"] is True
+        await asyncio.sleep(0.3)  # whatever else was going to arrive has arrived
+        (told,) = fake.texts(CHAT)[told_before:]
+        assert told == "Заказ №1 подтверждён."
+        (outcome,) = [p for p in fake.sent(GROUP) if "(Anna)" in p["_message"]["text"]]
+        assert outcome["message_thread_id"] == thread
+        assert "#1 → подтверждён" in outcome["_message"]["text"]
+        labels = [b["text"] for row in outcome["reply_markup"]["inline_keyboard"] for b in row]
+        assert labels == list(status_buttons(water, 1, "confirmed", "ru"))
+        assert fake.params("answerCallbackQuery")[-1] == {"callback_query_id": "cq-6"}
+        assert len(fake.params("createForumTopic")) == 1
+        order = await runtime.admin.get(1)
+        assert order is not None and order["status"] == "confirmed"
+        assert order["history"][-1]["actor"] == "telegram:Anna"
+
+
+async def test_a_customers_files_during_a_handoff_reach_their_topic_as_files(
+    settings: Settings, fake: FakeTelegram
+) -> None:
+    """Issue 17: a Telegram customer handed off sends a photo and a document; each is copied as
+    it is into their topic of the operators' chat (copyMessage from the customer's chat, with
+    the topic's message_thread_id, caption included), and the bot says nothing to them."""
+    from tests.fakes.telegram import document_update, photo_update
+
+    telegram = TelegramChannel(
+        token=TOKEN,
+        api_url=fake.url,
+        webhook_secret=SECRET,
+        chat_interval=0.01,
+        timeout=5,
+        operator_chat=str(GROUP),
+    )
+    runtime = EmbeddedRuntime(settings, channels={"telegram": telegram})
+    async with (
+        serving(create_app(runtime)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+
+        async def post(update: dict[str, Any]) -> None:
+            r = await client.post("/webhook/telegram", json=update, headers=HEADERS)
+            assert r.status_code == 200, r.text
+
+        await post(text_update(1, CHAT, "/start"))
+        await post(text_update(2, CHAT, "/operator"))
+        await fake.wait_for(lambda: bool(fake.topics) and bool(fake.texts(GROUP)))
+        ((thread, _),) = fake.topics.items()
+        told = len(fake.texts(CHAT))
+        photo = photo_update(3, CHAT, caption="like this one")
+        document = document_update(4, CHAT, file_name="part.stl")
+        await post(photo)
+        await post(document)
+        await fake.wait_for(lambda: len(fake.copies(thread)) == 2)
+        assert fake.copies(thread) == [
+            {
+                "chat_id": GROUP,
+                "from_chat_id": CHAT,
+                "message_id": photo["message"]["message_id"],
+                "message_thread_id": thread,
+            },
+            {
+                "chat_id": GROUP,
+                "from_chat_id": CHAT,
+                "message_id": document["message"]["message_id"],
+                "message_thread_id": thread,
+            },
+        ]
+        await asyncio.sleep(0.3)  # whatever else was going to arrive has arrived
+        assert len(fake.texts(CHAT)) == told  # the bot stays silent during the handoff
+        assert not any("tg://" in t for t in fake.texts(GROUP))
+        assert len(fake.params("createForumTopic")) == 1

@@ -6,7 +6,8 @@
 Methods, at ``POST /bot<token>/<method>`` (JSON or form body): ``sendMessage``,
 ``answerCallbackQuery``, ``getUpdates`` (long polling from a queue fed with :meth:`feed`),
 ``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``, ``setMyCommands``, ``getFile``, ``getMe``,
-``copyMessage``, ``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
+``copyMessage`` (with ``message_thread_id``: into a topic; :meth:`FakeTelegram.copies`),
+``createForumTopic`` (Bot API: in a supergroup with topics, ``forums``; returns a ``ForumTopic``
 with ``message_thread_id``, ``name``, ``icon_color``); ``sendMessage`` takes
 ``message_thread_id`` ("unique identifier for the target message thread (topic) of the forum;
 for forum supergroups only") and answers 400 "message thread not found" for an unknown one.
@@ -41,6 +42,7 @@ from starlette.routing import Route
 from tests.fakes.chat2desk import _bind, _config, _QuietServer, _start
 
 __all__ = [
+    "OPERATOR",
     "TOKEN",
     "FakeTelegram",
     "ThreadedFakeTelegram",
@@ -70,7 +72,16 @@ def _user(chat_id: int) -> dict[str, Any]:
 
 
 def _chat(chat_id: int) -> dict[str, Any]:
+    # Bot API Chat: a private chat's id is the user's (positive); a supergroup's is -100...
+    # (https://core.telegram.org/bots/api#chat: type, title, is_forum "if the supergroup chat
+    # is a forum (has topics enabled)"). Our groups are the operators' forum supergroup.
+    if chat_id < 0:
+        return {"id": chat_id, "title": "Operators", "type": "supergroup", "is_forum": True}
     return {"id": chat_id, "first_name": "Aigul", "type": "private"}
+
+
+OPERATOR = {"id": 777, "is_bot": False, "first_name": "Anna", "language_code": "ru"}
+"""The operator who writes and presses buttons in the operators' chat."""
 
 
 def text_update(update_id: int, chat_id: int, text: str, **message: Any) -> dict[str, Any]:
@@ -231,12 +242,19 @@ class FakeTelegram:
         for _ in range(n):
             self._failures.append(_Failure(method, status, text))
 
-    def press(self, update_id: int, chat_id: int, label: str) -> dict[str, Any]:
-        """A ``callback_query`` update: the customer pressed ``label`` on the last keyboard sent
-        to ``chat_id``; the update carries that message with its keyboard, as Telegram's does."""
+    def press(
+        self, update_id: int, chat_id: int, label: str, *, thread_id: int | None = None
+    ) -> dict[str, Any]:
+        """A ``callback_query`` update: ``label`` pressed on the last keyboard sent to
+        ``chat_id`` (in topic ``thread_id``, if given); the update carries that message with its
+        keyboard, as Telegram's does. In a private chat the customer presses it; in a group
+        (negative id), :data:`OPERATOR` (Bot API CallbackQuery: ``from`` is the user who
+        pressed, ``message`` the message with the button)."""
         for params in reversed(self._accepted):
             markup = params.get("reply_markup")
             if int(params["chat_id"]) != chat_id or not markup:
+                continue
+            if thread_id is not None and params["_message"].get("message_thread_id") != thread_id:
                 continue
             for row in markup["inline_keyboard"]:
                 for button in row:
@@ -245,7 +263,7 @@ class FakeTelegram:
                             "update_id": update_id,
                             "callback_query": {
                                 "id": f"cq-{update_id}",
-                                "from": _user(chat_id),
+                                "from": OPERATOR if chat_id < 0 else _user(chat_id),
                                 "message": params["_message"],
                                 "chat_instance": "-4242",
                                 "data": button["callback_data"],
@@ -361,15 +379,32 @@ class FakeTelegram:
         return message
 
     async def _api_copyMessage(self, params: dict[str, Any]) -> Any:
-        # Bot API copyMessage: chat_id, from_chat_id, message_id; returns a MessageId.
+        # Bot API copyMessage (https://core.telegram.org/bots/api#copymessage): chat_id,
+        # from_chat_id, message_id (required), message_thread_id ("Unique identifier for the
+        # target message thread (topic) of the forum; for forum supergroups only"), caption...;
+        # "Returns the MessageId of the sent message on success". An unknown thread is refused
+        # as sendMessage refuses it.
         if params.get("chat_id") is None or params.get("from_chat_id") is None:
             return _error(400, "Bad Request: chat not found")
         if not isinstance(params.get("message_id"), int):
             return _error(400, "Bad Request: message to copy not found")
         if int(params["chat_id"]) in self.blocked:
             return _error(403, "Forbidden: bot was blocked by the user")
+        thread = params.get("message_thread_id")
+        if thread is not None and int(thread) not in self.topics:
+            return _error(400, "Bad Request: message thread not found")
         self._next_message_id += 1
+        params["_copied"] = True
         return {"message_id": self._next_message_id}
+
+    def copies(self, thread_id: int | None = None) -> list[dict[str, Any]]:
+        """``copyMessage`` params accepted, optionally only those into topic ``thread_id``."""
+        return [
+            {k: v for k, v in params.items() if k != "_copied"}
+            for params in self.params("copyMessage")
+            if params.get("_copied")
+            and (thread_id is None or params.get("message_thread_id") == thread_id)
+        ]
 
     async def _api_createForumTopic(self, params: dict[str, Any]) -> Any:
         # Bot API createForumTopic: chat_id, name (1-128 characters); returns a ForumTopic.

@@ -186,7 +186,7 @@ def test_a_file_not_judged_within_its_time_limit_is_refused_politely(tmp_path: P
     assert refused.reason == "not_checked"
     flow = load_flow("printing")
     texts = flow.steps["FILES"].errors["not_checked"]
-    assert set(texts) == {"ru", "en"}
+    assert set(texts) >= {"ru", "en"}  # and the languages the flow speaks besides
     assert all("{file_name}" in text for text in texts.values())
 
 

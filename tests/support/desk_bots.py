@@ -20,20 +20,22 @@ import orjson
 from sqlalchemy import delete, select
 
 from orderbot.channels.chat2desk import Chat2DeskChannel
-from orderbot.desk.base import OrderAdmin
+from orderbot.desk.base import OperatorTopics, OrderAdmin
 from orderbot.desk.front import FrontDesk
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
+from orderbot.desk.redis_topics import RedisOperatorTopics
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
-from orderbot.desk.topics import OperatorTopics, RedisOperatorTopics, SqliteOperatorTopics
+from orderbot.desk.sqlite_topics import SqliteOperatorTopics
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions
 from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.queues.base import InboundQueue
 from orderbot.queues.sqlite import SqliteInboundQueue
+from orderbot.state.base import StepStore
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as db
-from orderbot.storage.schema import handoffs, message_logs, orders
+from orderbot.storage.schema import dialog_outcomes, handoffs, message_logs, orders
 from orderbot.storage.sqlite import SqliteDatabase
 from orderbot.worker import Worker
 from tests.test_worker import run_until_idle
@@ -61,6 +63,7 @@ class Bot:
     admin: OrderAdmin
     worker: Worker
     queue: InboundQueue
+    store: StepStore
     prefix: str = ""
 
     def __init__(self) -> None:
@@ -127,6 +130,10 @@ class Bot:
         """The client's last inbound log rows, newest first: (text, dialog state)."""
         raise NotImplementedError
 
+    async def outcomes(self, client: str) -> list[tuple[str, bool]]:
+        """The client's ``dialog_outcomes``, oldest first: (outcome, has an order id)."""
+        raise NotImplementedError
+
 
 class EmbeddedBot(Bot):
     profile = "embedded"
@@ -139,9 +146,10 @@ class EmbeddedBot(Bot):
         self.clock = Clock()
         self.queue = SqliteInboundQueue(database)
         self.desk = FrontDesk(SqliteDeskStore(database), FLOW, OPTIONS, clock=self.clock, **desk)
+        self.store = SqliteStepStore(database)
         self.worker = Worker(
             self.queue,
-            SqliteStepStore(database),
+            self.store,
             FLOW,
             options=OPTIONS,
             poll_interval=0.05,
@@ -183,6 +191,16 @@ class EmbeddedBot(Bot):
         )
         return [(r[0], r[1]) for r in rows]
 
+    async def outcomes(self, client: str) -> list[tuple[str, bool]]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT outcome, order_id IS NOT NULL FROM dialog_outcomes WHERE client_id = ?"
+                " ORDER BY id",
+                (client,),
+            ).fetchall()
+        )
+        return [(r[0], bool(r[1])) for r in rows]
+
 
 class DistributedBot(Bot):
     """The distributed profile's parts, with the outbox's publishes recorded (in order) as
@@ -210,6 +228,7 @@ class DistributedBot(Bot):
 
         outbox.put = recording_put  # type: ignore[method-assign]
         self.queue = self.runtime.inbound
+        self.store = self.runtime.store
         keys = self.runtime.keys
         self.topics = RedisOperatorTopics(self.runtime.redis, keys)
         _with_topics(self, desk)
@@ -262,6 +281,15 @@ class DistributedBot(Bot):
                 .limit(limit)
             )
             return [(r[0], r[1]) for r in rows]
+
+    async def outcomes(self, client: str) -> list[tuple[str, bool]]:
+        async with self.runtime.engine.connect() as conn:
+            rows = await conn.execute(
+                select(dialog_outcomes.c.outcome, dialog_outcomes.c.order_id)
+                .where(dialog_outcomes.c.client_id == client)
+                .order_by(dialog_outcomes.c.id)
+            )
+            return [(r[0], r[1] is not None) for r in rows]
 
 
 async def forget_clients(engine: Any, prefix: str) -> None:

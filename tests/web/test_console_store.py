@@ -289,6 +289,26 @@ async def test_stats(runner: SqlRunner) -> None:
         parse_period("0d")
 
 
+async def test_stats_count_orders_a_reminder_recovered_as_completed(runner: SqlRunner) -> None:
+    """An order placed after the bot's reminder ends as ``recovered`` (issue 16): it is a
+    completed conversation in the numbers, and its time counts in the median."""
+    for i, (outcome, duration) in enumerate(
+        [("completed", 300.0), ("recovered", 900.0), ("abandoned", 60.0)]
+    ):
+        await runner.execute(
+            "INSERT INTO dialog_outcomes (channel, client_id, outcome, last_step, message_count,"
+            " duration_seconds, started_at, ended_at) VALUES ('chat2desk', :c, :o,"
+            " 'WAITING_CONFIRMATION', 5, :d, :start, :end)",
+            {"c": f"r{i}", "o": outcome, "d": duration, "start": T0 - DAY, "end": T0 - DAY + 1},
+        )
+    found = await read_stats(
+        runner, load_flow("water"), ShopTime("Asia/Bishkek"), since=T0 - 7 * DAY, until=T0
+    )
+    assert (found.conversations, found.completed, found.recovered) == (3, 2, 1)
+    assert found.median_seconds_to_order == 600.0
+    assert found.to_dict()["recovered"] == 1
+
+
 async def test_csv_export(runner: SqlRunner) -> None:
     shop = ShopTime("Asia/Bishkek")
     water = await add_order(runner, created=T0 - DAY, address="=cmd|' /C calc'!A0")

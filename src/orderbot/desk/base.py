@@ -5,9 +5,16 @@
   cheap when the answer is no), the customer's own orders, the conversation so far.
 * :class:`OrderAdmin`: what operators do (CLI, admin API, housekeeping): list, show, change an
   order's status (the customer is notified), hand a conversation back, expire handoffs.
+* :class:`OperatorTopics`: which topic of the operators' Telegram chat holds which customer
+  (:class:`Topic`). The sender writes an entry when it creates a customer's topic
+  (``createForumTopic``); the front desk reads it both ways: a customer's topic, to post their
+  messages there during a handoff; a topic's customer, to pass an operator's message on and to
+  hand back on ``/back``.
 
 Embedded: :mod:`orderbot.desk.sqlite` (and :class:`orderbot.desk.sqlite.SqliteOrderAdmin`).
 Distributed: :mod:`orderbot.desk.postgres` and :mod:`orderbot.desk.postgres_admin`.
+Topics: :mod:`orderbot.desk.sqlite_topics` (embedded) and :mod:`orderbot.desk.redis_topics`
+(distributed: every worker and sender reaches Redis).
 """
 
 from __future__ import annotations
@@ -20,7 +27,15 @@ from typing import Any
 from orderbot.errors import OrderbotError
 from orderbot.orders.models import HistoryEntry, OrderSummary
 
-__all__ = ["DeskStore", "HandoffNotFound", "HandoffWindow", "OrderAdmin", "OrderNotFound"]
+__all__ = [
+    "DeskStore",
+    "HandoffNotFound",
+    "HandoffWindow",
+    "OperatorTopics",
+    "OrderAdmin",
+    "OrderNotFound",
+    "Topic",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +135,36 @@ class OrderAdmin(ABC):
     @abstractmethod
     async def handoffs(self) -> builtins.list[dict[str, Any]]:
         """Conversations with an operator now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A customer's topic: ``thread_id`` in the operators' chat, and how to reach them."""
+
+    client_key: str
+    thread_id: int
+    route: dict[str, str]
+
+    @property
+    def channel(self) -> str:
+        return self.client_key.partition(":")[0]
+
+    @property
+    def client_id(self) -> str:
+        return self.client_key.partition(":")[2]
+
+
+class OperatorTopics(ABC):
+    """The map between customers and the forum topics of the operators' chat."""
+
+    @abstractmethod
+    async def of_client(self, client_key: str) -> Topic | None:
+        """The customer's topic, if one was created."""
+
+    @abstractmethod
+    async def of_thread(self, thread_id: int) -> Topic | None:
+        """The customer whose topic ``thread_id`` is."""
+
+    @abstractmethod
+    async def remember(self, topic: Topic) -> None:
+        """Record a topic just created (a second one for the same customer replaces it)."""

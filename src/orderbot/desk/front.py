@@ -37,7 +37,9 @@ from orderbot.desk.base import (
     DeskStore,
     HandoffNotFound,
     HandoffWindow,
+    OperatorTopics,
     OrderNotFound,
+    Topic,
 )
 from orderbot.desk.requests import HandoffRequest, Track, classify
 from orderbot.desk.texts import (
@@ -48,7 +50,6 @@ from orderbot.desk.texts import (
     render_order_list,
     status_name,
 )
-from orderbot.desk.topics import OperatorTopics, Topic
 from orderbot.dialog.engine import detect_language, question
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.models import DialogOptions, DialogState, Reply
@@ -149,7 +150,7 @@ class FrontDesk:
             return self._desk_event(delivery, state, raw, window, event, now)
         if window is not None:
             if window.until > now:
-                mirrored = self._to_topic(message, _mirror_text(message), now, "topic")
+                mirrored = self._mirror(message, now)
                 return self._commit(delivery, raw, HANDED_OFF, (), extra=mirrored)
             self._store.note_handoff(key, active=False)
             back = comeback(
@@ -290,6 +291,18 @@ class FrontDesk:
         if "callback_query_id" in message.route:  # the sender answers the button press
             route["callback_query_id"] = message.route["callback_query_id"]
         return replace(note, buttons=buttons, route=route)
+
+    def _mirror(self, message: InboundMessage, now: float) -> tuple[OutboundMessage, ...]:
+        """A customer's message during a handoff, for their topic: a Telegram customer's photo
+        or document is copied there as it is (``copyMessage``, caption included); anything
+        else is posted as text, with a link to each attachment (Chat2Desk's file URLs)."""
+        posted = self._to_topic(message, _mirror_text(message), now, "topic")
+        copy_of = message.route.get("copy_of")
+        if not posted or message.channel != "telegram" or copy_of is None:
+            return posted
+        (post,) = posted
+        route = {**post.route, "from_chat_id": message.client_id, "message_id": copy_of}
+        return (replace(post, text=message.text, route=route, kind="copy"),)
 
     def _to_topic(
         self, message: InboundMessage, text: str, now: float, suffix: str
@@ -452,6 +465,9 @@ class FrontDesk:
             )
             return self._commit(delivery, raw, _step_name(state), replies)
         self._store.note_handoff(message.client_key, active=True)
+        if state is not None and not state.handed_off:
+            # A dialog an operator took gets no reminder of it later (dialog.reminder).
+            raw = replace(state, handed_off=True).to_json()
         return self._commit(
             delivery,
             raw,
@@ -473,7 +489,7 @@ class FrontDesk:
         message = delivery.message
         now = self._clock()
         outbound = replies_to(message, replies, now)
-        # The state is written back as it was: the dialog is where it stood.
+        # The dialog is where it stood (a handoff only marks the state ``handed_off``).
         return StepCommit(
             delivery=delivery,
             state=raw,
@@ -491,7 +507,12 @@ def _mirror_text(message: InboundMessage) -> str:
 
 
 def _attachment_line(attachment: Attachment) -> str:
-    return f"📎 {attachment.kind}: {attachment.name or attachment.url}"
+    """The attachment's kind, name and link (a Telegram ``tg://file/...`` id opens nothing for
+    an operator: Telegram customers' files are copied into the topic instead)."""
+    shown = [attachment.name] if attachment.name else []
+    if not attachment.url.startswith("tg://"):
+        shown.append(attachment.url)
+    return f"📎 {attachment.kind}: {' '.join(shown)}".rstrip()
 
 
 def _step_name(state: DialogState | None) -> str:

@@ -58,6 +58,8 @@ OPTIONAL_TEXTS: Mapping[str, frozenset[str]] = {
     "change_field": frozenset({"field"}),
     "edit_hint": frozenset({"fields"}),
     "question_unknown": frozenset(),
+    # The one reminder of an unfinished dialog (orderbot/dialog/reminder.py).
+    "reminder": frozenset(),
     "stale_button": frozenset(),
     "media_caption": frozenset(),
     "language_switched": frozenset(),

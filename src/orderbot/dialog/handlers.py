@@ -63,12 +63,14 @@ __all__ = [
 
 def dialog_ended(
     state: DialogState,
-    outcome: Literal["completed", "cancelled", "abandoned"],
+    outcome: Literal["completed", "recovered", "cancelled", "abandoned"],
     now: float,
     *,
     last_step: str | None = None,
     message_count: int | None = None,
 ) -> DialogEnded:
+    if outcome == "completed" and state.reminded:
+        outcome = "recovered"  # an order the reminder brought back
     return DialogEnded(
         outcome=outcome,
         last_step=last_step or state.step,

@@ -46,6 +46,15 @@ class DialogState:
     known: dict[str, Any] = field(default_factory=dict)
     """The details of the customer's last order (address, phone, ...), given to the step that
     began the dialog: "как обычно" repeats them, "номер прежний" takes one of them."""
+    reminded: bool = False
+    """The one reminder of this unfinished dialog was sent (:mod:`orderbot.dialog.reminder`):
+    never another; an order placed after it counts as ``recovered``."""
+    handed_off: bool = False
+    """An operator took the conversation during this dialog (set by the front desk): it gets
+    no reminder afterwards."""
+    route: dict[str, str] = field(default_factory=dict)
+    """How the customer's last message came (the channel's route, e.g. Chat2Desk's transport),
+    set by the worker: where a reminder goes."""
 
     def to_json(self) -> bytes:
         """The stored form of the state."""
@@ -72,6 +81,9 @@ class DialogState:
                 catalog_page=obj.get("catalog_page"),
                 restart_asked=obj.get("restart_asked", False),
                 known=obj.get("known") or {},
+                reminded=obj.get("reminded", False),
+                handed_off=obj.get("handed_off", False),
+                route=obj.get("route") or {},
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"dialog state lacks a field: {exc}") from exc
@@ -84,6 +96,9 @@ class DialogState:
             and (type(state.catalog_page) is int or state.catalog_page is None)
             and isinstance(state.restart_asked, bool)
             and isinstance(state.known, dict)
+            and isinstance(state.reminded, bool)
+            and isinstance(state.handed_off, bool)
+            and isinstance(state.route, dict)
         ):
             raise ValueError("dialog state has a field of the wrong type")
         return state
@@ -143,7 +158,8 @@ class CreateOrder:
 class DialogEnded:
     """Effect: a dialog ended; a row for the dialog outcomes table."""
 
-    outcome: Literal["completed", "cancelled", "abandoned"]
+    outcome: Literal["completed", "recovered", "cancelled", "abandoned"]
+    """``recovered``: completed (an order) after the dialog's reminder."""
     last_step: str
     message_count: int
     started_at: float

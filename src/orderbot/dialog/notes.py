@@ -17,6 +17,11 @@ from orderbot.dialog.wording import render
 __all__ = ["DEFAULT_TEXTS", "note"]
 
 DEFAULT_TEXTS: Mapping[str, Texts] = {
+    "reminder": {
+        "ru": "Вы не закончили заказ — продолжим с того же места?",
+        "en": "You haven't finished your order. Shall we go on where we stopped?",
+        "ky": "Буйрутмаңыз бүтө элек — токтогон жерден уланталыбы?",
+    },
     "details_noted": {
         "ru": "Записал: {details}.",
         "en": "Noted: {details}.",

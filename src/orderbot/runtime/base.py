@@ -22,9 +22,8 @@ from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel, WebhookWatch, webhook_watch
 from orderbot.channels.order_webhook import ORDER_WEBHOOK, OrderWebhookChannel
 from orderbot.config import Settings
-from orderbot.desk.base import DeskStore, OrderAdmin
+from orderbot.desk.base import DeskStore, OperatorTopics, OrderAdmin
 from orderbot.desk.front import FrontDesk
-from orderbot.desk.topics import OperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.dialog.loader import load_flow
 from orderbot.dialog.models import DialogOptions

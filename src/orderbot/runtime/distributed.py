@@ -25,7 +25,7 @@ from orderbot.channels.base import Channel
 from orderbot.config import Settings, require_distributed
 from orderbot.desk.postgres import PostgresDeskStore
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
-from orderbot.desk.topics import RedisOperatorTopics
+from orderbot.desk.redis_topics import RedisOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.errors import ConfigError
 from orderbot.loggers import storage as log
@@ -205,6 +205,8 @@ class DistributedRuntime(Runtime):
             admin=self.admin,
             store=self.store,
             files=self.files,
+            flow=self.flow,
+            options=self.options,
         )
 
     async def open(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
 from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin, insert_outbox
-from orderbot.desk.topics import SqliteOperatorTopics
+from orderbot.desk.sqlite_topics import SqliteOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.files.receiver import cleanup_unlinked_files
 from orderbot.loggers import storage as log
@@ -31,6 +31,7 @@ from orderbot.queues.sqlite import (
 )
 from orderbot.ratelimit import LocalRateLimiter
 from orderbot.runtime.base import Runtime, dialog_options, operator_topics, run_housekeeping_job
+from orderbot.runtime.reminders import send_reminders
 from orderbot.sender import Sender
 from orderbot.state.sqlite import SqliteStepStore
 from orderbot.storage import sql as database
@@ -128,11 +129,20 @@ class EmbeddedRuntime(Runtime):
             log.info("%d idle dialogs recorded as abandoned", count)
         return count
 
+    async def send_reminders(self) -> int:
+        """The one reminder of each unfinished order due now (REMINDER_AFTER; see
+        :mod:`orderbot.runtime.reminders`)."""
+        return await send_reminders(
+            self.store, self.flow, self.options, time.time(), after=self.settings.reminder_after
+        )
+
     async def _handoff_timeouts(self) -> None:
-        """Give conversations back to the bot when their handoff times out (HANDOFF_TIMEOUT)."""
+        """Every minute (or a quarter of HANDOFF_TIMEOUT): give conversations back to the bot
+        when their handoff times out (HANDOFF_TIMEOUT) and send the reminders due."""
         interval = min(HANDOFF_CHECK_INTERVAL, self.settings.handoff_timeout / 4)
         while not self._stop.is_set():
             await run_housekeeping_job("handoff_timeouts", self._expire_handoffs)
+            await run_housekeeping_job("reminders", self.send_reminders)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 

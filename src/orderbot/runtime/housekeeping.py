@@ -1,5 +1,6 @@
 """The housekeeping of worker processes on the distributed profile: handoff timeouts,
-notifications a crash left unpublished, lost handoff flags, idle dialogs, uploaded files no
+notifications a crash left unpublished, lost handoff flags, idle dialogs (reminded once,
+then abandoned), uploaded files no
 order uses and stranded shards, each job on its own (one failing never skips the others). A
 collaborator of :class:`~orderbot.runtime.distributed.DistributedRuntime` with its own
 constructor; it runs in worker processes only.
@@ -16,10 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orderbot.config import Settings
 from orderbot.desk.postgres_admin import PostgresOrderAdmin
+from orderbot.dialog.flow import Flow
+from orderbot.dialog.models import DialogOptions
 from orderbot.files.receiver import FileReceiver, remove_unlinked_files
 from orderbot.loggers import storage as log
 from orderbot.queues.rabbitmq.broker import RabbitBroker
 from orderbot.runtime.base import run_housekeeping_job
+from orderbot.runtime.reminders import send_reminders
 from orderbot.state.redis import RedisStepStore
 from orderbot.storage.schema import order_files
 
@@ -41,8 +45,12 @@ class Housekeeping:
         admin: PostgresOrderAdmin,
         store: RedisStepStore,
         files: FileReceiver,
+        flow: Flow,
+        options: DialogOptions,
     ) -> None:
         self.settings = settings
+        self.flow = flow
+        self.options = options
         self.broker = broker
         self.engine = engine
         self.admin = admin
@@ -53,7 +61,8 @@ class Housekeeping:
         """Worker processes, every minute (or a quarter of HANDOFF_TIMEOUT): give back
         conversations whose handoff timed out, publish status notifications a crash left
         unpublished, restore handoff flags Redis lost, record dialogs idle past
-        DIALOG_IDLE_TIMEOUT as abandoned, log shards a lower QUEUE_SHARDS leaves unread; hourly,
+        DIALOG_IDLE_TIMEOUT as abandoned, send the one reminder of dialogs idle past
+        REMINDER_AFTER, log shards a lower QUEUE_SHARDS leaves unread; hourly,
         delete uploaded files no order uses. Several workers may run it at once: each part is
         safe to run twice. Each job runs and fails on its own: a failure is logged and counted
         (``orderbot_housekeeping_failures_total{job=...}``) and the other jobs still run."""
@@ -66,6 +75,7 @@ class Housekeeping:
             )
             await run_housekeeping_job("handoff_flags", self.admin.restore_handoff_flags)
             await run_housekeeping_job("idle_dialogs", self._abandon_idle_dialogs)
+            await run_housekeeping_job("reminders", self.send_reminders)
             # Hourly; a failed run is tried again the next round.
             if time.monotonic() >= files_due and await run_housekeeping_job(
                 "upload_cleanup", self.remove_unlinked_files
@@ -87,6 +97,13 @@ class Housekeeping:
         if abandoned:
             log.info("%d idle dialogs recorded as abandoned", abandoned)
         return abandoned
+
+    async def send_reminders(self) -> int:
+        """The one reminder of each unfinished order due now (REMINDER_AFTER), found in the
+        active-dialog index the abandonment uses (:mod:`orderbot.runtime.reminders`)."""
+        return await send_reminders(
+            self.store, self.flow, self.options, time.time(), after=self.settings.reminder_after
+        )
 
     async def _report_stranded_shards(self) -> None:
         # A server still running with a larger QUEUE_SHARDS (the start checked once).

@@ -17,6 +17,7 @@ from orderbot.queues.base import InboundDelivery
 
 __all__ = [
     "HandoffChange",
+    "IdleDialog",
     "NewOrderAlerts",
     "OutcomeRecord",
     "StepCommit",
@@ -31,6 +32,16 @@ class OutcomeRecord:
     message_count: int
     started_at: float
     ended_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleDialog:
+    """A dialog no message moved on for a while: its stored state and the stored time of its
+    last step (which :meth:`StepStore.commit_reminder` checks is unchanged)."""
+
+    client_key: str
+    state: bytes
+    last_step: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,22 @@ class StepStore(ABC):
         """Record dialogs whose last step came before ``older_than`` as abandoned (at that
         step, an ``OutcomeRecord`` ending ``now``) and forget them; a dialog a message moved on
         meanwhile is left alone. Returns how many were abandoned."""
+
+    @abstractmethod
+    async def idle_dialogs(
+        self, since: float, before: float, limit: int = 1000
+    ) -> list[IdleDialog]:
+        """Dialogs whose last step came at or after ``since`` and before ``before`` and which
+        are not with an operator now (candidates for their one reminder), oldest first."""
+
+    @abstractmethod
+    async def commit_reminder(
+        self, dialog: IdleDialog, state: bytes, reminder: OutboundMessage
+    ) -> bool:
+        """Queue ``reminder`` (under its deterministic key) and store ``state`` (which marks it
+        sent) without moving the dialog's last-step time, unless a message moved the dialog on
+        since ``dialog`` was read. True when the reminder is queued. Safe to run twice: the
+        outbox keeps one entry per key."""
 
     @abstractmethod
     async def commit_step(self, commit: StepCommit) -> int | None:

@@ -116,7 +116,7 @@ async def write_rows(conn: AsyncConnection, commit: StepCommit, now: float) -> i
                     "duration_seconds": max(0.0, outcome.ended_at - outcome.started_at),
                     "started_at": outcome.started_at,
                     "ended_at": outcome.ended_at,
-                    "order_id": order_id if outcome.outcome == "completed" else None,
+                    "order_id": order_id if outcome.outcome in ("completed", "recovered") else None,
                 }
                 for outcome in commit.outcomes
             ],

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import cast
 
 import orjson
 from redis.asyncio import Redis
@@ -46,10 +47,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orderbot.desk.postgres import handoff_flag
 from orderbot.errors import BackendUnavailable, DataRejected
 from orderbot.loggers import storage as log
-from orderbot.messages import InboundMessage
+from orderbot.messages import InboundMessage, OutboundMessage
 from orderbot.orders.models import ORDER_ID_PLACEHOLDER
 from orderbot.queues.rabbitmq.outbox import RabbitOutbox
-from orderbot.state.base import NewOrderAlerts, StepCommit, StepStore
+from orderbot.state.base import IdleDialog, NewOrderAlerts, StepCommit, StepStore
 from orderbot.state.postgres_rows import inbound_row, write_rows
 from orderbot.storage.message_log import InboundLogBatcher
 from orderbot.storage.redis import KEEP_SECONDS, RedisBatcher, RedisKeys
@@ -97,6 +98,17 @@ redis.call('DEL', KEYS[3])
 return summary
 """
 
+# Store a dialog's state with its reminder marked, unless a step moved it on since it was read
+# (its time in the active set changed) or it ended; its TTL and time stay. KEYS: active
+# dialogs, state. ARGV: client key, the last-step time read, the new state. 1 when stored.
+_MARK_REMINDED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')
+return 1
+"""
+
 
 class RedisStepStore(StepStore):
     """Dialog states in Redis (``<prefix>:state:<client>``), effects in PostgreSQL and the
@@ -124,6 +136,7 @@ class RedisStepStore(StepStore):
         self._batch = batcher or RedisBatcher(redis)
         self._save = redis.register_script(_SAVE_STATE)
         self._claim_idle = redis.register_script(_CLAIM_IDLE)
+        self._mark_reminded = redis.register_script(_MARK_REMINDED)
         # Dialogs in progress by the time of their last step, and what the "abandoned" record
         # needs of each (the state itself may have expired by then).
         self._active = f"{keys.prefix}:active"
@@ -273,6 +286,44 @@ class RedisStepStore(StepStore):
                 continue
             count += 1
         return count
+
+    async def idle_dialogs(
+        self, since: float, before: float, limit: int = 1000
+    ) -> list[IdleDialog]:
+        """From the active set that :meth:`abandon_idle` reads (by last-step time), with their
+        states and handoff flags in one ``MGET``."""
+        listed = await self._redis.zrangebyscore(
+            self._active, repr(since), f"({before!r}", start=0, num=limit, withscores=True
+        )
+        found = cast(list[tuple[bytes | str, float]], listed)  # withscores: (member, score)
+        if not found:
+            return []
+        keys = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in found]
+        looked_up = [self._keys.state(k) for k in keys] + [self._keys.handoff(k) for k in keys]
+        values = await self._redis.mget(looked_up)
+        states, flags = values[: len(keys)], values[len(keys) :]
+        return [
+            IdleDialog(key, raw if isinstance(raw, bytes) else str(raw).encode(), float(score))
+            for key, (_, score), raw, flag in zip(keys, found, states, flags, strict=True)
+            if raw is not None and flag is None
+        ]
+
+    async def commit_reminder(
+        self, dialog: IdleDialog, state: bytes, reminder: OutboundMessage
+    ) -> bool:
+        """Publish first, then mark the state: a crash between the two publishes the same key
+        again next round (the sender sends it once); a message the customer sends meanwhile
+        leaves the mark unset, and the new last-step time gives a new key only if the dialog
+        goes idle again unreminded (its state carries ``reminded`` once marked)."""
+        score = await self._redis.zscore(self._active, dialog.client_key)
+        if score is None or float(score) != dialog.last_step:
+            return False  # moved on (or ended) since it was listed: nothing to remind of
+        await self._outbox.put((reminder,))
+        marked = await self._mark_reminded(
+            keys=[self._active, self._keys.state(dialog.client_key)],
+            args=[dialog.client_key, repr(dialog.last_step), state],
+        )
+        return bool(marked)
 
     async def _write_rows(self, commit: StepCommit, now: float) -> int | None:
         try:

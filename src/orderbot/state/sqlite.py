@@ -14,7 +14,13 @@ import orjson
 from orderbot.messages import OutboundMessage
 from orderbot.orders.models import ORDER_ID_PLACEHOLDER, OrderRecord
 from orderbot.queues.sqlite import Wakeup
-from orderbot.state.base import NewOrderAlerts, OutcomeRecord, StepCommit, StepStore
+from orderbot.state.base import (
+    IdleDialog,
+    NewOrderAlerts,
+    OutcomeRecord,
+    StepCommit,
+    StepStore,
+)
 from orderbot.storage.sqlite import SqliteDatabase
 
 __all__ = ["SqliteStepStore"]
@@ -130,6 +136,44 @@ class SqliteStepStore(StepStore):
         if abandoned:
             self._cache.pop(client_key, None)
         return abandoned
+
+    async def idle_dialogs(
+        self, since: float, before: float, limit: int = 1000
+    ) -> list[IdleDialog]:
+        def read(conn: sqlite3.Connection) -> list[IdleDialog]:
+            rows = conn.execute(
+                "SELECT s.client_key, s.state, s.updated_at FROM dialog_states s"
+                " WHERE s.updated_at >= ? AND s.updated_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM handoffs h WHERE h.client_key = s.client_key)"
+                " ORDER BY s.updated_at LIMIT ?",
+                (since, before, limit),
+            ).fetchall()
+            return [IdleDialog(r[0], bytes(r[1]), r[2]) for r in rows]
+
+        return await self._db.run(read)
+
+    async def commit_reminder(
+        self, dialog: IdleDialog, state: bytes, reminder: OutboundMessage
+    ) -> bool:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # The same updated_at: the dialog's idle time (abandonment, the next reminder key)
+            # still counts from the customer's last message.
+            changed = conn.execute(
+                "UPDATE dialog_states SET state = ? WHERE client_key = ? AND updated_at = ?",
+                (state, dialog.client_key, dialog.last_step),
+            ).rowcount
+            if changed:
+                _insert_outbox(conn, (reminder,), now)
+            return bool(changed)
+
+        queued = await self._db.run(write)
+        if queued:
+            self._remember(dialog.client_key, state)
+            if self._outbox_wakeup is not None:
+                self._outbox_wakeup.set()
+        return queued
 
     async def commit_step(self, commit: StepCommit) -> int | None:
         now = time.time()
@@ -276,7 +320,7 @@ def _commit(
                 max(0.0, outcome.ended_at - outcome.started_at),
                 outcome.started_at,
                 outcome.ended_at,
-                order_id if outcome.outcome == "completed" else None,
+                order_id if outcome.outcome in ("completed", "recovered") else None,
             ),
         )
 

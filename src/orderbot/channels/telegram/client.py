@@ -13,7 +13,7 @@ exception, and never the bot token (it is part of every URL), leaves this module
 
 The operators' chat (``operator_chat``, a supergroup with topics): a message of kind ``topic``
 goes to the topic of the customer named in its route (``for``), created on first use with
-``createForumTopic`` and remembered in :class:`~orderbot.desk.topics.OperatorTopics`; what an
+``createForumTopic`` and remembered in :class:`~orderbot.desk.base.OperatorTopics`; what an
 operator writes in a topic comes in as an :data:`~orderbot.messages.EVENT_OPERATOR_REPLY` event
 of that chat, with the topic's ``message_thread_id``.
 
@@ -40,7 +40,7 @@ from orderbot.channels.telegram.rendering import (
     split_text,
 )
 from orderbot.channels.telegram.updates import operator_reply, parse_update
-from orderbot.desk.topics import OperatorTopics, Topic
+from orderbot.desk.base import OperatorTopics, Topic
 from orderbot.errors import (
     ChannelError,
     PermanentError,
@@ -216,17 +216,18 @@ class TelegramChannel(Channel):
         if query_id and query_id not in self._answered:
             await self._answer_callback(query_id)
         if message.kind == "copy":
-            # An operator's photo or document from the operators' chat, caption included.
+            # A photo or document as it is, caption included: an operator's from the operators'
+            # chat to a customer, or a customer's into their topic there (``route["for"]``).
+            params: dict[str, Any] = {
+                "chat_id": _chat_id(message.client_id),
+                "from_chat_id": _chat_id(message.route["from_chat_id"]),
+                "message_id": int(message.route["message_id"]),
+            }
+            if message.route.get("for"):
+                params["message_thread_id"] = await self._topic(message)
             await self._pacer.wait(message.client_id)
             await self._limiter.acquire()
-            await self.call(
-                "copyMessage",
-                {
-                    "chat_id": _chat_id(message.client_id),
-                    "from_chat_id": _chat_id(message.route["from_chat_id"]),
-                    "message_id": int(message.route["message_id"]),
-                },
-            )
+            await self.call("copyMessage", params)
             return
         text = message.text if message.text.strip() else ("…" if message.buttons else "")
         if not text:
@@ -236,7 +237,7 @@ class TelegramChannel(Channel):
         done = self._parts_sent.get(message.key, 0)
         chat_id = _chat_id(message.client_id)
         for index in range(done, len(parts)):
-            params: dict[str, Any] = {
+            params = {
                 "chat_id": chat_id,
                 "text": html.escape(parts[index], quote=False),
                 "parse_mode": "HTML",

@@ -188,8 +188,7 @@ def operator_reply(
         text = _string(message, "text", "message")
         if text is None:
             text = _string(message, "caption", "message")
-        media = any(message.get(key) is not None for key, _ in _MEDIA) or "photo" in message
-        if media and type(message.get("message_id")) is int:
+        if _carries_media(message) and type(message.get("message_id")) is int:
             # a photo, a document...: passed on as it is (copyMessage) to a Telegram customer
             route["copy_of"] = str(message["message_id"])
     thread = message.get("message_thread_id")
@@ -231,15 +230,27 @@ def _parse_message(
     contact = _object(message, "contact", "message", required=False)
     if text is None and contact is not None:
         text = _string(contact, "phone_number", "message.contact")
+    attachments = tuple(_attachments(message))
+    route: dict[str, str] = {}
+    if _carries_media(message) and type(message.get("message_id")) is int:
+        # the Bot API message id in the customer's chat: during a handoff the file itself is
+        # copied into their topic of the operators' chat (copyMessage)
+        route["copy_of"] = str(message["message_id"])
     return InboundMessage(
         channel=channel,
         client_id=str(chat_id),
         message_id=str(update_id),
         text=clean_text(text or ""),
         received_at=received_at,
-        attachments=tuple(_attachments(message)),
+        attachments=attachments,
+        route=route,
         language=_language_code(sender),
     )
+
+
+def _carries_media(message: Mapping[str, Any]) -> bool:
+    """A photo, a document, audio, video or a sticker: what ``copyMessage`` passes on as it is."""
+    return any(message.get(key) is not None for key, _ in _MEDIA) or "photo" in message
 
 
 def _parse_callback(

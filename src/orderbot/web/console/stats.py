@@ -77,6 +77,8 @@ class Stats:
     steps: tuple[StepNumbers, ...]
     orders_per_day: tuple[tuple[date, int], ...]
     median_seconds_to_order: float | None
+    recovered: int = 0
+    """Of ``completed``: orders placed after the bot's reminder (outcome ``recovered``)."""
 
     @property
     def conversion(self) -> float | None:
@@ -89,6 +91,7 @@ class Stats:
             "until": self.until,
             "conversations": self.conversations,
             "completed": self.completed,
+            "recovered": self.recovered,
             "cancelled": self.cancelled,
             "abandoned": self.abandoned,
             "orders": self.orders,
@@ -141,7 +144,9 @@ async def read_stats(
         ended_at[(str(outcome), str(step))] = int(count)
     # The median in SQL (only the middle one or two rows come back), walking the index on
     # (outcome, duration_seconds, ended_at) in order.
-    completed = by_outcome.get("completed", 0)
+    # An order after the bot's reminder ends as "recovered": still a completed conversation.
+    recovered = by_outcome.get("recovered", 0)
+    completed = by_outcome.get("completed", 0) + recovered
     median: float | None = None
     if completed:
         # SQLite's planner, once ANALYZE has run, prefers (outcome, ended_at) and sorts the
@@ -152,7 +157,7 @@ async def read_stats(
             else "dialog_outcomes"
         )
         middle = await runner.fetch(
-            f"SELECT duration_seconds FROM {durations} WHERE outcome = 'completed'"  # noqa: S608
+            f"SELECT duration_seconds FROM {durations} WHERE outcome IN ('completed', 'recovered')"  # noqa: S608
             " AND ended_at >= :since AND ended_at < :until ORDER BY duration_seconds"
             " LIMIT :count OFFSET :skip",
             {**period, "count": 2 - completed % 2, "skip": (completed - 1) // 2},
@@ -216,6 +221,7 @@ async def read_stats(
         cancelled=by_outcome.get("cancelled", 0),
         abandoned=by_outcome.get("abandoned", 0),
         orders=orders,
+        recovered=recovered,
         steps=tuple(steps),
         orders_per_day=tuple(days),
         median_seconds_to_order=median,
