@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from orderbot.alerting import OperationsAlerts
 from orderbot.channels.base import Channel
 from orderbot.channels.chat2desk import Chat2DeskChannel
 from orderbot.errors import OutsideWindow, QuotaExceeded
@@ -477,39 +478,37 @@ class _QuotaThenOk(Channel):
         self.sent.append(message.text)
 
 
-class _Admins(Channel):
-    name = "telegram"
-
-    def __init__(self) -> None:
-        self.told: list[tuple[str, str]] = []
-
-    def parse_webhook(self, payload: object, *, received_at: float) -> None:
-        return None
-
-    async def send(self, message: OutboundMessage) -> None:
-        self.told.append((message.client_id, message.text))
-
-
 async def test_quota_waits_without_spending_attempts_and_tells_the_operators_once(
     outbox: MemoryOutbox,
 ) -> None:
-    channel, admins = _QuotaThenOk(times=12), _Admins()
+    channel = _QuotaThenOk(times=12)
     outbox.add("chat2desk", "1", "first")
     outbox.add("chat2desk", "1", "second")
     policy = RetryPolicy(quick_delays=(0.01,), slow_delay=0.01, max_attempts=2)
+    queued: list[OutboundMessage] = []
+
+    async def put(message: OutboundMessage) -> None:
+        queued.append(message)
+
     sender = make_sender(
         outbox,
-        {"chat2desk": channel, "telegram": admins},
+        {"chat2desk": channel},
         policy=policy,
-        admin_chats=("500", "501"),
+        alerts=OperationsAlerts(put, chats=("500", "501"), clock=lambda: 1800.0),
     )
     async with running(sender):
         await eventually(lambda: len(outbox.sent) == 2)
     assert channel.sent == ["first", "second"]  # in order, none dead-lettered
     assert outbox.dead == []
     assert all(attempts == 0 for _, attempts, _, _ in outbox.reschedules)
-    assert [chat for chat, _ in admins.told] == ["500", "501"]  # once per operator chat
-    assert "quota" in admins.told[0][1]
+    # told once per operator chat through the outbox, then resolved when a send succeeded
+    assert [m.key for m in queued] == [
+        "alert:quota:chat2desk:2:500",
+        "alert:quota:chat2desk:2:501",
+        "alert:quota:chat2desk:2:resolved:500",
+        "alert:quota:chat2desk:2:resolved:501",
+    ]
+    assert "quota" in queued[0].text and queued[0].channel == "telegram"
 
 
 async def test_after_the_probe_succeeds_replies_waiting_for_a_slow_retry_go_at_once(
@@ -546,16 +545,26 @@ class _ClosedWindow(Channel):
 async def test_a_message_outside_the_window_is_dead_lettered_and_the_operators_are_told(
     outbox: MemoryOutbox,
 ) -> None:
-    admins = _Admins()
+    queued: list[OutboundMessage] = []
+
+    async def put(message: OutboundMessage) -> None:
+        queued.append(message)
+
     outbox.put(
         OutboundMessage(key="status:42:7", channel="chat2desk", client_id="5", text="Order ready")
     )
     sender = make_sender(
-        outbox, {"chat2desk": _ClosedWindow(), "telegram": admins}, admin_chats=("500",)
+        outbox,
+        {"chat2desk": _ClosedWindow()},
+        alerts=OperationsAlerts(put, chats=("500",)),
     )
     async with running(sender):
-        await eventually(lambda: len(outbox.dead) == 1 and len(admins.told) == 1)
+        await eventually(
+            lambda: len(outbox.dead) == 1 and "window:status:42:7:500" in [m.key for m in queued]
+        )
     assert "OutsideWindow" in outbox.dead[0].last_error
-    chat, text = admins.told[0]
-    assert chat == "500" and "order #42" in text and "call the customer" in text
-    assert "Order ready" in text
+    # the notice through the outbox, under its pinned key (and the dead letter's alert)
+    notice = next(m for m in queued if m.key == "window:status:42:7:500")
+    assert notice.client_id == "500" and notice.channel == "telegram"
+    assert "order #42" in notice.text and "call the customer" in notice.text
+    assert "Order ready" in notice.text

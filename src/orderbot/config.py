@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         pattern=r"^\s*(([01]?\d|2[0-3]):[0-5]\d)?\s*$",
         description="HH:MM (shop's time) of the daily summary to ADMIN_CHAT_IDS; empty: off",
     )
+    alert_interval: float = Field(
+        900.0,
+        gt=0,
+        description="seconds: at most one operations alert per kind and channel in this time",
+    )
     console_secure_cookie: bool = Field(
         False, description="always mark the session cookie Secure (it is whenever served on https)"
     )

@@ -24,6 +24,8 @@ __all__ = [
     "operator_notice_key",
     "operator_pass_key",
     "operator_reply_key",
+    "ops_alert_key",
+    "ops_alert_resolved_key",
     "order_idempotency_key",
     "pending_notification_member",
     "question_alert_key",
@@ -105,8 +107,9 @@ def operator_pass_key(message_key: str) -> str:
 
 
 def operator_notice_key(topic: str, chat: str) -> str:
-    """A notice sent to an operator chat directly (quota used up, a message outside WhatsApp's
-    window): ``topic`` names what it is about; sent once, not through the outbox."""
+    """A one-off notice to an admin chat (a message outside WhatsApp's window; the quota
+    notice of issue 17 before it became the ``quota`` alert): ``topic`` names what it is
+    about; queued once through the outbox (``OperationsAlerts.notice``)."""
     return f"{topic}:{chat}"
 
 
@@ -134,3 +137,15 @@ def operator_reply_key(client_key: str, nonce: str) -> str:
 def daily_summary_key(day: str, chat: str) -> str:
     """The daily summary of the shop's date ``day`` (ISO) to one admin chat."""
     return f"daily-summary:{day}:{chat}"
+
+
+def ops_alert_key(kind: str, subject: str, bucket: int, chat: str) -> str:
+    """An operations alert (issue 19: ``dead_letter``, ``circuit_open``, ``webhook``,
+    ``quota``) about ``subject`` in the ``bucket``-th ``ALERT_INTERVAL``, per admin chat: one
+    per kind and subject per interval, however many processes see it."""
+    return f"alert:{kind}:{subject}:{bucket}:{chat}"
+
+
+def ops_alert_resolved_key(kind: str, subject: str, bucket: int, chat: str) -> str:
+    """The "resolved" message of the alert told in ``bucket`` (:func:`ops_alert_key`)."""
+    return f"alert:{kind}:{subject}:{bucket}:resolved:{chat}"

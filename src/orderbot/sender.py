@@ -10,8 +10,13 @@ Rules it keeps (see DESIGN.md, "Correctness rules"):
   :class:`~orderbot.errors.PermanentError` goes there at once.
 * An exhausted API quota (:class:`~orderbot.errors.QuotaExceeded`) is rate limiting, not a
   failing reply: the reply waits as the quota asks without spending an attempt, so it is never
-  dead-lettered for it, and the operators (``admin_chats``, over Telegram) are told once per
-  episode (until a send through that channel succeeds again).
+  dead-lettered for it.
+* What needs a person is told through :class:`~orderbot.alerting.OperationsAlerts` (the admin
+  chats, through the outbox in the background, and ``GET /status``): a dead letter, a circuit
+  that opened (resolved when it closes), a used-up quota (resolved when a send through that
+  channel succeeds), and, with ``webhook_status``, orderbot's Chat2Desk webhook disabled or
+  missing. With ``report``, the sender's state (circuits, alerts) is published every
+  ``monitor_interval`` seconds for a ``GET /status`` served by another process.
 * One :class:`~orderbot.retry.CircuitBreaker` per channel. While it is open no call is made;
   the item is rescheduled to when a trial call is allowed *without* spending an attempt: nothing
   was tried, and spending attempts on a channel outage would dead-letter every reply of a long
@@ -32,11 +37,12 @@ import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orderbot import metrics, outbound
+from orderbot.alerting import OperationsAlerts
 from orderbot.channels.base import Channel
 from orderbot.errors import ChannelError, CircuitOpen, OutsideWindow, QuotaExceeded, Timeout
 from orderbot.loggers import mask_text
@@ -115,7 +121,10 @@ class Sender:
         max_active_lanes: int | None = None,
         max_in_hand: int = 50_000,
         stuck_after: float = 60.0,
-        admin_chats: Sequence[str] = (),
+        alerts: OperationsAlerts | None = None,
+        webhook_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        report: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        monitor_interval: float = 10.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -131,8 +140,10 @@ class Sender:
         self._max_active_lanes = max_active_lanes or 2 * concurrency
         self._max_in_hand = max(max_in_hand, self._max_active_lanes)
         self._stuck_after = stuck_after
-        self._admin_chats = tuple(admin_chats)
-        self._quota_told: set[str] = set()
+        self.alerts = alerts or OperationsAlerts(None)
+        self._webhook_status = webhook_status
+        self._report = report
+        self._monitor_interval = monitor_interval
         self._stuck_checked = 0.0  # monotonic time of the last look for stuck replies
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lanes: dict[str, _Lane] = {}
@@ -152,6 +163,39 @@ class Sender:
         """The circuit-breaker state of each channel this sender has called (``GET /status``)."""
         return {name: breaker.state for name, breaker in self._breakers.items()}
 
+    def state(self) -> dict[str, Any]:
+        """What ``GET /status`` shows of this sender: circuits and active alerts."""
+        return {"circuits": self.circuits(), "alerts": self.alerts.active()}
+
+    async def monitor_once(self) -> None:
+        """One look around: conditions held back by the alert interval, the webhook, the
+        report. Failures are logged; the next look tries again."""
+        self.alerts.tick()
+        if self._webhook_status is not None:
+            try:
+                hook = await self._webhook_status()
+            except Exception as exc:
+                log.warning("webhook check failed: %s", _describe(exc))
+            else:
+                if hook.get("state") in ("disabled", "missing"):
+                    errors = "; ".join(map(str, hook.get("errors") or []))
+                    self.alerts.alert(
+                        "webhook", "chat2desk", f"{hook['state']}: {hook.get('hint', '')} {errors}"
+                    )
+                elif hook.get("state") == "ok":
+                    self.alerts.resolve("webhook", "chat2desk")
+        if self._report is not None:
+            try:
+                await self._report(self.state())
+            except Exception as exc:
+                log.warning("publishing the sender's state failed: %s", _describe(exc))
+
+    async def _monitor(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.monitor_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._monitor_interval)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set; then stop claiming, let in-flight sends finish (at most
         ``drain_timeout`` seconds) and return. Unfinished items stay in the outbox."""
@@ -160,13 +204,17 @@ class Sender:
         self._stop = stop
         self._closing = False
         stop_waiter: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        monitor = asyncio.create_task(self._monitor(stop), name="orderbot-sender-monitor")
         try:
             while not stop.is_set():
                 await self._claim_round(stop_waiter)
         finally:
             self._closing = True
             stop_waiter.cancel()
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
             await self._drain()
+            await self.alerts.aclose()
             self._stop = None
 
     async def _drain(self) -> None:
@@ -354,14 +402,24 @@ class Sender:
             await self._dead(item, item.attempts, f"no channel adapter named {name!r}")
             return None
         started = self._clock()  # no later than the call itself: a safe bound for reconciling
-        outcome = await self._attempt(channel, self.breaker(name), item)
+        breaker = self.breaker(name)
+        outcome = await self._attempt(channel, breaker, item)
+        if breaker.state == "closed":
+            self.alerts.resolve("circuit_open", name)
+        elif breaker.state == "open":
+            self.alerts.alert("circuit_open", name, _describe_outcome(outcome))
         if isinstance(outcome, QuotaExceeded):
-            await self._tell_quota(name, outcome)
+            self.alerts.alert(
+                "quota",
+                name,
+                f"{outcome}. Replies are held and retried every {outcome.retry_after:g} s; "
+                "none is dropped. Raise the limit with the provider if this lasts.",
+            )
             outcome = _Deferred(outcome.retry_after, _describe(outcome))
         elif outcome is None:
-            self._quota_told.discard(name)
+            self.alerts.resolve("quota", name)
         elif isinstance(outcome, OutsideWindow):
-            await self._tell_operators(
+            self.alerts.notice(
                 f"window:{item.message.key}",
                 f"orderbot: call the customer ({name} client {item.message.client_id}): "
                 f"{_what(item.message)} could not be sent, {outcome}.\n\n{item.message.text}",
@@ -490,44 +548,6 @@ class Sender:
                 await self._channel_recovered(item.message.channel)
             return None
 
-    async def _tell_quota(self, name: str, error: QuotaExceeded) -> None:
-        """Tell the operators once that ``name``'s API quota is used up (replies wait)."""
-        if name in self._quota_told:
-            return
-        self._quota_told.add(name)
-        log.error(
-            "%s: the API quota is used up (%s); replies wait and are retried, none is dropped",
-            name,
-            error,
-        )
-        if name == "telegram":
-            return
-        await self._tell_operators(
-            f"quota:{name}",
-            f"orderbot: the {name} API quota is used up ({error}). Replies to customers are "
-            f"held and retried every {error.retry_after:g} s until the quota allows them; "
-            "raise the limit with the provider if this lasts.",
-        )
-
-    async def _tell_operators(self, key: str, text: str) -> None:
-        """Send ``text`` to the operators' Telegram chats (``admin_chats``) directly, best
-        effort: it is about a channel that may be failing, so it does not queue behind it."""
-        telegram = self._channels.get("telegram")
-        if telegram is None:
-            return
-        for chat in self._admin_chats:
-            try:
-                await telegram.send(
-                    OutboundMessage(
-                        key=outbound.operator_notice_key(key, chat),
-                        channel="telegram",
-                        client_id=chat,
-                        text=text,
-                    )
-                )
-            except Exception as exc:  # telling is best effort
-                log.warning("could not tell operator chat %s: %s", chat, _describe(exc))
-
     async def _dead(self, item: OutboxItem, attempts: int, error: str) -> None:
         log.error(
             "reply %s via %s dead-lettered after %d attempt(s): %s",
@@ -541,6 +561,12 @@ class Sender:
         ):
             self.counts.dead += 1
             metrics.REPLIES.labels(channel=item.message.channel, result="dead").inc()
+            self.alerts.alert(
+                "dead_letter",
+                item.message.channel,
+                f"{_what(item.message)} to {item.message.client_id}: {error}. "
+                "Replay it in the console (Dead letters) or with orderbot dlq.",
+            )
 
     async def _outbox_call(
         self, what: str, item: OutboxItem, call: Callable[[], Awaitable[None]]
@@ -589,6 +615,14 @@ def _what(message: OutboundMessage) -> str:
     if parts[0] == "status" and len(parts) > 1:
         return f"the status notification of order #{parts[1]}"
     return "a message"
+
+
+def _describe_outcome(outcome: object) -> str:
+    if isinstance(outcome, BaseException):
+        return _describe(outcome)
+    if isinstance(outcome, _Deferred):
+        return outcome.reason
+    return ""
 
 
 def _describe(exc: BaseException | None) -> str:

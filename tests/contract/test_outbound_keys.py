@@ -36,6 +36,15 @@ def test_key_formats_are_pinned() -> None:
         outbound.operator_reply_key("chat2desk:7", "n0nce-123") == "operator:chat2desk:7:n0nce-123"
     )
     assert outbound.daily_summary_key("2026-12-07", "-100") == "daily-summary:2026-12-07:-100"
+    # operations alerts (issue 19)
+    assert (
+        outbound.ops_alert_key("circuit_open", "chat2desk", 1963000, "-100")
+        == "alert:circuit_open:chat2desk:1963000:-100"
+    )
+    assert (
+        outbound.ops_alert_resolved_key("quota", "chat2desk", 1963000, "-100")
+        == "alert:quota:chat2desk:1963000:resolved:-100"
+    )
     # the one reminder of an unfinished dialog (issue 16)
     assert (
         outbound.reminder_key("chat2desk:7", 1700000000.25) == "reminder:chat2desk:7:1700000000.25"

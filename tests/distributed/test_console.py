@@ -242,14 +242,24 @@ async def _work_the_console(http: httpx.AsyncClient, chat2desk: FakeChat2Desk) -
     assert 'name="id" value="' not in page
 
     # The sender logs what it could not deliver in batches: the row may follow the dead letter.
-    for _ in range(100):
+    # The sender (another process for serve) publishes its breakers and alerts to Redis every
+    # 10 s; /status shows them.
+    for _ in range(300):
         status = (await http.get("/status")).json()
-        if status["channels"]["chat2desk"]["last_error"]:
+        kinds = {(a["kind"], a["subject"]) for a in status["alerts"]}
+        if status["channels"]["chat2desk"]["last_error"] and ("dead_letter", "chat2desk") in kinds:
             break
         await asyncio.sleep(0.1)
     assert status["profile"] == "distributed" and status["oldest_waiting_reply_seconds"] is None
-    assert status["channels"]["chat2desk"]["circuit"] is None  # the sender is another process
+    assert status["channels"]["chat2desk"]["circuit"] == "closed"
     assert "400" in status["channels"]["chat2desk"]["last_error"]
+    assert ("dead_letter", "chat2desk") in kinds
+    for _ in range(100):  # the console reads the alerts for its banner every 5 s
+        page = (await http.get("/console", headers=HTML)).text
+        if "A reply could not be sent: chat2desk" in page:
+            break
+        await asyncio.sleep(0.1)
+    assert "A reply could not be sent: chat2desk" in page
     numbers = (
         await http.get("/api/stats", headers={"Authorization": "Bearer s3cret-admin"})
     ).json()

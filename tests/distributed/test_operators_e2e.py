@@ -146,6 +146,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             "telegram": TelegramChannel(token=TOKEN, api_url=telegram.url, chat_interval=0.0),
             "order_webhook": OrderWebhookChannel(hook_url + "/hook"),
         }
+        # orderbot's hook is registered: the admins hear of orders, not of a missing hook.
+        async with Chat2DeskChannel(api_url=chat2desk.url, token="test-token") as registrar:
+            await registrar.set_webhook("https://shop.example/webhook/chat2desk")
         runtime = DistributedRuntime(
             settings,
             roles=("worker", "sender"),
@@ -254,6 +257,30 @@ async def test_admin_api_alerts_and_status_notifications(stack: Stack) -> None:
     # Each notification was sent once.
     notes = [t for t in stack.chat2desk.texts(client) if f"#{order_id}" in t]
     assert len(notes) == len(set(notes))
+
+
+async def test_a_dead_letter_alerts_the_admin_chat_once_through_rabbitmq(stack: Stack) -> None:
+    """Issue 19: the sender's alert goes through the RabbitMQ outbox to the admin chat, once
+    for two dead letters in one ALERT_INTERVAL; ``orderbot serve`` shows it in /status from
+    what the sender published to Redis."""
+    for n in ("701", "702"):
+        client = stack.prefix + n
+        stack.chat2desk.fail_client(client, status=400)
+        r = await stack.http.post(
+            "/webhook/chat2desk",
+            json={"client_id": client, "message_id": f"{client}-0", "text": "Hello"},
+        )
+        assert r.status_code == 200
+    await wait_for(lambda: stack.runtime.sender.counts.dead == 2)
+    await wait_for(
+        lambda: any("dead-lettered" in t for t in stack.telegram.texts(ADMIN_CHAT)),
+    )
+    await stack.runtime.sender.monitor_once()  # publish now rather than in 10 s
+    status = (await stack.http.get("/status", headers=ADMIN)).json()
+    assert ("dead_letter", "chat2desk") in {(a["kind"], a["subject"]) for a in status["alerts"]}
+    assert status["channels"]["chat2desk"]["circuit"] == "closed"
+    await asyncio.sleep(0.5)  # a second alert would have reached the fake by now
+    assert len([t for t in stack.telegram.texts(ADMIN_CHAT) if "dead-lettered" in t]) == 1
 
 
 async def test_handoff_silence_and_handback_by_api_and_cli(stack: Stack) -> None:

@@ -81,6 +81,9 @@ async def stack(settings: Settings) -> AsyncIterator[dict[str, Any]]:
             "telegram": TelegramChannel(token=TOKEN, api_url=telegram.url, chat_interval=0.0),
             "order_webhook": OrderWebhookChannel(hook_url + "/hook"),
         }
+        # orderbot's hook is registered: the admins hear of orders, not of a missing hook.
+        async with Chat2DeskChannel(api_url=chat2desk.url, token="test-token") as registrar:
+            await registrar.set_webhook("https://shop.example/webhook/chat2desk")
         runtime = EmbeddedRuntime(configured, channels=channels)
         async with serving(create_app(runtime)) as url, httpx.AsyncClient(base_url=url) as client:
             yield {

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from orderbot.alerting import OperationsAlerts, PutAlert
 from orderbot.channels.base import Channel
-from orderbot.channels.chat2desk import Chat2DeskChannel
+from orderbot.channels.chat2desk import Chat2DeskChannel, WebhookWatch, webhook_watch
 from orderbot.channels.order_webhook import ORDER_WEBHOOK, OrderWebhookChannel
 from orderbot.config import Settings
 from orderbot.desk.base import DeskStore, OperatorTopics, OrderAdmin
@@ -150,6 +151,11 @@ class Runtime(ABC):
         self.files = build_file_receiver(settings)
         # Telegram admins are alerted only when the Telegram channel is configured.
         self.admin_chats = settings.admin_chats if "telegram" in self.channels else ()
+        # orderbot's Chat2Desk webhook as Chat2Desk reports it (cached): /health, /status and
+        # the sender's alerts.
+        self.webhook_watch: WebhookWatch | None = webhook_watch(
+            self.channels, settings.chat2desk_api_token
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._opened = False
@@ -167,6 +173,15 @@ class Runtime(ABC):
             flow=self.flow,
             language=self.settings.default_language,
         )
+
+    def operations_alerts(self, put: PutAlert) -> OperationsAlerts:
+        """What needs a person, told to the admin chats (and the operators' chat, in its
+        General topic) through ``put`` (the outbox), at most once per ``ALERT_INTERVAL``."""
+        chats = list(self.admin_chats)
+        topic_chat = operator_chat(self.channels)
+        if topic_chat and topic_chat not in chats:
+            chats.append(topic_chat)
+        return OperationsAlerts(put, chats=chats, interval=self.settings.alert_interval)
 
     async def _handback_by_operator(self, channel: str, client_id: str) -> None:
         """``/back`` in the operators' chat: the handback as from the CLI or the admin API."""

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import socket
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
@@ -25,6 +29,7 @@ from orderbot.desk.redis_topics import RedisOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.errors import ConfigError
 from orderbot.loggers import storage as log
+from orderbot.messages import OutboundMessage
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.rabbitmq.broker import RETRY_DELAYS, RabbitBroker
 from orderbot.queues.rabbitmq.dead_letters import RabbitDeadLetterQueue
@@ -40,9 +45,13 @@ from orderbot.state.redis import RedisStepStore
 from orderbot.storage import sql as database
 from orderbot.storage.redis import RedisBatcher, RedisKeys
 
-__all__ = ["REDIS_POOL_SIZE", "DistributedRuntime"]
+__all__ = ["REDIS_POOL_SIZE", "SENDER_STATE_TTL", "DistributedRuntime"]
 
 REDIS_POOL_SIZE = 64  # connections per process
+
+
+# Seconds a sender's published state lives: three of its looks (every 10 s) missed.
+SENDER_STATE_TTL = 30
 
 
 class DistributedRuntime(Runtime):
@@ -163,7 +172,9 @@ class DistributedRuntime(Runtime):
             drain_timeout=settings.shutdown_timeout,
             poll_interval=poll_interval,
             **sender_options,
-            admin_chats=settings.admin_chats,
+            alerts=self.operations_alerts(self._queue_alert),
+            webhook_status=self.webhook_watch.status if self.webhook_watch else None,
+            report=self._publish_sender_state,
         )
         self.ingress = self.build_ingress(self.inbound)
         # Workers share the inbound shards, senders the outbox shards (evenly, rebalanced as
@@ -271,6 +282,30 @@ class DistributedRuntime(Runtime):
 
     async def depths(self) -> QueueDepths:
         return await self.broker.depths()
+
+    async def _queue_alert(self, message: OutboundMessage) -> None:
+        """An operations alert into the outbox: its key makes it once per interval."""
+        await self.outbox.put([message])
+
+    async def _publish_sender_state(self, state: dict[str, Any]) -> None:
+        """This sender's circuits and alerts for ``GET /status`` (served by ``orderbot serve``),
+        expiring unless renewed: a sender that stopped is not shown."""
+        process = f"{socket.gethostname()}:{os.getpid()}"
+        body = orjson.dumps({**state, "process": process, "at": time.time()})
+        await self.redis.set(self.keys.sender_state(process), body, ex=SENDER_STATE_TTL)
+
+    async def sender_states(self) -> list[dict[str, Any]]:
+        """What every live sender process published (:meth:`_publish_sender_state`)."""
+        found: list[dict[str, Any]] = []
+        keys = [key async for key in self.redis.scan_iter(match=self.keys.sender_state("*"))]
+        for raw in await self.redis.mget(keys) if keys else []:
+            if raw is None:
+                continue  # expired between the scan and the read
+            with contextlib.suppress(orjson.JSONDecodeError):
+                state = orjson.loads(raw)
+                if isinstance(state, dict):
+                    found.append(state)
+        return found
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``(healthy, checks)`` in the shape of ``GET /health``: each backing service, and

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 
 from orderbot.channels.base import Channel
 from orderbot.config import Settings
-from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin
+from orderbot.desk.sqlite import SqliteDeskStore, SqliteOrderAdmin, insert_outbox
 from orderbot.desk.sqlite_topics import SqliteOperatorTopics
 from orderbot.dialog.flow import Flow
 from orderbot.files.receiver import cleanup_unlinked_files
 from orderbot.loggers import storage as log
+from orderbot.messages import OutboundMessage
 from orderbot.queues.base import QueueDepths
 from orderbot.queues.sqlite import (
     SqliteDeadLetterQueue,
@@ -85,9 +86,15 @@ class EmbeddedRuntime(Runtime):
             self.channels,
             rate_limiter=LocalRateLimiter(settings.outbound_rate_limit),
             drain_timeout=settings.shutdown_timeout,
-            admin_chats=settings.admin_chats,
+            alerts=self.operations_alerts(self._queue_alert),
+            webhook_status=self.webhook_watch.status if self.webhook_watch else None,
         )
         self.ingress = self.build_ingress(self.inbound)
+
+    async def _queue_alert(self, message: OutboundMessage) -> None:
+        """An operations alert into the outbox (once per key), then wake the sender."""
+        await self.db.run(lambda conn: insert_outbox(conn, message, message.created_at))
+        self.outbox.wakeup.set()
 
     async def open(self) -> None:
         if self._opened:

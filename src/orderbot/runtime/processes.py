@@ -68,7 +68,6 @@ async def open_rabbit_dead_letters(settings: Settings) -> AsyncIterator[RabbitDe
 def create_server_app(settings: Settings | None = None) -> Any:
     """The ASGI app of ``orderbot serve`` (also the uvicorn factory of ``--workers N``, which
     reads the settings from the environment in each process)."""
-    from orderbot.channels.chat2desk import webhook_watch
     from orderbot.config import load_settings
     from orderbot.logconfig import setup_logging
     from orderbot.web.app import create_app
@@ -77,11 +76,11 @@ def create_server_app(settings: Settings | None = None) -> Any:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
     runtime = DistributedRuntime(settings)
-    watch = webhook_watch(runtime.channels, settings.chat2desk_api_token)
+    # One cached check for /health and /status.
     return create_app(
         runtime,
         run_background=False,
-        webhook_watch=watch,
+        webhook_watch=runtime.webhook_watch,
     )
 
 

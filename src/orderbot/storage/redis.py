@@ -90,6 +90,11 @@ class RedisKeys:
         ``handoffs`` row in PostgreSQL decides; see ``orderbot.desk.postgres``)."""
         return f"{self.prefix}:handoff:{client_key}"
 
+    def sender_state(self, process: str) -> str:
+        """One sender process's circuit breakers and alerts (JSON, expiring): what
+        ``GET /status`` shows from another process."""
+        return f"{self.prefix}:sender-state:{process}"
+
     def pending_notifications(self) -> str:
         """Status changes whose notification may not be published yet: a sorted set of
         ``<order id>:<time>`` by time (``orderbot.desk.postgres``)."""

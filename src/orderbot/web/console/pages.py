@@ -60,7 +60,7 @@ from orderbot.web.console.security import (
 from orderbot.web.console.services import ConsoleServices, services_for
 from orderbot.web.console.sessions import Session
 from orderbot.web.console.stats import Stats, parse_period, read_stats
-from orderbot.web.console.status import read_status
+from orderbot.web.console.status import read_alerts, read_status
 from orderbot.web.console.summary import DailySummary, parse_time_of_day
 from orderbot.web.console.takeover import take_over
 
@@ -71,6 +71,13 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _MAX_TEXT = 4000
 _MAX_NOTE = 2000
 _MAX_QUERY = 100
+_ALERT_TITLES = {
+    "dead_letter": "A reply could not be sent",
+    "circuit_open": "A channel is failing",
+    "webhook": "The Chat2Desk webhook does not work",
+    "quota": "The API quota is used up",
+}
+_BANNER_EVERY = 5.0  # seconds between reads of the operations alerts for the banner
 STATS_FRESH = 30.0
 
 
@@ -83,6 +90,7 @@ def _environment() -> Environment:
     )
     env.filters["waited"] = _waited
     env.globals["status_label"] = _status_label
+    env.globals["alert_titles"] = _ALERT_TITLES
     return env
 
 
@@ -154,6 +162,8 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
     env = _environment()
     held: dict[str, ConsoleServices] = {}
     started = time.time()
+    # The banner's alerts, read at most every few seconds (a Redis read on distributed).
+    banner: dict[str, Any] = {"alerts": [], "read": 0.0}
 
     def services() -> ConsoleServices:
         found = held.get("services")
@@ -179,6 +189,7 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
             csrf=session.csrf_token if session else "",
             when=svc.shop.format if svc else str,
             zone=settings.shop_timezone,
+            alerts=banner["alerts"] if session else [],
             **context,
         )
         return console_headers(HTMLResponse(html, status_code=status))
@@ -188,7 +199,18 @@ def install_console(app: FastAPI, runtime: Any, settings: Settings) -> ConsoleLi
         session = await services().sessions.load(token) if token else None
         if session is None:
             raise SignInRequired
+        await refresh_banner()
         return session
+
+    async def refresh_banner() -> None:
+        now = time.monotonic()
+        if now - banner["read"] < _BANNER_EVERY:
+            return
+        banner["read"] = now
+        try:
+            banner["alerts"] = await read_alerts(runtime, services().profile)
+        except Exception as exc:  # the page matters more than its banner
+            log.warning("console: alerts unavailable (%s)", type(exc).__name__)
 
     async def form_of(request: Request, session: Session | None) -> FormData:
         try:
