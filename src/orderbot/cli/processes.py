@@ -45,7 +45,6 @@ def run(
     """
     import uvicorn
 
-    from orderbot.channels.chat2desk import webhook_watch
     from orderbot.logconfig import setup_logging
     from orderbot.runtime.embedded import EmbeddedRuntime
     from orderbot.web.app import create_app
@@ -64,9 +63,9 @@ def run(
     # switch interval a busy event loop makes every commit wait up to 5 ms for it.
     sys.setswitchinterval(0.0005)
     runtime = EmbeddedRuntime(settings)
-    watch = webhook_watch(runtime.channels, settings.chat2desk_api_token)
     config = uvicorn.Config(
-        create_app(runtime, webhook_watch=watch),
+        # One cached webhook check, shared by /health, /status and the operators' alerts.
+        create_app(runtime, webhook_watch=runtime.webhook_watch),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
