@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orderbot.cli import app
+from orderbot.config import Settings
 from orderbot.desk.requests import HandoffRequest, Track, classify
 from orderbot.desk.texts import (
     render_not_found,
@@ -159,3 +160,18 @@ def test_flows_may_set_tracking_and_status_texts_and_flow_check_is_strict(tmp_pa
 def test_new_commands_have_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_tracking_times_are_in_the_shops_zone(settings: Settings) -> None:
+    """A customer in Bishkek reads the time of their order in Bishkek (SHOP_TIMEZONE), not UTC:
+    1_700_000_000 is 14.11.2023 22:13 UTC, 15.11.2023 04:13 in Asia/Bishkek."""
+    from orderbot.runtime.base import dialog_options
+
+    order = OrderSummary(12, 1_700_000_000.0, "ready", quantity=2)
+    history = [HistoryEntry(1_700_000_100.0, "new", "confirmed")]
+    local = render_order(WATER, order, history, "en", "Asia/Bishkek")
+    assert "15.11.2023 04:13 —" in local and "UTC" not in local
+    assert "15.11.2023" in render_order_list(WATER, [order], "en", "Asia/Bishkek")
+    assert "14.11.2023 22:13 UTC —" in render_order(WATER, order, history, "en")
+    options = dialog_options(settings.model_copy(update={"shop_timezone": "Asia/Bishkek"}))
+    assert options.shop_timezone == "Asia/Bishkek"

@@ -392,11 +392,11 @@ class FrontDesk:
     async def _track(self, message: InboundMessage, request: Track, language: str) -> str:
         if request.number is None:
             found = await self._store.customer_orders(message.channel, message.client_id)
-            return render_order_list(self._flow, found, language)
+            return render_order_list(self._flow, found, language, self._options.shop_timezone)
         one = await self._store.customer_order(message.channel, message.client_id, request.number)
         if one is None:  # not this customer's, or no such order: the same answer
             return render_not_found(self._flow, request.number, language)
-        return render_order(self._flow, one[0], one[1], language)
+        return render_order(self._flow, one[0], one[1], language, self._options.shop_timezone)
 
     async def _hand_off(
         self,
@@ -435,7 +435,9 @@ class FrontDesk:
                 hand_back="/back in this topic (or wait for HANDOFF_TIMEOUT)",
             )
             if card:
-                text += "\n\n" + render_order_list(self._flow, card, language)
+                text += "\n\n" + render_order_list(
+                    self._flow, card, language, self._options.shop_timezone
+                )
             extra += self._to_topic(message, text, now, "topic")
         elif message.channel != "chat2desk" and self._admin_chats:
             rows = await self._store.recent_messages(

@@ -8,7 +8,8 @@ defaults below when a flow has none.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from orderbot.dialog.engine import question
 from orderbot.dialog.flow import Flow
@@ -135,12 +136,14 @@ def status_notification(
     return text
 
 
-def _date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%d.%m.%Y")
+def _date(ts: float, zone: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(zone)).strftime("%d.%m.%Y")
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%d.%m.%Y %H:%M UTC")
+def _when(ts: float, zone: str) -> str:
+    """Day and time in the shop's zone; ``UTC`` is said, a shop's own zone goes without saying."""
+    local = datetime.fromtimestamp(ts, ZoneInfo(zone)).strftime("%d.%m.%Y %H:%M")
+    return f"{local} UTC" if zone == "UTC" else local
 
 
 def _total(flow: Flow, order: OrderSummary, language: str) -> str:
@@ -154,33 +157,43 @@ def _total(flow: Flow, order: OrderSummary, language: str) -> str:
     return "—"
 
 
-def _values(flow: Flow, order: OrderSummary, language: str) -> dict[str, str]:
+def _values(flow: Flow, order: OrderSummary, language: str, zone: str) -> dict[str, str]:
     return {
         "order_id": str(order.id),
-        "date": _date(order.created_at),
+        "date": _date(order.created_at, zone),
         "status": status_name(flow, order.status, language),
         "total": _total(flow, order, language),
     }
 
 
-def render_order_list(flow: Flow, orders: Sequence[OrderSummary], language: str) -> str:
-    """The customer's recent orders (already limited and newest first), one line each."""
+def render_order_list(
+    flow: Flow, orders: Sequence[OrderSummary], language: str, zone: str = "UTC"
+) -> str:
+    """The customer's recent orders (already limited and newest first), one line each; dates
+    in the shop's ``zone``."""
     if not orders:
         return flow_text(flow, "track_empty", language)
     lines = [flow_text(flow, "track_header", language)]
-    lines += [flow_text(flow, "track_line", language, _values(flow, o, language)) for o in orders]
+    lines += [
+        flow_text(flow, "track_line", language, _values(flow, o, language, zone)) for o in orders
+    ]
     return "\n".join(lines)
 
 
 def render_order(
-    flow: Flow, order: OrderSummary, history: Sequence[HistoryEntry], language: str
+    flow: Flow,
+    order: OrderSummary,
+    history: Sequence[HistoryEntry],
+    language: str,
+    zone: str = "UTC",
 ) -> str:
-    """One order with its status history (the first line is when it was placed)."""
-    lines = [f"{_when(order.created_at)} — {status_name(flow, 'new', language)}"]
+    """One order with its status history (the first line is when it was placed); times in the
+    shop's ``zone``."""
+    lines = [f"{_when(order.created_at, zone)} — {status_name(flow, 'new', language)}"]
     for entry in history:
-        line = f"{_when(entry.created_at)} — {status_name(flow, entry.to_status, language)}"
+        line = f"{_when(entry.created_at, zone)} — {status_name(flow, entry.to_status, language)}"
         lines.append(f"{line} ({entry.note})" if entry.note else line)
-    values = {**_values(flow, order, language), "history": "\n".join(lines)}
+    values = {**_values(flow, order, language, zone), "history": "\n".join(lines)}
     return flow_text(flow, "track_order", language, values)
 
 

@@ -196,3 +196,5 @@ class DialogOptions:
     detect_language: bool = True
     phone_region: str = "KG"
     idle_timeout: float = 86400.0
+    shop_timezone: str = "UTC"
+    """The shop's IANA zone (``SHOP_TIMEZONE``): times the customer reads are in it."""

@@ -59,6 +59,7 @@ def dialog_options(settings: Settings) -> DialogOptions:
         detect_language=settings.detect_language,
         phone_region=settings.default_phone_region,
         idle_timeout=settings.dialog_idle_timeout,
+        shop_timezone=settings.shop_timezone,
     )
 
 
